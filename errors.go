@@ -1,0 +1,48 @@
+package wshub
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Error is an error that the hub reports to a client as an error frame
+// (cmd 40) with Code and Reason. A Dispatcher may return one, or wrap one
+// with fmt.Errorf("...: %w", err), to answer a frame with a specific code.
+type Error struct {
+	Code   int    // error code sent in the frame (HTTP-like: 400, 403, 404, ...)
+	Reason string // short human-readable reason
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("wshub: %s (%d)", e.Reason, e.Code) }
+
+// Errors of the hub. Those of type *Error are sent to clients as error
+// frames with their code; compare any of them with errors.Is.
+var (
+	// ErrBadFrame: the frame is not valid JSON, not an object, or has no cmd.
+	ErrBadFrame = &Error{Code: 400, Reason: "malformed frame"}
+	// ErrMissingDst: the command needs a dstid and the frame has none.
+	ErrMissingDst = &Error{Code: 400, Reason: "missing dstid"}
+	// ErrBadRequest: the frame's fields do not fit its command.
+	ErrBadRequest = &Error{Code: 400, Reason: "bad request"}
+	// ErrNotMember: a room command from a user who is not a member.
+	ErrNotMember = &Error{Code: 403, Reason: "not a member of the room"}
+	// ErrForbidden: the application's authorization refused the command.
+	ErrForbidden = &Error{Code: 403, Reason: "forbidden"}
+	// ErrUnknownCommand: no handler for the frame's cmd.
+	ErrUnknownCommand = &Error{Code: 404, Reason: "unknown command"}
+	// ErrRateLimited: the connection sends faster than allowed.
+	ErrRateLimited = &Error{Code: 429, Reason: "rate limited"}
+	// ErrInternal: the hub failed to handle the frame (a store error);
+	// details go to the log, not to the client.
+	ErrInternal = &Error{Code: 500, Reason: "internal error"}
+	// ErrUnavailable: the hub is shutting down.
+	ErrUnavailable = &Error{Code: 503, Reason: "hub is shutting down"}
+
+	// ErrNoAuthenticate: Options.Authenticate is nil; New refuses to
+	// build a hub that lets anyone in.
+	ErrNoAuthenticate = errors.New("wshub: Options.Authenticate is required")
+	// ErrClosed: the hub was shut down.
+	ErrClosed = errors.New("wshub: hub is closed")
+	// ErrUnauthorized: Authenticate refused the request (HTTP 401).
+	ErrUnauthorized = errors.New("wshub: unauthorized")
+)

@@ -1,0 +1,149 @@
+// Package store defines the persistence contract of a wshub hub: message
+// history per conversation, the pending-delivery queue per user, the
+// (sender, cid) receipt records that make resends safe, and room
+// membership.
+//
+// Implementations: store/memstore (memory, for tests and throwaway
+// processes), store/boltstore (one durable bbolt file), store/redisstore
+// (several hub processes sharing one Redis). Every implementation must pass
+// the conformance suite in store/storetest.
+package store
+
+import (
+	"context"
+	"errors"
+	"strconv"
+)
+
+// Errors returned by Store implementations. Compare with errors.Is.
+var (
+	// ErrClosed is returned by every method called after Close.
+	ErrClosed = errors.New("wshub/store: store is closed")
+	// ErrInvalid is returned when a request lacks a required field
+	// (an empty conversation, sender or message id).
+	ErrInvalid = errors.New("wshub/store: invalid request")
+)
+
+// Message is one stored message. The store keeps every field as given,
+// except Seq, which Append assigns.
+type Message struct {
+	ID   string // unique message id, assigned by the hub (UUIDv7)
+	Conv string // conversation key, see DirectConv and RoomConv
+	Seq  uint64 // position in Conv, assigned by Append: 1, 2, 3, ...
+	TS   int64  // server time, Unix milliseconds
+	Cmd  int    // wire command (10 direct, 11 room, or an application cmd)
+	From string // sender user id
+	To   string // recipient user id, or room id
+	Body []byte // application payload (JSON), opaque to the store
+}
+
+// AppendRequest is one atomic write: a history append, the pending enqueue
+// for its recipients and the (sender, cid) record.
+type AppendRequest struct {
+	// Msg is the message to store; Msg.Seq is ignored and assigned.
+	Msg Message
+	// Pending lists the users whose pending queue receives the message.
+	// Empty for room messages.
+	Pending []string
+	// CID, when not empty, is the client's id for the frame. A later
+	// Append with the same (Msg.From, CID) stores nothing and returns the
+	// first message.
+	CID string
+}
+
+// Query selects a window of a conversation's history.
+//
+// With Since > 0 the window is the oldest Limit messages with
+// Since < seq (and seq < Before when Before > 0): reading forward.
+// Otherwise it is the newest Limit messages with seq < Before (any seq when
+// Before is 0): reading backward from the end. Either way Items come oldest
+// first. Limit <= 0 means DefaultLimit.
+type Query struct {
+	Since  uint64
+	Before uint64
+	Limit  int
+}
+
+// DefaultLimit is the number of history items a Query with no Limit returns.
+const DefaultLimit = 50
+
+// Page is a history window.
+type Page struct {
+	Items []Message // oldest first
+	More  bool      // the window has messages beyond Limit in reading direction
+	Epoch string    // identifies the history stream (see Store.History)
+	First uint64    // oldest seq still retained in the conversation; 0 if none
+	Last  uint64    // newest seq ever assigned in the conversation; 0 if none
+}
+
+// Store is the persistence behind a hub. All methods are safe for
+// concurrent use. A method whose ctx is done before it completes returns
+// ctx.Err() (possibly wrapped); a write cancelled that way may or may not
+// have taken effect, and the cid record makes a retry of Append safe.
+//
+// "Durable" is defined by each implementation's documentation; a hub sends a
+// receipt only after Append returned, so a durable store that returned nil
+// must not lose the write in a crash of the process.
+type Store interface {
+	// Append stores req.Msg at the end of req.Msg.Conv with the next seq,
+	// enqueues it for every user in req.Pending, and records
+	// (req.Msg.From, req.CID): all in one atomic step, so that a crash
+	// leaves either all of it or none.
+	//
+	// Seqs of one conversation are strictly increasing without gaps in the
+	// order Appends take effect; concurrent Appends to one conversation
+	// get distinct seqs.
+	//
+	// If req.CID is not empty and (req.Msg.From, req.CID) was recorded by
+	// an earlier Append still retained, nothing is written and Append
+	// returns that earlier stored message with dup true. Records are kept
+	// for at least the retention the implementation documents.
+	//
+	// On success the returned message is req.Msg with its assigned Seq.
+	Append(ctx context.Context, req AppendRequest) (m Message, dup bool, err error)
+
+	// History returns a window of conv's history (see Query). A
+	// conversation never written returns an empty Page with its Epoch.
+	//
+	// Epoch names the history stream: it stays the same as long as the
+	// seqs of conv keep their meaning, and changes when the store lost or
+	// recreated the stream (a memory store after a restart, a Redis key
+	// that expired), so that a client holding seqs from another epoch
+	// knows to reload.
+	History(ctx context.Context, conv string, q Query) (Page, error)
+
+	// Pending returns the user's pending queue, in the order the messages
+	// were enqueued. It does not remove them. The queue is bounded by the
+	// implementation's retention.
+	Pending(ctx context.Context, user string) ([]Message, error)
+
+	// Ack removes the messages with the given ids from the user's pending
+	// queue. Ids not in the queue are ignored.
+	Ack(ctx context.Context, user string, ids ...string) error
+
+	// Join makes user a member of room. Joining twice is harmless.
+	Join(ctx context.Context, room, user string) error
+	// Leave removes user from room. Leaving a room one is not in is harmless.
+	Leave(ctx context.Context, room, user string) error
+	// Rooms lists the rooms user is a member of, in no particular order.
+	Rooms(ctx context.Context, user string) ([]string, error)
+	// Members lists the members of room, in no particular order.
+	Members(ctx context.Context, room string) ([]string, error)
+
+	// Close releases the store; a durable store flushes what it holds
+	// first. Methods called after Close return ErrClosed. Close is
+	// idempotent.
+	Close() error
+}
+
+// DirectConv is the conversation key of the direct messages between users
+// a and b, whoever sent them: DirectConv(a, b) == DirectConv(b, a).
+func DirectConv(a, b string) string {
+	if b < a {
+		a, b = b, a
+	}
+	return "d:" + strconv.Itoa(len(a)) + ":" + a + ":" + b
+}
+
+// RoomConv is the conversation key of room's history.
+func RoomConv(room string) string { return "r:" + room }
