@@ -1,9 +1,6 @@
 package wshub
 
-import (
-	"errors"
-	"fmt"
-)
+import "errors"
 
 // Error is an error that the hub reports to a client as an error frame
 // (cmd 40) with Code and Reason. A Dispatcher may return one, or wrap one
@@ -13,7 +10,7 @@ type Error struct {
 	Reason string // short human-readable reason
 }
 
-func (e *Error) Error() string { return fmt.Sprintf("wshub: %s (%d)", e.Reason, e.Code) }
+func (e *Error) Error() string { return "wshub: " + e.Reason }
 
 // Errors of the hub. Those of type *Error are sent to clients as error
 // frames with their code; compare any of them with errors.Is.

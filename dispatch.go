@@ -1,0 +1,200 @@
+package wshub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/wshub/wshub/store"
+)
+
+// Dispatcher handles one decoded frame from a connection.
+//
+// ctx is the connection's context: it is cancelled when the connection
+// closes or the hub shuts down. n is the connection the frame came from;
+// n.UserID() is the authenticated sender (the frame's UserID field is
+// always overwritten with it before dispatch). A returned error is sent to
+// the client as an error frame (cmd 40) carrying the frame's cid: an *Error
+// (or an error wrapping one) with its Code, anything else as ErrInternal,
+// whose details are logged and not sent. The connection stays open either
+// way. Dispatch runs on the connection's reader goroutine: frames of one
+// connection are dispatched one at a time, in order.
+type Dispatcher interface {
+	Dispatch(ctx context.Context, n *Node, f *Frame) error
+}
+
+// DispatcherFunc adapts a function to the Dispatcher interface.
+type DispatcherFunc func(ctx context.Context, n *Node, f *Frame) error
+
+// Dispatch calls fn(ctx, n, f).
+func (fn DispatcherFunc) Dispatch(ctx context.Context, n *Node, f *Frame) error {
+	return fn(ctx, n, f)
+}
+
+// Middleware wraps a Dispatcher: it may inspect, rewrite or veto a frame
+// (return an error without calling next) before the built-in router sees
+// it. Options.Middleware applies middlewares outermost first.
+type Middleware func(next Dispatcher) Dispatcher
+
+// chain wraps d in mws, the first one outermost.
+func chain(d Dispatcher, mws []Middleware) Dispatcher {
+	for i := len(mws) - 1; i >= 0; i-- {
+		d = mws[i](d)
+	}
+	return d
+}
+
+// router is the built-in Dispatcher for the commands of SPEC.md section 3.
+// Commands from CmdApp up go to Options.Dispatcher.
+type router struct{ h *Hub }
+
+func (rt router) Dispatch(ctx context.Context, n *Node, f *Frame) error {
+	h := rt.h
+	switch f.Cmd {
+	case CmdHeart:
+		return nil
+	case CmdPing:
+		return n.Send(&Frame{Cmd: CmdPong, Content: "pong"})
+	case CmdSingle:
+		if f.DstID == "" {
+			return ErrMissingDst
+		}
+		r, err := h.send(ctx, CmdSingle, n.user, f.DstID, f, n)
+		if err != nil {
+			return err
+		}
+		return n.Send(r)
+	case CmdRoom:
+		if f.DstID == "" {
+			return ErrMissingDst
+		}
+		if !h.isMember(n.user, f.DstID) {
+			return ErrNotMember
+		}
+		if err := h.authorize(ctx, n, f.Cmd, f.DstID); err != nil {
+			return err
+		}
+		r, err := h.send(ctx, CmdRoom, n.user, f.DstID, f, n)
+		if err != nil {
+			return err
+		}
+		return n.Send(r)
+	case CmdJoin:
+		if f.DstID == "" {
+			return ErrMissingDst
+		}
+		if err := h.authorize(ctx, n, f.Cmd, f.DstID); err != nil {
+			return err
+		}
+		return h.joinAndReplay(ctx, n, f)
+	case CmdLeave:
+		if f.DstID == "" {
+			return ErrMissingDst
+		}
+		return h.Leave(ctx, n.user, f.DstID)
+	case CmdAck:
+		ids := f.IDs
+		if f.ID != "" {
+			ids = append(ids, f.ID)
+		}
+		if len(ids) == 0 {
+			return fmt.Errorf("%w: ack needs id or ids", ErrBadRequest)
+		}
+		return h.storeErr(h.store.Ack(ctx, n.user, ids...))
+	case CmdHistory:
+		if f.DstID == "" {
+			return ErrMissingDst
+		}
+		return h.history(ctx, n, f, store.DirectConv(n.user, f.DstID))
+	case CmdRoomHistory:
+		if f.DstID == "" {
+			return ErrMissingDst
+		}
+		if !h.isMember(n.user, f.DstID) {
+			return ErrNotMember
+		}
+		if err := h.authorize(ctx, n, f.Cmd, f.DstID); err != nil {
+			return err
+		}
+		return h.history(ctx, n, f, store.RoomConv(f.DstID))
+	}
+	if f.Cmd >= CmdApp && h.opts.Dispatcher != nil {
+		return h.opts.Dispatcher.Dispatch(ctx, n, f)
+	}
+	return fmt.Errorf("%w: %d", ErrUnknownCommand, f.Cmd)
+}
+
+// authorize asks Options.AuthorizeRoom, if set. A refusal that is not an
+// *Error becomes ErrForbidden.
+func (h *Hub) authorize(ctx context.Context, n *Node, cmd Cmd, room string) error {
+	if h.opts.AuthorizeRoom == nil {
+		return nil
+	}
+	err := h.opts.AuthorizeRoom(ctx, n, cmd, room)
+	if err == nil {
+		return nil
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		return err
+	}
+	return fmt.Errorf("%w: %v", ErrForbidden, err)
+}
+
+// storeErr turns a store failure into ErrInternal, keeping the cause for
+// the log.
+func (h *Hub) storeErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, store.ErrClosed) {
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return fmt.Errorf("%w: store: %w", ErrInternal, err)
+}
+
+// history answers cmd 16 and 17 with a window of conv.
+func (h *Hub) history(ctx context.Context, n *Node, f *Frame, conv string) error {
+	limit := f.Limit
+	if limit <= 0 {
+		limit = store.DefaultLimit
+	}
+	limit = min(limit, h.opts.MaxHistory)
+	page, err := h.store.History(ctx, conv, store.Query{Since: f.Since, Before: f.Before, Limit: limit})
+	if err != nil {
+		return h.storeErr(err)
+	}
+	reply := &Frame{Cmd: f.Cmd, CID: f.CID, DstID: f.DstID, Epoch: page.Epoch, More: page.More, Seq: page.Last, Items: make([]*Frame, 0, len(page.Items))}
+	for i := range page.Items {
+		reply.Items = append(reply.Items, frameOf(&page.Items[i]))
+	}
+	return n.Send(reply)
+}
+
+// errorFrame builds the cmd 40 answer to a failed frame.
+func (h *Hub) errorFrame(n *Node, f *Frame, err error) *Frame {
+	var e *Error
+	if !errors.As(err, &e) || e.Code >= 500 {
+		h.log.Error("wshub: dispatch failed", slog.String("user", n.user), slog.String("conn", n.id), slog.Int("cmd", int(f.Cmd)), slog.Any("err", err))
+		if e == nil {
+			e = ErrInternal
+		}
+		return &Frame{Cmd: CmdError, CID: f.CID, Code: e.Code, Reason: e.Reason}
+	}
+	reason := e.Reason
+	if err != error(e) {
+		reason = trimPrefix(err.Error())
+	}
+	return &Frame{Cmd: CmdError, CID: f.CID, Code: e.Code, Reason: reason}
+}
+
+// trimPrefix drops the "wshub: " prefix of a wrapped error's text, which
+// means nothing to a client.
+func trimPrefix(s string) string {
+	const p = "wshub: "
+	if len(s) > len(p) && s[:len(p)] == p {
+		return s[len(p):]
+	}
+	return s
+}

@@ -1,0 +1,735 @@
+// Package wshub is an embeddable WebSocket hub: mount a *Hub as an
+// http.Handler, and browsers and Go programs exchange direct and room
+// messages through it, stored in a pluggable store.Store, with receipts,
+// offline queues, history and reconnect-safe resends. The wire protocol is
+// described in docs/protocol.md.
+package wshub
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"hash/maphash"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/gorilla/websocket"
+
+	"github.com/wshub/wshub/store"
+	"github.com/wshub/wshub/store/memstore"
+)
+
+// Options configures a Hub. The zero value of every field means the
+// documented default, filled in by New; only Authenticate is required.
+type Options struct {
+	// Store keeps history, pending queues, receipts and memberships.
+	// Default: a new memstore owned by the hub and closed by Shutdown. A
+	// store given here belongs to the caller, who closes it after
+	// Shutdown returned.
+	Store store.Store
+
+	// Authenticate turns an upgrade request into the user id of the
+	// connection; an error or an empty id answers HTTP 401. Required: New
+	// fails with ErrNoAuthenticate without it. Token extracts the token
+	// the way clients send it; DevAuthenticate takes the token as the user
+	// id, for development only.
+	Authenticate func(r *http.Request) (userID string, err error)
+
+	// CheckOrigin decides whether a browser's cross-origin request may
+	// connect; false answers HTTP 403. Default: same origin only (requests
+	// without an Origin header, which browsers always send, are allowed).
+	CheckOrigin func(r *http.Request) bool
+
+	// Dispatcher handles application commands (cmd >= CmdApp). Without it
+	// they are answered with ErrUnknownCommand.
+	Dispatcher Dispatcher
+	// Middleware wraps the whole routing of incoming frames, built-in
+	// commands included, the first element outermost.
+	Middleware []Middleware
+	// AuthorizeRoom, when set, is asked before a user joins a room
+	// (CmdJoin), sends to it (CmdRoom) or reads its history
+	// (CmdRoomHistory). A non-nil error refuses the frame with an error
+	// frame (ErrForbidden unless the error is or wraps an *Error).
+	AuthorizeRoom func(ctx context.Context, n *Node, cmd Cmd, room string) error
+	// OnConnect is called after a connection is registered and its
+	// welcome frame queued, before its first frame is read.
+	OnConnect func(n *Node)
+	// OnDisconnect is called once when a connection is gone, with the
+	// error that ended it (nil for a normal close).
+	OnDisconnect func(n *Node, err error)
+
+	// PingInterval is how often the hub sends a WebSocket ping to each
+	// connection. Default 25 s.
+	PingInterval time.Duration
+	// PongTimeout is how long a connection may stay silent (no frame, no
+	// pong) before the hub drops it. Default 60 s; raised to at least
+	// PingInterval plus one second.
+	PongTimeout time.Duration
+	// WriteTimeout bounds each write to a socket. Default 10 s.
+	WriteTimeout time.Duration
+	// ReadLimit is the largest frame a client may send, in bytes; a larger
+	// one closes the connection with 1009. Default 64 KiB.
+	ReadLimit int64
+	// SendQueue is how many frames may wait for one connection; a
+	// connection whose queue is full is closed with 1013 (its direct
+	// messages stay pending). Default 1024.
+	SendQueue int
+	// MaxConnsPerUser is how many connections one user may hold; the
+	// oldest is closed with 4000 when one more connects. Default 8.
+	MaxConnsPerUser int
+	// MaxHistory caps the items of one history reply (cmd 16, 17).
+	// Default 200.
+	MaxHistory int
+	// MaxReplay caps how many room messages a join with since replays;
+	// past it the join reports recovered false. Default 1000.
+	MaxReplay int
+	// ReadBufferSize and WriteBufferSize size the socket buffers. Write
+	// buffers are pooled and held only while writing. Defaults 1024 and
+	// 4096.
+	ReadBufferSize, WriteBufferSize int
+
+	// Logger receives the hub's logs. Default slog.Default().
+	Logger *slog.Logger
+}
+
+const (
+	userShards = 64
+	roomShards = 64
+	keyLocks   = 1024
+)
+
+// Hub routes frames between connections and a store. It is an
+// http.Handler: mount it at the path clients connect to. All methods are
+// safe for concurrent use.
+type Hub struct {
+	opts     Options
+	store    store.Store
+	ownStore bool
+	log      *slog.Logger
+	upgrader websocket.Upgrader
+	dispatch Dispatcher // middleware around router
+	seed     maphash.Seed
+
+	users [userShards]userShard
+	rooms [roomShards]roomShard
+	// convLocks serializes, per conversation, a store append with the
+	// delivery to local connections, so that every connection receives a
+	// conversation in seq order. userLocks serializes, per user,
+	// membership changes with the loading of a connecting user's rooms.
+	// Both are striped by hash and held across the store calls of their
+	// key only, never across socket I/O. Order: a conversation lock before
+	// a user lock.
+	convLocks [keyLocks]sync.Mutex
+	userLocks [keyLocks]sync.Mutex
+
+	ctx    context.Context // cancelled by Shutdown; parent of every node's ctx
+	cancel context.CancelFunc
+	nodes  sync.WaitGroup // one per running node, Done when its reader exits
+
+	mu     sync.Mutex // guards closed
+	closed bool
+}
+
+// userShard indexes the online users whose id hashes to it.
+type userShard struct {
+	mu    sync.RWMutex
+	users map[string]*userEntry // guarded by mu
+}
+
+// userEntry is one online user. Its fields are guarded by the mutex of the
+// user's shard.
+type userEntry struct {
+	nodes []*Node             // oldest first
+	rooms map[string]struct{} // the user's rooms, loaded when it came online
+}
+
+// roomShard indexes the local connections of the members of its rooms.
+type roomShard struct {
+	mu    sync.RWMutex
+	rooms map[string]map[*Node]struct{} // guarded by mu
+}
+
+// New builds a Hub. It fails with ErrNoAuthenticate when
+// opts.Authenticate is nil.
+func New(opts Options) (*Hub, error) {
+	if opts.Authenticate == nil {
+		return nil, ErrNoAuthenticate
+	}
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	defDur := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	defDur(&opts.PingInterval, 25*time.Second)
+	defDur(&opts.PongTimeout, 60*time.Second)
+	defDur(&opts.WriteTimeout, 10*time.Second)
+	opts.PongTimeout = max(opts.PongTimeout, opts.PingInterval+time.Second)
+	if opts.ReadLimit <= 0 {
+		opts.ReadLimit = 64 << 10
+	}
+	def(&opts.SendQueue, 1024)
+	def(&opts.MaxConnsPerUser, 8)
+	def(&opts.MaxHistory, 200)
+	def(&opts.MaxReplay, 1000)
+	def(&opts.ReadBufferSize, 1024)
+	def(&opts.WriteBufferSize, 4096)
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.CheckOrigin == nil {
+		opts.CheckOrigin = sameOrigin
+	}
+	h := &Hub{opts: opts, store: opts.Store, log: opts.Logger, seed: maphash.MakeSeed()}
+	if h.store == nil {
+		h.store = memstore.New(memstore.Options{})
+		h.ownStore = true
+	}
+	h.upgrader = websocket.Upgrader{
+		ReadBufferSize:  opts.ReadBufferSize,
+		WriteBufferSize: opts.WriteBufferSize,
+		WriteBufferPool: &sync.Pool{},
+		// The origin was checked before authentication, in ServeHTTP.
+		CheckOrigin: func(*http.Request) bool { return true },
+	}
+	h.dispatch = chain(router{h}, opts.Middleware)
+	for i := range h.users {
+		h.users[i].users = make(map[string]*userEntry)
+	}
+	for i := range h.rooms {
+		h.rooms[i].rooms = make(map[string]map[*Node]struct{})
+	}
+	h.ctx, h.cancel = context.WithCancel(context.Background())
+	return h, nil
+}
+
+// Store returns the hub's store.
+func (h *Hub) Store() store.Store { return h.store }
+
+// Token returns the token a client sent with its upgrade request: the
+// query parameter token, else authToken (the reference article's name),
+// else an "Authorization: Bearer" header.
+func Token(r *http.Request) string {
+	q := r.URL.Query()
+	if t := q.Get("token"); t != "" {
+		return t
+	}
+	if t := q.Get("authToken"); t != "" {
+		return t
+	}
+	if a := r.Header.Get("Authorization"); len(a) > 7 && strings.EqualFold(a[:7], "bearer ") {
+		return strings.TrimSpace(a[7:])
+	}
+	return ""
+}
+
+// DevAuthenticate is an Options.Authenticate for development and tests
+// only: the token is the user id, so anyone can be anyone. Never use it in
+// production.
+func DevAuthenticate(r *http.Request) (string, error) {
+	t := Token(r)
+	if t == "" {
+		return "", ErrUnauthorized
+	}
+	return t, nil
+}
+
+// sameOrigin allows requests without an Origin header and those whose
+// Origin host equals the request's Host.
+func sameOrigin(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	u, err := url.Parse(origin)
+	if err != nil {
+		return false
+	}
+	return strings.EqualFold(u.Host, r.Host)
+}
+
+// ServeHTTP upgrades a request to a WebSocket connection: 403 when the
+// origin policy refuses it, 401 when Authenticate does, 503 after
+// Shutdown began.
+func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h.isClosed() {
+		http.Error(w, "hub is shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	if !h.opts.CheckOrigin(r) {
+		http.Error(w, "origin not allowed", http.StatusForbidden)
+		return
+	}
+	user, err := h.opts.Authenticate(r)
+	if err != nil || user == "" {
+		http.Error(w, "unauthorized", http.StatusUnauthorized)
+		return
+	}
+	if !websocket.IsWebSocketUpgrade(r) {
+		http.Error(w, "websocket upgrade required", http.StatusBadRequest)
+		return
+	}
+	conn, err := h.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		// The upgrader has answered the request.
+		h.log.Debug("wshub: upgrade failed", slog.Any("err", err))
+		return
+	}
+	q := r.URL.Query()
+	n := newNode(h, conn, user, q.Get("ack") == "1", q.Get("batch") == "1")
+	h.nodes.Add(1)
+	if h.isClosed() {
+		n.closeWith(websocket.CloseGoingAway, "server shutting down")
+	}
+	go n.run()
+}
+
+func (h *Hub) isClosed() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.closed
+}
+
+// Shutdown closes every connection with 1001 and returns when they are
+// gone, or with ctx.Err() when ctx ends first (the remaining sockets are
+// then closed at once). New upgrades are refused with 503 from the start.
+// A store the hub created is closed; one given in Options is not.
+// Shutdown returns ErrClosed when called again.
+func (h *Hub) Shutdown(ctx context.Context) error {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return ErrClosed
+	}
+	h.closed = true
+	h.mu.Unlock()
+
+	for _, n := range h.allNodes() {
+		n.closeWith(websocket.CloseGoingAway, "server shutting down")
+	}
+	done := make(chan struct{}) // closed by the waiter goroutine
+	go func() { h.nodes.Wait(); close(done) }()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = ctx.Err()
+		for _, n := range h.allNodes() {
+			n.conn.Close()
+		}
+		<-done
+	}
+	h.cancel()
+	if h.ownStore {
+		if cerr := h.store.Close(); err == nil {
+			err = cerr
+		}
+	}
+	return err
+}
+
+// allNodes lists every registered connection.
+func (h *Hub) allNodes() []*Node {
+	var all []*Node
+	for i := range h.users {
+		s := &h.users[i]
+		s.mu.RLock()
+		for _, u := range s.users {
+			all = append(all, u.nodes...)
+		}
+		s.mu.RUnlock()
+	}
+	return all
+}
+
+func (h *Hub) userShard(user string) *userShard {
+	return &h.users[maphash.String(h.seed, user)%userShards]
+}
+
+func (h *Hub) roomShard(room string) *roomShard {
+	return &h.rooms[maphash.String(h.seed, room)%roomShards]
+}
+
+func (h *Hub) convLock(conv string) *sync.Mutex {
+	return &h.convLocks[maphash.String(h.seed, conv)%keyLocks]
+}
+
+func (h *Hub) userLock(user string) *sync.Mutex {
+	return &h.userLocks[maphash.String(h.seed, user)%keyLocks]
+}
+
+// Users lists the users with at least one connection to this hub.
+func (h *Hub) Users() []string {
+	var ids []string
+	for i := range h.users {
+		s := &h.users[i]
+		s.mu.RLock()
+		for id := range s.users {
+			ids = append(ids, id)
+		}
+		s.mu.RUnlock()
+	}
+	return ids
+}
+
+// Conns lists the connections of user to this hub, oldest first.
+func (h *Hub) Conns(user string) []*Node {
+	s := h.userShard(user)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if u := s.users[user]; u != nil {
+		return append([]*Node(nil), u.nodes...)
+	}
+	return nil
+}
+
+// IsOnline reports whether user has a connection to this hub.
+func (h *Hub) IsOnline(user string) bool {
+	s := h.userShard(user)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.users[user] != nil
+}
+
+// register adds n to the indexes, loading the user's rooms from the store
+// when n is its first connection. It returns the connection that n
+// replaces (over MaxConnsPerUser), if any.
+func (h *Hub) register(ctx context.Context, n *Node) (evicted *Node, err error) {
+	ul := h.userLock(n.user)
+	ul.Lock()
+	defer ul.Unlock()
+	var rooms []string
+	if !h.IsOnline(n.user) {
+		if rooms, err = h.store.Rooms(ctx, n.user); err != nil {
+			return nil, err
+		}
+	}
+	s := h.userShard(n.user)
+	s.mu.Lock()
+	u := s.users[n.user]
+	if u == nil {
+		u = &userEntry{rooms: make(map[string]struct{}, len(rooms))}
+		for _, r := range rooms {
+			u.rooms[r] = struct{}{}
+		}
+		s.users[n.user] = u
+	}
+	u.nodes = append(u.nodes, n)
+	if len(u.nodes) > h.opts.MaxConnsPerUser {
+		evicted = u.nodes[0]
+	}
+	joined := make([]string, 0, len(u.rooms))
+	for r := range u.rooms {
+		joined = append(joined, r)
+	}
+	s.mu.Unlock()
+	for _, r := range joined {
+		h.indexAdd(r, n)
+	}
+	return evicted, nil
+}
+
+// unregister removes n from the indexes.
+func (h *Hub) unregister(n *Node) {
+	s := h.userShard(n.user)
+	s.mu.Lock()
+	u := s.users[n.user]
+	if u == nil {
+		s.mu.Unlock()
+		return
+	}
+	found := false
+	for i, m := range u.nodes {
+		if m == n {
+			u.nodes = append(u.nodes[:i], u.nodes[i+1:]...)
+			found = true
+			break
+		}
+	}
+	if len(u.nodes) == 0 {
+		delete(s.users, n.user)
+	}
+	rooms := make([]string, 0, len(u.rooms))
+	for r := range u.rooms {
+		rooms = append(rooms, r)
+	}
+	s.mu.Unlock()
+	if !found {
+		return
+	}
+	for _, r := range rooms {
+		h.indexRemove(r, n)
+	}
+}
+
+func (h *Hub) indexAdd(room string, nodes ...*Node) {
+	rs := h.roomShard(room)
+	rs.mu.Lock()
+	set := rs.rooms[room]
+	if set == nil {
+		set = make(map[*Node]struct{})
+		rs.rooms[room] = set
+	}
+	for _, n := range nodes {
+		set[n] = struct{}{}
+	}
+	rs.mu.Unlock()
+}
+
+func (h *Hub) indexRemove(room string, nodes ...*Node) {
+	rs := h.roomShard(room)
+	rs.mu.Lock()
+	if set := rs.rooms[room]; set != nil {
+		for _, n := range nodes {
+			delete(set, n)
+		}
+		if len(set) == 0 {
+			delete(rs.rooms, room)
+		}
+	}
+	rs.mu.Unlock()
+}
+
+// isMember reports whether an online user is a member of room, from the
+// membership loaded when it came online and kept by Join and Leave.
+func (h *Hub) isMember(user, room string) bool {
+	s := h.userShard(user)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	u := s.users[user]
+	if u == nil {
+		return false
+	}
+	_, ok := u.rooms[room]
+	return ok
+}
+
+// Join makes user a member of room, in the store and, when the user is
+// online, for its connections here. Joining again is harmless.
+func (h *Hub) Join(ctx context.Context, user, room string) error {
+	_, err := h.join(ctx, user, room)
+	return err
+}
+
+// join returns the user's connections that were added to the room index.
+func (h *Hub) join(ctx context.Context, user, room string) ([]*Node, error) {
+	if user == "" || room == "" {
+		return nil, ErrBadRequest
+	}
+	ul := h.userLock(user)
+	ul.Lock()
+	defer ul.Unlock()
+	if err := h.store.Join(ctx, room, user); err != nil {
+		return nil, h.storeErr(err)
+	}
+	s := h.userShard(user)
+	s.mu.Lock()
+	u := s.users[user]
+	var nodes []*Node
+	if u != nil {
+		if _, ok := u.rooms[room]; !ok {
+			u.rooms[room] = struct{}{}
+			nodes = append(nodes, u.nodes...)
+		}
+	}
+	s.mu.Unlock()
+	if len(nodes) > 0 {
+		h.indexAdd(room, nodes...)
+	}
+	return nodes, nil
+}
+
+// Leave removes user from room, in the store and for its connections
+// here. Leaving a room one is not in is harmless.
+func (h *Hub) Leave(ctx context.Context, user, room string) error {
+	if user == "" || room == "" {
+		return ErrBadRequest
+	}
+	ul := h.userLock(user)
+	ul.Lock()
+	defer ul.Unlock()
+	if err := h.store.Leave(ctx, room, user); err != nil {
+		return h.storeErr(err)
+	}
+	s := h.userShard(user)
+	s.mu.Lock()
+	var nodes []*Node
+	if u := s.users[user]; u != nil {
+		delete(u.rooms, room)
+		nodes = append(nodes, u.nodes...)
+	}
+	s.mu.Unlock()
+	if len(nodes) > 0 {
+		h.indexRemove(room, nodes...)
+	}
+	return nil
+}
+
+// Members lists the members of room, online or not.
+func (h *Hub) Members(ctx context.Context, room string) ([]string, error) {
+	return h.store.Members(ctx, room)
+}
+
+// SendToUser stores a direct message from user from (which may be empty
+// for a system message) to user to and delivers it like a cmd 10 frame;
+// f's payload fields and CID are used. It returns the receipt (cmd 15).
+func (h *Hub) SendToUser(ctx context.Context, from, to string, f *Frame) (*Frame, error) {
+	if to == "" {
+		return nil, ErrMissingDst
+	}
+	return h.send(ctx, CmdSingle, from, to, f, nil)
+}
+
+// SendToRoom stores a message from user from to room and delivers it to
+// the room's members like a cmd 11 frame, without checking that from is a
+// member. It returns the receipt (cmd 15).
+func (h *Hub) SendToRoom(ctx context.Context, from, room string, f *Frame) (*Frame, error) {
+	if room == "" {
+		return nil, ErrMissingDst
+	}
+	return h.send(ctx, CmdRoom, from, room, f, nil)
+}
+
+// send stores and delivers a direct (CmdSingle) or room (CmdRoom) message
+// and returns its receipt. origin, the sending connection, if any, gets
+// the receipt instead of the message.
+func (h *Hub) send(ctx context.Context, cmd Cmd, from, to string, f *Frame, origin *Node) (*Frame, error) {
+	if h.isClosed() {
+		return nil, ErrUnavailable
+	}
+	body, err := json.Marshal(f.payload())
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadRequest, err)
+	}
+	id, err := uuid.NewV7()
+	if err != nil {
+		return nil, fmt.Errorf("%w: message id: %w", ErrInternal, err)
+	}
+	req := store.AppendRequest{
+		Msg: store.Message{ID: id.String(), TS: time.Now().UnixMilli(), Cmd: int(cmd), From: from, To: to, Body: body},
+		CID: f.CID,
+	}
+	if cmd == CmdSingle {
+		req.Msg.Conv = store.DirectConv(from, to)
+		req.Pending = []string{to}
+	} else {
+		req.Msg.Conv = store.RoomConv(to)
+	}
+	// The conversation lock makes append-then-deliver one step per
+	// conversation, so connections receive it in seq order.
+	cl := h.convLock(req.Msg.Conv)
+	cl.Lock()
+	m, dup, err := h.store.Append(ctx, req)
+	if err == nil && !dup {
+		err = h.deliver(&m, f, origin)
+	}
+	cl.Unlock()
+	if err != nil {
+		return nil, h.storeErr(err)
+	}
+	return &Frame{Cmd: CmdReceipt, CID: f.CID, ID: m.ID, DstID: to, Seq: m.Seq, TS: m.TS}, nil
+}
+
+// deliver pushes a stored message to the local connections that receive
+// it: for a direct message every connection of the recipient and the
+// sender's other connections; for a room message every member connection
+// but the sending one. This is the one seam through which stored messages
+// reach connections.
+func (h *Hub) deliver(m *store.Message, src *Frame, origin *Node) error {
+	out := frameOf(m)
+	if src != nil {
+		out.setPayload(src.payload())
+	}
+	data, err := out.Encode()
+	if err != nil {
+		return err
+	}
+	if Cmd(m.Cmd) == CmdRoom {
+		rs := h.roomShard(m.To)
+		rs.mu.RLock()
+		for n := range rs.rooms[m.To] {
+			if n != origin {
+				n.enqueue(outFrame{data: data})
+			}
+		}
+		rs.mu.RUnlock()
+		return nil
+	}
+	h.pushUser(m.To, outFrame{data: data, pendingID: m.ID}, nil)
+	if m.From != m.To {
+		h.pushUser(m.From, outFrame{data: data}, origin)
+	}
+	return nil
+}
+
+// pushUser queues f for every connection of user except skip.
+func (h *Hub) pushUser(user string, f outFrame, skip *Node) {
+	s := h.userShard(user)
+	s.mu.RLock()
+	if u := s.users[user]; u != nil {
+		for _, n := range u.nodes {
+			if n != skip {
+				n.enqueue(f)
+			}
+		}
+	}
+	s.mu.RUnlock()
+}
+
+// frameOf turns a stored message into its wire frame.
+func frameOf(m *store.Message) *Frame {
+	f := &Frame{Cmd: Cmd(m.Cmd), ID: m.ID, UserID: m.From, DstID: m.To, Seq: m.Seq, TS: m.TS}
+	if len(m.Body) > 0 {
+		var p payload
+		if json.Unmarshal(m.Body, &p) == nil {
+			f.setPayload(p)
+		}
+	}
+	return f
+}
+
+// joinAndReplay answers cmd 12: it joins the user to the room and, when
+// the frame carries since or epoch, first replays the room's messages
+// after since to this connection.
+func (h *Hub) joinAndReplay(ctx context.Context, n *Node, f *Frame) error {
+	room := f.DstID
+	conv := store.RoomConv(room)
+	// Hold the room's conversation lock so that no live message of the
+	// room overtakes the replay.
+	cl := h.convLock(conv)
+	cl.Lock()
+	defer cl.Unlock()
+	if _, err := h.join(ctx, n.user, room); err != nil {
+		return err
+	}
+	want := f.Since > 0 || f.Epoch != ""
+	q := store.Query{Limit: 1}
+	if want {
+		q = store.Query{Since: f.Since, Limit: h.opts.MaxReplay}
+	}
+	page, err := h.store.History(ctx, conv, q)
+	if err != nil {
+		return h.storeErr(err)
+	}
+	recovered := false
+	if want && (f.Epoch == "" || f.Epoch == page.Epoch) && !page.More {
+		// Everything after since is in the page unless history was
+		// trimmed past since+1, or the page is a backward window.
+		recovered = page.Last <= f.Since || (page.First > 0 && page.First <= f.Since+1)
+		for i := range page.Items {
+			if err := n.Send(frameOf(&page.Items[i])); err != nil {
+				return err
+			}
+		}
+	}
+	return n.Send(&Frame{Cmd: CmdJoin, CID: f.CID, DstID: room, Seq: page.Last, Epoch: page.Epoch, Recovered: &recovered})
+}

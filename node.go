@@ -1,0 +1,482 @@
+package wshub
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/gorilla/websocket"
+)
+
+// Close codes of SPEC.md section 5 that the hub sends, besides those of
+// RFC 6455 that gorilla/websocket names.
+const (
+	// CloseTryAgainLater: the connection's send queue was full.
+	CloseTryAgainLater = 1013
+	// CloseReplaced: the user opened more connections than allowed.
+	CloseReplaced = 4000
+)
+
+// closeGrace is how long a connection that was sent a close frame may take
+// to answer it before its socket is closed.
+const closeGrace = 2 * time.Second
+
+// maxBatchBytes bounds one text frame of several objects on a batch=1
+// connection.
+const maxBatchBytes = 32 << 10
+
+// outFrame is one encoded frame waiting to be written to a connection.
+type outFrame struct {
+	data []byte
+	// pendingID is the id of a direct message to this connection's user:
+	// on a connection without ack=1 it leaves the user's pending queue
+	// once written.
+	pendingID string
+}
+
+// Node is one WebSocket connection of a user.
+//
+// Its socket is read by one goroutine, which dispatches the frames in
+// order, and written by at most one goroutine at a time: the flusher,
+// started on demand while frames are queued, so that an idle connection
+// parks no writer. Pings are control frames, which gorilla/websocket lets
+// a timer write concurrently.
+type Node struct {
+	hub     *Hub
+	conn    *websocket.Conn
+	id      string
+	user    string
+	ack     bool // ack=1: pending messages leave the queue by cmd 14 only
+	batch   bool // batch=1: several objects may share one text frame
+	remote  string
+	created time.Time
+	ctx     context.Context
+	cancel  context.CancelFunc
+
+	mu sync.Mutex
+	// drained is signalled (on mu) when the flusher takes the queue.
+	drained *sync.Cond
+	queue   []outFrame  // guarded by mu: frames waiting for the flusher
+	spare   []outFrame  // guarded by mu: a drained queue kept for reuse
+	writing bool        // guarded by mu: a flusher goroutine is running
+	syncing bool        // guarded by mu: pending queue not yet sent; live frames wait in held
+	held    []outFrame  // guarded by mu
+	closing bool        // guarded by mu: closing; nothing more is queued or written
+	ping    *time.Timer // guarded by mu
+}
+
+func newNode(h *Hub, conn *websocket.Conn, user string, ack, batch bool) *Node {
+	n := &Node{
+		hub: h, conn: conn, id: uuid.NewString(), user: user, ack: ack, batch: batch,
+		remote: conn.RemoteAddr().String(), created: time.Now(), syncing: true,
+	}
+	n.drained = sync.NewCond(&n.mu)
+	n.ctx, n.cancel = context.WithCancel(h.ctx)
+	return n
+}
+
+// ID returns the connection's id, unique per connection.
+func (n *Node) ID() string { return n.id }
+
+// UserID returns the authenticated user of the connection.
+func (n *Node) UserID() string { return n.user }
+
+// Context returns the connection's context, cancelled when it closes.
+func (n *Node) Context() context.Context { return n.ctx }
+
+// RemoteAddr returns the network address of the peer.
+func (n *Node) RemoteAddr() string { return n.remote }
+
+// AckMode reports whether the connection opted into explicit acks (ack=1).
+func (n *Node) AckMode() bool { return n.ack }
+
+// Connected returns when the connection was accepted.
+func (n *Node) Connected() time.Time { return n.created }
+
+// Send queues f for this connection. It never blocks: when the queue is
+// full the connection is closed with 1013 and Send returns ErrClosed, as it
+// does once the connection is closing.
+func (n *Node) Send(f *Frame) error {
+	data, err := f.Encode()
+	if err != nil {
+		return err
+	}
+	if !n.push(outFrame{data: data}, true) {
+		return ErrClosed
+	}
+	return nil
+}
+
+// Close closes the connection with a close frame of code and reason.
+func (n *Node) Close(code int, reason string) { n.closeWith(code, reason) }
+
+// enqueue queues a live frame: while the connection is still sending its
+// pending queue, it waits behind it.
+func (n *Node) enqueue(f outFrame) bool { return n.push(f, false) }
+
+// push queues f, holding it back while syncing unless now is set. It
+// starts the flusher if none runs. It reports false when the connection
+// is closing or its queue is full (then it starts closing with 1013).
+func (n *Node) push(f outFrame, now bool) bool {
+	n.mu.Lock()
+	if n.closing {
+		n.mu.Unlock()
+		return false
+	}
+	if n.syncing && !now {
+		if len(n.held) >= n.hub.opts.SendQueue {
+			n.mu.Unlock()
+			n.closeWith(CloseTryAgainLater, "send queue full")
+			return false
+		}
+		n.held = append(n.held, f)
+		n.mu.Unlock()
+		return true
+	}
+	if len(n.queue) >= n.hub.opts.SendQueue {
+		n.mu.Unlock()
+		n.closeWith(CloseTryAgainLater, "send queue full")
+		return false
+	}
+	n.queue = append(n.queue, f)
+	start := !n.writing
+	n.writing = true
+	if start {
+		// Counted while the reader still runs, so never from zero.
+		n.hub.nodes.Add(1)
+	}
+	n.mu.Unlock()
+	if start {
+		go n.flush()
+	}
+	return true
+}
+
+// flush writes queued frames until the queue is empty, then exits. Only
+// one flusher runs per connection (guarded by writing).
+func (n *Node) flush() {
+	defer n.hub.nodes.Done()
+	var acks []string
+	for {
+		n.mu.Lock()
+		if len(n.queue) == 0 || n.closing {
+			n.writing = false
+			n.mu.Unlock()
+			return
+		}
+		batch := n.queue
+		n.queue, n.spare = n.spare[:0], nil
+		n.drained.Broadcast()
+		n.mu.Unlock()
+
+		err := n.write(batch)
+		acks = acks[:0]
+		if err == nil && !n.ack {
+			for _, f := range batch {
+				if f.pendingID != "" {
+					acks = append(acks, f.pendingID)
+				}
+			}
+		}
+		clear(batch)
+		n.mu.Lock()
+		n.spare = batch[:0]
+		n.mu.Unlock()
+		if err != nil {
+			n.mu.Lock()
+			n.closing, n.writing = true, false
+			n.queue, n.held = nil, nil
+			n.drained.Broadcast()
+			n.mu.Unlock()
+			n.hub.log.Debug("wshub: write failed", slog.String("conn", n.id), slog.Any("err", err))
+			n.conn.Close() // the reader sees it and cleans up
+			return
+		}
+		if len(acks) > 0 {
+			// Written to a connection without ack=1: delivered (SPEC 4).
+			if err := n.hub.store.Ack(context.WithoutCancel(n.ctx), n.user, acks...); err != nil {
+				n.hub.log.Warn("wshub: ack after write failed", slog.String("user", n.user), slog.Any("err", err))
+			}
+		}
+	}
+}
+
+// write writes a batch of frames to the socket; several per text frame on
+// a batch=1 connection.
+func (n *Node) write(batch []outFrame) error {
+	if err := n.conn.SetWriteDeadline(time.Now().Add(n.hub.opts.WriteTimeout)); err != nil {
+		return err
+	}
+	if !n.batch {
+		for _, f := range batch {
+			if err := n.conn.WriteMessage(websocket.TextMessage, f.data); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	var w io.WriteCloser
+	size := 0
+	for _, f := range batch {
+		if w != nil && size+1+len(f.data) > maxBatchBytes {
+			if err := w.Close(); err != nil {
+				return err
+			}
+			w = nil
+		}
+		if w == nil {
+			var err error
+			if w, err = n.conn.NextWriter(websocket.TextMessage); err != nil {
+				return err
+			}
+			size = 0
+		} else {
+			if _, err := w.Write(newline); err != nil {
+				return err
+			}
+			size++
+		}
+		if _, err := w.Write(f.data); err != nil {
+			return err
+		}
+		size += len(f.data)
+	}
+	if w != nil {
+		return w.Close()
+	}
+	return nil
+}
+
+var newline = []byte{'\n'}
+
+// closeWith starts closing the connection with a close frame. It never
+// blocks: the frame is written by a goroutine of its own, and the socket
+// is closed by the reader when the peer answers or closeGrace passed.
+// Frames still queued are dropped; direct messages among them stay in the
+// user's pending queue.
+func (n *Node) closeWith(code int, reason string) {
+	n.mu.Lock()
+	if n.closing {
+		n.mu.Unlock()
+		return
+	}
+	n.closing = true
+	n.queue, n.held = nil, nil
+	n.drained.Broadcast()
+	n.conn.SetReadDeadline(time.Now().Add(closeGrace + n.hub.opts.WriteTimeout))
+	n.mu.Unlock()
+	go func() {
+		msg := websocket.FormatCloseMessage(code, reason)
+		if err := n.conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(n.hub.opts.WriteTimeout)); err != nil {
+			n.conn.Close()
+			return
+		}
+		n.mu.Lock()
+		n.conn.SetReadDeadline(time.Now().Add(closeGrace))
+		n.mu.Unlock()
+	}()
+}
+
+// extendRead moves the read deadline PongTimeout ahead, unless the
+// connection is closing.
+func (n *Node) extendRead() {
+	n.mu.Lock()
+	if !n.closing {
+		n.conn.SetReadDeadline(time.Now().Add(n.hub.opts.PongTimeout))
+	}
+	n.mu.Unlock()
+}
+
+// sendPing writes a WebSocket ping and schedules the next one.
+func (n *Node) sendPing() {
+	n.mu.Lock()
+	if n.closing {
+		n.mu.Unlock()
+		return
+	}
+	n.mu.Unlock()
+	if err := n.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(n.hub.opts.WriteTimeout)); err != nil {
+		n.conn.Close()
+		return
+	}
+	n.mu.Lock()
+	if !n.closing {
+		n.ping.Reset(n.hub.opts.PingInterval)
+	}
+	n.mu.Unlock()
+}
+
+// run is the connection's reader goroutine: it registers the connection,
+// sends the welcome frame and the pending queue, then reads and
+// dispatches frames until the connection ends.
+func (n *Node) run() {
+	h := n.hub
+	defer h.nodes.Done()
+	err := n.start()
+	if err == nil {
+		err = n.readLoop()
+	}
+	n.finish(err)
+}
+
+// start registers the connection and queues the welcome frame and the
+// user's pending messages.
+func (n *Node) start() error {
+	h := n.hub
+	n.conn.SetReadLimit(h.opts.ReadLimit)
+	n.extendRead()
+	n.conn.SetPongHandler(func(string) error { n.extendRead(); return nil })
+	welcome := &Frame{Cmd: CmdWelcome, UserID: n.user, ID: n.id, TS: time.Now().UnixMilli()}
+	if err := n.Send(welcome); err != nil {
+		return err
+	}
+	evicted, err := h.register(n.ctx, n)
+	if err != nil {
+		h.log.Error("wshub: register failed", slog.String("user", n.user), slog.Any("err", err))
+		n.closeWith(websocket.CloseInternalServerErr, "store unavailable")
+		return nil // read until the peer answers the close
+	}
+	if evicted != nil {
+		evicted.closeWith(CloseReplaced, "replaced by a newer connection")
+	}
+	if err := n.sendPending(); err != nil {
+		h.log.Error("wshub: pending failed", slog.String("user", n.user), slog.Any("err", err))
+		n.closeWith(websocket.CloseInternalServerErr, "store unavailable")
+		return nil
+	}
+	n.mu.Lock()
+	d := h.opts.PingInterval
+	// Spread the pings of connections that arrived together.
+	first := d/2 + rand.N(d/2+1)
+	n.ping = time.AfterFunc(first, n.sendPing)
+	n.mu.Unlock()
+	if h.opts.OnConnect != nil {
+		h.opts.OnConnect(n)
+	}
+	return nil
+}
+
+// sendPending queues the user's pending messages, oldest first, then the
+// live frames held back meanwhile, without the ones already sent.
+func (n *Node) sendPending() error {
+	h := n.hub
+	msgs, err := h.store.Pending(n.ctx, n.user)
+	if err != nil {
+		return err
+	}
+	sent := make(map[string]struct{}, len(msgs))
+	for i := range msgs {
+		data, err := frameOf(&msgs[i]).Encode()
+		if err != nil {
+			return err
+		}
+		// Leave room in the queue for live frames: wait while it is
+		// more than half full rather than overflow it.
+		n.mu.Lock()
+		for len(n.queue) >= h.opts.SendQueue/2 && !n.closing {
+			n.drained.Wait()
+		}
+		n.mu.Unlock()
+		n.push(outFrame{data: data, pendingID: msgs[i].ID}, true)
+		sent[msgs[i].ID] = struct{}{}
+	}
+	n.mu.Lock()
+	held := n.held
+	n.held, n.syncing = nil, false
+	n.mu.Unlock()
+	for _, f := range held {
+		if _, dup := sent[f.pendingID]; f.pendingID != "" && dup {
+			continue
+		}
+		n.push(f, true)
+	}
+	return nil
+}
+
+var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// readLoop reads and dispatches frames until the connection fails or
+// closes; it returns nil for a normal close.
+func (n *Node) readLoop() error {
+	h := n.hub
+	for {
+		mt, r, err := n.conn.NextReader()
+		if err != nil {
+			var ce *websocket.CloseError
+			if errors.As(err, &ce) && (ce.Code == websocket.CloseNormalClosure || ce.Code == websocket.CloseGoingAway) {
+				return nil
+			}
+			return err
+		}
+		n.extendRead()
+		if mt != websocket.TextMessage {
+			n.closeWith(websocket.CloseUnsupportedData, "binary frames are not supported")
+			continue
+		}
+		buf := bufPool.Get().(*bytes.Buffer)
+		buf.Reset()
+		_, err = buf.ReadFrom(r)
+		if err != nil {
+			bufPool.Put(buf)
+			return err
+		}
+		f, err := DecodeFrame(buf.Bytes())
+		if buf.Cap() <= 64<<10 {
+			bufPool.Put(buf)
+		}
+		n.mu.Lock()
+		closing := n.closing
+		n.mu.Unlock()
+		if closing {
+			continue
+		}
+		if err != nil {
+			n.Send(h.errorFrame(n, &Frame{}, err))
+			continue
+		}
+		f.UserID = n.user
+		if err := h.dispatch.Dispatch(n.ctx, n, f); err != nil {
+			n.Send(h.errorFrame(n, f, err))
+		}
+	}
+}
+
+// finish unregisters the connection and closes its socket.
+func (n *Node) finish(err error) {
+	h := n.hub
+	n.mu.Lock()
+	n.closing = true
+	n.queue, n.held = nil, nil
+	n.drained.Broadcast()
+	if n.ping != nil {
+		n.ping.Stop()
+	}
+	n.mu.Unlock()
+	n.cancel()
+	h.unregister(n)
+	n.lingerClose()
+	if h.opts.OnDisconnect != nil {
+		h.opts.OnDisconnect(n, err)
+	}
+}
+
+// lingerClose closes the socket after letting the peer read what was
+// written: it shuts down the sending side, then discards input until the
+// peer closes or a short time passed. Closing a socket with unread input
+// would reset it, and the peer could lose the close frame.
+func (n *Node) lingerClose() {
+	nc := n.conn.NetConn()
+	if tc, ok := nc.(*net.TCPConn); ok {
+		tc.CloseWrite()
+		tc.SetReadDeadline(time.Now().Add(closeGrace))
+		io.Copy(io.Discard, io.LimitReader(tc, 1<<20))
+	}
+	n.conn.Close()
+}
