@@ -1,0 +1,536 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/url"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/wshub/wshub"
+)
+
+// State is where a Client is in its life.
+type State int32
+
+// States of a Client.
+const (
+	StateIdle         State = iota // created, Run not started
+	StateConnecting                // dialing, or waiting for the welcome frame
+	StateOpen                      // connected: the welcome frame arrived
+	StateReconnecting              // waiting out a backoff delay before the next dial
+	StateClosed                    // Run has returned; the client is done
+)
+
+func (s State) String() string {
+	switch s {
+	case StateIdle:
+		return "idle"
+	case StateConnecting:
+		return "connecting"
+	case StateOpen:
+		return "open"
+	case StateReconnecting:
+		return "reconnecting"
+	case StateClosed:
+		return "closed"
+	}
+	return "State(" + strconv.Itoa(int(s)) + ")"
+}
+
+// RoomState is what the client remembers of a joined room: the last seq it
+// delivered (or the join reply's seq) and the history epoch that seq
+// belongs to. Rejoins after a reconnect ask for the messages after Seq.
+type RoomState struct {
+	Seq   uint64
+	Epoch string
+}
+
+// Client is a wshub connection that keeps itself alive: it sends
+// heartbeats, reconnects with backoff, resends what was not receipted,
+// acknowledges and deduplicates incoming messages, and rejoins rooms.
+//
+// Create one with New and drive it with Run, or use Dial, which does both.
+// All methods are safe for concurrent use.
+type Client struct {
+	url  string  // the dial URL, query included
+	opts Options // defaults filled in
+
+	rnd       *rand.Rand // backoff jitter; used only by Run's goroutine
+	cidPrefix string     // random per client, so cids never repeat across clients of one user
+	cidSeq    atomic.Uint64
+	t0        time.Time // base of the monotonic clock readings in conn.lastRead
+
+	// msgs carries incoming messages when Options.OnMessage is nil.
+	// Closed by finish, after the last reader goroutine has returned.
+	msgs chan *wshub.Frame
+	// kick wakes the writer when the outbox or the ack list grew.
+	// Capacity 1, never closed.
+	kick chan struct{}
+	// quit is closed by Close (quitOnce); Close also cancels Run's
+	// context, which is what the loops watch.
+	quit     chan struct{}
+	quitOnce sync.Once
+	// opened is closed by Run's goroutine when the first connection
+	// opened (openOnce).
+	opened   chan struct{}
+	openOnce sync.Once
+	// done is closed by finish when Run has ended.
+	done    chan struct{}
+	started atomic.Bool // Run was called (or Close made it impossible)
+	state   atomic.Int32
+
+	// seen drops duplicate message ids. Only the reader goroutine of the
+	// current connection uses it; connections never overlap.
+	seen *dedup
+
+	mu      sync.Mutex
+	out     outbox           // guarded by mu
+	acks    []string         // guarded by mu: ids to acknowledge with the next write
+	rooms   map[string]*room // guarded by mu: joined rooms
+	welcome *wshub.Frame     // guarded by mu: the latest welcome frame
+	ended   bool             // guarded by mu: Run has ended; nothing new is accepted
+	err     error            // guarded by mu: why Run ended (nil after Close)
+	cancel  func()           // guarded by mu: cancels Run's context; set by Run
+}
+
+// room is the state of one joined room. Guarded by Client.mu.
+type room struct {
+	RoomState
+}
+
+// New returns a client for the hub at rawURL (ws://, wss://, or http(s)://
+// which is turned into ws(s)://). It does not connect: call Run.
+func New(rawURL string, opts Options) (*Client, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("wshub/client: bad url: %w", err)
+	}
+	switch u.Scheme {
+	case "ws", "wss":
+	case "http":
+		u.Scheme = "ws"
+	case "https":
+		u.Scheme = "wss"
+	default:
+		return nil, fmt.Errorf("wshub/client: bad url scheme %q", u.Scheme)
+	}
+	q := u.Query()
+	if opts.Token != "" {
+		q.Set("token", opts.Token)
+	}
+	if opts.Ack {
+		q.Set("ack", "1")
+	}
+	if opts.Batch {
+		q.Set("batch", "1")
+	}
+	u.RawQuery = q.Encode()
+	opts = opts.withDefaults()
+	seed := rand.Uint64()
+	c := &Client{
+		url:       u.String(),
+		opts:      opts,
+		rnd:       rand.New(rand.NewPCG(seed, rand.Uint64())),
+		cidPrefix: strconv.FormatUint(seed, 36) + strconv.FormatUint(rand.Uint64(), 36) + "-",
+		t0:        time.Now(),
+		kick:      make(chan struct{}, 1),
+		quit:      make(chan struct{}),
+		opened:    make(chan struct{}),
+		done:      make(chan struct{}),
+		seen:      newDedup(opts.DedupSize),
+		rooms:     make(map[string]*room),
+	}
+	if opts.OnMessage == nil {
+		c.msgs = make(chan *wshub.Frame, opts.InboxSize)
+	}
+	return c, nil
+}
+
+// Dial creates a client, starts Run in the background and waits until the
+// first connection is open. It keeps retrying (per Options) until ctx
+// ends; ctx bounds only this wait, not the client's life, which lasts until
+// Close. It fails with the final error when the hub refuses for good (HTTP
+// 401, close code 4000 or 1008, unless Options.ReconnectAlways), or with
+// ctx.Err().
+func Dial(ctx context.Context, rawURL string, opts Options) (*Client, error) {
+	c, err := New(rawURL, opts)
+	if err != nil {
+		return nil, err
+	}
+	go func() { _ = c.Run(context.Background()) }()
+	select {
+	case <-c.opened:
+		return c, nil
+	case <-c.done:
+		return nil, c.Err()
+	case <-ctx.Done():
+		_ = c.Close()
+		return nil, ctx.Err()
+	}
+}
+
+// Close ends the client: the current connection is closed with 1000, Run
+// returns nil, waiting calls fail with ErrClosed and the Messages channel
+// is closed. It waits for Run to return. Close is idempotent.
+func (c *Client) Close() error {
+	c.quitOnce.Do(func() { close(c.quit) })
+	c.mu.Lock()
+	if c.cancel != nil {
+		c.cancel()
+	}
+	c.mu.Unlock()
+	if c.started.CompareAndSwap(false, true) {
+		// Run never ran and now never will.
+		c.finish(nil)
+	}
+	<-c.done
+	return nil
+}
+
+// Done returns a channel that is closed when Run has returned.
+func (c *Client) Done() <-chan struct{} { return c.done }
+
+// Err returns why Run ended: nil while it runs and after Close, ctx.Err()
+// when Run's context ended, or the final error.
+func (c *Client) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+// State returns the client's current state.
+func (c *Client) State() State { return State(c.state.Load()) }
+
+func (c *Client) setState(s State) { c.state.Store(int32(s)) }
+
+// Messages returns the channel of incoming messages (cmd 10, 11 and
+// application commands), each delivered once (duplicates by id are
+// dropped). It is closed when Run returns. It is nil when
+// Options.OnMessage is set.
+//
+// The channel holds Options.InboxSize messages. When the application does
+// not read it, the client stops reading the connection until there is
+// room (backpressure): nothing is dropped, the heartbeat does not count the
+// wait as a dead link, and the hub will eventually close the connection as
+// a slow consumer (1013); the client then reconnects, and with Ack the
+// messages not yet handed over are sent again by the hub. Messages still
+// in the channel when the client closes count as delivered (and are
+// acknowledged).
+func (c *Client) Messages() <-chan *wshub.Frame { return c.msgs }
+
+// Welcome returns the welcome frame of the latest connection (the user id
+// is in UserID, the connection id in ID), or nil before the first.
+func (c *Client) Welcome() *wshub.Frame {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.welcome
+}
+
+// Rooms returns the rooms the client has joined, with their state.
+func (c *Client) Rooms() map[string]RoomState {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m := make(map[string]RoomState, len(c.rooms))
+	for name, r := range c.rooms {
+		m[name] = r.RoomState
+	}
+	return m
+}
+
+// Pending returns the number of frames in the outbox: not yet written, or
+// waiting for their receipt or answer.
+func (c *Client) Pending() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.out.len()
+}
+
+// newCID returns a cid unique to this client.
+func (c *Client) newCID() string {
+	return c.cidPrefix + strconv.FormatUint(c.cidSeq.Add(1), 36)
+}
+
+// enqueue adds a frame to the outbox, assigning a cid when the kind needs
+// one and f has none. f is not modified.
+func (c *Client) enqueue(f *wshub.Frame, k kind, wait bool) (*entry, error) {
+	if f == nil {
+		return nil, fmt.Errorf("wshub/client: nil frame")
+	}
+	cp := *f
+	if cp.CID == "" && k != kindOnce {
+		cp.CID = c.newCID()
+	}
+	data, err := cp.Encode()
+	if err != nil {
+		return nil, fmt.Errorf("wshub/client: encode frame: %w", err)
+	}
+	e := &entry{cid: cp.CID, kind: k, cmd: cp.Cmd, dst: cp.DstID, data: data}
+	if k == kindOnce {
+		e.cid = "" // never matched by an answer
+	}
+	if wait {
+		e.done = make(chan result, 1)
+	}
+	c.mu.Lock()
+	switch {
+	case c.ended:
+		c.mu.Unlock()
+		return nil, ErrClosed
+	case c.out.len() >= c.opts.OutboxSize:
+		c.mu.Unlock()
+		return nil, ErrOutboxFull
+	case e.cid != "" && c.out.get(e.cid) != nil:
+		c.mu.Unlock()
+		return nil, fmt.Errorf("wshub/client: cid %q is already in the outbox", e.cid)
+	}
+	c.out.push(e)
+	c.mu.Unlock()
+	c.wake()
+	return e, nil
+}
+
+// wake tells the writer there is something to write.
+func (c *Client) wake() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// wait waits for e's result. When ctx ends first, e leaves the outbox (if
+// still there) and ctx.Err() is returned.
+func (c *Client) wait(ctx context.Context, e *entry) (*wshub.Frame, error) {
+	select {
+	case r := <-e.done:
+		return r.f, r.err
+	case <-ctx.Done():
+		c.mu.Lock()
+		removed := c.out.removeEntry(e)
+		c.mu.Unlock()
+		if !removed {
+			// Settled at the same moment: its result is there.
+			r := <-e.done
+			return r.f, r.err
+		}
+		return nil, ctx.Err()
+	}
+}
+
+// Send sends a message (cmd 10 to a user, cmd 11 to a room, or an
+// application command that the hub's dispatcher answers with a receipt)
+// and waits for its receipt (cmd 15), which it returns.
+//
+// f is not modified; a copy gets a fresh cid when f.CID is empty. The frame
+// is kept in the outbox until the receipt or an error frame with its cid
+// arrives, and is written again with the same cid after every reconnect —
+// the hub's (sender, cid) deduplication makes that safe, so the message is
+// stored once. An error frame fails Send with a *ServerError (compare with
+// errors.Is(err, wshub.ErrNotMember) etc.).
+//
+// When ctx ends first, the frame leaves the outbox and Send returns
+// ctx.Err(); the frame may or may not have reached the hub. To retry it
+// safely, set f.CID yourself and Send the same cid again.
+func (c *Client) Send(ctx context.Context, f *wshub.Frame) (*wshub.Frame, error) {
+	e, err := c.enqueue(f, kindMessage, true)
+	if err != nil {
+		return nil, err
+	}
+	return c.wait(ctx, e)
+}
+
+// Post is Send without waiting: it puts the frame in the outbox and
+// returns its cid. The receipt comes to Options.OnReceipt, an error frame
+// to Options.OnError; until one of them arrives the frame is resent after
+// every reconnect.
+func (c *Client) Post(f *wshub.Frame) (cid string, err error) {
+	e, err := c.enqueue(f, kindMessage, false)
+	if err != nil {
+		return "", err
+	}
+	return e.cid, nil
+}
+
+// Emit writes f once, on the current connection or the next one if there
+// is none, and forgets it: no cid is assigned, nothing is resent or
+// awaited. Use it for frames without a receipt (application commands that
+// are not answered with cmd 15).
+func (c *Client) Emit(f *wshub.Frame) error {
+	_, err := c.enqueue(f, kindOnce, false)
+	return err
+}
+
+// Join joins room and returns the hub's reply (cmd 12 with the room's
+// latest Seq and Epoch). The client then remembers the room and, after
+// every reconnect, joins it again with since and epoch so that the
+// messages missed meanwhile are replayed (see Options.OnRejoin). Joining a
+// room already joined asks for the messages after the last one seen.
+func (c *Client) Join(ctx context.Context, roomID string) (*wshub.Frame, error) {
+	if roomID == "" {
+		return nil, fmt.Errorf("%w: empty room", wshub.ErrMissingDst)
+	}
+	f := &wshub.Frame{Cmd: wshub.CmdJoin, DstID: roomID}
+	c.mu.Lock()
+	if r, ok := c.rooms[roomID]; ok {
+		f.Since, f.Epoch = r.Seq, r.Epoch
+	}
+	c.mu.Unlock()
+	e, err := c.enqueue(f, kindRequest, true)
+	if err != nil {
+		return nil, err
+	}
+	return c.wait(ctx, e)
+}
+
+// Leave leaves room: the client forgets it and writes cmd 13 once (now, or
+// on the next connection). It does not wait; the hub sends no answer.
+func (c *Client) Leave(roomID string) error {
+	if roomID == "" {
+		return fmt.Errorf("%w: empty room", wshub.ErrMissingDst)
+	}
+	c.mu.Lock()
+	delete(c.rooms, roomID)
+	c.mu.Unlock()
+	return c.Emit(&wshub.Frame{Cmd: wshub.CmdLeave, DstID: roomID})
+}
+
+// HistoryRequest selects a window of a conversation's history: the direct
+// messages with User, or the messages of Room (set exactly one). With
+// Since > 0 the window is the oldest Limit messages after Since (reading
+// forward); otherwise the newest Limit messages before Before (any when
+// Before is 0). Limit 0 means the hub's default.
+type HistoryRequest struct {
+	User   string
+	Room   string
+	Since  uint64
+	Before uint64
+	Limit  int
+}
+
+// History asks for a window of history and returns the hub's reply (cmd 16
+// or 17) with Items oldest first, More and Epoch. The request is asked
+// again after a reconnect until it is answered or ctx ends.
+func (c *Client) History(ctx context.Context, q HistoryRequest) (*wshub.Frame, error) {
+	f := &wshub.Frame{Since: q.Since, Before: q.Before, Limit: q.Limit}
+	switch {
+	case q.User != "" && q.Room == "":
+		f.Cmd, f.DstID = wshub.CmdHistory, q.User
+	case q.Room != "" && q.User == "":
+		f.Cmd, f.DstID = wshub.CmdRoomHistory, q.Room
+	default:
+		return nil, fmt.Errorf("%w: set exactly one of User and Room", wshub.ErrBadRequest)
+	}
+	e, err := c.enqueue(f, kindRequest, true)
+	if err != nil {
+		return nil, err
+	}
+	return c.wait(ctx, e)
+}
+
+// Run connects and keeps the client connected until ctx ends (it returns
+// ctx.Err()), Close is called (it returns nil), or a final error: HTTP 401
+// on dial (wrapping wshub.ErrUnauthorized), a close with code 4000 or 1008
+// (a *CloseError), ErrGaveUp. Run may be called once.
+func (c *Client) Run(ctx context.Context) error {
+	if !c.started.CompareAndSwap(false, true) {
+		return ErrRunning
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	c.mu.Lock()
+	c.cancel = cancel
+	c.mu.Unlock()
+	select {
+	case <-c.quit: // Close came first
+		cancel()
+	default:
+	}
+	err := c.loop(ctx)
+	c.finish(err)
+	return err
+}
+
+// finish records why the client ended, fails every waiting call and closes
+// the Messages channel and done. Called once, by Run (or by Close when Run
+// never ran), after the last connection's reader has returned.
+func (c *Client) finish(err error) {
+	c.mu.Lock()
+	c.ended = true
+	c.err = err
+	all := c.out.drain()
+	c.acks = nil
+	c.mu.Unlock()
+	for _, e := range all {
+		e.complete(result{err: ErrClosed})
+	}
+	c.setState(StateClosed)
+	if c.msgs != nil {
+		close(c.msgs)
+	}
+	close(c.done)
+}
+
+// isFinal reports whether err ends Run without ReconnectAlways.
+func isFinal(err error) bool {
+	if errors.Is(err, wshub.ErrUnauthorized) {
+		return true
+	}
+	var ce *CloseError
+	if errors.As(err, &ce) {
+		return ce.Code == CloseReplaced || ce.Code == ClosePolicy
+	}
+	return false
+}
+
+// loop dials, serves connections and waits out backoff delays until ctx
+// ends (Close cancels it too) or a final error.
+func (c *Client) loop(ctx context.Context) error {
+	attempt := 0
+	for {
+		c.setState(StateConnecting)
+		openFor, err := c.connect(ctx)
+		if ctx.Err() != nil {
+			return c.endErr(ctx)
+		}
+		if isFinal(err) && !c.opts.ReconnectAlways {
+			return err
+		}
+		if openFor >= c.opts.StableAfter {
+			attempt = 0
+		}
+		if c.opts.NoReconnect {
+			return fmt.Errorf("%w: %w", ErrGaveUp, err)
+		}
+		if c.opts.MaxAttempts > 0 && attempt >= c.opts.MaxAttempts {
+			return fmt.Errorf("%w after %d attempts: %w", ErrGaveUp, attempt, err)
+		}
+		attempt++
+		delay := c.opts.Backoff.Next(attempt, c.rnd)
+		c.setState(StateReconnecting)
+		c.opts.Logger.Debug("wshub/client: reconnecting", "attempt", attempt, "delay", delay, "err", err)
+		if c.opts.OnReconnecting != nil {
+			c.opts.OnReconnecting(attempt, delay)
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return c.endErr(ctx)
+		}
+	}
+}
+
+// endErr is Run's result once ctx is done: nil after Close, else ctx.Err().
+func (c *Client) endErr(ctx context.Context) error {
+	select {
+	case <-c.quit:
+		return nil
+	default:
+		return ctx.Err()
+	}
+}

@@ -1,0 +1,85 @@
+package client
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/wshub/wshub"
+)
+
+// Errors of the client. Compare with errors.Is.
+var (
+	// ErrClosed is returned by calls on a client whose Run has ended
+	// (after Close, after its context ended, or after a final error), and
+	// by Send calls still waiting when that happens.
+	ErrClosed = errors.New("wshub/client: client is closed")
+	// ErrRunning is returned by a second call of Run.
+	ErrRunning = errors.New("wshub/client: Run already called")
+	// ErrOutboxFull is returned by Send and Post when Options.OutboxSize
+	// frames already wait for their receipt.
+	ErrOutboxFull = errors.New("wshub/client: outbox is full")
+	// ErrHeartbeatTimeout is the cause reported (Options.OnError) when a
+	// connection was closed because nothing arrived within
+	// Options.HeartbeatTimeout after a heartbeat ping.
+	ErrHeartbeatTimeout = errors.New("wshub/client: heartbeat timeout")
+	// ErrGaveUp is returned by Run when Options.MaxAttempts reconnect
+	// attempts in a row failed, or after the first disconnection when
+	// Options.NoReconnect is set. It wraps the last failure.
+	ErrGaveUp = errors.New("wshub/client: gave up reconnecting")
+	// ErrProtocol is reported when the server breaks the protocol (no
+	// welcome frame first).
+	ErrProtocol = errors.New("wshub/client: protocol error")
+)
+
+// CloseError is the close code and reason with which the server ended a
+// connection. Run returns one (wrapped) when the code is final: 4000
+// (replaced by a newer connection of the same user) or 1008 (policy, e.g.
+// an expired token), unless Options.ReconnectAlways is set.
+type CloseError struct {
+	Code   int    // WebSocket close code; 1006 when the connection broke without a close frame
+	Reason string // close reason sent by the server, if any
+
+	err error // the local cause when the connection broke (Code 1006)
+}
+
+// Unwrap returns the local cause of an abnormal close (e.g.
+// ErrHeartbeatTimeout), or nil.
+func (e *CloseError) Unwrap() error { return e.err }
+
+func (e *CloseError) Error() string {
+	if e.Reason == "" {
+		return fmt.Sprintf("wshub/client: connection closed (%d)", e.Code)
+	}
+	return fmt.Sprintf("wshub/client: connection closed (%d %s)", e.Code, e.Reason)
+}
+
+// Close codes that end Run unless Options.ReconnectAlways is set.
+const (
+	ClosePolicy   = 1008 // policy violation: rate limit, expired token
+	CloseReplaced = 4000 // the user opened more connections than allowed; this one went
+)
+
+// ServerError is an error frame (cmd 40) answering a frame this client
+// sent. errors.Is(err, wshub.ErrNotMember) and the like report whether the
+// server's code and reason are those of that wshub error.
+type ServerError struct {
+	Code   int          // the frame's code (HTTP-like: 400, 403, 404, 429, 500, 503)
+	Reason string       // the frame's reason
+	Frame  *wshub.Frame // the error frame itself
+}
+
+func (e *ServerError) Error() string {
+	return fmt.Sprintf("wshub/client: server error %d: %s", e.Code, e.Reason)
+}
+
+// Is reports whether target is a *wshub.Error with the same code whose
+// reason is e's reason or the start of it (the hub sends "reason (code):
+// detail" for wrapped errors).
+func (e *ServerError) Is(target error) bool {
+	t, ok := target.(*wshub.Error)
+	if !ok || t.Code != e.Code {
+		return false
+	}
+	return e.Reason == t.Reason || strings.HasPrefix(e.Reason, t.Reason+" (")
+}
