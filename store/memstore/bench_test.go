@@ -1,0 +1,88 @@
+package memstore_test
+
+import (
+	"fmt"
+	"strconv"
+	"sync/atomic"
+	"testing"
+
+	"github.com/wshub/wshub/store"
+	"github.com/wshub/wshub/store/memstore"
+)
+
+// BenchmarkAppend measures Append from parallel goroutines, as a hub's
+// connections call it. Run with:
+//
+//	go test -run '^$' -bench Append -benchmem ./store/memstore
+func BenchmarkAppend(b *testing.B) {
+	body := []byte(`{"media":1,"content":"hello, this is a typical chat message"}`)
+	cases := []struct {
+		name  string
+		convs int  // conversations written round-robin; 1 = all contend
+		cid   bool // with a (sender, cid) record
+	}{
+		{"OneConv", 1, false},
+		{"OneConvCID", 1, true},
+		{"ManyConvs", 1024, false},
+		{"ManyConvsCID", 1024, true},
+	}
+	for _, bc := range cases {
+		b.Run(bc.name, func(b *testing.B) {
+			s := memstore.New(memstore.Options{})
+			defer s.Close()
+			convs := make([]string, bc.convs)
+			for i := range convs {
+				convs[i] = store.DirectConv("alice", "user"+strconv.Itoa(i))
+			}
+			var worker atomic.Int64
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				w := worker.Add(1)
+				from := fmt.Sprintf("sender%d", w)
+				for i := 0; pb.Next(); i++ {
+					n := strconv.Itoa(i)
+					req := store.AppendRequest{
+						Msg: store.Message{
+							ID: from + "-" + n, Conv: convs[i%len(convs)], Cmd: 10,
+							From: from, To: "bob", Body: body,
+						},
+						Pending: []string{"bob" + strconv.Itoa(i%len(convs))},
+					}
+					if bc.cid {
+						req.CID = n
+					}
+					if _, _, err := s.Append(b.Context(), req); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		})
+	}
+}
+
+// BenchmarkPendingAck measures the delivery loop of one user: enqueue,
+// then ack by id.
+func BenchmarkPendingAck(b *testing.B) {
+	s := memstore.New(memstore.Options{})
+	defer s.Close()
+	ctx := b.Context()
+	ids := make([]string, 1000)
+	for i := range ids {
+		ids[i] = "m" + strconv.Itoa(i)
+	}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		id := ids[i%len(ids)]
+		if _, _, err := s.Append(ctx, store.AppendRequest{
+			Msg:     store.Message{ID: id, Conv: "c", From: "alice", To: "bob"},
+			Pending: []string{"bob"},
+		}); err != nil {
+			b.Fatal(err)
+		}
+		if i >= 100 { // keep ~100 in the queue, ack the oldest
+			if err := s.Ack(ctx, "bob", ids[(i-100)%len(ids)]); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}

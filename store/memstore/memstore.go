@@ -1,0 +1,686 @@
+// Package memstore is a store.Store kept in the memory of one process: for
+// tests, demos and hubs whose history may be thrown away.
+//
+// # Durability
+//
+// "Durable" for memstore means "in this process's memory until Close": a
+// receipt sent after Append returned survives every later call, but nothing
+// survives the process or Close. Each Store has its own random Epoch (a
+// UUID), so a client that kept seqs from an earlier process learns from the
+// changed epoch that they mean nothing now.
+//
+// # Bounds
+//
+// A long-running process must not grow without limit, so a Store keeps:
+//
+//   - per conversation, the newest Options.HistoryLimit messages (default
+//     10,000). An Append beyond that drops the conversation's oldest
+//     message: Page.First moves up by one, Page.Last keeps counting, and a
+//     Query reaching below First returns what is still retained.
+//   - per user, the newest Options.PendingLimit pending messages (default
+//     10,000). An enqueue beyond that drops the user's oldest pending
+//     message from the queue only; it stays in history (as long as the
+//     history bound keeps it), where the user can still read it.
+//   - (sender, cid) records for Options.CIDTTL (default 24 h) and at most
+//     Options.CIDLimit of them (default 100,000); see Options.CIDLimit for
+//     which record goes first when the store is full. After a record is
+//     gone, a resend with that cid is stored as a new message.
+//
+// The number of conversations, of users with a non-empty pending queue and
+// of rooms is not bounded by the store: it is as large as the hub's
+// population. A user's queue is freed when it becomes empty; a room when its
+// last member leaves.
+//
+// # Sharing
+//
+// Messages returned by History, Pending and a duplicate Append share their
+// Body with the store's copy: callers must treat them as read-only. Append
+// copies the Body it is given, so the caller may reuse its buffer.
+package memstore
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"hash/maphash"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/wshub/wshub/store"
+)
+
+// Defaults used for zero fields of Options.
+const (
+	// DefaultHistoryLimit is the default number of messages kept per
+	// conversation.
+	DefaultHistoryLimit = 10_000
+	// DefaultPendingLimit is the default number of pending messages kept
+	// per user.
+	DefaultPendingLimit = 10_000
+	// DefaultCIDTTL is the default time a (sender, cid) record is kept.
+	DefaultCIDTTL = 24 * time.Hour
+	// DefaultCIDLimit is the default number of (sender, cid) records kept.
+	DefaultCIDLimit = 100_000
+)
+
+// numShards is the number of shards of the conversation, user and room
+// indexes. A power of two so that the shard is a mask of the hash.
+const numShards = 64
+
+// cidShardSize is the number of cid records per shard below which fewer
+// shards are used: with a CIDLimit under 2*cidShardSize there is a single
+// shard and eviction is strictly oldest-first across the store.
+const cidShardSize = 1024
+
+// Options configures a Store. The zero value means the documented defaults.
+type Options struct {
+	// HistoryLimit is the number of newest messages kept per
+	// conversation; older ones fall off. Zero or less means
+	// DefaultHistoryLimit.
+	HistoryLimit int
+	// PendingLimit is the number of newest pending messages kept per user;
+	// older ones leave the queue (not the history). Zero or less means
+	// DefaultPendingLimit.
+	PendingLimit int
+	// CIDTTL is how long a (sender, cid) record is kept after the Append
+	// that made it. Zero or less means DefaultCIDTTL.
+	CIDTTL time.Duration
+	// CIDLimit is the most (sender, cid) records the Store keeps; zero or
+	// less means DefaultCIDLimit. Records are spread over
+	// min(64, max(1, CIDLimit/1024)) shards by a hash of (sender, cid),
+	// each holding an equal share of CIDLimit; a full shard evicts its
+	// oldest record. So with CIDLimit below 2048 the oldest record of the
+	// whole store goes first; above, the oldest of one shard, which is
+	// among the store's oldest.
+	CIDLimit int
+	// Now returns the current time, for CIDTTL. Nil means time.Now. Tests
+	// set it to move time forward without waiting.
+	Now func() time.Time
+}
+
+// Store is an in-memory store.Store. Create it with New; the zero value is
+// not usable. It is safe for concurrent use: conversations, users and rooms
+// are sharded, and each conversation has its own lock, so Appends to
+// different conversations proceed in parallel.
+//
+// Lock order (never acquired in the other direction): conversation.mu,
+// then cidShard.mu, then userShard.mu; roomShard.mu, then userShard.mu
+// (membership). convShard.mu is never held while acquiring another lock.
+type Store struct {
+	epoch        string
+	historyLimit int
+	pendingLimit int
+	cidTTL       time.Duration
+	now          func() time.Time
+	seed         maphash.Seed
+
+	closed atomic.Bool
+
+	convs   [numShards]convShard
+	users   [numShards]userShard
+	rooms   [numShards]roomShard
+	cids    []cidShard // len is a power of two, see Options.CIDLimit
+	cidMask uint64
+}
+
+var _ store.Store = (*Store)(nil)
+
+// New returns an empty Store with a fresh random Epoch.
+func New(opts Options) *Store {
+	s := &Store{
+		epoch:        uuid.NewString(),
+		historyLimit: opts.HistoryLimit,
+		pendingLimit: opts.PendingLimit,
+		cidTTL:       opts.CIDTTL,
+		now:          opts.Now,
+		seed:         maphash.MakeSeed(),
+	}
+	if s.historyLimit <= 0 {
+		s.historyLimit = DefaultHistoryLimit
+	}
+	if s.pendingLimit <= 0 {
+		s.pendingLimit = DefaultPendingLimit
+	}
+	if s.cidTTL <= 0 {
+		s.cidTTL = DefaultCIDTTL
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	cidLimit := opts.CIDLimit
+	if cidLimit <= 0 {
+		cidLimit = DefaultCIDLimit
+	}
+	n := 1
+	for n*2 <= numShards && n*2*cidShardSize <= cidLimit {
+		n *= 2
+	}
+	s.cids = make([]cidShard, n)
+	s.cidMask = uint64(n - 1)
+	for i := range s.cids {
+		// Shares of cidLimit: the first cidLimit%n shards take one more.
+		s.cids[i].limit = cidLimit / n
+		if i < cidLimit%n {
+			s.cids[i].limit++
+		}
+		s.cids[i].m = make(map[cidKey]cidRecord)
+	}
+	for i := range s.convs {
+		s.convs[i].m = make(map[string]*conversation)
+	}
+	for i := range s.users {
+		s.users[i].pending = make(map[string]*pendingQueue)
+		s.users[i].rooms = make(map[string]map[string]struct{})
+	}
+	for i := range s.rooms {
+		s.rooms[i].members = make(map[string]map[string]struct{})
+	}
+	return s
+}
+
+// Epoch returns the epoch of every conversation of s: a UUID chosen by New.
+func (s *Store) Epoch() string { return s.epoch }
+
+func (s *Store) shard(key string) uint64 { return maphash.String(s.seed, key) }
+
+// check returns the error a method must return before doing anything.
+func (s *Store) check(ctx context.Context) error {
+	if s.closed.Load() {
+		return store.ErrClosed
+	}
+	return ctx.Err()
+}
+
+// Append implements store.Store. It copies req.Msg.Body; the returned
+// message of a first Append carries the caller's own Body, that of a
+// duplicate the store's copy (read-only).
+func (s *Store) Append(ctx context.Context, req store.AppendRequest) (store.Message, bool, error) {
+	if err := s.check(ctx); err != nil {
+		return store.Message{}, false, err
+	}
+	switch {
+	case req.Msg.Conv == "":
+		return store.Message{}, false, fmt.Errorf("%w: empty conversation", store.ErrInvalid)
+	case req.Msg.From == "":
+		return store.Message{}, false, fmt.Errorf("%w: empty sender", store.ErrInvalid)
+	case req.Msg.ID == "":
+		return store.Message{}, false, fmt.Errorf("%w: empty message id", store.ErrInvalid)
+	}
+
+	c := s.conversation(req.Msg.Conv)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+
+	// The cid shard stays locked until the write is complete, so a
+	// concurrent duplicate (possibly to another conversation) waits and
+	// then sees the whole write.
+	if req.CID != "" {
+		key := cidKey{from: req.Msg.From, cid: req.CID}
+		cs := &s.cids[s.shard(req.Msg.From+"\x00"+req.CID)&s.cidMask]
+		cs.mu.Lock()
+		defer cs.mu.Unlock()
+		now := s.now()
+		cs.expireLocked(now, s.cidTTL)
+		if rec, ok := cs.m[key]; ok {
+			return rec.msg, true, nil
+		}
+		stored := c.appendLocked(req.Msg, s.historyLimit)
+		cs.addLocked(key, stored, now)
+		s.enqueue(req.Pending, stored)
+		return withBody(stored, req.Msg.Body), false, nil
+	}
+	stored := c.appendLocked(req.Msg, s.historyLimit)
+	s.enqueue(req.Pending, stored)
+	return withBody(stored, req.Msg.Body), false, nil
+}
+
+func withBody(m store.Message, body []byte) store.Message {
+	m.Body = body
+	return m
+}
+
+// conversation returns conv's state, creating it if needed.
+func (s *Store) conversation(conv string) *conversation {
+	sh := &s.convs[s.shard(conv)%numShards]
+	sh.mu.RLock()
+	c := sh.m[conv]
+	sh.mu.RUnlock()
+	if c != nil {
+		return c
+	}
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if c = sh.m[conv]; c == nil {
+		c = &conversation{}
+		sh.m[conv] = c
+	}
+	return c
+}
+
+// lookup returns conv's state or nil if conv was never written.
+func (s *Store) lookup(conv string) *conversation {
+	sh := &s.convs[s.shard(conv)%numShards]
+	sh.mu.RLock()
+	defer sh.mu.RUnlock()
+	return sh.m[conv]
+}
+
+// enqueue adds m to the pending queue of every user in users. The caller
+// holds the lock of m's conversation, so that queues receive one
+// conversation's messages in seq order.
+func (s *Store) enqueue(users []string, m store.Message) {
+	for _, u := range users {
+		sh := &s.users[s.shard(u)%numShards]
+		sh.mu.Lock()
+		q := sh.pending[u]
+		if q == nil {
+			q = &pendingQueue{index: make(map[string]int)}
+			sh.pending[u] = q
+		}
+		q.push(m, s.pendingLimit)
+		sh.mu.Unlock()
+	}
+}
+
+// History implements store.Store.
+func (s *Store) History(ctx context.Context, conv string, q store.Query) (store.Page, error) {
+	if err := s.check(ctx); err != nil {
+		return store.Page{}, err
+	}
+	if conv == "" {
+		return store.Page{}, fmt.Errorf("%w: empty conversation", store.ErrInvalid)
+	}
+	page := store.Page{Epoch: s.epoch}
+	c := s.lookup(conv)
+	if c == nil {
+		return page, nil
+	}
+	limit := uint64(q.Limit)
+	if q.Limit <= 0 {
+		limit = store.DefaultLimit
+	}
+
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	page.Last = c.last
+	if c.n == 0 {
+		return page, nil
+	}
+	first := c.first()
+	page.First = first
+	// The window before Limit is applied: seqs lo..hi inclusive.
+	lo, hi := first, c.last
+	if q.Before > 0 {
+		if q.Before <= lo {
+			return page, nil
+		}
+		hi = min(hi, q.Before-1)
+	}
+	if q.Since > 0 {
+		if q.Since >= hi {
+			return page, nil
+		}
+		lo = max(lo, q.Since+1)
+		if hi-lo+1 > limit {
+			hi, page.More = lo+limit-1, true
+		}
+	} else if hi-lo+1 > limit {
+		lo, page.More = hi-limit+1, true
+	}
+	page.Items = make([]store.Message, 0, hi-lo+1)
+	for seq := lo; seq <= hi; seq++ {
+		page.Items = append(page.Items, c.at(seq))
+	}
+	return page, nil
+}
+
+// Pending implements store.Store.
+func (s *Store) Pending(ctx context.Context, user string) ([]store.Message, error) {
+	if err := s.check(ctx); err != nil {
+		return nil, err
+	}
+	if user == "" {
+		return nil, fmt.Errorf("%w: empty user", store.ErrInvalid)
+	}
+	sh := &s.users[s.shard(user)%numShards]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	q := sh.pending[user]
+	if q == nil {
+		return nil, nil
+	}
+	return q.list(), nil
+}
+
+// Ack implements store.Store. Each id costs O(1) amortized.
+func (s *Store) Ack(ctx context.Context, user string, ids ...string) error {
+	if err := s.check(ctx); err != nil {
+		return err
+	}
+	if user == "" {
+		return fmt.Errorf("%w: empty user", store.ErrInvalid)
+	}
+	sh := &s.users[s.shard(user)%numShards]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	q := sh.pending[user]
+	if q == nil {
+		return nil
+	}
+	for _, id := range ids {
+		q.remove(id)
+	}
+	if q.live == 0 {
+		delete(sh.pending, user)
+	}
+	return nil
+}
+
+// Join implements store.Store.
+func (s *Store) Join(ctx context.Context, room, user string) error {
+	if err := s.checkMembership(ctx, room, user); err != nil {
+		return err
+	}
+	rs := &s.rooms[s.shard(room)%numShards]
+	us := &s.users[s.shard(user)%numShards]
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	us.mu.Lock()
+	defer us.mu.Unlock()
+	addToSet(rs.members, room, user)
+	addToSet(us.rooms, user, room)
+	return nil
+}
+
+// Leave implements store.Store.
+func (s *Store) Leave(ctx context.Context, room, user string) error {
+	if err := s.checkMembership(ctx, room, user); err != nil {
+		return err
+	}
+	rs := &s.rooms[s.shard(room)%numShards]
+	us := &s.users[s.shard(user)%numShards]
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	us.mu.Lock()
+	defer us.mu.Unlock()
+	removeFromSet(rs.members, room, user)
+	removeFromSet(us.rooms, user, room)
+	return nil
+}
+
+func (s *Store) checkMembership(ctx context.Context, room, user string) error {
+	if err := s.check(ctx); err != nil {
+		return err
+	}
+	if room == "" || user == "" {
+		return fmt.Errorf("%w: empty room or user", store.ErrInvalid)
+	}
+	return nil
+}
+
+// Rooms implements store.Store.
+func (s *Store) Rooms(ctx context.Context, user string) ([]string, error) {
+	if err := s.check(ctx); err != nil {
+		return nil, err
+	}
+	if user == "" {
+		return nil, fmt.Errorf("%w: empty user", store.ErrInvalid)
+	}
+	sh := &s.users[s.shard(user)%numShards]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	return setKeys(sh.rooms[user]), nil
+}
+
+// Members implements store.Store.
+func (s *Store) Members(ctx context.Context, room string) ([]string, error) {
+	if err := s.check(ctx); err != nil {
+		return nil, err
+	}
+	if room == "" {
+		return nil, fmt.Errorf("%w: empty room", store.ErrInvalid)
+	}
+	sh := &s.rooms[s.shard(room)%numShards]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	return setKeys(sh.members[room]), nil
+}
+
+// Close implements store.Store. It marks s closed; the memory is released
+// when s is no longer referenced. Close always returns nil.
+func (s *Store) Close() error {
+	s.closed.Store(true)
+	return nil
+}
+
+// convShard is one shard of the conversation index.
+type convShard struct {
+	mu sync.RWMutex
+	m  map[string]*conversation // guarded by mu; entries are never removed
+}
+
+// conversation is one conversation's retained history: a ring of its
+// newest messages, whose seqs are consecutive and end at last.
+type conversation struct {
+	mu    sync.RWMutex
+	buf   []store.Message // guarded by mu; ring, len(buf) <= historyLimit
+	start int             // guarded by mu; index in buf of the oldest message
+	n     int             // guarded by mu; number of messages retained
+	last  uint64          // guarded by mu; newest seq assigned, 0 if none
+}
+
+// first returns the oldest retained seq; c.mu held, c.n > 0.
+func (c *conversation) first() uint64 { return c.last - uint64(c.n) + 1 }
+
+// at returns the message with seq, which is retained; c.mu held.
+func (c *conversation) at(seq uint64) store.Message {
+	return c.buf[(c.start+int(seq-c.first()))%len(c.buf)]
+}
+
+// appendLocked stores a copy of m with the next seq and returns it; c.mu is
+// held for writing.
+func (c *conversation) appendLocked(m store.Message, limit int) store.Message {
+	c.last++
+	m.Seq = c.last
+	m.Body = bytes.Clone(m.Body)
+	switch {
+	case c.n < len(c.buf):
+		c.buf[(c.start+c.n)%len(c.buf)] = m
+		c.n++
+	case len(c.buf) < limit:
+		grown := make([]store.Message, min(max(2*len(c.buf), 16), limit))
+		copy(grown, c.buf[c.start:])
+		copy(grown[len(c.buf)-c.start:], c.buf[:c.start])
+		c.buf, c.start = grown, 0
+		c.buf[c.n] = m
+		c.n++
+	default: // full: the oldest message falls off
+		c.buf[c.start] = m
+		c.start = (c.start + 1) % len(c.buf)
+	}
+	return m
+}
+
+// userShard is one shard of the per-user state.
+type userShard struct {
+	mu      sync.Mutex
+	pending map[string]*pendingQueue       // guarded by mu; no empty queues
+	rooms   map[string]map[string]struct{} // guarded by mu; user -> rooms; no empty sets
+}
+
+// pendingQueue is one user's pending messages in enqueue order. Acked
+// entries become tombstones that are skipped and compacted away, so that
+// Ack by id is O(1) amortized. It is guarded by its userShard's mu.
+type pendingQueue struct {
+	items []pendingItem  // items[head:] are live entries and tombstones
+	head  int            // items[:head] are all tombstones
+	base  int            // position of items[0]: positions survive compaction
+	index map[string]int // message id -> position of its live entry
+	live  int            // number of live entries
+}
+
+type pendingItem struct {
+	msg   store.Message
+	acked bool
+}
+
+// push appends m, then drops the oldest entries beyond limit. A message
+// already in the queue is not added again.
+func (q *pendingQueue) push(m store.Message, limit int) {
+	if _, ok := q.index[m.ID]; ok {
+		return
+	}
+	q.index[m.ID] = q.base + len(q.items)
+	q.items = append(q.items, pendingItem{msg: m})
+	q.live++
+	for q.live > limit {
+		q.remove(q.items[q.head].msg.ID) // items[head] is live: see skip
+	}
+}
+
+// remove turns the live entry of id into a tombstone, if there is one.
+func (q *pendingQueue) remove(id string) {
+	pos, ok := q.index[id]
+	if !ok {
+		return
+	}
+	delete(q.index, id)
+	q.items[pos-q.base] = pendingItem{acked: true}
+	q.live--
+	q.skip()
+	q.compact()
+}
+
+// skip advances head past tombstones, so items[head] is live if any is.
+func (q *pendingQueue) skip() {
+	for q.head < len(q.items) && q.items[q.head].acked {
+		q.head++
+	}
+}
+
+// compact drops tombstones once they outnumber the live entries, keeping
+// the cost amortized O(1) per remove.
+func (q *pendingQueue) compact() {
+	dead := len(q.items) - q.live
+	if dead < 32 || dead < q.live {
+		return
+	}
+	if q.live == 0 {
+		q.base += len(q.items)
+		q.items, q.head = nil, 0
+		return
+	}
+	items := make([]pendingItem, 0, q.live*2)
+	q.base += len(q.items) // new positions never collide with old ones
+	for _, it := range q.items[q.head:] {
+		if !it.acked {
+			q.index[it.msg.ID] = q.base + len(items)
+			items = append(items, it)
+		}
+	}
+	q.items, q.head = items, 0
+}
+
+// list returns the live messages in enqueue order.
+func (q *pendingQueue) list() []store.Message {
+	out := make([]store.Message, 0, q.live)
+	for _, it := range q.items[q.head:] {
+		if !it.acked {
+			out = append(out, it.msg)
+		}
+	}
+	return out
+}
+
+// roomShard is one shard of the room -> members index.
+type roomShard struct {
+	mu      sync.Mutex
+	members map[string]map[string]struct{} // guarded by mu; no empty sets
+}
+
+func addToSet(sets map[string]map[string]struct{}, key, v string) {
+	set := sets[key]
+	if set == nil {
+		set = make(map[string]struct{})
+		sets[key] = set
+	}
+	set[v] = struct{}{}
+}
+
+func removeFromSet(sets map[string]map[string]struct{}, key, v string) {
+	set := sets[key]
+	delete(set, v)
+	if len(set) == 0 {
+		delete(sets, key)
+	}
+}
+
+func setKeys(set map[string]struct{}) []string {
+	out := make([]string, 0, len(set))
+	for k := range set {
+		out = append(out, k)
+	}
+	return out
+}
+
+// cidShard is one shard of the (sender, cid) records: a map for lookup and
+// a FIFO in insertion (= time) order for eviction.
+type cidShard struct {
+	mu    sync.Mutex
+	limit int                  // records kept at most; set by New
+	m     map[cidKey]cidRecord // guarded by mu
+	fifo  []cidEntry           // guarded by mu; fifo[head:] oldest first
+	head  int                  // guarded by mu
+	gen   uint64               // guarded by mu; last generation handed out
+}
+
+type cidKey struct{ from, cid string }
+
+type cidRecord struct {
+	msg store.Message
+	gen uint64 // matches the fifo entry that owns the record
+}
+
+type cidEntry struct {
+	key cidKey
+	at  time.Time
+	gen uint64
+}
+
+// addLocked records key -> m at time now and evicts the oldest records
+// beyond the shard's limit.
+func (cs *cidShard) addLocked(key cidKey, m store.Message, now time.Time) {
+	cs.gen++
+	cs.m[key] = cidRecord{msg: m, gen: cs.gen}
+	cs.fifo = append(cs.fifo, cidEntry{key: key, at: now, gen: cs.gen})
+	for len(cs.m) > cs.limit {
+		cs.popLocked()
+	}
+}
+
+// expireLocked drops the records older than ttl.
+func (cs *cidShard) expireLocked(now time.Time, ttl time.Duration) {
+	for cs.head < len(cs.fifo) && now.Sub(cs.fifo[cs.head].at) >= ttl {
+		cs.popLocked()
+	}
+}
+
+// popLocked drops the oldest fifo entry and its record.
+func (cs *cidShard) popLocked() {
+	e := cs.fifo[cs.head]
+	cs.fifo[cs.head] = cidEntry{}
+	cs.head++
+	if rec, ok := cs.m[e.key]; ok && rec.gen == e.gen {
+		delete(cs.m, e.key)
+	}
+	if cs.head == len(cs.fifo) {
+		cs.fifo, cs.head = cs.fifo[:0], 0
+	} else if cs.head >= 1024 && cs.head*2 >= len(cs.fifo) {
+		n := copy(cs.fifo, cs.fifo[cs.head:])
+		clear(cs.fifo[n:])
+		cs.fifo, cs.head = cs.fifo[:n], 0
+	}
+}

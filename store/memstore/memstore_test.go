@@ -1,0 +1,366 @@
+package memstore_test
+
+import (
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/wshub/wshub/store"
+	"github.com/wshub/wshub/store/memstore"
+	"github.com/wshub/wshub/store/storetest"
+)
+
+func TestStore_Conformance(t *testing.T) {
+	storetest.Run(t, func(*testing.T) store.Store { return memstore.New(memstore.Options{}) })
+}
+
+// TestStore_ConformanceWithTightBounds runs the suite with bounds just large
+// enough for it, so that the trimming code paths run under every check.
+func TestStore_ConformanceWithTightBounds(t *testing.T) {
+	storetest.Run(t, func(*testing.T) store.Store {
+		return memstore.New(memstore.Options{HistoryLimit: 1600, PendingLimit: 1280, CIDLimit: 1600})
+	})
+}
+
+// clock is a settable time source for Options.Now.
+type clock struct{ now atomic.Int64 } // Unix nanoseconds
+
+func newClock() *clock {
+	c := &clock{}
+	c.now.Store(time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
+	return c
+}
+
+func (c *clock) Now() time.Time          { return time.Unix(0, c.now.Load()) }
+func (c *clock) Advance(d time.Duration) { c.now.Add(int64(d)) }
+func msg(conv, id string) store.Message {
+	return store.Message{ID: id, Conv: conv, Cmd: 10, From: "alice", To: "bob", Body: []byte(`{}`)}
+}
+
+func appendMsg(t *testing.T, s *memstore.Store, req store.AppendRequest) (store.Message, bool) {
+	t.Helper()
+	m, dup, err := s.Append(t.Context(), req)
+	require.NoError(t, err)
+	return m, dup
+}
+
+func seqs(ms []store.Message) []uint64 {
+	out := make([]uint64, len(ms))
+	for i, m := range ms {
+		out[i] = m.Seq
+	}
+	return out
+}
+
+func ids(ms []store.Message) []string {
+	out := make([]string, len(ms))
+	for i, m := range ms {
+		out[i] = m.ID
+	}
+	return out
+}
+
+func TestStore_HistoryTrimmedToLimit(t *testing.T) {
+	s := memstore.New(memstore.Options{HistoryLimit: 5})
+	defer s.Close()
+	for i := 1; i <= 8; i++ {
+		appendMsg(t, s, store.AppendRequest{Msg: msg("c", fmt.Sprintf("m%d", i)), Pending: []string{"bob"}})
+	}
+	p, err := s.History(t.Context(), "c", store.Query{Limit: 100})
+	require.NoError(t, err)
+	assert.Equal(t, []uint64{4, 5, 6, 7, 8}, seqs(p.Items), "the 3 oldest fell off")
+	assert.Equal(t, []string{"m4", "m5", "m6", "m7", "m8"}, ids(p.Items))
+	assert.Equal(t, uint64(4), p.First, "First moves up")
+	assert.Equal(t, uint64(8), p.Last, "Last keeps counting")
+	assert.False(t, p.More)
+
+	cases := []struct {
+		q    store.Query
+		want []uint64
+		more bool
+	}{
+		{store.Query{Since: 1, Limit: 2}, []uint64{4, 5}, true},
+		{store.Query{Since: 1}, []uint64{4, 5, 6, 7, 8}, false},
+		{store.Query{Before: 6, Limit: 10}, []uint64{4, 5}, false},
+		{store.Query{Before: 7, Limit: 2}, []uint64{5, 6}, true},
+		{store.Query{Before: 4}, nil, false},
+		{store.Query{Before: 2}, nil, false},
+		{store.Query{Since: 6, Limit: 1}, []uint64{7}, true},
+	}
+	for _, tc := range cases {
+		p, err := s.History(t.Context(), "c", tc.q)
+		require.NoError(t, err)
+		got := seqs(p.Items)
+		if len(got) == 0 {
+			got = nil
+		}
+		assert.Equal(t, tc.want, got, "%+v", tc.q)
+		assert.Equal(t, tc.more, p.More, "%+v", tc.q)
+		assert.Equal(t, uint64(4), p.First, "%+v", tc.q)
+	}
+
+	// Pending is bounded separately: all 8 are still queued.
+	q, err := s.Pending(t.Context(), "bob")
+	require.NoError(t, err)
+	assert.Len(t, q, 8)
+
+	// The ring keeps working across many wraps.
+	for i := 9; i <= 23; i++ {
+		appendMsg(t, s, store.AppendRequest{Msg: msg("c", fmt.Sprintf("m%d", i))})
+	}
+	p, err = s.History(t.Context(), "c", store.Query{})
+	require.NoError(t, err)
+	assert.Equal(t, []uint64{19, 20, 21, 22, 23}, seqs(p.Items))
+	assert.Equal(t, []string{"m19", "m20", "m21", "m22", "m23"}, ids(p.Items))
+}
+
+func TestStore_DefaultHistoryLimit(t *testing.T) {
+	s := memstore.New(memstore.Options{})
+	defer s.Close()
+	for i := 1; i <= memstore.DefaultHistoryLimit+1; i++ {
+		appendMsg(t, s, store.AppendRequest{Msg: msg("c", fmt.Sprintf("m%d", i))})
+	}
+	p, err := s.History(t.Context(), "c", store.Query{Limit: 1})
+	require.NoError(t, err)
+	assert.Equal(t, uint64(2), p.First)
+	assert.Equal(t, uint64(memstore.DefaultHistoryLimit+1), p.Last)
+	p, err = s.History(t.Context(), "c", store.Query{Since: 1, Limit: 1})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"m2"}, ids(p.Items))
+}
+
+func TestStore_PendingTrimmedToLimit(t *testing.T) {
+	s := memstore.New(memstore.Options{PendingLimit: 3})
+	defer s.Close()
+	add := func(id string) {
+		appendMsg(t, s, store.AppendRequest{Msg: msg("c", id), Pending: []string{"bob", "carol"}})
+	}
+	pendingIDs := func(user string) []string {
+		q, err := s.Pending(t.Context(), user)
+		require.NoError(t, err)
+		return ids(q)
+	}
+	for i := 1; i <= 5; i++ {
+		add(fmt.Sprintf("m%d", i))
+	}
+	assert.Equal(t, []string{"m3", "m4", "m5"}, pendingIDs("bob"), "the oldest pending were dropped")
+	p, err := s.History(t.Context(), "c", store.Query{})
+	require.NoError(t, err)
+	assert.Len(t, p.Items, 5, "dropped pending messages stay in history")
+
+	// An ack frees a place: nothing more is dropped until the queue is full.
+	require.NoError(t, s.Ack(t.Context(), "bob", "m4"))
+	add("m6")
+	assert.Equal(t, []string{"m3", "m5", "m6"}, pendingIDs("bob"))
+	add("m7")
+	assert.Equal(t, []string{"m5", "m6", "m7"}, pendingIDs("bob"))
+	assert.Equal(t, []string{"m5", "m6", "m7"}, pendingIDs("carol"))
+
+	// A dropped message's ack is ignored.
+	require.NoError(t, s.Ack(t.Context(), "bob", "m1", "m6"))
+	assert.Equal(t, []string{"m5", "m7"}, pendingIDs("bob"))
+}
+
+// TestStore_PendingAckManyKeepsOrder acks in a scattered order through the
+// compaction thresholds and checks the queue against a plain model.
+func TestStore_PendingAckManyKeepsOrder(t *testing.T) {
+	s := memstore.New(memstore.Options{PendingLimit: 500})
+	defer s.Close()
+	var model []string
+	for round := range 4 {
+		for i := range 300 {
+			id := fmt.Sprintf("r%d-m%d", round, i)
+			appendMsg(t, s, store.AppendRequest{Msg: msg("c", id), Pending: []string{"bob"}})
+			model = append(model, id)
+		}
+		if len(model) > 500 {
+			model = model[len(model)-500:]
+		}
+		// Ack every third live message, then a block at the front.
+		var acks []string
+		var keep []string
+		for i, id := range model {
+			if i%3 == 1 || i < 40 {
+				acks = append(acks, id)
+			} else {
+				keep = append(keep, id)
+			}
+		}
+		require.NoError(t, s.Ack(t.Context(), "bob", acks...))
+		model = keep
+		q, err := s.Pending(t.Context(), "bob")
+		require.NoError(t, err)
+		require.Equal(t, model, ids(q), "round %d", round)
+	}
+	require.NoError(t, s.Ack(t.Context(), "bob", model...))
+	q, err := s.Pending(t.Context(), "bob")
+	require.NoError(t, err)
+	assert.Empty(t, q)
+}
+
+func TestStore_CIDEvictedBeyondLimit(t *testing.T) {
+	s := memstore.New(memstore.Options{CIDLimit: 3})
+	defer s.Close()
+	send := func(id, cid string) (store.Message, bool) {
+		return appendMsg(t, s, store.AppendRequest{Msg: msg("c", id), CID: cid})
+	}
+	for i := 1; i <= 4; i++ {
+		_, dup := send(fmt.Sprintf("m%d", i), fmt.Sprintf("c%d", i))
+		require.False(t, dup)
+	}
+	// c1 was the oldest of 4 records with room for 3.
+	m, dup := send("m1-again", "c4")
+	assert.True(t, dup, "c4 is retained")
+	assert.Equal(t, "m4", m.ID)
+	m, dup = send("m1-again", "c1")
+	assert.False(t, dup, "c1 was evicted, so its resend is stored anew")
+	assert.Equal(t, uint64(5), m.Seq)
+	// Storing c1 again evicted c2, the oldest left.
+	_, dup = send("m2-again", "c2")
+	assert.False(t, dup, "c2 was evicted by the new c1")
+}
+
+func TestStore_CIDExpiresAfterTTL(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		ttl  time.Duration // Options.CIDTTL
+		want time.Duration // retention in effect
+	}{
+		{"default", 0, memstore.DefaultCIDTTL},
+		{"one minute", time.Minute, time.Minute},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clk := newClock()
+			s := memstore.New(memstore.Options{CIDTTL: tc.ttl, Now: clk.Now})
+			defer s.Close()
+			first, _ := appendMsg(t, s, store.AppendRequest{Msg: msg("c", "m1"), CID: "c1"})
+
+			clk.Advance(tc.want - time.Second)
+			m, dup := appendMsg(t, s, store.AppendRequest{Msg: msg("c", "m2"), CID: "c1"})
+			assert.True(t, dup, "a second before the ttl")
+			assert.Equal(t, first, m)
+
+			clk.Advance(time.Second)
+			m, dup = appendMsg(t, s, store.AppendRequest{Msg: msg("c", "m3"), CID: "c1"})
+			assert.False(t, dup, "at the ttl the record is gone")
+			assert.Equal(t, uint64(2), m.Seq)
+
+			// The new record has its own ttl.
+			clk.Advance(tc.want - time.Second)
+			m, dup = appendMsg(t, s, store.AppendRequest{Msg: msg("c", "m4"), CID: "c1"})
+			assert.True(t, dup)
+			assert.Equal(t, "m3", m.ID)
+		})
+	}
+}
+
+// TestStore_CIDLimitSharded fills a store whose records span several shards
+// well past its limit: recent records are kept, the oldest are gone.
+func TestStore_CIDLimitSharded(t *testing.T) {
+	const limit = 8192 // 8 shards of 1024
+	s := memstore.New(memstore.Options{CIDLimit: limit})
+	defer s.Close()
+	const n = 3 * limit
+	for i := range n {
+		appendMsg(t, s, store.AppendRequest{Msg: msg(fmt.Sprintf("c%d", i%16), fmt.Sprintf("m%d", i)), CID: fmt.Sprintf("cid%d", i)})
+	}
+	dups := func(from, to int) int {
+		k := 0
+		for i := from; i < to; i++ {
+			if _, dup := appendMsg(t, s, store.AppendRequest{Msg: msg("probe", fmt.Sprintf("p%d", i)), CID: fmt.Sprintf("cid%d", i)}); dup {
+				k++
+			}
+		}
+		return k
+	}
+	// Probe the newest first: a probe that is not a duplicate adds a record.
+	assert.Equal(t, limit/2, dups(n-limit/2, n), "the newest half-limit are all retained")
+	assert.Equal(t, 0, dups(0, limit), "the oldest limit are all gone")
+}
+
+func TestStore_EpochIsPerInstance(t *testing.T) {
+	a, b := memstore.New(memstore.Options{}), memstore.New(memstore.Options{})
+	defer a.Close()
+	defer b.Close()
+	pa, err := a.History(t.Context(), "c", store.Query{})
+	require.NoError(t, err)
+	pb, err := b.History(t.Context(), "c", store.Query{})
+	require.NoError(t, err)
+	assert.NotEmpty(t, pa.Epoch)
+	assert.NotEqual(t, pa.Epoch, pb.Epoch, "a new store is a new epoch")
+	assert.Equal(t, a.Epoch(), pa.Epoch)
+}
+
+func TestStore_RejectsEmptyIDs(t *testing.T) {
+	s := memstore.New(memstore.Options{})
+	defer s.Close()
+	ctx := t.Context()
+	_, err := s.Pending(ctx, "")
+	assert.ErrorIs(t, err, store.ErrInvalid, "Pending")
+	assert.ErrorIs(t, s.Ack(ctx, "", "m1"), store.ErrInvalid, "Ack")
+	assert.ErrorIs(t, s.Join(ctx, "", "u"), store.ErrInvalid, "Join without room")
+	assert.ErrorIs(t, s.Join(ctx, "r", ""), store.ErrInvalid, "Join without user")
+	assert.ErrorIs(t, s.Leave(ctx, "", "u"), store.ErrInvalid, "Leave")
+	_, err = s.Rooms(ctx, "")
+	assert.ErrorIs(t, err, store.ErrInvalid, "Rooms")
+	_, err = s.Members(ctx, "")
+	assert.ErrorIs(t, err, store.ErrInvalid, "Members")
+}
+
+// TestStore_ListedTwiceQueuedOnce: a user listed twice in Pending (say, a
+// message to oneself) is queued once.
+func TestStore_ListedTwiceQueuedOnce(t *testing.T) {
+	s := memstore.New(memstore.Options{})
+	defer s.Close()
+	appendMsg(t, s, store.AppendRequest{Msg: msg("c", "m1"), Pending: []string{"bob", "bob"}})
+	q, err := s.Pending(t.Context(), "bob")
+	require.NoError(t, err)
+	assert.Equal(t, []string{"m1"}, ids(q))
+}
+
+// TestStore_ConcurrentTrimming appends, reads and acks concurrently with
+// small bounds, so the race detector sees trimming and compaction.
+func TestStore_ConcurrentTrimming(t *testing.T) {
+	s := memstore.New(memstore.Options{HistoryLimit: 50, PendingLimit: 40, CIDLimit: 30})
+	defer s.Close()
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			for i := range 300 {
+				_, _, err := s.Append(t.Context(), store.AppendRequest{
+					Msg:     store.Message{ID: fmt.Sprintf("w%d-%d", w, i), Conv: fmt.Sprintf("c%d", i%2), From: fmt.Sprintf("u%d", w)},
+					Pending: []string{"bob"},
+					CID:     fmt.Sprintf("%d", i),
+				})
+				assert.NoError(t, err)
+			}
+		})
+	}
+	wg.Go(func() {
+		for range 300 {
+			q, err := s.Pending(t.Context(), "bob")
+			assert.NoError(t, err)
+			if len(q) > 0 {
+				assert.NoError(t, s.Ack(t.Context(), "bob", q[0].ID, q[len(q)-1].ID))
+			}
+			_, err = s.History(t.Context(), "c0", store.Query{Since: 100})
+			assert.NoError(t, err)
+		}
+	})
+	wg.Wait()
+	for _, conv := range []string{"c0", "c1"} {
+		p, err := s.History(t.Context(), conv, store.Query{Limit: 100})
+		require.NoError(t, err)
+		assert.Equal(t, uint64(600), p.Last)
+		assert.Equal(t, uint64(551), p.First)
+		assert.Len(t, p.Items, 50)
+	}
+	q, err := s.Pending(t.Context(), "bob")
+	require.NoError(t, err)
+	assert.LessOrEqual(t, len(q), 40)
+}
