@@ -1,0 +1,541 @@
+// Package boltstore is the embedded, durable store.Store of a wshub hub: one
+// process, one bbolt file, nothing lost across crashes.
+//
+// # Durability
+//
+// Append, Ack, Join and Leave return nil only after the bbolt transaction
+// holding their write was committed and synced to disk (bbolt syncs the data
+// pages, then the meta page: two fdatasync calls per commit). A hub sends a
+// receipt only after Append returned, so every receipted message survives a
+// crash of the process or of the machine. Options.NoSync turns the syncs off
+// for people who accept losing the last writes (and, on a power loss,
+// possibly the file) in exchange for speed.
+//
+// # Group commit
+//
+// Syncing is the cost of a commit, so writes do not get a transaction each:
+// one committer goroutine takes the write requests queued by every caller
+// (up to Options.MaxBatch at a time), applies all of them in one bbolt
+// transaction, syncs once and then answers each caller. Under load many
+// writes share one commit; a lone write is committed at once, without
+// waiting for company. Every caller still waits for the commit that holds
+// its own write. A request that fails (which validation before queueing
+// makes rare) is answered with its error and the others of its batch are
+// committed without it.
+//
+// A write whose ctx is done while it is queued or being committed returns
+// ctx.Err(); its effect may or may not have been committed (it has not if
+// ctx was done before the committer picked it up). Retrying an Append with
+// the same CID is safe.
+//
+// # Retention
+//
+// Retention is enforced on write, inside the transaction that exceeds it, so
+// the file never holds more than the bounds and there is no background work:
+//   - history: each conversation keeps its newest Options.MaxHistory
+//     messages (default 100,000); Page.First tells how far back it reaches.
+//   - pending: each user's queue keeps its newest Options.MaxPending
+//     messages (default 10,000); the oldest are dropped when it overflows.
+//   - (sender, cid) records: kept at least Options.CIDRetention (default
+//     24 h) unless more than Options.MaxCIDs (default 1,000,000) exist, in
+//     which case the oldest go first. Expired records are removed a bounded
+//     number per commit.
+//
+// # Epoch
+//
+// A random epoch is created when the file is created and stored in it, so
+// seqs keep their meaning across restarts; it changes only if the file is
+// replaced.
+//
+// Reads (History, Pending, Rooms, Members) run in read-only transactions,
+// concurrently with each other and with the committer.
+package boltstore
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+
+	"github.com/wshub/wshub/store"
+)
+
+// Errors returned by Open. Each is wrapped with the file name; compare with
+// errors.Is.
+var (
+	// ErrLocked is returned when another process (or another Open in this
+	// process) holds the file and did not release it within
+	// Options.OpenTimeout.
+	ErrLocked = errors.New("wshub/boltstore: database file is locked by another process")
+	// ErrNotBolt is returned when the file exists and is not a bbolt
+	// database. The file is left untouched.
+	ErrNotBolt = errors.New("wshub/boltstore: file is not a bbolt database")
+	// ErrNotStore is returned when the file is a bbolt database of some
+	// other program (it has buckets but no wshub store layout). The file is
+	// left untouched.
+	ErrNotStore = errors.New("wshub/boltstore: bbolt database is not a wshub store")
+	// ErrCorrupt is returned when the file is a damaged bbolt database or
+	// wshub store: bad checksums, truncated, an unknown layout version, or
+	// (with Options.VerifyOnOpen) an inconsistent page tree. The file is left
+	// untouched.
+	ErrCorrupt = errors.New("wshub/boltstore: database file is damaged")
+)
+
+// Defaults used for the zero fields of Options.
+const (
+	DefaultOpenTimeout  = 2 * time.Second
+	DefaultMaxHistory   = 100_000
+	DefaultMaxPending   = 10_000
+	DefaultCIDRetention = 24 * time.Hour
+	DefaultMaxCIDs      = 1_000_000
+	DefaultMaxBatch     = 1000
+	DefaultFileMode     = os.FileMode(0o600)
+)
+
+// Options configures Open. The zero value of every field means the
+// documented default.
+type Options struct {
+	// OpenTimeout bounds how long Open waits for the file lock held by
+	// another process before failing with ErrLocked. Zero means
+	// DefaultOpenTimeout (2 s); negative means fail at once.
+	OpenTimeout time.Duration
+
+	// NoSync turns off syncing the file on every commit. Writes then return
+	// once they are in the operating system's cache: they survive a crash
+	// of the process, but a crash of the machine may lose the latest
+	// receipted writes or leave the file damaged. Off by default; use only
+	// if you accept that risk.
+	NoSync bool
+
+	// MaxHistory is the number of newest messages kept per conversation.
+	// Zero means DefaultMaxHistory (100,000); negative means unbounded.
+	MaxHistory int
+	// MaxPending is the number of newest messages kept in each user's
+	// pending queue. Zero means DefaultMaxPending (10,000); negative means
+	// unbounded.
+	MaxPending int
+	// CIDRetention is how long a (sender, cid) record is kept at least
+	// (unless MaxCIDs pushes it out). Zero means DefaultCIDRetention (24 h).
+	CIDRetention time.Duration
+	// MaxCIDs bounds the number of (sender, cid) records; the oldest go
+	// first. Zero means DefaultMaxCIDs (1,000,000); negative means
+	// unbounded.
+	MaxCIDs int
+
+	// MaxBatch is the most write requests applied in one transaction.
+	// Zero means DefaultMaxBatch (1000). MaxBatch 1 gives one transaction
+	// per write (the naive baseline of the benchmarks).
+	MaxBatch int
+
+	// VerifyOnOpen walks every page of the file in Open and fails with
+	// ErrCorrupt if the tree is inconsistent. Its cost grows with the file
+	// size. Without it Open checks the meta pages, the file length and the
+	// layout only.
+	VerifyOnOpen bool
+
+	// FileMode is the permission of a file Open creates. Zero means 0600.
+	FileMode os.FileMode
+
+	// Logger receives the store's error reports. Nil means slog.Default().
+	Logger *slog.Logger
+}
+
+func (o Options) withDefaults() Options {
+	if o.OpenTimeout == 0 {
+		o.OpenTimeout = DefaultOpenTimeout
+	}
+	if o.MaxHistory == 0 {
+		o.MaxHistory = DefaultMaxHistory
+	}
+	if o.MaxPending == 0 {
+		o.MaxPending = DefaultMaxPending
+	}
+	if o.CIDRetention <= 0 {
+		o.CIDRetention = DefaultCIDRetention
+	}
+	if o.MaxCIDs == 0 {
+		o.MaxCIDs = DefaultMaxCIDs
+	}
+	if o.MaxBatch <= 0 {
+		o.MaxBatch = DefaultMaxBatch
+	}
+	if o.FileMode == 0 {
+		o.FileMode = DefaultFileMode
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o
+}
+
+// Store is a store.Store kept in one bbolt file. Create it with Open and
+// release it with Close.
+type Store struct {
+	db    *bolt.DB
+	path  string
+	epoch string
+	opts  Options
+	log   *slog.Logger
+
+	// reqs carries write requests to the committer. It is never closed:
+	// senders watch quit and stopped instead.
+	reqs chan *request
+	// quit is closed by Close (once) to tell the committer to flush and stop.
+	quit chan struct{}
+	// stopped is closed by the committer when it has answered its last batch.
+	stopped chan struct{}
+
+	// closed is set by Close before anything else; methods check it first.
+	closed    atomic.Bool
+	closeOnce sync.Once
+	closeErr  error // written inside closeOnce, read after it
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Open opens the store file at path, creating it (and a new epoch) if it
+// does not exist or is empty. Zero Options mean the defaults.
+//
+// Open fails with an error wrapping ErrLocked, ErrNotBolt, ErrNotStore or
+// ErrCorrupt (and naming the file) instead of waiting forever or
+// overwriting a file that is not a sound wshub store.
+func Open(path string, opts Options) (*Store, error) {
+	opts = opts.withDefaults()
+	if err := checkFile(path); err != nil {
+		return nil, err
+	}
+	db, err := openBolt(path, opts)
+	if err != nil {
+		return nil, err
+	}
+	epoch, err := prepare(db, path, opts)
+	if err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	s := &Store{
+		db:      db,
+		path:    path,
+		epoch:   epoch,
+		opts:    opts,
+		log:     opts.Logger.With("store", "boltstore", "path", path),
+		reqs:    make(chan *request, opts.MaxBatch),
+		quit:    make(chan struct{}),
+		stopped: make(chan struct{}),
+	}
+	go s.commitLoop()
+	return s, nil
+}
+
+// openBolt opens the bbolt file and maps bbolt's errors (and panics on a
+// damaged file) to the package's errors.
+func openBolt(path string, opts Options) (db *bolt.DB, err error) {
+	timeout := opts.OpenTimeout
+	if timeout < 0 {
+		timeout = time.Nanosecond
+	}
+	var file *os.File // the file bbolt opened, to release it after a panic
+	bopts := &bolt.Options{
+		Timeout:      timeout,
+		NoSync:       opts.NoSync,
+		FreelistType: bolt.FreelistMapType,
+		OpenFile: func(name string, flag int, perm os.FileMode) (*os.File, error) {
+			f, err := os.OpenFile(name, flag, perm)
+			file = f
+			return f, err
+		},
+	}
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			if file != nil {
+				_ = file.Close()
+			}
+			db, err = nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, path, r)
+		}
+	}()
+	db, err = bolt.Open(path, opts.FileMode, bopts)
+	switch {
+	case err == nil:
+		return db, nil
+	case errors.Is(err, berrors.ErrTimeout):
+		return nil, fmt.Errorf("%w: %s (waited %v)", ErrLocked, path, opts.OpenTimeout)
+	case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrChecksum),
+		errors.Is(err, berrors.ErrVersionMismatch), errors.Is(err, berrors.ErrInvalidMapping):
+		return nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, path, err)
+	default:
+		return nil, fmt.Errorf("wshub/boltstore: open %s: %w", path, err)
+	}
+}
+
+// prepare checks the layout of an opened file, creating it in a new (empty)
+// database, and returns the epoch.
+func prepare(db *bolt.DB, path string, opts Options) (epoch string, err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: %s: %v", ErrCorrupt, path, r)
+		}
+	}()
+	fresh := false
+	err = db.View(func(tx *bolt.Tx) error {
+		fi, err := os.Stat(path)
+		if err != nil {
+			return fmt.Errorf("wshub/boltstore: stat %s: %w", path, err)
+		}
+		if tx.Size() > fi.Size() {
+			return fmt.Errorf("%w: %s: file is %d bytes, its data reaches %d (truncated)", ErrCorrupt, path, fi.Size(), tx.Size())
+		}
+		if opts.VerifyOnOpen {
+			var first error
+			for cerr := range tx.Check() { // drain: Check's goroutine uses tx
+				if first == nil {
+					first = cerr
+				}
+			}
+			if first != nil {
+				return fmt.Errorf("%w: %s: %v", ErrCorrupt, path, first)
+			}
+		}
+		meta := tx.Bucket(bucketMeta)
+		if meta == nil {
+			k, _ := tx.Cursor().First()
+			if k != nil {
+				return fmt.Errorf("%w: %s", ErrNotStore, path)
+			}
+			fresh = true
+			return nil
+		}
+		if v := meta.Get(keyFormat); string(v) != formatVersion {
+			return fmt.Errorf("%w: %s: unknown layout %q", ErrCorrupt, path, v)
+		}
+		epoch = string(meta.Get(keyEpoch))
+		if epoch == "" {
+			return fmt.Errorf("%w: %s: no epoch", ErrCorrupt, path)
+		}
+		for _, name := range allBuckets {
+			if tx.Bucket(name) == nil {
+				return fmt.Errorf("%w: %s: bucket %q missing", ErrCorrupt, path, name)
+			}
+		}
+		return nil
+	})
+	if err != nil || !fresh {
+		return epoch, err
+	}
+	var rnd [16]byte
+	_, _ = rand.Read(rnd[:]) // crypto/rand.Read never fails
+	epoch = hex.EncodeToString(rnd[:])
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, name := range allBuckets {
+			if _, err := tx.CreateBucket(name); err != nil {
+				return err
+			}
+		}
+		meta := tx.Bucket(bucketMeta)
+		if err := meta.Put(keyFormat, []byte(formatVersion)); err != nil {
+			return err
+		}
+		return meta.Put(keyEpoch, []byte(epoch))
+	})
+	if err != nil {
+		return "", fmt.Errorf("wshub/boltstore: initialize %s: %w", path, err)
+	}
+	return epoch, nil
+}
+
+// Path returns the file name the store was opened with.
+func (s *Store) Path() string { return s.path }
+
+// Epoch returns the epoch stored in the file (see store.Page.Epoch).
+func (s *Store) Epoch() string { return s.epoch }
+
+// Close stops accepting writes, commits the writes already queued, and
+// closes the file. Later calls return the first call's result.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		s.closed.Store(true)
+		close(s.quit)
+		<-s.stopped
+		if err := s.db.Close(); err != nil {
+			s.closeErr = fmt.Errorf("wshub/boltstore: close %s: %w", s.path, err)
+		}
+	})
+	return s.closeErr
+}
+
+// view runs fn in a read-only transaction, mapping a closed database to
+// store.ErrClosed.
+func (s *Store) view(ctx context.Context, fn func(tx *bolt.Tx) error) error {
+	if s.closed.Load() {
+		return store.ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	err := s.safely(func() error { return s.db.View(fn) })
+	if errors.Is(err, berrors.ErrDatabaseNotOpen) {
+		return store.ErrClosed
+	}
+	return err
+}
+
+// safely runs fn, turning a panic of bbolt on a damaged page (or a fault
+// reading the memory map) into an error wrapping ErrCorrupt. bbolt rolls
+// back the transaction fn was in before the panic reaches here.
+func (s *Store) safely(fn func() error) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("bbolt failed on a damaged file", "panic", r)
+			err = corruptf(s.path, "%v", r)
+		}
+	}()
+	return fn()
+}
+
+// History implements store.Store.
+func (s *Store) History(ctx context.Context, conv string, q store.Query) (store.Page, error) {
+	page := store.Page{Epoch: s.epoch}
+	if conv == "" {
+		return page, fmt.Errorf("%w: empty conversation", store.ErrInvalid)
+	}
+	limit := q.Limit
+	if limit <= 0 {
+		limit = store.DefaultLimit
+	}
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		hb := tx.Bucket(bucketHist).Bucket([]byte(conv))
+		if hb == nil {
+			return nil
+		}
+		page.Last = hb.Sequence()
+		c := hb.Cursor()
+		if k, _ := c.First(); k != nil {
+			page.First = seqOf(k)
+		}
+		inWindow := func(k []byte) bool {
+			return k != nil && (q.Before == 0 || seqOf(k) < q.Before)
+		}
+		var k, v []byte
+		if q.Since > 0 {
+			for k, v = c.Seek(seqKey(q.Since + 1)); inWindow(k) && len(page.Items) < limit; k, v = c.Next() {
+				m, err := decodeMessage(v)
+				if err != nil {
+					return corruptf(s.path, "history %q seq %d: %v", conv, seqOf(k), err)
+				}
+				page.Items = append(page.Items, m)
+			}
+			page.More = inWindow(k)
+			return nil
+		}
+		if q.Before > 0 {
+			if k, _ = c.Seek(seqKey(q.Before)); k != nil {
+				k, v = c.Prev()
+			} else {
+				k, v = c.Last()
+			}
+		} else {
+			k, v = c.Last()
+		}
+		for ; k != nil && len(page.Items) < limit; k, v = c.Prev() {
+			m, err := decodeMessage(v)
+			if err != nil {
+				return corruptf(s.path, "history %q seq %d: %v", conv, seqOf(k), err)
+			}
+			page.Items = append(page.Items, m)
+		}
+		page.More = k != nil
+		for i, j := 0, len(page.Items)-1; i < j; i, j = i+1, j-1 {
+			page.Items[i], page.Items[j] = page.Items[j], page.Items[i]
+		}
+		return nil
+	})
+	if err != nil {
+		return store.Page{Epoch: s.epoch}, err
+	}
+	return page, nil
+}
+
+// Pending implements store.Store.
+func (s *Store) Pending(ctx context.Context, user string) ([]store.Message, error) {
+	if user == "" {
+		return nil, fmt.Errorf("%w: empty user", store.ErrInvalid)
+	}
+	var out []store.Message
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		ub := tx.Bucket(bucketPend).Bucket([]byte(user))
+		if ub == nil {
+			return nil
+		}
+		q := ub.Bucket(keyPendQueue)
+		if q == nil {
+			return nil
+		}
+		return q.ForEach(func(k, v []byte) error {
+			m, err := decodeMessage(v)
+			if err != nil {
+				return corruptf(s.path, "pending %q: %v", user, err)
+			}
+			out = append(out, m)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Rooms implements store.Store.
+func (s *Store) Rooms(ctx context.Context, user string) ([]string, error) {
+	if user == "" {
+		return nil, fmt.Errorf("%w: empty user", store.ErrInvalid)
+	}
+	return s.keys(ctx, bucketUserRooms, user)
+}
+
+// Members implements store.Store.
+func (s *Store) Members(ctx context.Context, room string) ([]string, error) {
+	if room == "" {
+		return nil, fmt.Errorf("%w: empty room", store.ErrInvalid)
+	}
+	return s.keys(ctx, bucketRooms, room)
+}
+
+// keys lists the keys of the bucket top/name.
+func (s *Store) keys(ctx context.Context, top []byte, name string) ([]string, error) {
+	var out []string
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		b := tx.Bucket(top).Bucket([]byte(name))
+		if b == nil {
+			return nil
+		}
+		return b.ForEach(func(k, _ []byte) error {
+			out = append(out, string(k))
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func seqOf(k []byte) uint64 {
+	if len(k) != 8 {
+		return 0
+	}
+	return uint64(k[0])<<56 | uint64(k[1])<<48 | uint64(k[2])<<40 | uint64(k[3])<<32 |
+		uint64(k[4])<<24 | uint64(k[5])<<16 | uint64(k[6])<<8 | uint64(k[7])
+}

@@ -1,0 +1,533 @@
+package boltstore_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/wshub/wshub/store"
+	"github.com/wshub/wshub/store/boltstore"
+)
+
+// open opens a store at path and closes it at the end of the test.
+func open(t *testing.T, path string, opts boltstore.Options) *boltstore.Store {
+	t.Helper()
+	s, err := boltstore.Open(path, opts)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+func msg(conv, id, from, to string) store.Message {
+	return store.Message{ID: id, Conv: conv, TS: 1_700_000_000_000, Cmd: 10, From: from, To: to,
+		Body: []byte(fmt.Sprintf(`{"content":%q}`, id))}
+}
+
+func direct(from, to, id, cid string) store.AppendRequest {
+	return store.AppendRequest{Msg: msg(store.DirectConv(from, to), id, from, to), Pending: []string{to}, CID: cid}
+}
+
+func ids(ms []store.Message) []string {
+	out := make([]string, len(ms))
+	for i, m := range ms {
+		out[i] = m.ID
+	}
+	return out
+}
+
+func TestStore_ReopenKeepsEverything(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "hub.db")
+	ctx := t.Context()
+	s, err := boltstore.Open(path, boltstore.Options{})
+	require.NoError(t, err)
+	epoch := s.Epoch()
+	require.NotEmpty(t, epoch)
+
+	for i := 1; i <= 5; i++ {
+		m, dup, err := s.Append(ctx, direct("alice", "bob", fmt.Sprintf("m%d", i), fmt.Sprintf("c%d", i)))
+		require.NoError(t, err)
+		require.False(t, dup)
+		require.Equal(t, uint64(i), m.Seq)
+	}
+	require.NoError(t, s.Ack(ctx, "bob", "m2"))
+	require.NoError(t, s.Join(ctx, "lobby", "alice"))
+	require.NoError(t, s.Join(ctx, "lobby", "bob"))
+	require.NoError(t, s.Close())
+
+	s2 := open(t, path, boltstore.Options{})
+	assert.Equal(t, epoch, s2.Epoch(), "the epoch lives in the file")
+	p, err := s2.History(ctx, store.DirectConv("alice", "bob"), store.Query{})
+	require.NoError(t, err)
+	assert.Equal(t, epoch, p.Epoch)
+	assert.Equal(t, []string{"m1", "m2", "m3", "m4", "m5"}, ids(p.Items))
+	assert.Equal(t, uint64(1), p.First)
+	assert.Equal(t, uint64(5), p.Last)
+	pend, err := s2.Pending(ctx, "bob")
+	require.NoError(t, err)
+	assert.Equal(t, []string{"m1", "m3", "m4", "m5"}, ids(pend))
+	assert.Equal(t, msg(store.DirectConv("alice", "bob"), "m1", "alice", "bob").Body, pend[0].Body)
+	members, err := s2.Members(ctx, "lobby")
+	require.NoError(t, err)
+	assert.ElementsMatch(t, []string{"alice", "bob"}, members)
+
+	// The cid record survives too, and seqs continue where they stopped.
+	m, dup, err := s2.Append(ctx, direct("alice", "bob", "other-id", "c3"))
+	require.NoError(t, err)
+	assert.True(t, dup)
+	assert.Equal(t, "m3", m.ID)
+	assert.Equal(t, uint64(3), m.Seq)
+	m, dup, err = s2.Append(ctx, direct("bob", "alice", "m6", ""))
+	require.NoError(t, err)
+	assert.False(t, dup)
+	assert.Equal(t, uint64(6), m.Seq)
+}
+
+func TestStore_NewFileGetsNewEpoch(t *testing.T) {
+	dir := t.TempDir()
+	a := open(t, filepath.Join(dir, "a.db"), boltstore.Options{})
+	b := open(t, filepath.Join(dir, "b.db"), boltstore.Options{})
+	assert.NotEqual(t, a.Epoch(), b.Epoch())
+}
+
+func TestOpen_LockedFileFailsFast(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "hub.db")
+	open(t, path, boltstore.Options{})
+
+	start := time.Now()
+	_, err := boltstore.Open(path, boltstore.Options{OpenTimeout: 200 * time.Millisecond})
+	require.ErrorIs(t, err, boltstore.ErrLocked)
+	assert.Contains(t, err.Error(), path)
+	assert.Less(t, time.Since(start), 10*time.Second, "does not hang")
+
+	_, err = boltstore.Open(path, boltstore.Options{OpenTimeout: -1})
+	require.ErrorIs(t, err, boltstore.ErrLocked)
+}
+
+func TestOpen_RejectsWithoutOverwriting(t *testing.T) {
+	dir := t.TempDir()
+
+	// A valid store, to damage below.
+	good := filepath.Join(dir, "good.db")
+	s, err := boltstore.Open(good, boltstore.Options{})
+	require.NoError(t, err)
+	for i := range 300 {
+		_, _, err := s.Append(t.Context(), direct("a", "b", fmt.Sprintf("msg-%03d", i), ""))
+		require.NoError(t, err)
+	}
+	require.NoError(t, s.Close())
+	goodBytes, err := os.ReadFile(good)
+	require.NoError(t, err)
+	pageSize := os.Getpagesize()
+	require.Greater(t, len(goodBytes), 4*pageSize)
+
+	// A bbolt database of another program.
+	foreign := filepath.Join(dir, "foreign.db")
+	db, err := bolt.Open(foreign, 0o600, nil)
+	require.NoError(t, err)
+	require.NoError(t, db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucket([]byte("accounts"))
+		if err != nil {
+			return err
+		}
+		return b.Put([]byte("k"), []byte("v"))
+	}))
+	require.NoError(t, db.Close())
+
+	bothMetas := slices.Clone(goodBytes)
+	for i := range 2 * pageSize {
+		bothMetas[i] ^= 0x5a
+	}
+	// Keep the magic numbers, so the file still looks like bbolt's.
+	copy(bothMetas[16:20], []byte{0xed, 0xda, 0x0c, 0xed})
+	copy(bothMetas[pageSize+16:pageSize+20], []byte{0xed, 0xda, 0x0c, 0xed})
+
+	overwritten := slices.Clone(goodBytes)
+	for i := 2 * pageSize; i < len(overwritten); i++ {
+		overwritten[i] = 0xff
+	}
+
+	cases := []struct {
+		name    string
+		content []byte // nil: use the file at path as is
+		path    string
+		want    error
+	}{
+		{name: "text file", content: []byte("hello, this is not a database\n"), want: boltstore.ErrNotBolt},
+		{name: "random bytes", content: slices.Repeat([]byte{1, 2, 3, 4, 5, 6, 7}, 3000), want: boltstore.ErrNotBolt},
+		{name: "short file", content: []byte{0xed, 0xda}, want: boltstore.ErrNotBolt},
+		{name: "both meta pages damaged", content: bothMetas, want: boltstore.ErrCorrupt},
+		{name: "truncated", content: goodBytes[:3*pageSize], want: boltstore.ErrCorrupt},
+		{name: "data pages overwritten", content: overwritten, want: boltstore.ErrCorrupt},
+		{name: "foreign bbolt database", path: foreign, want: boltstore.ErrNotStore},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			path := tc.path
+			if path == "" {
+				path = filepath.Join(dir, fmt.Sprintf("case%d.db", i))
+				require.NoError(t, os.WriteFile(path, tc.content, 0o600))
+			}
+			before, err := os.ReadFile(path)
+			require.NoError(t, err)
+			s, err := boltstore.Open(path, boltstore.Options{})
+			if s != nil {
+				_ = s.Close()
+			}
+			require.ErrorIs(t, err, tc.want)
+			assert.Contains(t, err.Error(), path, "the error names the file")
+			after, err := os.ReadFile(path)
+			require.NoError(t, err)
+			assert.Equal(t, before, after, "the file is left untouched")
+		})
+	}
+
+	t.Run("directory", func(t *testing.T) {
+		_, err := boltstore.Open(dir, boltstore.Options{})
+		require.ErrorIs(t, err, boltstore.ErrNotBolt)
+	})
+
+	t.Run("damaged leaf page with VerifyOnOpen", func(t *testing.T) {
+		// Find a leaf page (flags 0x02) holding stored messages and break
+		// its page type; only a walk of the tree notices.
+		damaged := slices.Clone(goodBytes)
+		found := false
+		for off := 2 * pageSize; off+pageSize <= len(damaged); off += pageSize {
+			page := damaged[off : off+pageSize]
+			if page[8] == 0x02 && bytes.Contains(page, []byte("msg-100")) {
+				page[8] = 0x00
+				found = true
+				break
+			}
+		}
+		require.True(t, found, "a leaf page with messages")
+		path := filepath.Join(dir, "leaf.db")
+		require.NoError(t, os.WriteFile(path, damaged, 0o600))
+		_, err := boltstore.Open(path, boltstore.Options{VerifyOnOpen: true})
+		require.ErrorIs(t, err, boltstore.ErrCorrupt)
+		assert.Contains(t, err.Error(), path)
+		after, err := os.ReadFile(path)
+		require.NoError(t, err)
+		assert.Equal(t, damaged, after, "the file is left untouched")
+
+		// Without the walk, Open succeeds and reading the damaged page fails
+		// cleanly instead of crashing the process.
+		s := open(t, path, boltstore.Options{})
+		_, err = s.History(t.Context(), store.DirectConv("a", "b"), store.Query{Since: 95, Limit: 10})
+		require.ErrorIs(t, err, boltstore.ErrCorrupt)
+	})
+
+	t.Run("sound file with VerifyOnOpen", func(t *testing.T) {
+		s := open(t, good, boltstore.Options{VerifyOnOpen: true})
+		p, err := s.History(t.Context(), store.DirectConv("a", "b"), store.Query{Limit: 100})
+		require.NoError(t, err)
+		assert.Len(t, p.Items, 100)
+	})
+
+	t.Run("empty file becomes a store", func(t *testing.T) {
+		path := filepath.Join(dir, "empty.db")
+		require.NoError(t, os.WriteFile(path, nil, 0o600))
+		s := open(t, path, boltstore.Options{})
+		assert.NotEmpty(t, s.Epoch())
+	})
+}
+
+// TestStore_ConcurrentAppendsKeepSeqGapless runs many writers on a few
+// conversations; run it under -race.
+func TestStore_ConcurrentAppendsKeepSeqGapless(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), "hub.db"), boltstore.Options{})
+	const (
+		writers = 64
+		perW    = 40
+		convs   = 3
+	)
+	type got struct {
+		conv string
+		seq  uint64
+		id   string
+	}
+	results := make(chan got, writers*perW)
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			for i := range perW {
+				conv := fmt.Sprintf("r:room%d", (w+i)%convs)
+				id := fmt.Sprintf("w%d-%d", w, i)
+				m, dup, err := s.Append(t.Context(), store.AppendRequest{
+					Msg:     msg(conv, id, fmt.Sprintf("u%d", w), "x"),
+					Pending: []string{fmt.Sprintf("p%d", w%5)},
+					CID:     id,
+				})
+				if !assert.NoError(t, err) || !assert.False(t, dup) {
+					return
+				}
+				results <- got{conv, m.Seq, id}
+			}
+		})
+	}
+	wg.Wait()
+	close(results)
+
+	seqs := map[string][]uint64{}
+	byID := map[string]uint64{}
+	for g := range results {
+		seqs[g.conv] = append(seqs[g.conv], g.seq)
+		byID[g.id] = g.seq
+	}
+	total := 0
+	for conv, ss := range seqs {
+		slices.Sort(ss)
+		for i, seq := range ss {
+			require.Equal(t, uint64(i+1), seq, "conversation %s: seqs are 1..n without gaps or repeats", conv)
+		}
+		total += len(ss)
+
+		// The stored history agrees with what Append returned.
+		p, err := s.History(t.Context(), conv, store.Query{Since: 0, Limit: 10_000})
+		require.NoError(t, err)
+		require.Len(t, p.Items, len(ss))
+		for i, m := range p.Items {
+			assert.Equal(t, uint64(i+1), m.Seq)
+			assert.Equal(t, byID[m.ID], m.Seq, "message %s", m.ID)
+		}
+	}
+	assert.Equal(t, writers*perW, total)
+
+	// Each pending queue holds its writers' messages in seq order per conversation.
+	n := 0
+	for u := range 5 {
+		pend, err := s.Pending(t.Context(), fmt.Sprintf("p%d", u))
+		require.NoError(t, err)
+		last := map[string]uint64{}
+		for _, m := range pend {
+			assert.Greater(t, m.Seq, last[m.Conv], "pending order follows commit order")
+			last[m.Conv] = m.Seq
+		}
+		n += len(pend)
+	}
+	assert.Equal(t, writers*perW, n)
+}
+
+func TestStore_HistoryRetention(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), "hub.db"), boltstore.Options{MaxHistory: 10})
+	conv := store.DirectConv("a", "b")
+	for i := 1; i <= 25; i++ {
+		_, _, err := s.Append(t.Context(), store.AppendRequest{Msg: msg(conv, fmt.Sprint(i), "a", "b")})
+		require.NoError(t, err)
+	}
+	p, err := s.History(t.Context(), conv, store.Query{Limit: 100})
+	require.NoError(t, err)
+	assert.Equal(t, uint64(16), p.First)
+	assert.Equal(t, uint64(25), p.Last)
+	require.Len(t, p.Items, 10)
+	assert.Equal(t, uint64(16), p.Items[0].Seq)
+	assert.False(t, p.More)
+
+	p, err = s.History(t.Context(), conv, store.Query{Since: 3, Limit: 2})
+	require.NoError(t, err)
+	assert.Equal(t, []uint64{16, 17}, []uint64{p.Items[0].Seq, p.Items[1].Seq})
+	assert.True(t, p.More)
+}
+
+func TestStore_PendingRetention(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), "hub.db"), boltstore.Options{MaxPending: 3})
+	for i := 1; i <= 7; i++ {
+		_, _, err := s.Append(t.Context(), direct("a", "b", fmt.Sprint(i), ""))
+		require.NoError(t, err)
+	}
+	pend, err := s.Pending(t.Context(), "b")
+	require.NoError(t, err)
+	assert.Equal(t, []string{"5", "6", "7"}, ids(pend), "the newest are kept")
+
+	// Acking a dropped id is harmless; acking the rest empties the queue.
+	require.NoError(t, s.Ack(t.Context(), "b", "1", "5", "6"))
+	require.NoError(t, s.Ack(t.Context(), "b", "7"))
+	pend, err = s.Pending(t.Context(), "b")
+	require.NoError(t, err)
+	assert.Empty(t, pend)
+	_, _, err = s.Append(t.Context(), direct("a", "b", "8", ""))
+	require.NoError(t, err)
+	pend, err = s.Pending(t.Context(), "b")
+	require.NoError(t, err)
+	assert.Equal(t, []string{"8"}, ids(pend))
+}
+
+func TestStore_CIDRecordsBounded(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), "hub.db"), boltstore.Options{MaxCIDs: 5})
+	for i := 1; i <= 100; i++ {
+		_, _, err := s.Append(t.Context(), direct("a", "b", fmt.Sprint(i), fmt.Sprintf("c%d", i)))
+		require.NoError(t, err)
+	}
+	// The newest records are kept...
+	m, dup, err := s.Append(t.Context(), direct("a", "b", "again", "c100"))
+	require.NoError(t, err)
+	assert.True(t, dup)
+	assert.Equal(t, "100", m.ID)
+	// ...the oldest were trimmed, so the same cid is a new message now.
+	m, dup, err = s.Append(t.Context(), direct("a", "b", "fresh", "c1"))
+	require.NoError(t, err)
+	assert.False(t, dup)
+	assert.Equal(t, "fresh", m.ID)
+	assert.Equal(t, uint64(101), m.Seq)
+}
+
+func TestStore_DuplicatesInOneBatch(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), "hub.db"), boltstore.Options{})
+	const n = 50
+	var wg sync.WaitGroup
+	got := make([]store.Message, n)
+	dups := make([]bool, n)
+	for i := range n {
+		wg.Go(func() {
+			var err error
+			got[i], dups[i], err = s.Append(t.Context(), direct("a", "b", fmt.Sprint(i), "same-cid"))
+			assert.NoError(t, err)
+		})
+	}
+	wg.Wait()
+	first := 0
+	for i := range n {
+		if !dups[i] {
+			first++
+		}
+		assert.Equal(t, uint64(1), got[i].Seq)
+		assert.Equal(t, got[0].ID, got[i].ID, "every call returns the one stored message")
+	}
+	assert.Equal(t, 1, first, "exactly one Append stored the message")
+	pend, err := s.Pending(t.Context(), "b")
+	require.NoError(t, err)
+	assert.Len(t, pend, 1)
+}
+
+func TestStore_InvalidRequestDoesNotFailOthers(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), "hub.db"), boltstore.Options{})
+	tooLong := string(make([]byte, bolt.MaxKeySize+1))
+	bad := []store.AppendRequest{
+		{Msg: store.Message{ID: "x", From: "a"}},
+		{Msg: store.Message{Conv: "c", From: "a"}},
+		{Msg: store.Message{Conv: "c", ID: "x"}},
+		{Msg: store.Message{Conv: tooLong, ID: "x", From: "a"}},
+		{Msg: msg("c", "x", "a", "b"), Pending: []string{""}},
+		{Msg: msg("c", "x", "a", "b"), CID: tooLong},
+	}
+	var wg sync.WaitGroup
+	for _, req := range bad {
+		wg.Go(func() {
+			_, _, err := s.Append(t.Context(), req)
+			assert.ErrorIs(t, err, store.ErrInvalid)
+		})
+	}
+	for i := range 20 {
+		wg.Go(func() {
+			_, _, err := s.Append(t.Context(), direct("a", "b", fmt.Sprint(i), ""))
+			assert.NoError(t, err)
+		})
+	}
+	wg.Wait()
+	p, err := s.History(t.Context(), store.DirectConv("a", "b"), store.Query{Limit: 100})
+	require.NoError(t, err)
+	assert.Len(t, p.Items, 20)
+	assert.ErrorIs(t, s.Join(t.Context(), "", "a"), store.ErrInvalid)
+	assert.ErrorIs(t, s.Join(t.Context(), "r", ""), store.ErrInvalid)
+}
+
+func TestStore_CloseFlushesAndRefuses(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "hub.db")
+	s, err := boltstore.Open(path, boltstore.Options{})
+	require.NoError(t, err)
+
+	// Writers racing with Close either succeed (and are on disk) or get ErrClosed.
+	const n = 200
+	var wg sync.WaitGroup
+	okIDs := make(chan string, n)
+	for i := range n {
+		wg.Go(func() {
+			id := fmt.Sprint(i)
+			_, _, err := s.Append(context.Background(), direct("a", "b", id, ""))
+			if err == nil {
+				okIDs <- id
+				return
+			}
+			assert.ErrorIs(t, err, store.ErrClosed)
+		})
+		if i == n/2 {
+			require.NoError(t, s.Close())
+		}
+	}
+	wg.Wait()
+	close(okIDs)
+	require.NoError(t, s.Close(), "Close is idempotent")
+
+	_, _, err = s.Append(t.Context(), direct("a", "b", "late", ""))
+	assert.ErrorIs(t, err, store.ErrClosed)
+	_, err = s.History(t.Context(), "c", store.Query{})
+	assert.ErrorIs(t, err, store.ErrClosed)
+	_, err = s.Pending(t.Context(), "b")
+	assert.ErrorIs(t, err, store.ErrClosed)
+	assert.ErrorIs(t, s.Ack(t.Context(), "b", "1"), store.ErrClosed)
+	assert.ErrorIs(t, s.Join(t.Context(), "r", "b"), store.ErrClosed)
+	_, err = s.Rooms(t.Context(), "b")
+	assert.ErrorIs(t, err, store.ErrClosed)
+
+	s2 := open(t, path, boltstore.Options{})
+	pend, err := s2.Pending(t.Context(), "b")
+	require.NoError(t, err)
+	var want []string
+	for id := range okIDs {
+		want = append(want, id)
+	}
+	assert.ElementsMatch(t, want, ids(pend), "every write that returned nil is in the file")
+}
+
+func TestStore_CancelledContext(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), "hub.db"), boltstore.Options{})
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	_, _, err := s.Append(ctx, direct("a", "b", "1", ""))
+	assert.ErrorIs(t, err, context.Canceled)
+	_, err = s.History(ctx, store.DirectConv("a", "b"), store.Query{})
+	assert.ErrorIs(t, err, context.Canceled)
+	assert.ErrorIs(t, s.Join(ctx, "r", "a"), context.Canceled)
+
+	// Under load, a cancelled write returns ctx.Err() or success, never hangs.
+	var wg sync.WaitGroup
+	for i := range 100 {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(t.Context(), time.Duration(i%5)*100*time.Microsecond)
+			defer cancel()
+			_, _, err := s.Append(ctx, direct("a", "b", fmt.Sprint(i), ""))
+			if err != nil {
+				assert.ErrorIs(t, err, context.DeadlineExceeded)
+			}
+		})
+	}
+	wg.Wait()
+	// The conversation's seqs are still gapless whatever was dropped.
+	p, err := s.History(t.Context(), store.DirectConv("a", "b"), store.Query{Limit: 1000})
+	require.NoError(t, err)
+	for i, m := range p.Items {
+		assert.Equal(t, uint64(i+1), m.Seq)
+	}
+}
+
+func TestStore_NoSync(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "hub.db")
+	s, err := boltstore.Open(path, boltstore.Options{NoSync: true})
+	require.NoError(t, err)
+	_, _, err = s.Append(t.Context(), direct("a", "b", "1", ""))
+	require.NoError(t, err)
+	require.NoError(t, s.Close())
+	s2 := open(t, path, boltstore.Options{})
+	pend, err := s2.Pending(t.Context(), "b")
+	require.NoError(t, err)
+	assert.Equal(t, []string{"1"}, ids(pend))
+}

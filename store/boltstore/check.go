@@ -1,0 +1,166 @@
+package boltstore
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"os"
+)
+
+// bbolt's file format (version 2), as far as checkFile reads it. Integers
+// are in the machine's byte order.
+const (
+	boltMagic        = 0xED0CDAED
+	boltVersion      = 2
+	pageHeaderSize   = 16 // id u64, flags u16, count u16, overflow u32
+	metaSize         = 64 // magic, version, pageSize, flags u32; root, sequence, freelist, pgid, txid, checksum u64
+	metaChecksumAt   = 56
+	freelistPageFlag = 0x10
+	noFreelist       = ^uint64(0)
+)
+
+// boltMeta is the part of a bbolt meta page checkFile uses.
+type boltMeta struct {
+	pageSize uint32
+	root     uint64
+	freelist uint64
+	pgid     uint64 // high-water mark: pages [0, pgid) are in use
+	txid     uint64
+}
+
+// parseMeta decodes the meta page at the start of page. It reports whether
+// the magic number is there, and an error if the meta is not valid.
+func parseMeta(page []byte) (m boltMeta, magic bool, err error) {
+	if len(page) < pageHeaderSize+metaSize {
+		return m, false, errors.New("short page")
+	}
+	b := page[pageHeaderSize : pageHeaderSize+metaSize]
+	ne := binary.NativeEndian
+	if ne.Uint32(b[0:]) != boltMagic {
+		return m, false, errors.New("no magic number")
+	}
+	if v := ne.Uint32(b[4:]); v != boltVersion {
+		return m, true, fmt.Errorf("format version %d, want %d", v, boltVersion)
+	}
+	h := fnv.New64a()
+	_, _ = h.Write(b[:metaChecksumAt])
+	if h.Sum64() != ne.Uint64(b[metaChecksumAt:]) {
+		return m, true, errors.New("meta page checksum mismatch")
+	}
+	m = boltMeta{
+		pageSize: ne.Uint32(b[8:]),
+		root:     ne.Uint64(b[16:]),
+		freelist: ne.Uint64(b[32:]),
+		pgid:     ne.Uint64(b[40:]),
+		txid:     ne.Uint64(b[48:]),
+	}
+	if m.pageSize < 512 || m.pageSize > 1<<20 || m.pageSize&(m.pageSize-1) != 0 {
+		return m, true, fmt.Errorf("page size %d", m.pageSize)
+	}
+	return m, true, nil
+}
+
+// checkFile reads the parts of an existing file that bbolt reads while
+// opening it (the two meta pages and the freelist page) and reports a file
+// that is not a bbolt database (ErrNotBolt) or a damaged one (ErrCorrupt),
+// so that bbolt never maps and writes such a file. An absent or empty file
+// passes: Open creates the store in it.
+func checkFile(path string) error {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("wshub/boltstore: open %s: %w", path, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("wshub/boltstore: stat %s: %w", path, err)
+	}
+	if fi.IsDir() {
+		return fmt.Errorf("%w: %s is a directory", ErrNotBolt, path)
+	}
+	size := fi.Size()
+	if size == 0 {
+		return nil
+	}
+	readAt := func(off int64, n int) []byte {
+		b := make([]byte, n)
+		k, _ := f.ReadAt(b, off)
+		return b[:k]
+	}
+
+	// Meta page 0 gives the page size; if it is damaged, bbolt falls back
+	// to page 1, which sits at offset pageSize.
+	meta0, magic0, err0 := parseMeta(readAt(0, pageHeaderSize+metaSize))
+	var offsets []int64
+	if err0 == nil {
+		offsets = []int64{int64(meta0.pageSize)}
+	} else {
+		offsets = []int64{int64(os.Getpagesize()), 4096, 8192, 16384, 32768, 65536}
+	}
+	var (
+		meta1  boltMeta
+		magic1 bool
+		err1   = errors.New("not found")
+	)
+	for _, off := range offsets {
+		m, magic, err := parseMeta(readAt(off, pageHeaderSize+metaSize))
+		if magic {
+			meta1, magic1, err1 = m, true, err
+			if err == nil && (err0 != nil || m.pageSize == meta0.pageSize) {
+				break
+			}
+		}
+	}
+	if !magic0 && !magic1 {
+		return fmt.Errorf("%w: %s", ErrNotBolt, path)
+	}
+	var m boltMeta
+	switch {
+	case err0 != nil && err1 != nil:
+		return fmt.Errorf("%w: %s: meta page 0: %v; meta page 1: %v", ErrCorrupt, path, err0, err1)
+	case err0 != nil:
+		m = meta1
+	case err1 != nil:
+		m = meta0
+	case meta1.txid > meta0.txid:
+		m = meta1
+	default:
+		m = meta0
+	}
+	ps := uint64(m.pageSize)
+	if m.pgid < 2 || m.pgid > uint64(size)/ps {
+		return fmt.Errorf("%w: %s: file is %d bytes, its data reaches %d (truncated)", ErrCorrupt, path, size, m.pgid*ps)
+	}
+	if m.root < 2 || m.root >= m.pgid {
+		return fmt.Errorf("%w: %s: root page %d out of range", ErrCorrupt, path, m.root)
+	}
+	if m.freelist == noFreelist {
+		return nil
+	}
+	if m.freelist < 2 || m.freelist >= m.pgid {
+		return fmt.Errorf("%w: %s: freelist page %d out of range", ErrCorrupt, path, m.freelist)
+	}
+	hdr := readAt(int64(m.freelist*ps), pageHeaderSize+8)
+	if len(hdr) < pageHeaderSize+8 {
+		return fmt.Errorf("%w: %s: freelist page %d unreadable", ErrCorrupt, path, m.freelist)
+	}
+	ne := binary.NativeEndian
+	flags, count, overflow := ne.Uint16(hdr[8:]), uint64(ne.Uint16(hdr[10:])), uint64(ne.Uint32(hdr[12:]))
+	if flags != freelistPageFlag {
+		return fmt.Errorf("%w: %s: page %d is not a freelist page (flags %#x)", ErrCorrupt, path, m.freelist, flags)
+	}
+	if m.freelist+overflow >= m.pgid {
+		return fmt.Errorf("%w: %s: freelist page %d overflows the data", ErrCorrupt, path, m.freelist)
+	}
+	if count == 0xFFFF {
+		count = ne.Uint64(hdr[pageHeaderSize:]) + 1
+	}
+	if count > ((overflow+1)*ps-pageHeaderSize)/8 {
+		return fmt.Errorf("%w: %s: freelist page %d holds more ids than fit", ErrCorrupt, path, m.freelist)
+	}
+	return nil
+}
