@@ -65,13 +65,20 @@ export const NoReconnectCodes = Object.freeze([4000, 1008]);
 
 const defaultBackoff = Object.freeze({ base: 500, max: 30000, factor: 2, resetAfter: 10000 });
 
+// withDefaults returns defaults overridden by the fields of opts that are not undefined.
+function withDefaults(defaults, opts) {
+  const out = { ...defaults };
+  for (const [k, v] of Object.entries(opts || {})) if (v !== undefined) out[k] = v;
+  return out;
+}
+
 /**
  * backoffCeiling returns the upper bound of the delay before reconnect
  * attempt number `attempt` (1 for the first retry): base * factor^(attempt-1),
  * capped at max.
  */
 export function backoffCeiling(attempt, opts = {}) {
-  const { base, max, factor } = { ...defaultBackoff, ...opts };
+  const { base, max, factor } = withDefaults(defaultBackoff, opts);
   const n = Math.max(0, Math.floor(attempt) - 1);
   return Math.min(max, base * Math.pow(factor, n));
 }
@@ -153,7 +160,7 @@ export class WSHubClient {
       batch: o.batch ?? false,
       heartbeatInterval: o.heartbeatInterval ?? 25000,
       pongTimeout: o.pongTimeout ?? 10000,
-      backoff: { ...defaultBackoff, ...(o.backoff || {}) },
+      backoff: withDefaults(defaultBackoff, o.backoff),
       maxAttempts: o.maxAttempts ?? Infinity,
       shouldReconnect: o.shouldReconnect ?? ((ev) => !NoReconnectCodes.includes(ev.code)),
       requestTimeout: o.requestTimeout ?? 15000,
@@ -743,11 +750,11 @@ export class WSHubClient {
   }
 
   _sendJoin(room, st, cid) {
+    // Once the room's epoch is known, a join asks for the replay of what
+    // came after the last contiguous seq (since 0: the room was empty).
     const f = { cmd: Cmd.Join, dstid: room, cid };
-    if (st.seq > 0) {
-      f.since = st.seq;
-      if (st.epoch) f.epoch = st.epoch;
-    }
+    if (st.seq > 0) f.since = st.seq;
+    if (st.epoch) f.epoch = st.epoch;
     this._write(f);
     return f;
   }
