@@ -31,6 +31,12 @@
 // population. A user's queue is freed when it becomes empty; a room when its
 // last member leaves.
 //
+// # Validation
+//
+// An empty conversation, sender or message id (Append), conversation
+// (History), user or room (the other methods) is rejected with an error
+// that wraps store.ErrInvalid.
+//
 // # Sharing
 //
 // Messages returned by History, Pending and a duplicate Append share their
@@ -219,13 +225,13 @@ func (s *Store) Append(ctx context.Context, req store.AppendRequest) (store.Mess
 	// then sees the whole write.
 	if req.CID != "" {
 		key := cidKey{from: req.Msg.From, cid: req.CID}
-		cs := &s.cids[s.shard(req.Msg.From+"\x00"+req.CID)&s.cidMask]
+		cs := &s.cids[maphash.Comparable(s.seed, key)&s.cidMask]
 		cs.mu.Lock()
 		defer cs.mu.Unlock()
 		now := s.now()
 		cs.expireLocked(now, s.cidTTL)
 		if rec, ok := cs.m[key]; ok {
-			return rec.msg, true, nil
+			return *rec.msg, true, nil
 		}
 		stored := c.appendLocked(req.Msg, s.historyLimit)
 		cs.addLocked(key, stored, now)
@@ -237,9 +243,12 @@ func (s *Store) Append(ctx context.Context, req store.AppendRequest) (store.Mess
 	return withBody(stored, req.Msg.Body), false, nil
 }
 
-func withBody(m store.Message, body []byte) store.Message {
-	m.Body = body
-	return m
+// withBody returns a copy of the stored *m with the caller's body, which
+// the caller may modify without touching the store.
+func withBody(m *store.Message, body []byte) store.Message {
+	out := *m
+	out.Body = body
+	return out
 }
 
 // conversation returns conv's state, creating it if needed.
@@ -271,7 +280,7 @@ func (s *Store) lookup(conv string) *conversation {
 // enqueue adds m to the pending queue of every user in users. The caller
 // holds the lock of m's conversation, so that queues receive one
 // conversation's messages in seq order.
-func (s *Store) enqueue(users []string, m store.Message) {
+func (s *Store) enqueue(users []string, m *store.Message) {
 	for _, u := range users {
 		sh := &s.users[s.shard(u)%numShards]
 		sh.mu.Lock()
@@ -332,7 +341,7 @@ func (s *Store) History(ctx context.Context, conv string, q store.Query) (store.
 	}
 	page.Items = make([]store.Message, 0, hi-lo+1)
 	for seq := lo; seq <= hi; seq++ {
-		page.Items = append(page.Items, c.at(seq))
+		page.Items = append(page.Items, *c.at(seq))
 	}
 	return page, nil
 }
@@ -466,24 +475,26 @@ type convShard struct {
 // newest messages, whose seqs are consecutive and end at last.
 type conversation struct {
 	mu    sync.RWMutex
-	buf   []store.Message // guarded by mu; ring, len(buf) <= historyLimit
-	start int             // guarded by mu; index in buf of the oldest message
-	n     int             // guarded by mu; number of messages retained
-	last  uint64          // guarded by mu; newest seq assigned, 0 if none
+	buf   []*store.Message // guarded by mu; ring, len(buf) <= historyLimit
+	start int              // guarded by mu; index in buf of the oldest message
+	n     int              // guarded by mu; number of messages retained
+	last  uint64           // guarded by mu; newest seq assigned, 0 if none
 }
 
 // first returns the oldest retained seq; c.mu held, c.n > 0.
 func (c *conversation) first() uint64 { return c.last - uint64(c.n) + 1 }
 
 // at returns the message with seq, which is retained; c.mu held.
-func (c *conversation) at(seq uint64) store.Message {
+func (c *conversation) at(seq uint64) *store.Message {
 	return c.buf[(c.start+int(seq-c.first()))%len(c.buf)]
 }
 
 // appendLocked stores a copy of m with the next seq and returns it; c.mu is
-// held for writing.
-func (c *conversation) appendLocked(m store.Message, limit int) store.Message {
+// held for writing. The copy is never modified: history, pending queues and
+// cid records share it.
+func (c *conversation) appendLocked(msg store.Message, limit int) *store.Message {
 	c.last++
+	m := &msg
 	m.Seq = c.last
 	m.Body = bytes.Clone(m.Body)
 	switch {
@@ -491,14 +502,14 @@ func (c *conversation) appendLocked(m store.Message, limit int) store.Message {
 		c.buf[(c.start+c.n)%len(c.buf)] = m
 		c.n++
 	case len(c.buf) < limit:
-		grown := make([]store.Message, min(max(2*len(c.buf), 16), limit))
+		grown := make([]*store.Message, min(max(2*len(c.buf), 16), limit))
 		copy(grown, c.buf[c.start:])
 		copy(grown[len(c.buf)-c.start:], c.buf[:c.start])
 		c.buf, c.start = grown, 0
 		c.buf[c.n] = m
 		c.n++
-	default: // full: the oldest message falls off
-		c.buf[c.start] = m
+	default:
+		c.buf[c.start] = m // the oldest falls off
 		c.start = (c.start + 1) % len(c.buf)
 	}
 	return m
@@ -515,29 +526,26 @@ type userShard struct {
 // entries become tombstones that are skipped and compacted away, so that
 // Ack by id is O(1) amortized. It is guarded by its userShard's mu.
 type pendingQueue struct {
-	items []pendingItem  // items[head:] are live entries and tombstones
-	head  int            // items[:head] are all tombstones
-	base  int            // position of items[0]: positions survive compaction
-	index map[string]int // message id -> position of its live entry
-	live  int            // number of live entries
-}
-
-type pendingItem struct {
-	msg   store.Message
-	acked bool
+	items []*store.Message // items[head:] are live entries and tombstones (nil)
+	head  int              // items[:head] are all tombstones
+	base  int              // position of items[0]: positions survive compaction
+	index map[string]int   // message id -> position of its live entry
+	live  int              // number of live entries
 }
 
 // push appends m, then drops the oldest entries beyond limit. A message
 // already in the queue is not added again.
-func (q *pendingQueue) push(m store.Message, limit int) {
+func (q *pendingQueue) push(m *store.Message, limit int) {
 	if _, ok := q.index[m.ID]; ok {
 		return
 	}
 	q.index[m.ID] = q.base + len(q.items)
-	q.items = append(q.items, pendingItem{msg: m})
+	q.items = append(q.items, m)
 	q.live++
 	for q.live > limit {
-		q.remove(q.items[q.head].msg.ID) // items[head] is live: see skip
+		// items[head] is live: skip keeps head on a live entry.
+		delete(q.index, q.items[q.head].ID)
+		q.tombstone(q.head)
 	}
 }
 
@@ -548,36 +556,43 @@ func (q *pendingQueue) remove(id string) {
 		return
 	}
 	delete(q.index, id)
-	q.items[pos-q.base] = pendingItem{acked: true}
-	q.live--
-	q.skip()
-	q.compact()
+	q.tombstone(pos - q.base)
 }
 
-// skip advances head past tombstones, so items[head] is live if any is.
-func (q *pendingQueue) skip() {
-	for q.head < len(q.items) && q.items[q.head].acked {
+// tombstone marks the live entry items[i], whose id has left the index,
+// as removed, then restores the invariants: head on a live entry (or at
+// the end) and tombstones at most about as many as live entries.
+func (q *pendingQueue) tombstone(i int) {
+	q.items[i] = nil
+	q.live--
+	for q.head < len(q.items) && q.items[q.head] == nil {
 		q.head++
 	}
+	switch {
+	case q.head == len(q.items):
+		// All removed: start over, keeping the array.
+		q.base += len(q.items)
+		q.items, q.head = q.items[:0], 0
+	case q.head >= 32 && 2*q.head >= len(q.items):
+		// A FIFO queue's tombstones are at the front: slide the rest
+		// down. Positions stay valid because base moves with them.
+		n := copy(q.items, q.items[q.head:])
+		clear(q.items[n:])
+		q.base += q.head
+		q.items, q.head = q.items[:n], 0
+	case len(q.items)-q.live >= 32 && len(q.items)-q.live > 2*q.live:
+		// Acks out of order left tombstones in the middle: rebuild.
+		q.rebuild()
+	}
 }
 
-// compact drops tombstones once they outnumber the live entries, keeping
-// the cost amortized O(1) per remove.
-func (q *pendingQueue) compact() {
-	dead := len(q.items) - q.live
-	if dead < 32 || dead < q.live {
-		return
-	}
-	if q.live == 0 {
-		q.base += len(q.items)
-		q.items, q.head = nil, 0
-		return
-	}
-	items := make([]pendingItem, 0, q.live*2)
+// rebuild copies the live entries to a new array, renumbering them.
+func (q *pendingQueue) rebuild() {
+	items := make([]*store.Message, 0, 2*q.live)
 	q.base += len(q.items) // new positions never collide with old ones
 	for _, it := range q.items[q.head:] {
-		if !it.acked {
-			q.index[it.msg.ID] = q.base + len(items)
+		if it != nil {
+			q.index[it.ID] = q.base + len(items)
 			items = append(items, it)
 		}
 	}
@@ -588,8 +603,8 @@ func (q *pendingQueue) compact() {
 func (q *pendingQueue) list() []store.Message {
 	out := make([]store.Message, 0, q.live)
 	for _, it := range q.items[q.head:] {
-		if !it.acked {
-			out = append(out, it.msg)
+		if it != nil {
+			out = append(out, *it)
 		}
 	}
 	return out
@@ -640,7 +655,7 @@ type cidShard struct {
 type cidKey struct{ from, cid string }
 
 type cidRecord struct {
-	msg store.Message
+	msg *store.Message
 	gen uint64 // matches the fifo entry that owns the record
 }
 
@@ -652,7 +667,7 @@ type cidEntry struct {
 
 // addLocked records key -> m at time now and evicts the oldest records
 // beyond the shard's limit.
-func (cs *cidShard) addLocked(key cidKey, m store.Message, now time.Time) {
+func (cs *cidShard) addLocked(key cidKey, m *store.Message, now time.Time) {
 	cs.gen++
 	cs.m[key] = cidRecord{msg: m, gen: cs.gen}
 	cs.fifo = append(cs.fifo, cidEntry{key: key, at: now, gen: cs.gen})
