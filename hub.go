@@ -579,8 +579,8 @@ func (h *Hub) Members(ctx context.Context, room string) ([]string, error) {
 	return h.store.Members(ctx, room)
 }
 
-// SendToUser stores a direct message from user from (which may be empty
-// for a system message) to user to and delivers it like a cmd 10 frame;
+// SendToUser stores a direct message from user from (an application may
+// use a reserved id such as "system" for its own notices) to user to and delivers it like a cmd 10 frame;
 // f's payload fields and CID are used. It returns the receipt (cmd 15).
 func (h *Hub) SendToUser(ctx context.Context, from, to string, f *Frame) (*Frame, error) {
 	if to == "" {

@@ -34,16 +34,14 @@ type Server struct {
 }
 
 // New starts a hub with opts on an httptest.Server. Unset options get
-// test-friendly defaults: wshub.DevAuthenticate (the token is the user id),
-// the memory store, and any origin allowed. The hub is shut down, and the
+// test-friendly defaults: wshub.DevAuthenticate (the token is the user id)
+// and the memory store. Dial sends no Origin header, which the default
+// same-origin policy allows. The hub is shut down, and the
 // server closed, when the test ends.
 func New(t testing.TB, opts wshub.Options) *Server {
 	t.Helper()
 	if opts.Authenticate == nil {
 		opts.Authenticate = wshub.DevAuthenticate
-	}
-	if opts.CheckOrigin == nil {
-		opts.CheckOrigin = func(*http.Request) bool { return true }
 	}
 	h, err := wshub.New(opts)
 	if err != nil {
