@@ -283,11 +283,11 @@ func TestHub_HistoryPaging(t *testing.T) {
 		alice.Expect(t, wshub.CmdSingle)
 	}
 	tests := []struct {
-		name                 string
-		since, before        uint64
-		limit                int
-		first, last          int
-		more                 bool
+		name          string
+		since, before uint64
+		limit         int
+		first, last   int
+		more          bool
 	}{
 		{"newest page", 0, 0, 10, 16, 25, true},
 		{"before 16", 0, 16, 10, 6, 15, true},
