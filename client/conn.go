@@ -215,11 +215,11 @@ func closeErrOf(err error) error {
 func (c *Client) serve(ctx context.Context, cn *conn, rejoin [][]byte, readerDone <-chan error) error {
 	for _, b := range rejoin {
 		if err := c.write(cn, b); err != nil {
-			return c.abort(cn, readerDone, err)
+			return c.writeFailed(cn, readerDone, err)
 		}
 	}
 	if err := c.flush(cn); err != nil {
-		return c.abort(cn, readerDone, err)
+		return c.writeFailed(cn, readerDone, err)
 	}
 
 	var hbC <-chan time.Time
@@ -244,11 +244,11 @@ func (c *Client) serve(ctx context.Context, cn *conn, rejoin [][]byte, readerDon
 			return closeErrOf(err)
 		case <-c.kick:
 			if err := c.flush(cn); err != nil {
-				return c.abort(cn, readerDone, err)
+				return c.writeFailed(cn, readerDone, err)
 			}
 		case <-hbC:
 			if err := c.write(cn, pingFrame); err != nil {
-				return c.abort(cn, readerDone, err)
+				return c.writeFailed(cn, readerDone, err)
 			}
 			if deadlineC == nil {
 				pingAt = c.now()
@@ -298,6 +298,27 @@ func (c *Client) flush(cn *conn) error {
 		}
 	}
 	return nil
+}
+
+// writeFailed ends a connection after a failed write. Unless the write
+// timed out (a dead link), the reader is given a moment first: the failure
+// is usually the hub closing the connection (gorilla refuses writes once it
+// answered a close frame), and the reader then has the hub's close code,
+// which decides whether to reconnect.
+func (c *Client) writeFailed(cn *conn, readerDone <-chan error, err error) error {
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		t := time.NewTimer(time.Second)
+		defer t.Stop()
+		select {
+		case rerr := <-readerDone:
+			close(cn.stop)
+			_ = cn.ws.Close()
+			return closeErrOf(rerr)
+		case <-t.C:
+		}
+	}
+	return c.abort(cn, readerDone, err)
 }
 
 // abort closes the socket without a close handshake (the link is broken or
