@@ -95,12 +95,14 @@ type Options struct {
 	// that made it. Zero or less means DefaultCIDTTL.
 	CIDTTL time.Duration
 	// CIDLimit is the most (sender, cid) records the Store keeps; zero or
-	// less means DefaultCIDLimit. Records are spread over
-	// min(64, max(1, CIDLimit/1024)) shards by a hash of (sender, cid),
-	// each holding an equal share of CIDLimit; a full shard evicts its
-	// oldest record. So with CIDLimit below 2048 the oldest record of the
-	// whole store goes first; above, the oldest of one shard, which is
-	// among the store's oldest.
+	// less means DefaultCIDLimit. Records are spread by a hash of
+	// (sender, cid) over shards (the largest power of two not above
+	// CIDLimit/1024, from 1 to 64), each holding an equal share of
+	// CIDLimit; a full shard evicts its oldest record. So with CIDLimit
+	// below 2048 the oldest record of the whole store goes first; above,
+	// the oldest of one shard, which is among the store's oldest. A
+	// record keeps its message alive (a duplicate Append returns it), even
+	// after history dropped that message.
 	CIDLimit int
 	// Now returns the current time, for CIDTTL. Nil means time.Now. Tests
 	// set it to move time forward without waiting.
