@@ -461,7 +461,12 @@ func (n *Node) finish(err error) {
 	n.mu.Unlock()
 	n.cancel()
 	h.unregister(n)
-	n.lingerClose()
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		n.conn.Close() // the peer went silent: nothing to linger for
+	} else {
+		n.lingerClose()
+	}
 	if h.opts.OnDisconnect != nil {
 		h.opts.OnDisconnect(n, err)
 	}
