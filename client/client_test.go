@@ -310,13 +310,13 @@ func TestClient_SlowReaderLosesNothing(t *testing.T) {
 	var ev events
 	bob := dial(t, srv.URL, "bob", ev.options(client.Options{
 		Ack: true, InboxSize: 2,
-		HeartbeatInterval: 50 * time.Millisecond, HeartbeatTimeout: 100 * time.Millisecond,
+		HeartbeatInterval: 50 * time.Millisecond, HeartbeatTimeout: 250 * time.Millisecond,
 	}))
 	const n = 20
 	for i := range n {
 		send(t, alice, &wshub.Frame{Cmd: wshub.CmdSingle, DstID: "bob", Content: strconv.Itoa(i)})
 	}
-	time.Sleep(500 * time.Millisecond) // several heartbeat timeouts while bob's channel is full
+	time.Sleep(time.Second) // several heartbeat timeouts while bob's channel is full
 	for i := range n {
 		assert.Equal(t, strconv.Itoa(i), recv(t, bob).Content)
 	}
