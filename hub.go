@@ -148,6 +148,18 @@ type userEntry struct {
 	rooms map[string]struct{} // the user's rooms, loaded when it came online
 }
 
+// liveNodes lists the user's connections that are not closing, oldest
+// first. The caller holds the shard's lock.
+func (u *userEntry) liveNodes() []*Node {
+	live := make([]*Node, 0, len(u.nodes))
+	for _, n := range u.nodes {
+		if !n.isClosing() {
+			live = append(live, n)
+		}
+	}
+	return live
+}
+
 // roomShard indexes the local connections of the members of its rooms.
 type roomShard struct {
 	mu    sync.RWMutex
@@ -286,10 +298,18 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	q := r.URL.Query()
 	n := newNode(h, conn, user, q.Get("ack") == "1", q.Get("batch") == "1")
-	h.nodes.Add(1)
-	if h.isClosed() {
-		n.closeWith(websocket.CloseGoingAway, "server shutting down")
+	// Counted under mu, so that no node starts once Shutdown waits.
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		n.cancel()
+		msg := websocket.FormatCloseMessage(websocket.CloseGoingAway, "server shutting down")
+		conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
+		conn.Close()
+		return
 	}
+	h.nodes.Add(1)
+	h.mu.Unlock()
 	go n.run()
 }
 
@@ -424,8 +444,8 @@ func (h *Hub) register(ctx context.Context, n *Node) (evicted *Node, err error) 
 		s.users[n.user] = u
 	}
 	u.nodes = append(u.nodes, n)
-	if len(u.nodes) > h.opts.MaxConnsPerUser {
-		evicted = u.nodes[0]
+	if live := u.liveNodes(); len(live) > h.opts.MaxConnsPerUser {
+		evicted = live[0]
 	}
 	joined := make([]string, 0, len(u.rooms))
 	for r := range u.rooms {

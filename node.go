@@ -284,6 +284,13 @@ func (n *Node) closeWith(code int, reason string) {
 	}()
 }
 
+// isClosing reports whether the connection is closing.
+func (n *Node) isClosing() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.closing
+}
+
 // extendRead moves the read deadline PongTimeout ahead, unless the
 // connection is closing.
 func (n *Node) extendRead() {
@@ -431,10 +438,7 @@ func (n *Node) readLoop() error {
 		if buf.Cap() <= 64<<10 {
 			bufPool.Put(buf)
 		}
-		n.mu.Lock()
-		closing := n.closing
-		n.mu.Unlock()
-		if closing {
+		if n.isClosing() {
 			continue
 		}
 		if err != nil {

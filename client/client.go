@@ -368,7 +368,9 @@ func (c *Client) Emit(f *wshub.Frame) error {
 // latest Seq and Epoch). The client then remembers the room and, after
 // every reconnect, joins it again with since and epoch so that the
 // messages missed meanwhile are replayed (see Options.OnRejoin). Joining a
-// room already joined asks for the messages after the last one seen.
+// room already joined asks for the messages after the last one seen. When
+// ctx ends before the reply, the room is not remembered, though the hub may
+// have joined it.
 func (c *Client) Join(ctx context.Context, roomID string) (*wshub.Frame, error) {
 	if roomID == "" {
 		return nil, fmt.Errorf("%w: empty room", wshub.ErrMissingDst)

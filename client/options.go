@@ -88,9 +88,10 @@ type Options struct {
 	Logger *slog.Logger
 
 	// Callbacks. Each is optional and runs on one of the client's own
-	// goroutines: it must return quickly and must not call the waiting
-	// methods (Send, Join, History), whose answers that goroutine would
-	// have to read. Post, Emit, Leave and State are fine.
+	// goroutines, never two at a time: it must return quickly and must not
+	// call the waiting methods (Send, Join, History), whose answers that
+	// goroutine would have to read, nor Close, which waits for it (use
+	// "go c.Close()"). Post, Emit, Leave and State are fine.
 
 	// OnMessage, when set, receives every incoming message (cmd 10, 11,
 	// application commands) instead of the Messages channel, on the

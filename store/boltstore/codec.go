@@ -10,13 +10,17 @@ import (
 
 // The file layout, all in top-level buckets of one bbolt file:
 //
-//	meta                    "format" -> formatVersion, "epoch" -> random hex id
+//	meta                    "format" -> formatVersion, "epoch" -> random hex id,
+//	                        "applied" -> generation of the last checkpoint (8 bytes)
+//	journal                 seqKey(n) -> journal record, the writes since the
+//	                        last checkpoint (see overlay.go)
 //	hist / <conv>           seqKey(seq) -> message; the bucket's Sequence() is
 //	                        the last seq ever assigned in conv
 //	pend / <user> / q       seqKey(n) -> message, n in enqueue order
 //	pend / <user> / i       message id -> seqKey(n) in q
 //	pend / <user>  "n"      number of entries in q, 8 bytes big-endian
 //	cids                    cidKey(from, cid) -> created ms (8 bytes) + message
+//	                        without its body (the body is in the history)
 //	cidlog                  seqKey(n) -> created ms (8 bytes) + cidKey, in
 //	                        insertion order, so the oldest records come first
 //	rooms / <room>          user -> empty
@@ -26,6 +30,7 @@ import (
 // conversation in seq order and a pending queue in enqueue order.
 var (
 	bucketMeta      = []byte("meta")
+	bucketJournal   = []byte("journal")
 	bucketHist      = []byte("hist")
 	bucketPend      = []byte("pend")
 	bucketCIDs      = []byte("cids")
@@ -33,10 +38,11 @@ var (
 	bucketRooms     = []byte("rooms")
 	bucketUserRooms = []byte("userrooms")
 
-	allBuckets = [][]byte{bucketMeta, bucketHist, bucketPend, bucketCIDs, bucketCIDLog, bucketRooms, bucketUserRooms}
+	allBuckets = [][]byte{bucketMeta, bucketJournal, bucketHist, bucketPend, bucketCIDs, bucketCIDLog, bucketRooms, bucketUserRooms}
 
 	keyFormat = []byte("format")
-	keyEpoch  = []byte("epoch")
+	keyEpoch   = []byte("epoch")
+	keyApplied = []byte("applied")
 
 	keyPendQueue = []byte("q")
 	keyPendIndex = []byte("i")
@@ -46,7 +52,7 @@ var (
 )
 
 // formatVersion is the layout version written into meta/format.
-const formatVersion = "wshub-boltstore-1"
+const formatVersion = "wshub-boltstore-2"
 
 // errBadRecord reports a stored value that does not decode.
 var errBadRecord = errors.New("undecodable record")
@@ -166,4 +172,111 @@ func decodedID(b []byte) ([]byte, error) {
 // corruptf wraps ErrCorrupt for a record found damaged while reading.
 func corruptf(path, format string, args ...any) error {
 	return fmt.Errorf("%w: %s: %s", ErrCorrupt, path, fmt.Sprintf(format, args...))
+}
+
+// Journal records.
+const (
+	recAppend = 'A' // [8] created ms, cid, n, n users, rest: encoded message
+	recAck    = 'K' // user, n, n ids
+)
+
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+func readString(b []byte) (string, []byte, bool) {
+	l, n := binary.Uvarint(b)
+	if n <= 0 || uint64(len(b)-n) < l {
+		return "", nil, false
+	}
+	return string(b[n : n+int(l)]), b[n+int(l):], true
+}
+
+func encodeAppendRec(r appendRec) []byte {
+	b := make([]byte, 0, 16+len(r.cid)+len(r.e.enc)+16*len(r.pending))
+	b = append(b, recAppend)
+	b = binary.BigEndian.AppendUint64(b, uint64(r.e.created))
+	b = appendString(b, r.cid)
+	b = binary.AppendUvarint(b, uint64(len(r.pending)))
+	for _, u := range r.pending {
+		b = appendString(b, u)
+	}
+	return append(b, r.e.enc...)
+}
+
+func encodeAckRec(r ackRec) []byte {
+	b := []byte{recAck}
+	b = appendString(b, r.user)
+	b = binary.AppendUvarint(b, uint64(len(r.ids)))
+	for _, id := range r.ids {
+		b = appendString(b, id)
+	}
+	return b
+}
+
+// decodeRecord decodes a journal record into an appendRec or an ackRec.
+func decodeRecord(b []byte) (any, error) {
+	if len(b) == 0 {
+		return nil, errBadRecord
+	}
+	switch b[0] {
+	case recAppend:
+		if len(b) < 9 {
+			return nil, errBadRecord
+		}
+		created := int64(binary.BigEndian.Uint64(b[1:]))
+		cid, rest, ok := readString(b[9:])
+		if !ok {
+			return nil, errBadRecord
+		}
+		n, k := binary.Uvarint(rest)
+		if k <= 0 || n > uint64(len(rest)) {
+			return nil, errBadRecord
+		}
+		rest = rest[k:]
+		r := appendRec{cid: cid, pending: make([]string, 0, n)}
+		for range n {
+			var u string
+			if u, rest, ok = readString(rest); !ok {
+				return nil, errBadRecord
+			}
+			r.pending = append(r.pending, u)
+		}
+		m, err := decodeMessage(rest)
+		if err != nil {
+			return nil, err
+		}
+		r.e = &entry{enc: append([]byte(nil), rest...), id: m.ID, conv: m.Conv, seq: m.Seq,
+			bodyLen: len(m.Body), created: created}
+		return r, nil
+	case recAck:
+		user, rest, ok := readString(b[1:])
+		if !ok {
+			return nil, errBadRecord
+		}
+		n, k := binary.Uvarint(rest)
+		if k <= 0 || n > uint64(len(rest)) {
+			return nil, errBadRecord
+		}
+		rest = rest[k:]
+		r := ackRec{user: user, ids: make([]string, 0, n)}
+		for range n {
+			var id string
+			if id, rest, ok = readString(rest); !ok {
+				return nil, errBadRecord
+			}
+			r.ids = append(r.ids, id)
+		}
+		return r, nil
+	}
+	return nil, errBadRecord
+}
+
+// headerOf returns a copy of the encoded message enc without its body
+// (whose length is bodyLen), for a cid record.
+func headerOf(enc []byte, bodyLen int) []byte {
+	h := append([]byte(nil), enc[:len(enc)-bodyLen]...)
+	h[9] &^= msgFlagBody
+	return h
 }
