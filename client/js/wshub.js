@@ -506,15 +506,18 @@ export class WSHubClient {
   }
 
   _message(f) {
-    if (f.id) {
-      const dup = this._seen.has(f.id);
-      // Acknowledge duplicates too: the server resends until it sees an ack.
-      if (this.options.ack && f.cmd !== Cmd.Room) this._queueAck(f.id);
-      if (dup) return;
-      this._remember(f.id);
+    // Room messages are not queued per member, so they need no ack.
+    const ack = this.options.ack && f.id && f.cmd !== Cmd.Room;
+    if (f.id && this._seen.has(f.id)) {
+      // A duplicate: drop it, but acknowledge it again, since it means the
+      // first ack was lost and the server resends until it sees one.
+      if (ack) this._queueAck(f.id);
+      return;
     }
+    if (f.id) this._remember(f.id);
     if (f.cmd === Cmd.Room && f.dstid != null && f.seq) this._observeSeq(String(f.dstid), f.seq);
     this._emit('message', f);
+    if (ack) this._queueAck(f.id); // after the page's handlers ran
   }
 
   _remember(id) {

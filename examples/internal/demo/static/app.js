@@ -356,7 +356,7 @@ function start(name) {
     if (!info.recovered && c.loaded) {
       // History no longer reaches back, or the server's store was
       // recreated: reload the room instead of showing a hole.
-      c.msgs.clear();
+      for (const [k, m] of c.msgs) if (!m.pending) c.msgs.delete(k); // own unsent ones stay
       c.loaded = false;
       loadHistory(c);
       if (active === c.key) showNotice('Some messages could not be replayed; the room history was reloaded.');

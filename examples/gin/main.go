@@ -1,0 +1,206 @@
+// Command gin runs a wshub hub inside a gin engine, with the demo chat page.
+//
+//	go run ./examples/gin -addr localhost:8080 -store bolt -db wshub.db
+//
+// The hub is an http.Handler, so gin mounts it with gin.WrapH at /ws and at
+// /chat (the reference article's path). A gin middleware authenticates
+// those routes and hands the user id to the hub through the request's
+// context; the hub's Authenticate hook only reads it. In this example the
+// authentication is development mode: the token is the user id. It comes
+// from an "Authorization: Bearer" header, the token or authToken query
+// parameter, or the wshub_token cookie (in that order: browsers cannot set
+// headers on a WebSocket, and a cookie is shared by every tab of a browser,
+// so an explicit token wins).
+//
+// Every other path is the demo page (examples/internal/demo).
+//
+// Flags: -addr (default localhost:8080), -store mem|bolt (default bolt),
+// -db (bbolt file, default wshub.db). It prints "listening on http://ADDR"
+// once it accepts connections, and on SIGINT or SIGTERM closes every
+// connection with 1001, closes the store and exits 0.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/wshub/wshub"
+	"github.com/wshub/wshub/examples/internal/demo"
+	"github.com/wshub/wshub/store"
+	"github.com/wshub/wshub/store/boltstore"
+	"github.com/wshub/wshub/store/memstore"
+)
+
+func main() {
+	gin.SetMode(gin.ReleaseMode)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "gin example:", err)
+		os.Exit(1)
+	}
+}
+
+// run serves until ctx is done, then shuts down in order: the hub (every
+// socket closed with 1001), the HTTP server, the store.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("gin", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	addr := fs.String("addr", "localhost:8080", "listen address")
+	kind := fs.String("store", "bolt", "store: mem or bolt")
+	db := fs.String("db", "wshub.db", "bbolt file for -store bolt")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+
+	st, err := openStore(*kind, *db)
+	if err != nil {
+		return err
+	}
+	hub, err := wshub.New(wshub.Options{
+		Store:        st,
+		Authenticate: authenticated,
+		Logger:       log,
+	})
+	if err != nil {
+		_ = st.Close()
+		return err
+	}
+
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		_ = st.Close()
+		return err
+	}
+	srv := &http.Server{
+		Handler:           newEngine(hub, log),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	serveErr := make(chan error, 1) // written once by the serving goroutine
+	go func() { serveErr <- srv.Serve(ln) }()
+	fmt.Fprintf(stdout, "listening on http://%s\n", ln.Addr())
+
+	select {
+	case <-ctx.Done():
+	case err := <-serveErr:
+		_ = hub.Shutdown(context.Background())
+		_ = st.Close()
+		return err
+	}
+	log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err = errors.Join(
+		hub.Shutdown(sctx),
+		srv.Shutdown(sctx),
+		st.Close(),
+	)
+	return err
+}
+
+// openStore opens the store the -store flag names.
+func openStore(kind, db string) (store.Store, error) {
+	switch kind {
+	case "mem":
+		return memstore.New(memstore.Options{}), nil
+	case "bolt":
+		return boltstore.Open(db, boltstore.Options{})
+	default:
+		return nil, fmt.Errorf("-store %q: want mem or bolt", kind)
+	}
+}
+
+// newEngine builds the gin engine: the hub at /ws and /chat behind the
+// authentication middleware, the demo page everywhere else.
+func newEngine(hub *wshub.Hub, log *slog.Logger) *gin.Engine {
+	r := gin.New()
+	r.Use(gin.Recovery(), requestLog(log))
+	ws := r.Group("/", authenticate())
+	ws.GET("/ws", gin.WrapH(hub))
+	ws.GET("/chat", gin.WrapH(hub))
+	r.NoRoute(gin.WrapH(demo.Handler()))
+	return r
+}
+
+// userKey is the request-context key of the authenticated user id.
+type userKey struct{}
+
+// authenticate is the gin middleware of the hub's routes. It finds the
+// token (header, query, cookie; see the package comment), turns it into a
+// user id and puts the id into the gin context ("user") and into the
+// request's context, where the hub's Authenticate hook finds it. Without a
+// valid token it answers 401.
+//
+// Development mode: the token is the user id. A real application verifies
+// a session or a signed token here.
+func authenticate() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		token := ""
+		if a := c.GetHeader("Authorization"); len(a) > 7 && strings.EqualFold(a[:7], "bearer ") {
+			token = strings.TrimSpace(a[7:])
+		}
+		if token == "" {
+			token = c.Query("token")
+		}
+		if token == "" {
+			token = c.Query("authToken")
+		}
+		if token == "" {
+			token, _ = c.Cookie("wshub_token")
+		}
+		if token == "" || len(token) > 64 {
+			c.AbortWithStatusJSON(http.StatusUnauthorized, gin.H{"error": "unauthorized"})
+			return
+		}
+		user := token
+		c.Set("user", user)
+		c.Request = c.Request.WithContext(context.WithValue(c.Request.Context(), userKey{}, user))
+		c.Next()
+	}
+}
+
+// authenticated is the hub's Authenticate hook: the user id that the gin
+// middleware put into the request's context.
+func authenticated(r *http.Request) (string, error) {
+	if user, ok := r.Context().Value(userKey{}).(string); ok && user != "" {
+		return user, nil
+	}
+	return "", wshub.ErrUnauthorized
+}
+
+// requestLog logs each request when it is done (a WebSocket request is
+// done when its connection ends).
+func requestLog(log *slog.Logger) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		start := time.Now()
+		c.Next()
+		log.Debug("request",
+			slog.String("method", c.Request.Method),
+			slog.String("path", c.Request.URL.Path),
+			slog.Int("status", c.Writer.Status()),
+			slog.Duration("took", time.Since(start)),
+			slog.String("user", c.GetString("user")))
+	}
+}
