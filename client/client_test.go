@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -452,5 +455,39 @@ func TestServerError_Is(t *testing.T) {
 			err := fmt.Errorf("wrapped: %w", &client.ServerError{Code: tt.code, Reason: tt.reason})
 			assert.Equal(t, tt.want, errors.Is(err, tt.target))
 		})
+	}
+}
+
+// Close does not wait out the welcome timeout of a server that accepted the
+// WebSocket but says nothing. (A fake server: a real hub always welcomes.)
+func TestClient_CloseWhileWaitingForWelcome(t *testing.T) {
+	accepted := make(chan struct{}, 1)
+	up := websocket.Upgrader{}
+	mute := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ws, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer ws.Close()
+		accepted <- struct{}{}
+		_, _, _ = ws.ReadMessage() // until the client goes
+	}))
+	t.Cleanup(mute.Close)
+
+	c, err := client.New(mute.URL, client.Options{HeartbeatTimeout: time.Minute})
+	require.NoError(t, err)
+	go func() { _ = c.Run(context.Background()) }()
+	select {
+	case <-accepted:
+	case <-time.After(wait):
+		t.Fatal("no connection")
+	}
+	assert.Equal(t, client.StateConnecting, c.State())
+	closed := make(chan struct{})
+	go func() { _ = c.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(wait):
+		t.Fatal("Close waited for the welcome timeout")
 	}
 }

@@ -36,9 +36,6 @@ type conn struct {
 	batch [][]byte     // writer only: frames taken from the outbox
 }
 
-// closeNormal is how connect reports a connection the client closed itself.
-var closeNormal = &CloseError{Code: websocket.CloseNormalClosure}
-
 // pingFrame is the heartbeat, cmd 1.
 var pingFrame = []byte(`{"cmd":1}`)
 
@@ -108,7 +105,11 @@ func (c *Client) connect(ctx context.Context) (time.Duration, error) {
 		return nil
 	})
 
+	stopWatch := context.AfterFunc(ctx, func() { _ = ws.Close() }) // Close must not wait for the welcome timeout
 	welcome, rest, err := c.readWelcome(cn)
+	if !stopWatch() && err == nil {
+		err = ctx.Err()
+	}
 	if err != nil {
 		_ = ws.Close()
 		if ctx.Err() == nil {
@@ -167,7 +168,7 @@ func (c *Client) readWelcome(cn *conn) (*wshub.Frame, [][]byte, error) {
 		return nil, nil, closeErrOf(err)
 	}
 	_ = cn.ws.SetReadDeadline(time.Time{})
-	lines := splitLines(data, nil)
+	lines := c.split(data, nil)
 	if len(lines) == 0 {
 		return nil, nil, fmt.Errorf("%w: empty first message", ErrProtocol)
 	}
@@ -181,10 +182,15 @@ func (c *Client) readWelcome(cn *conn) (*wshub.Frame, [][]byte, error) {
 	return f, lines[1:], nil
 }
 
-// splitLines appends the non-blank "\n"-separated parts of data to dst.
-// encoding/json never puts a raw newline inside an object, so splitting is
-// safe whether or not the connection uses batch=1.
-func splitLines(data []byte, dst [][]byte) [][]byte {
+// split appends the frames of one message to dst: with batch=1 the
+// non-blank "\n"-separated parts, otherwise the whole message.
+func (c *Client) split(data []byte, dst [][]byte) [][]byte {
+	if !c.opts.Batch {
+		if len(bytes.TrimSpace(data)) > 0 {
+			dst = append(dst, data)
+		}
+		return dst
+	}
 	for len(data) > 0 {
 		line := data
 		if i := bytes.IndexByte(data, '\n'); i >= 0 {
@@ -346,7 +352,7 @@ func (c *Client) shut(cn *conn, readerDone <-chan error) error {
 		_ = cn.ws.Close()
 		<-readerDone
 	}
-	return closeNormal
+	return &CloseError{Code: websocket.CloseNormalClosure}
 }
 
 // read is the reader goroutine of a connection: it handles rest (frames
@@ -372,7 +378,7 @@ func (c *Client) read(cn *conn, rest [][]byte, done chan<- error) {
 			return
 		}
 		cn.lastRead.Store(c.now())
-		lines = splitLines(cn.rbuf.Bytes(), lines[:0])
+		lines = c.split(cn.rbuf.Bytes(), lines[:0])
 		for _, b := range lines {
 			if !c.handleRaw(cn, b) {
 				done <- errStopped
