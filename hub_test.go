@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"math/rand/v2"
 	"net/http"
 	"strings"
 	"sync"
@@ -737,4 +738,46 @@ func newHTTPServer(t *testing.T, h http.Handler) string {
 	go s.Serve(ln)
 	t.Cleanup(func() { s.Close() })
 	return "ws://" + ln.Addr().String() + "/"
+}
+
+func TestHub_GarbageFramesAnsweredNeverFatal(t *testing.T) {
+	srv := hubtest.New(t, wshub.Options{})
+	c := srv.Dial(t, "mallory")
+	other := srv.Dial(t, "victim")
+	rnd := rand.New(rand.NewPCG(1, 2))
+	shapes := []func() string{
+		func() string { return string(randBytes(rnd, rnd.IntN(200))) },
+		func() string { return fmt.Sprintf(`{"cmd":%d,"dstid":%q}`, rnd.IntN(300)-20, randBytes(rnd, 5)) },
+		func() string { return fmt.Sprintf(`{"cmd":%d,"since":%d,"limit":%d}`, 16+rnd.IntN(2), rnd.Int64(), rnd.IntN(1<<20)-1000) },
+		func() string { return `{"cmd":14,"ids":[` + strings.Repeat(`"x",`, rnd.IntN(50)) + `"y"]}` },
+		func() string { return `{"cmd":12,"dstid":"` + strings.Repeat("r", rnd.IntN(3000)) + `"}` },
+		func() string { return `{"cmd":10,"dstid":"victim","content":` + strings.Repeat("[", rnd.IntN(2000)) + `}` },
+	}
+	for i := range 300 {
+		raw := shapes[i%len(shapes)]()
+		c.SendRaw(t, raw)
+		// Every frame gets an answer or is silently valid; a ping
+		// afterwards must still be answered.
+		c.Send(t, &wshub.Frame{Cmd: wshub.CmdPing, CID: "probe"})
+		for {
+			f := c.Recv(t)
+			if f.Cmd == wshub.CmdPong {
+				break
+			}
+			if f.Cmd == wshub.CmdError {
+				require.Less(t, f.Code, 500, "frame %q got an internal error: %+v", raw, f)
+			}
+		}
+	}
+	other.ExpectNothing(t)
+	c.Send(t, &wshub.Frame{Cmd: wshub.CmdSingle, DstID: "victim", CID: "last", Content: "still works"})
+	assert.Equal(t, "last", c.Expect(t, wshub.CmdReceipt).CID)
+}
+
+func randBytes(rnd *rand.Rand, n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(rnd.IntN(256))
+	}
+	return b
 }
