@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -748,10 +748,14 @@ func TestHub_GarbageFramesAnsweredNeverFatal(t *testing.T) {
 	shapes := []func() string{
 		func() string { return string(randBytes(rnd, rnd.IntN(200))) },
 		func() string { return fmt.Sprintf(`{"cmd":%d,"dstid":%q}`, rnd.IntN(300)-20, randBytes(rnd, 5)) },
-		func() string { return fmt.Sprintf(`{"cmd":%d,"since":%d,"limit":%d}`, 16+rnd.IntN(2), rnd.Int64(), rnd.IntN(1<<20)-1000) },
+		func() string {
+			return fmt.Sprintf(`{"cmd":%d,"since":%d,"limit":%d}`, 16+rnd.IntN(2), rnd.Int64(), rnd.IntN(1<<20)-1000)
+		},
 		func() string { return `{"cmd":14,"ids":[` + strings.Repeat(`"x",`, rnd.IntN(50)) + `"y"]}` },
 		func() string { return `{"cmd":12,"dstid":"` + strings.Repeat("r", rnd.IntN(3000)) + `"}` },
-		func() string { return `{"cmd":10,"dstid":"victim","content":` + strings.Repeat("[", rnd.IntN(2000)) + `}` },
+		func() string {
+			return `{"cmd":10,"dstid":"victim","content":` + strings.Repeat("[", rnd.IntN(2000)) + `}`
+		},
 	}
 	for i := range 300 {
 		raw := shapes[i%len(shapes)]()

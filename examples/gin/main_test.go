@@ -207,6 +207,7 @@ func TestGin_SIGINTClosesWith1001AndBoltKeepsMessages(t *testing.T) {
 	go func() {
 		_ = alice.SetReadDeadline(time.Now().Add(timeout))
 		_, _, err := alice.ReadMessage()
+		_ = alice.Close() // as a browser does: the hub stops waiting for us
 		closed <- err
 	}()
 	require.NoError(t, p.stop(t), "exit status 0")

@@ -84,10 +84,11 @@ var (
 	// other program (it has buckets but no wshub store layout). The file is
 	// left untouched.
 	ErrNotStore = errors.New("wshub/boltstore: bbolt database is not a wshub store")
-	// ErrCorrupt is returned when the file is a damaged bbolt database or
-	// wshub store: bad checksums, truncated, an unknown layout version, or
-	// (with Options.VerifyOnOpen) an inconsistent page tree. The file is left
-	// untouched.
+	// ErrCorrupt is returned by Open when the file is a damaged bbolt
+	// database or wshub store: bad checksums, truncated, an unknown layout
+	// version, an undecodable journal, or (with Options.VerifyOnOpen) an
+	// inconsistent page tree. The file is left untouched. Reads and writes
+	// that meet damage return it too (as far as bbolt notices it).
 	ErrCorrupt = errors.New("wshub/boltstore: database file is damaged")
 )
 
@@ -99,7 +100,10 @@ const (
 	DefaultCIDRetention = 24 * time.Hour
 	DefaultMaxCIDs      = 1_000_000
 	DefaultMaxBatch     = 1000
-	DefaultFileMode     = os.FileMode(0o600)
+
+	DefaultCheckpointEvery    = 20_000
+	DefaultCheckpointInterval = time.Second
+	DefaultFileMode           = os.FileMode(0o600)
 )
 
 // Options configures Open. The zero value of every field means the
@@ -131,6 +135,15 @@ type Options struct {
 	// first. Zero means DefaultMaxCIDs (1,000,000); negative means
 	// unbounded.
 	MaxCIDs int
+
+	// CheckpointEvery is the number of journal records (Appends and Acks)
+	// after which the committer checkpoints them into the index; it bounds
+	// the memory of the overlay and the work of replaying the journal in
+	// Open. Zero means DefaultCheckpointEvery (20,000).
+	CheckpointEvery int
+	// CheckpointInterval is the longest time a journal record waits for its
+	// checkpoint. Zero means DefaultCheckpointInterval (1 s).
+	CheckpointInterval time.Duration
 
 	// MaxBatch is the most write requests applied in one transaction.
 	// Zero means DefaultMaxBatch (1000). MaxBatch 1 gives one transaction
@@ -166,6 +179,12 @@ func (o Options) withDefaults() Options {
 	if o.MaxCIDs == 0 {
 		o.MaxCIDs = DefaultMaxCIDs
 	}
+	if o.CheckpointEvery <= 0 {
+		o.CheckpointEvery = DefaultCheckpointEvery
+	}
+	if o.CheckpointInterval <= 0 {
+		o.CheckpointInterval = DefaultCheckpointInterval
+	}
 	if o.MaxBatch <= 0 {
 		o.MaxBatch = DefaultMaxBatch
 	}
@@ -195,6 +214,13 @@ type Store struct {
 	// stopped is closed by the committer when it has answered its last batch.
 	stopped chan struct{}
 
+	// mu guards ov (the pointer, and its maps and slices: see overlay).
+	mu sync.RWMutex
+	ov *overlay
+	// retryCheckpoint is the earliest time for the next checkpoint after
+	// one failed. Committer only.
+	retryCheckpoint time.Time
+
 	// closed is set by Close before anything else; methods check it first.
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -223,11 +249,17 @@ func Open(path string, opts Options) (*Store, error) {
 		_ = db.Close()
 		return nil, err
 	}
+	ov, err := replay(db, path)
+	if err != nil {
+		_ = db.Close()
+		return nil, err
+	}
 	s := &Store{
 		db:      db,
 		path:    path,
 		epoch:   epoch,
 		opts:    opts,
+		ov:      ov,
 		log:     opts.Logger.With("store", "boltstore", "path", path),
 		reqs:    make(chan *request, opts.MaxBatch),
 		quit:    make(chan struct{}),
@@ -354,6 +386,38 @@ func prepare(db *bolt.DB, path string, opts Options) (epoch string, err error) {
 	return epoch, nil
 }
 
+// replay rebuilds the overlay from the journal: the writes committed since
+// the last checkpoint.
+func replay(db *bolt.DB, path string) (ov *overlay, err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: %s: %v", ErrCorrupt, path, r)
+		}
+	}()
+	now := time.Now()
+	err = db.View(func(tx *bolt.Tx) error {
+		ov = newOverlay(seqOf(tx.Bucket(bucketMeta).Get(keyApplied)) + 1)
+		return tx.Bucket(bucketJournal).ForEach(func(k, v []byte) error {
+			rec, err := decodeRecord(v)
+			if err != nil {
+				return fmt.Errorf("%w: %s: journal record %d: %v", ErrCorrupt, path, seqOf(k), err)
+			}
+			switch rec := rec.(type) {
+			case appendRec:
+				if want := ov.lastSeq(rec.e.conv); want != 0 && rec.e.seq != want+1 {
+					return fmt.Errorf("%w: %s: journal record %d: seq %d after %d", ErrCorrupt, path, seqOf(k), rec.e.seq, want)
+				}
+				ov.applyAppend(rec, now)
+			case ackRec:
+				ov.applyAck(rec, now)
+			}
+			return nil
+		})
+	})
+	return ov, err
+}
+
 // Path returns the file name the store was opened with.
 func (s *Store) Path() string { return s.path }
 
@@ -402,134 +466,6 @@ func (s *Store) safely(fn func() error) (err error) {
 		}
 	}()
 	return fn()
-}
-
-// History implements store.Store.
-func (s *Store) History(ctx context.Context, conv string, q store.Query) (store.Page, error) {
-	page := store.Page{Epoch: s.epoch}
-	if conv == "" {
-		return page, fmt.Errorf("%w: empty conversation", store.ErrInvalid)
-	}
-	limit := q.Limit
-	if limit <= 0 {
-		limit = store.DefaultLimit
-	}
-	err := s.view(ctx, func(tx *bolt.Tx) error {
-		hb := tx.Bucket(bucketHist).Bucket([]byte(conv))
-		if hb == nil {
-			return nil
-		}
-		page.Last = hb.Sequence()
-		c := hb.Cursor()
-		if k, _ := c.First(); k != nil {
-			page.First = seqOf(k)
-		}
-		inWindow := func(k []byte) bool {
-			return k != nil && (q.Before == 0 || seqOf(k) < q.Before)
-		}
-		var k, v []byte
-		if q.Since > 0 {
-			for k, v = c.Seek(seqKey(q.Since + 1)); inWindow(k) && len(page.Items) < limit; k, v = c.Next() {
-				m, err := decodeMessage(v)
-				if err != nil {
-					return corruptf(s.path, "history %q seq %d: %v", conv, seqOf(k), err)
-				}
-				page.Items = append(page.Items, m)
-			}
-			page.More = inWindow(k)
-			return nil
-		}
-		if q.Before > 0 {
-			if k, _ = c.Seek(seqKey(q.Before)); k != nil {
-				k, v = c.Prev()
-			} else {
-				k, v = c.Last()
-			}
-		} else {
-			k, v = c.Last()
-		}
-		for ; k != nil && len(page.Items) < limit; k, v = c.Prev() {
-			m, err := decodeMessage(v)
-			if err != nil {
-				return corruptf(s.path, "history %q seq %d: %v", conv, seqOf(k), err)
-			}
-			page.Items = append(page.Items, m)
-		}
-		page.More = k != nil
-		for i, j := 0, len(page.Items)-1; i < j; i, j = i+1, j-1 {
-			page.Items[i], page.Items[j] = page.Items[j], page.Items[i]
-		}
-		return nil
-	})
-	if err != nil {
-		return store.Page{Epoch: s.epoch}, err
-	}
-	return page, nil
-}
-
-// Pending implements store.Store.
-func (s *Store) Pending(ctx context.Context, user string) ([]store.Message, error) {
-	if user == "" {
-		return nil, fmt.Errorf("%w: empty user", store.ErrInvalid)
-	}
-	var out []store.Message
-	err := s.view(ctx, func(tx *bolt.Tx) error {
-		ub := tx.Bucket(bucketPend).Bucket([]byte(user))
-		if ub == nil {
-			return nil
-		}
-		q := ub.Bucket(keyPendQueue)
-		if q == nil {
-			return nil
-		}
-		return q.ForEach(func(k, v []byte) error {
-			m, err := decodeMessage(v)
-			if err != nil {
-				return corruptf(s.path, "pending %q: %v", user, err)
-			}
-			out = append(out, m)
-			return nil
-		})
-	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
-// Rooms implements store.Store.
-func (s *Store) Rooms(ctx context.Context, user string) ([]string, error) {
-	if user == "" {
-		return nil, fmt.Errorf("%w: empty user", store.ErrInvalid)
-	}
-	return s.keys(ctx, bucketUserRooms, user)
-}
-
-// Members implements store.Store.
-func (s *Store) Members(ctx context.Context, room string) ([]string, error) {
-	if room == "" {
-		return nil, fmt.Errorf("%w: empty room", store.ErrInvalid)
-	}
-	return s.keys(ctx, bucketRooms, room)
-}
-
-// keys lists the keys of the bucket top/name.
-func (s *Store) keys(ctx context.Context, top []byte, name string) ([]string, error) {
-	var out []string
-	err := s.view(ctx, func(tx *bolt.Tx) error {
-		b := tx.Bucket(top).Bucket([]byte(name))
-		if b == nil {
-			return nil
-		}
-		return b.ForEach(func(k, _ []byte) error {
-			out = append(out, string(k))
-			return nil
-		})
-	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
 }
 
 func seqOf(k []byte) uint64 {

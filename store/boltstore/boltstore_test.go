@@ -313,7 +313,7 @@ func TestStore_ConcurrentAppendsKeepSeqGapless(t *testing.T) {
 }
 
 func TestStore_HistoryRetention(t *testing.T) {
-	s := open(t, filepath.Join(t.TempDir(), "hub.db"), boltstore.Options{MaxHistory: 10})
+	s := open(t, filepath.Join(t.TempDir(), "hub.db"), boltstore.Options{MaxHistory: 10, CheckpointEvery: 7})
 	conv := store.DirectConv("a", "b")
 	for i := 1; i <= 25; i++ {
 		_, _, err := s.Append(t.Context(), store.AppendRequest{Msg: msg(conv, fmt.Sprint(i), "a", "b")})
@@ -334,30 +334,77 @@ func TestStore_HistoryRetention(t *testing.T) {
 }
 
 func TestStore_PendingRetention(t *testing.T) {
-	s := open(t, filepath.Join(t.TempDir(), "hub.db"), boltstore.Options{MaxPending: 3})
+	// The bound is enforced when the journal is checkpointed, which Close
+	// does.
+	path := filepath.Join(t.TempDir(), "hub.db")
+	opts := boltstore.Options{MaxPending: 3}
+	s, err := boltstore.Open(path, opts)
+	require.NoError(t, err)
+	reopen := func() {
+		require.NoError(t, s.Close())
+		s, err = boltstore.Open(path, opts)
+		require.NoError(t, err)
+	}
+	defer func() { _ = s.Close() }()
 	for i := 1; i <= 7; i++ {
 		_, _, err := s.Append(t.Context(), direct("a", "b", fmt.Sprint(i), ""))
 		require.NoError(t, err)
 	}
+	reopen()
 	pend, err := s.Pending(t.Context(), "b")
 	require.NoError(t, err)
 	assert.Equal(t, []string{"5", "6", "7"}, ids(pend), "the newest are kept")
 
 	// Acking a dropped id is harmless; acking the rest empties the queue.
 	require.NoError(t, s.Ack(t.Context(), "b", "1", "5", "6"))
+	reopen()
 	require.NoError(t, s.Ack(t.Context(), "b", "7"))
+	pend, err = s.Pending(t.Context(), "b")
+	require.NoError(t, err)
+	assert.Empty(t, pend)
+	reopen()
 	pend, err = s.Pending(t.Context(), "b")
 	require.NoError(t, err)
 	assert.Empty(t, pend)
 	_, _, err = s.Append(t.Context(), direct("a", "b", "8", ""))
 	require.NoError(t, err)
+	reopen()
 	pend, err = s.Pending(t.Context(), "b")
 	require.NoError(t, err)
 	assert.Equal(t, []string{"8"}, ids(pend))
 }
 
+func TestStore_PendingRetentionAtCheckpoint(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "hub.db")
+	s, err := boltstore.Open(path, boltstore.Options{MaxPending: 3})
+	require.NoError(t, err)
+	for i := 1; i <= 3; i++ {
+		_, _, err := s.Append(t.Context(), direct("a", "b", fmt.Sprint(i), ""))
+		require.NoError(t, err)
+	}
+	require.NoError(t, s.Close()) // checkpoints
+	s = open(t, path, boltstore.Options{MaxPending: 3, CheckpointInterval: time.Hour})
+	// Between checkpoints the queue may exceed the bound...
+	require.NoError(t, s.Ack(t.Context(), "b", "2"))
+	for i := 4; i <= 7; i++ {
+		_, _, err := s.Append(t.Context(), direct("a", "b", fmt.Sprint(i), ""))
+		require.NoError(t, err)
+	}
+	require.NoError(t, s.Ack(t.Context(), "b", "5"))
+	pend, err := s.Pending(t.Context(), "b")
+	require.NoError(t, err)
+	assert.Equal(t, []string{"1", "3", "4", "6", "7"}, ids(pend))
+	require.NoError(t, s.Close())
+
+	// ...and the checkpoint trims it to the newest.
+	s = open(t, path, boltstore.Options{MaxPending: 3})
+	pend, err = s.Pending(t.Context(), "b")
+	require.NoError(t, err)
+	assert.Equal(t, []string{"4", "6", "7"}, ids(pend))
+}
+
 func TestStore_CIDRecordsBounded(t *testing.T) {
-	s := open(t, filepath.Join(t.TempDir(), "hub.db"), boltstore.Options{MaxCIDs: 5})
+	s := open(t, filepath.Join(t.TempDir(), "hub.db"), boltstore.Options{MaxCIDs: 5, CheckpointEvery: 1})
 	for i := 1; i <= 100; i++ {
 		_, _, err := s.Append(t.Context(), direct("a", "b", fmt.Sprint(i), fmt.Sprintf("c%d", i)))
 		require.NoError(t, err)

@@ -40,7 +40,7 @@ var (
 
 	allBuckets = [][]byte{bucketMeta, bucketJournal, bucketHist, bucketPend, bucketCIDs, bucketCIDLog, bucketRooms, bucketUserRooms}
 
-	keyFormat = []byte("format")
+	keyFormat  = []byte("format")
 	keyEpoch   = []byte("epoch")
 	keyApplied = []byte("applied")
 

@@ -11,18 +11,39 @@ import (
 	"github.com/wshub/wshub/store/storetest"
 )
 
+// Writes reach the index through the journal and checkpoints, and reads
+// merge the two, so the suite runs with the default checkpoints (everything
+// in the journal during a subtest), a checkpoint after every commit
+// (everything in the index) and one every 3 records (both).
+var checkpointings = []struct {
+	name  string
+	every int
+}{
+	{"Journal", 0},
+	{"Index", 1},
+	{"Mixed", 3},
+}
+
 func TestBoltStore_Conformance(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) store.Store {
-		s, err := boltstore.Open(filepath.Join(t.TempDir(), "hub.db"), boltstore.Options{})
-		require.NoError(t, err)
-		return s
-	})
+	for _, c := range checkpointings {
+		t.Run(c.name, func(t *testing.T) {
+			storetest.Run(t, func(t *testing.T) store.Store {
+				s, err := boltstore.Open(filepath.Join(t.TempDir(), "hub.db"), boltstore.Options{CheckpointEvery: c.every})
+				require.NoError(t, err)
+				return s
+			})
+		})
+	}
 }
 
 func TestBoltStore_Durable(t *testing.T) {
-	storetest.RunDurable(t, func(t *testing.T, dir string) store.Store {
-		s, err := boltstore.Open(filepath.Join(dir, "hub.db"), boltstore.Options{})
-		require.NoError(t, err)
-		return s
-	})
+	for _, c := range checkpointings {
+		t.Run(c.name, func(t *testing.T) {
+			storetest.RunDurable(t, func(t *testing.T, dir string) store.Store {
+				s, err := boltstore.Open(filepath.Join(dir, "hub.db"), boltstore.Options{CheckpointEvery: c.every})
+				require.NoError(t, err)
+				return s
+			})
+		})
+	}
 }
