@@ -445,7 +445,7 @@ func TestServerError_Is(t *testing.T) {
 		want   bool
 	}{
 		{403, "not a member of the room", wshub.ErrNotMember, true},
-		{400, "bad request (400): ack needs id or ids", wshub.ErrBadRequest, true},
+		{400, "bad request: ack needs id or ids", wshub.ErrBadRequest, true},
 		{400, "bad request (400): x", wshub.ErrMissingDst, false},
 		{403, "forbidden", wshub.ErrNotMember, false},
 		{500, "internal error", wshub.ErrInternal, true},

@@ -74,12 +74,12 @@ func (e *ServerError) Error() string {
 }
 
 // Is reports whether target is a *wshub.Error with the same code whose
-// reason is e's reason or the start of it (the hub sends "reason (code):
-// detail" for wrapped errors).
+// reason is e's reason or the start of it (the hub sends "reason: detail"
+// for wrapped errors).
 func (e *ServerError) Is(target error) bool {
 	t, ok := target.(*wshub.Error)
 	if !ok || t.Code != e.Code {
 		return false
 	}
-	return e.Reason == t.Reason || strings.HasPrefix(e.Reason, t.Reason+" (")
+	return e.Reason == t.Reason || strings.HasPrefix(e.Reason, t.Reason+": ")
 }
