@@ -1,7 +1,6 @@
 package boltstore
 
 import (
-	"os"
 	"context"
 	"errors"
 	"fmt"
@@ -283,9 +282,6 @@ func (s *Store) commit(batch []*request) {
 				return nil
 			})
 		})
-		if debugOn {
-			debugf("batch=%d took=%v", len(live), time.Since(now))
-		}
 		if failed >= 0 {
 			live[failed].res <- ferr
 			live = append(live[:failed], live[failed+1:]...)
@@ -330,9 +326,6 @@ func (s *Store) checkpoint() {
 			return s.newWriter(tx, now).checkpoint(ov)
 		})
 	})
-	if debugOn {
-		debugf("checkpoint records=%d took=%v", ov.records, time.Since(now))
-	}
 	if err != nil {
 		s.log.Error("checkpoint failed; the journal keeps the writes", "records", ov.records, "err", err)
 		s.retryCheckpoint = now.Add(s.opts.CheckpointInterval)
@@ -342,7 +335,3 @@ func (s *Store) checkpoint() {
 	s.ov = newOverlay(ov.gen + 1)
 	s.mu.Unlock()
 }
-
-var debugOn = os.Getenv("BS_DEBUG") != ""
-
-func debugf(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) }
