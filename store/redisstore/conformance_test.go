@@ -1,0 +1,36 @@
+package redisstore_test
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/wshub/wshub/store"
+	"github.com/wshub/wshub/store/redisstore"
+	"github.com/wshub/wshub/store/storetest"
+)
+
+// TestRedisStore_Conformance runs the suite with a fresh key prefix (so an
+// empty store) per subtest, all on one shared client as hub processes
+// would use it.
+func TestRedisStore_Conformance(t *testing.T) {
+	srv := needRedis(t)
+	client := srv.client(t)
+	storetest.Run(t, func(t *testing.T) store.Store {
+		s, err := redisstore.New(client, redisstore.Options{Prefix: newPrefix("conf")})
+		require.NoError(t, err)
+		return s
+	})
+}
+
+// TestRedisStore_Durable runs the durability suite: reopening is what a
+// restarted hub process does, a new connection and Store on the same Redis
+// with the same prefix (derived from the subtest's dir).
+func TestRedisStore_Durable(t *testing.T) {
+	srv := needRedis(t)
+	storetest.RunDurable(t, func(t *testing.T, dir string) store.Store {
+		s, err := redisstore.Open(t.Context(), srv.addr, redisstore.Options{Prefix: dir + ":"})
+		require.NoError(t, err)
+		return s
+	})
+}

@@ -1,0 +1,562 @@
+// Package redisstore is a store.Store kept in Redis, for a hub that has
+// outgrown one machine: several hub processes given Stores on the same
+// Redis (and the same Options.Prefix) act as one hub. They share seqs,
+// history, pending queues, (sender, cid) records and room membership.
+//
+// # Atomicity
+//
+// Append is one Lua script (EVALSHA; EVAL when the server's script cache
+// lost it): it checks the (sender, cid) record, takes the conversation's
+// next seq, stores the message, enqueues it for every recipient, records
+// the cid and applies the retention bounds. Redis runs a script alone, so
+// concurrent Appends from any number of processes get distinct seqs
+// without gaps, and a concurrent resend with the same cid either finds the
+// whole first write or none of it. Before its first write the script checks
+// the types of the keys it writes, so a key clobbered by another program
+// fails the Append without a partial write. An Append that has begun
+// writing is not refused for memory (Redis denies a script for OOM only
+// before its first write), and the Append-only file holds a script's
+// writes as one MULTI/EXEC block, which Redis loads whole or not at all.
+//
+// Ack, Join and Leave are MULTI/EXEC transactions; History and Pending are
+// read scripts, so each sees one consistent state.
+//
+// # Durability
+//
+// Redis acknowledges a write once it is in its memory; what survives a
+// crash depends on the server's persistence settings, not on this package.
+// A hub sends a receipt after Append returned, so a receipt means:
+//
+//   - appendonly yes, appendfsync always: the write was fsynced to the
+//     Append-only file before Redis replied (Redis writes and fsyncs the AOF
+//     before sending the replies of the commands it just ran, one fsync for
+//     all of them). A receipted message survives a crash of Redis or of its
+//     machine. This is the setting for "a receipt is a promise".
+//   - appendonly yes, appendfsync everysec (Redis's usual AOF setting): the
+//     write is fsynced within about a second; a crash of the machine (or of
+//     Redis while the disk is slow) can lose the last second or two of
+//     receipted messages.
+//   - no AOF (RDB snapshots only, or no persistence): everything since the
+//     last snapshot is lost when Redis stops. A receipt means "stored in
+//     Redis's memory".
+//
+// With no-appendfsync-on-rewrite yes, Redis skips fsyncs while it rewrites
+// the AOF or saves a snapshot, so "always" then behaves like "no" for that
+// time. Replication is asynchronous: a failover to a replica can lose
+// receipted writes the replica had not received. Keys evicted by a
+// maxmemory policy other than noeviction are lost as well; use noeviction
+// (Redis then refuses new Appends with an OOM error instead).
+//
+// When a conversation's key is lost (FLUSHALL, eviction, expiry, a restart
+// without persistence), its Epoch is lost with it: the next History or
+// Append creates a new random epoch and seqs start again at 1, which tells
+// clients holding old seqs to reload.
+//
+// # Retention
+//
+//   - history: each conversation keeps its newest Options.MaxHistory
+//     messages (default 10,000); Page.First tells how far back it reaches.
+//     When the bound is lowered, each Append deletes at most 100 of the
+//     excess, so the conversation shrinks over the following Appends
+//     instead of in one long script.
+//   - pending: each user's queue keeps its newest Options.MaxPending
+//     messages (default 10,000); the oldest leave the queue (not the
+//     history) when it overflows.
+//   - (sender, cid) records: kept Options.CIDRetention (default 24 h) with a
+//     Redis TTL. A record holds a copy of its message, so a duplicate
+//     returns the first message even after history dropped it.
+//   - conversations: kept until their messages are trimmed, unless
+//     Options.HistoryTTL makes a conversation expire that long after its
+//     last Append. A History of a never-written conversation stores its
+//     epoch with a 24 h TTL, which its first Append removes, so reads of
+//     arbitrary conversations do not leave keys behind.
+//
+// A message is stored once in its conversation, once per pending
+// recipient and once in its cid record: memory is about (2 + len(Pending))
+// times the encoded message for a direct message with a cid.
+//
+// # Keys
+//
+// Every key starts with Options.Prefix (default "wshub:"), then a kind and
+// the id, unescaped (Redis keys are binary-safe, and the id is the whole
+// rest of the key, so ids cannot collide):
+//
+//	<prefix>c:<conv>   hash: "n" last seq, "f" first retained seq,
+//	                   "e" epoch, "<seq>" message
+//	<prefix>p:<user>   sorted set: pending message ids by enqueue order
+//	<prefix>m:<user>   hash: pending message id -> message
+//	<prefix>k:<len(from)>:<from><cid>   string: the first message, with TTL
+//	<prefix>r:<room>   set: members of room
+//	<prefix>u:<user>   set: rooms of user
+//
+// A stored message is "<seq>:" followed by a compact binary encoding whose
+// last field is the Body, kept byte for byte.
+//
+// # Deployment
+//
+// Append touches the conversation's key and each recipient's keys, which
+// Redis Cluster would place in different slots, so a Store needs one Redis
+// server (or a primary with replicas, or Sentinel): New refuses a
+// *redis.ClusterClient and a *redis.Ring. Redis 5.0 or later is required.
+//
+// Without a CID an Append is not idempotent: if the connection breaks after
+// Redis ran the script, a retry (the go-redis client retries a failed
+// command up to its MaxRetries, 3 by default) stores the message twice.
+// Appends with a CID are safe to retry.
+package redisstore
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/wshub/wshub/store"
+)
+
+// Errors of this package. Compare with errors.Is.
+var (
+	// ErrUnsupportedClient is returned by New for a client that spreads
+	// keys over several servers (*redis.ClusterClient, *redis.Ring).
+	ErrUnsupportedClient = errors.New("wshub/redisstore: Redis Cluster and Ring clients are not supported (Append needs all its keys on one server)")
+	// ErrCorrupt is returned when a value read from Redis is not a message
+	// this package stored.
+	ErrCorrupt = errors.New("wshub/redisstore: stored value is damaged")
+)
+
+// Defaults used for the zero fields of Options.
+const (
+	DefaultPrefix       = "wshub:"
+	DefaultMaxHistory   = 10_000
+	DefaultMaxPending   = 10_000
+	DefaultCIDRetention = 24 * time.Hour
+)
+
+const (
+	// emptyEpochTTL is the TTL of a conversation key that History created
+	// to hold the epoch of a never-written conversation.
+	emptyEpochTTL = 24 * time.Hour
+	// trimBatch is the most history messages one Append deletes.
+	trimBatch = 100
+	// chunkSize is the most fields a script passes to one HMGET.
+	chunkSize = 1000
+	// maxLuaSeq bounds the seqs passed to scripts, whose numbers are
+	// exact up to 2^53.
+	maxLuaSeq = 1 << 52
+)
+
+// Options configures a Store. The zero value of every field means the
+// documented default.
+type Options struct {
+	// Prefix starts every key the Store uses. Stores with the same Prefix
+	// on the same Redis database share everything; use different prefixes
+	// (or databases) for independent hubs. Zero means DefaultPrefix
+	// ("wshub:"). End it with a separator so that one prefix is not the
+	// start of another.
+	Prefix string
+
+	// MaxHistory is the number of newest messages kept per conversation.
+	// Zero means DefaultMaxHistory (10,000); negative means unbounded.
+	MaxHistory int
+	// MaxPending is the number of newest messages kept in each user's
+	// pending queue. Zero means DefaultMaxPending (10,000); negative means
+	// unbounded.
+	MaxPending int
+	// CIDRetention is how long a (sender, cid) record is kept. Zero means
+	// DefaultCIDRetention (24 h).
+	CIDRetention time.Duration
+	// HistoryTTL, when positive, makes a conversation (its history, seq
+	// counter and epoch) expire that long after its last Append; a later
+	// Append starts it again at seq 1 with a new epoch. Zero means
+	// conversations do not expire.
+	HistoryTTL time.Duration
+
+	// CloseClient makes Close close the client given to New. Open always
+	// closes the client it made.
+	CloseClient bool
+}
+
+func (o Options) withDefaults() Options {
+	if o.Prefix == "" {
+		o.Prefix = DefaultPrefix
+	}
+	if o.MaxHistory == 0 {
+		o.MaxHistory = DefaultMaxHistory
+	}
+	if o.MaxPending == 0 {
+		o.MaxPending = DefaultMaxPending
+	}
+	if o.CIDRetention <= 0 {
+		o.CIDRetention = DefaultCIDRetention
+	}
+	if o.HistoryTTL < 0 {
+		o.HistoryTTL = 0
+	}
+	return o
+}
+
+// Store is a store.Store kept in Redis. Create it with New or Open and
+// release it with Close. It holds no state of its own besides the client:
+// any number of Stores, in any number of processes, may share one Redis.
+type Store struct {
+	client redis.UniversalClient
+	opts   Options
+
+	// Script arguments derived from opts, formatted once.
+	maxHistory, maxPending, cidTTL, historyTTL string
+
+	// epochBase and epochSeq make the epoch offered to a conversation
+	// that has none: epochBase is random per Store, epochSeq counts.
+	epochBase string
+	epochSeq  atomic.Uint64
+
+	// closed is set by Close before anything else; methods check it first.
+	closed    atomic.Bool
+	closeOnce sync.Once
+	closeErr  error // written inside closeOnce, read after it
+}
+
+var _ store.Store = (*Store)(nil)
+
+// New returns a Store using client; zero Options mean the defaults. New
+// does no I/O (see Ping). It fails with ErrUnsupportedClient for a
+// *redis.ClusterClient or *redis.Ring.
+//
+// The client's own settings apply: its timeouts, its retries (see the
+// package doc) and whether it honours ctx cancellation while waiting for a
+// reply (go-redis does only with ContextTimeoutEnabled; Open sets it).
+func New(client redis.UniversalClient, opts Options) (*Store, error) {
+	switch client.(type) {
+	case nil:
+		return nil, errors.New("wshub/redisstore: nil client")
+	case *redis.ClusterClient, *redis.Ring:
+		return nil, ErrUnsupportedClient
+	}
+	opts = opts.withDefaults()
+	var rnd [8]byte
+	_, _ = rand.Read(rnd[:]) // never fails (crypto/rand)
+	s := &Store{
+		client:     client,
+		opts:       opts,
+		maxHistory: strconv.Itoa(max(opts.MaxHistory, 0)),
+		maxPending: strconv.Itoa(max(opts.MaxPending, 0)),
+		cidTTL:     strconv.FormatInt(max(opts.CIDRetention.Milliseconds(), 1), 10),
+		historyTTL: "0",
+		epochBase:  hex.EncodeToString(rnd[:]) + ".",
+	}
+	if opts.HistoryTTL > 0 {
+		s.historyTTL = strconv.FormatInt(max(opts.HistoryTTL.Milliseconds(), 1), 10)
+	}
+	return s, nil
+}
+
+// Open connects to the Redis at addr, which is either "host:port" or a
+// URL understood by redis.ParseURL ("redis://user:pass@host:6379/2",
+// "rediss://...", "unix:///path/to/redis.sock"), checks it answers PING
+// and returns a Store that owns the connection (Close closes it). The
+// client honours ctx deadlines and cancellation on every call.
+func Open(ctx context.Context, addr string, opts Options) (*Store, error) {
+	var ro *redis.Options
+	if strings.Contains(addr, "://") {
+		var err error
+		if ro, err = redis.ParseURL(addr); err != nil {
+			return nil, fmt.Errorf("wshub/redisstore: open %s: %w", addr, err)
+		}
+	} else {
+		ro = &redis.Options{Addr: addr}
+	}
+	ro.ContextTimeoutEnabled = true
+	client := redis.NewClient(ro)
+	opts.CloseClient = true
+	s, err := New(client, opts)
+	if err != nil {
+		_ = client.Close()
+		return nil, err
+	}
+	if err := s.Ping(ctx); err != nil {
+		_ = client.Close()
+		return nil, fmt.Errorf("wshub/redisstore: open %s: %w", addr, err)
+	}
+	return s, nil
+}
+
+// Ping checks that Redis answers.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.check(ctx); err != nil {
+		return err
+	}
+	return s.wrap("ping", s.client.Ping(ctx).Err())
+}
+
+// check returns ErrClosed after Close, else ctx.Err().
+func (s *Store) check(ctx context.Context) error {
+	if s.closed.Load() {
+		return store.ErrClosed
+	}
+	return ctx.Err()
+}
+
+// wrap names the operation in a Redis error; after Close, an error from the
+// closed client becomes ErrClosed.
+func (s *Store) wrap(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if s.closed.Load() && errors.Is(err, redis.ErrClosed) {
+		return store.ErrClosed
+	}
+	return fmt.Errorf("wshub/redisstore: %s: %w", op, err)
+}
+
+// Keys. See the package doc.
+
+func (s *Store) convKey(conv string) string    { return s.opts.Prefix + "c:" + conv }
+func (s *Store) pendingKey(user string) string { return s.opts.Prefix + "p:" + user }
+func (s *Store) pmsgKey(user string) string    { return s.opts.Prefix + "m:" + user }
+func (s *Store) roomKey(room string) string    { return s.opts.Prefix + "r:" + room }
+func (s *Store) userKey(user string) string    { return s.opts.Prefix + "u:" + user }
+func (s *Store) cidKey(from, cid string) string {
+	return s.opts.Prefix + "k:" + strconv.Itoa(len(from)) + ":" + from + cid
+}
+
+// newEpoch returns an epoch no Store offered before.
+func (s *Store) newEpoch() string {
+	return s.epochBase + strconv.FormatUint(s.epochSeq.Add(1), 36)
+}
+
+// Append implements store.Store in one Lua script (see the package doc).
+// An empty conversation, sender, message id or pending user is rejected
+// with an error wrapping store.ErrInvalid. The returned message of a first
+// Append carries the caller's own Body; a duplicate's is a copy.
+func (s *Store) Append(ctx context.Context, req store.AppendRequest) (store.Message, bool, error) {
+	if err := s.check(ctx); err != nil {
+		return store.Message{}, false, err
+	}
+	switch {
+	case req.Msg.Conv == "":
+		return store.Message{}, false, fmt.Errorf("%w: empty conversation", store.ErrInvalid)
+	case req.Msg.From == "":
+		return store.Message{}, false, fmt.Errorf("%w: empty sender", store.ErrInvalid)
+	case req.Msg.ID == "":
+		return store.Message{}, false, fmt.Errorf("%w: empty message id", store.ErrInvalid)
+	}
+	keys := make([]string, 0, 2+2*len(req.Pending))
+	keys = append(keys, s.convKey(req.Msg.Conv))
+	hasCID := "0"
+	if req.CID != "" {
+		hasCID = "1"
+		keys = append(keys, s.cidKey(req.Msg.From, req.CID))
+	}
+	for _, u := range req.Pending {
+		if u == "" {
+			return store.Message{}, false, fmt.Errorf("%w: empty pending user", store.ErrInvalid)
+		}
+		keys = append(keys, s.pendingKey(u), s.pmsgKey(u))
+	}
+	res, err := appendScript.Run(ctx, s.client, keys,
+		hasCID, req.Msg.ID, encode(&req.Msg), s.newEpoch(),
+		s.maxHistory, s.maxPending, s.cidTTL, s.historyTTL, trimBatch,
+	).Slice()
+	if err != nil {
+		return store.Message{}, false, s.wrap("append", err)
+	}
+	if len(res) != 2 {
+		return store.Message{}, false, fmt.Errorf("wshub/redisstore: append: unexpected reply %v", res)
+	}
+	if dup, _ := res[0].(int64); dup == 1 {
+		v, _ := res[1].(string)
+		m, err := decode(v)
+		if err != nil {
+			return store.Message{}, false, fmt.Errorf("wshub/redisstore: append: cid record of %q: %w", req.CID, err)
+		}
+		return m, true, nil
+	}
+	seq, ok := res[1].(int64)
+	if !ok || seq <= 0 {
+		return store.Message{}, false, fmt.Errorf("wshub/redisstore: append: unexpected seq %v", res[1])
+	}
+	m := req.Msg
+	m.Seq = uint64(seq)
+	return m, false, nil
+}
+
+// History implements store.Store. A History of a never-written
+// conversation stores its epoch (see the package doc), so the epoch it
+// reports is the one the first Append keeps.
+func (s *Store) History(ctx context.Context, conv string, q store.Query) (store.Page, error) {
+	if err := s.check(ctx); err != nil {
+		return store.Page{}, err
+	}
+	if conv == "" {
+		return store.Page{}, fmt.Errorf("%w: empty conversation", store.ErrInvalid)
+	}
+	limit := q.Limit
+	if limit <= 0 {
+		limit = store.DefaultLimit
+	}
+	since, before := q.Since, q.Before
+	if since > maxLuaSeq {
+		since = maxLuaSeq // beyond any seq: an empty window
+	}
+	if before > maxLuaSeq {
+		before = 0 // beyond any seq: no upper bound
+	}
+	res, err := historyScript.Run(ctx, s.client, []string{s.convKey(conv)},
+		s.newEpoch(), since, before, min(limit, math.MaxInt32),
+		emptyEpochTTL.Milliseconds(), chunkSize,
+	).Slice()
+	if err != nil {
+		return store.Page{}, s.wrap("history", err)
+	}
+	if len(res) < 4 {
+		return store.Page{}, fmt.Errorf("wshub/redisstore: history: unexpected reply %v", res)
+	}
+	epoch, _ := res[0].(string)
+	first, _ := res[1].(int64)
+	last, _ := res[2].(int64)
+	more, _ := res[3].(int64)
+	p := store.Page{Epoch: epoch, First: uint64(first), Last: uint64(last), More: more == 1}
+	if len(res) > 4 {
+		p.Items = make([]store.Message, 0, len(res)-4)
+		for _, r := range res[4:] {
+			v, _ := r.(string)
+			m, err := decode(v)
+			if err != nil {
+				return store.Page{}, fmt.Errorf("wshub/redisstore: history of %q: %w", conv, err)
+			}
+			p.Items = append(p.Items, m)
+		}
+	}
+	return p, nil
+}
+
+// Pending implements store.Store.
+func (s *Store) Pending(ctx context.Context, user string) ([]store.Message, error) {
+	if err := s.check(ctx); err != nil {
+		return nil, err
+	}
+	if user == "" {
+		return nil, fmt.Errorf("%w: empty user", store.ErrInvalid)
+	}
+	res, err := pendingScript.Run(ctx, s.client, []string{s.pendingKey(user), s.pmsgKey(user)}, chunkSize).Slice()
+	if err != nil {
+		return nil, s.wrap("pending", err)
+	}
+	out := make([]store.Message, 0, len(res))
+	for _, r := range res {
+		v, _ := r.(string)
+		m, err := decode(v)
+		if err != nil {
+			return nil, fmt.Errorf("wshub/redisstore: pending of %q: %w", user, err)
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+// Ack implements store.Store: ZREM and HDEL of the ids in one MULTI/EXEC,
+// O(log n) per id.
+func (s *Store) Ack(ctx context.Context, user string, ids ...string) error {
+	if err := s.check(ctx); err != nil {
+		return err
+	}
+	if user == "" {
+		return fmt.Errorf("%w: empty user", store.ErrInvalid)
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	members := make([]any, len(ids))
+	for i, id := range ids {
+		members[i] = id
+	}
+	_, err := s.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.ZRem(ctx, s.pendingKey(user), members...)
+		p.HDel(ctx, s.pmsgKey(user), ids...)
+		return nil
+	})
+	return s.wrap("ack", err)
+}
+
+// Join implements store.Store.
+func (s *Store) Join(ctx context.Context, room, user string) error {
+	if err := s.checkMembership(ctx, room, user); err != nil {
+		return err
+	}
+	_, err := s.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.SAdd(ctx, s.roomKey(room), user)
+		p.SAdd(ctx, s.userKey(user), room)
+		return nil
+	})
+	return s.wrap("join", err)
+}
+
+// Leave implements store.Store.
+func (s *Store) Leave(ctx context.Context, room, user string) error {
+	if err := s.checkMembership(ctx, room, user); err != nil {
+		return err
+	}
+	_, err := s.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.SRem(ctx, s.roomKey(room), user)
+		p.SRem(ctx, s.userKey(user), room)
+		return nil
+	})
+	return s.wrap("leave", err)
+}
+
+func (s *Store) checkMembership(ctx context.Context, room, user string) error {
+	if err := s.check(ctx); err != nil {
+		return err
+	}
+	if room == "" || user == "" {
+		return fmt.Errorf("%w: empty room or user", store.ErrInvalid)
+	}
+	return nil
+}
+
+// Rooms implements store.Store.
+func (s *Store) Rooms(ctx context.Context, user string) ([]string, error) {
+	if err := s.check(ctx); err != nil {
+		return nil, err
+	}
+	if user == "" {
+		return nil, fmt.Errorf("%w: empty user", store.ErrInvalid)
+	}
+	rooms, err := s.client.SMembers(ctx, s.userKey(user)).Result()
+	return rooms, s.wrap("rooms", err)
+}
+
+// Members implements store.Store.
+func (s *Store) Members(ctx context.Context, room string) ([]string, error) {
+	if err := s.check(ctx); err != nil {
+		return nil, err
+	}
+	if room == "" {
+		return nil, fmt.Errorf("%w: empty room", store.ErrInvalid)
+	}
+	users, err := s.client.SMembers(ctx, s.roomKey(room)).Result()
+	return users, s.wrap("members", err)
+}
+
+// Close implements store.Store. The Store holds nothing unwritten: every
+// method returned after Redis answered it. Close closes the client if the
+// Store owns it (Open, or Options.CloseClient) and returns its error.
+// Calls still running may fail with ErrClosed.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		s.closed.Store(true)
+		if s.opts.CloseClient {
+			s.closeErr = s.client.Close()
+		}
+	})
+	return s.closeErr
+}

@@ -1,0 +1,203 @@
+package redisstore
+
+import "github.com/redis/go-redis/v9"
+
+// The Lua scripts below run inside Redis: a script runs alone (no other
+// command of any client runs between its first and its last step), which is
+// what makes Append one atomic step. Each script checks the types of the
+// keys it will write before its first write, so that a key of the wrong
+// type (written by something else) fails the script before it changed
+// anything: Redis does not roll a script back.
+//
+// Numbers: Lua 5.1 numbers are doubles, exact up to 2^53; seqs and pending
+// scores stay far below that. Numbers are formatted with '%d' because
+// tostring would switch to exponent notation above 1e14.
+//
+// unpack: Lua in Redis unpacks at most ~8000 values at once, so field lists
+// are passed to HMGET in chunks of chunkSize.
+
+// appendScript stores one message. See Store.Append.
+//
+// KEYS[1]   the conversation hash
+// KEYS[2]   the (sender, cid) record, when ARGV[1] == '1'
+// KEYS[k..] pairs of (pending zset, pending hash), one pair per recipient
+//
+// ARGV[1] '1' with a cid record, '0' without
+// ARGV[2] message id
+// ARGV[3] encoded message (without seq)
+// ARGV[4] epoch to use if the conversation has none
+// ARGV[5] history bound (0 = unbounded)
+// ARGV[6] pending bound (0 = unbounded)
+// ARGV[7] cid record TTL, ms
+// ARGV[8] conversation TTL, ms (0 = none)
+// ARGV[9] most history fields deleted by one call
+//
+// Returns {1, stored value} for a duplicate, {0, seq} otherwise.
+var appendScript = redis.NewScript(`
+local conv = KEYS[1]
+local k = 2
+if ARGV[1] == '1' then
+  local prev = redis.call('GET', KEYS[2])
+  if prev then
+    return {1, prev}
+  end
+  k = 3
+end
+
+local function want(key, typ)
+  local t = redis.call('TYPE', key)['ok']
+  if t ~= 'none' and t ~= typ then
+    return redis.error_reply('WRONGTYPE wshub/redisstore: key ' .. key .. ' holds a ' .. t .. ', not a ' .. typ)
+  end
+end
+local err = want(conv, 'hash')
+if err then return err end
+for i = k, #KEYS, 2 do
+  err = want(KEYS[i], 'zset') or want(KEYS[i + 1], 'hash')
+  if err then return err end
+end
+
+local seq = redis.call('HINCRBY', conv, 'n', 1)
+local sf = string.format('%d', seq)
+local v = sf .. ':' .. ARGV[3]
+
+local first = tonumber(redis.call('HGET', conv, 'f') or sf)
+local nf = first
+local maxh = tonumber(ARGV[5])
+if maxh > 0 then
+  local stop = seq - maxh + 1
+  local batch = tonumber(ARGV[9])
+  if stop > first + batch then stop = first + batch end
+  if nf < stop then
+    local gone = {}
+    while nf < stop do
+      gone[#gone + 1] = string.format('%d', nf)
+      nf = nf + 1
+    end
+    redis.call('HDEL', conv, unpack(gone))
+  end
+end
+redis.call('HSET', conv, sf, v, 'f', string.format('%d', nf))
+redis.call('HSETNX', conv, 'e', ARGV[4])
+local ttl = tonumber(ARGV[8])
+if ttl > 0 then
+  redis.call('PEXPIRE', conv, ttl)
+elseif seq == 1 then
+  redis.call('PERSIST', conv)
+end
+
+local id = ARGV[2]
+local maxp = tonumber(ARGV[6])
+for i = k, #KEYS, 2 do
+  local q, m = KEYS[i], KEYS[i + 1]
+  local last = redis.call('ZREVRANGE', q, 0, 0, 'WITHSCORES')
+  local score = 1
+  if last[2] then score = tonumber(last[2]) + 1 end
+  redis.call('ZADD', q, string.format('%d', score), id)
+  redis.call('HSET', m, id, v)
+  if maxp > 0 then
+    local over = redis.call('ZCARD', q) - maxp
+    if over > 0 then
+      local gone = redis.call('ZPOPMIN', q, over)
+      for j = 1, #gone, 2 do
+        redis.call('HDEL', m, gone[j])
+      end
+    end
+  end
+end
+
+if k == 3 then
+  redis.call('SET', KEYS[2], v, 'PX', ARGV[7])
+end
+return {0, seq}
+`)
+
+// historyScript reads a window of a conversation. See Store.History.
+//
+// KEYS[1] the conversation hash
+//
+// ARGV[1] epoch to create if the conversation has none
+// ARGV[2] since, ARGV[3] before, ARGV[4] limit (> 0)
+// ARGV[5] TTL in ms of a conversation key created by this read
+// ARGV[6] chunk size for HMGET
+//
+// Returns {epoch, first, last, more (0 or 1), value...}.
+var historyScript = redis.NewScript(`
+local conv = KEYS[1]
+local h = redis.call('HMGET', conv, 'n', 'f', 'e')
+local e = h[3]
+if not e then
+  e = ARGV[1]
+  redis.call('HSET', conv, 'e', e)
+  if not h[1] then
+    redis.call('PEXPIRE', conv, ARGV[5])
+  end
+end
+local n = tonumber(h[1]) or 0
+if n == 0 then
+  return {e, 0, 0, 0}
+end
+local f = tonumber(h[2]) or 1
+
+local since, before, limit = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local lo, hi, more
+if since > 0 then
+  local top = n
+  if before > 0 and before - 1 < top then top = before - 1 end
+  lo = since + 1
+  if lo < f then lo = f end
+  hi = lo + limit - 1
+  if hi > top then hi = top end
+  more = hi < top
+else
+  hi = n
+  if before > 0 and before - 1 < hi then hi = before - 1 end
+  lo = hi - limit + 1
+  if lo < f then lo = f end
+  more = lo > f
+end
+
+local out = {e, f, n, 0}
+if lo > hi then
+  return out
+end
+if more then out[4] = 1 end
+local chunk = tonumber(ARGV[6])
+local s = lo
+while s <= hi do
+  local fields = {}
+  local stop = s + chunk - 1
+  if stop > hi then stop = hi end
+  for x = s, stop do
+    fields[#fields + 1] = string.format('%d', x)
+  end
+  local vals = redis.call('HMGET', conv, unpack(fields))
+  for x = 1, #vals do
+    if vals[x] then out[#out + 1] = vals[x] end
+  end
+  s = stop + 1
+end
+return out
+`)
+
+// pendingScript reads a user's pending queue in enqueue order.
+//
+// KEYS[1] the pending zset, KEYS[2] the pending hash
+// ARGV[1] chunk size for HMGET
+//
+// Returns the stored values. An id of the zset without a value (which only
+// a partial eviction can cause) is skipped.
+var pendingScript = redis.NewScript(`
+local ids = redis.call('ZRANGE', KEYS[1], 0, -1)
+local out = {}
+local chunk = tonumber(ARGV[1])
+for i = 1, #ids, chunk do
+  local j = i + chunk - 1
+  if j > #ids then j = #ids end
+  local vals = redis.call('HMGET', KEYS[2], unpack(ids, i, j))
+  for x = 1, #vals do
+    if vals[x] then out[#out + 1] = vals[x] end
+  end
+end
+return out
+`)
