@@ -6,9 +6,13 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/chromedp"
 	"github.com/gorilla/websocket"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -327,5 +331,59 @@ func TestClient_RoomRejoinReplaysMissed(t *testing.T) {
 	eval(t, tab, `c.rooms()`, &rooms)
 	require.Len(t, rooms, 1)
 	assert.Equal(t, uint64(4), rooms[0].Seq)
+	eval(t, tab, `c.close(), true`, nil)
+}
+
+// setOnline tells the tab that the network is gone or back
+// (navigator.onLine and the window's offline / online events).
+func setOnline(t *testing.T, tab context.Context, online bool) {
+	t.Helper()
+	require.NoError(t, chromedp.Do(tab, chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		if _, err := cdp.Call(ctx, tg, network.Enable, network.EnableParams{}); err != nil {
+			return err
+		}
+		_, err := cdp.Call(ctx, tg, network.OverrideNetworkState, network.OverrideNetworkStateParams{
+			Offline: !online, DownloadThroughput: -1, UploadThroughput: -1,
+		})
+		return err
+	})))
+}
+
+// TestClient_OfflinePausesOnlineResumesAtOnce: while the window is offline
+// the client makes no attempts; the online event connects at once instead
+// of waiting out a long backoff delay.
+func TestClient_OfflinePausesOnlineResumesAtOnce(t *testing.T) {
+	var refusing atomic.Bool
+	refusing.Store(true)
+	var attempts atomic.Int32
+	fake := &fakeHub{}
+	ws := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		attempts.Add(1)
+		if refusing.Load() {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
+		fake.ServeHTTP(w, r)
+	})
+	tab := newBrowser(t)
+	srv := newPageServer(t, ws)
+	open(t, tab, srv.URL)
+
+	// random 0.99: the next attempt would be 59 s away.
+	eval(t, tab, fmt.Sprintf(`window.c = track(new M.WSHubClient(%q, {token: 'alice',
+		backoff: {base: 60000, max: 60000}, random: () => 0.99})), true`, wsURL(srv.URL)), nil)
+	waitFor(t, tab, `c.readyState === 'reconnecting'`, `log`)
+	require.EqualValues(t, 1, attempts.Load())
+
+	setOnline(t, tab, false)
+	waitFor(t, tab, `c.readyState === 'offline'`, `log`)
+	refusing.Store(false)
+	time.Sleep(300 * time.Millisecond)
+	assert.EqualValues(t, 1, attempts.Load(), "no attempt while offline")
+
+	setOnline(t, tab, true)
+	waitFor(t, tab, `c.readyState === 'open'`, `log`)
+	assert.EqualValues(t, 2, attempts.Load())
+	assert.Equal(t, 1, fake.connCount())
 	eval(t, tab, `c.close(), true`, nil)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -111,8 +112,18 @@ func eval(t *testing.T, tab context.Context, expr string, out any) {
 // timeout it fails the test and shows diag (another expression).
 func waitFor(t *testing.T, tab context.Context, cond, diag string) {
 	t.Helper()
-	_, err := chromedp.Run(tab, chromedp.Poll[chromedp.Void](cond,
-		chromedp.WithPollingTimeout(waitTimeout), chromedp.WithPollingInterval(20*time.Millisecond)))
+	deadline := time.Now().Add(waitTimeout)
+	var err error
+	for {
+		_, err = chromedp.Run(tab, chromedp.Poll[chromedp.Void](cond,
+			chromedp.WithPollingTimeout(time.Until(deadline)), chromedp.WithPollingInterval(20*time.Millisecond)))
+		// A navigation destroys the page's context under the poll: poll
+		// again in the new page.
+		if err == nil || time.Now().After(deadline) || !strings.Contains(err.Error(), "context") {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	if err != nil {
 		got, _ := chromedp.Run(tab, chromedp.Evaluate[json.RawMessage](diag))
 		t.Fatalf("waiting for %s: %v; %s = %s", cond, err, diag, got)

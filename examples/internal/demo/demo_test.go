@@ -202,119 +202,71 @@ func TestDemo_ChatSurvivesServerRestart(t *testing.T) {
 	s := newServer(t)
 	alice := signIn(t, s, "alice")
 	bob := signIn(t, s, "bob")
-	t.Log(time.Now().Format("05.000"), "bob := signIn(t, s, \"bob\")")
 
 	// Direct messages.
 	alice.chatWith("bob")
-	t.Log(time.Now().Format("05.000"), "alice.chatWith(\"bob\")")
 	alice.say("Hi Bob! Did the release go out?")
-	t.Log(time.Now().Format("05.000"), "alice.say(\"Hi Bob! Did the release go ou")
 	alice.waitSent("Hi Bob! Did the release go out?")
-	t.Log(time.Now().Format("05.000"), "alice.waitSent(\"Hi Bob! Did the release ")
 	bob.open("u:alice")
-	t.Log(time.Now().Format("05.000"), "bob.open(\"u:alice\")")
 	bob.waitShown("Hi Bob! Did the release go out?")
-	t.Log(time.Now().Format("05.000"), "bob.waitShown(\"Hi Bob! Did the release g")
 	bob.say("Yes, ten minutes ago. All green so far.")
-	t.Log(time.Now().Format("05.000"), "bob.say(\"Yes, ten minutes ago. All green")
 	alice.waitShown("Yes, ten minutes ago. All green so far.")
-	t.Log(time.Now().Format("05.000"), "alice.waitShown(\"Yes, ten minutes ago. A")
 
 	// A room.
 	alice.joinRoom("lobby")
-	t.Log(time.Now().Format("05.000"), "alice.joinRoom(\"lobby\")")
 	bob.joinRoom("lobby")
-	t.Log(time.Now().Format("05.000"), "bob.joinRoom(\"lobby\")")
 	bob.waitFor(`wshubDemo.client.rooms().some((r) => r.room === 'lobby' && r.epoch)`)
-	t.Log(time.Now().Format("05.000"), "bob.waitFor(`wshubDemo.client.rooms().so")
 	alice.waitFor(`wshubDemo.client.rooms().some((r) => r.room === 'lobby' && r.epoch)`)
-	t.Log(time.Now().Format("05.000"), "alice.waitFor(`wshubDemo.client.rooms().")
 	alice.say("Morning, everyone")
-	t.Log(time.Now().Format("05.000"), "alice.say(\"Morning, everyone\")")
 	bob.waitShown("Morning, everyone")
-	t.Log(time.Now().Format("05.000"), "bob.waitShown(\"Morning, everyone\")")
 
 	// The server goes away.
 	s.stop()
-	t.Log(time.Now().Format("05.000"), "s.stop()")
 	alice.waitState("reconnecting")
-	t.Log(time.Now().Format("05.000"), "alice.waitState(\"reconnecting\")")
 	bob.waitState("reconnecting")
-	t.Log(time.Now().Format("05.000"), "bob.waitState(\"reconnecting\")")
 	var text string
 	eval(t, alice.tab, `document.querySelector('#conn-text').textContent`, &text)
-	t.Log(time.Now().Format("05.000"), "eval(t, alice.tab, `document.querySelect")
 	assert.Regexp(t, `^Reconnecting`, text)
-	t.Log(time.Now().Format("05.000"), "assert.Regexp(t, `^Reconnecting`, text)")
 
 	// Typed during the outage: they wait in the outbox.
 	alice.say("Is the server down?") // in #lobby
 	bob.say("Looks like a restart")  // in #lobby
 	alice.open("u:bob")
-	t.Log(time.Now().Format("05.000"), "alice.open(\"u:bob\")")
 	alice.say("Ping me when it is back") // direct
 	assert.Equal(t, 2, alice.outboxCount())
-	t.Log(time.Now().Format("05.000"), "assert.Equal(t, 2, alice.outboxCount())")
 	assert.Equal(t, 1, bob.outboxCount())
-	t.Log(time.Now().Format("05.000"), "assert.Equal(t, 1, bob.outboxCount())")
 	eval(t, alice.tab, `document.querySelector('#outbox').textContent`, &text)
-	t.Log(time.Now().Format("05.000"), "eval(t, alice.tab, `document.querySelect")
 	assert.Equal(t, "2 messages waiting to be sent", text)
-	t.Log(time.Now().Format("05.000"), "assert.Equal(t, \"2 messages waiting to b")
 	eval(t, alice.tab, `[...document.querySelectorAll('#messages .msg.pending .meta')].map((e) => e.textContent).join()`, &text)
-	t.Log(time.Now().Format("05.000"), "eval(t, alice.tab, `[...document.querySe")
 	assert.Contains(t, text, "waiting to send")
-	t.Log(time.Now().Format("05.000"), "assert.Contains(t, text, \"waiting to sen")
 
 	// The server is back on the same address, with the same file.
 	s.start()
-	t.Log(time.Now().Format("05.000"), "s.start()")
 	alice.waitState("open")
-	t.Log(time.Now().Format("05.000"), "alice.waitState(\"open\")")
 	bob.waitState("open")
-	t.Log(time.Now().Format("05.000"), "bob.waitState(\"open\")")
 	alice.waitFor(`document.querySelector('#outbox').dataset.count === '0'`)
-	t.Log(time.Now().Format("05.000"), "alice.waitFor(`document.querySelector('#")
 	bob.waitFor(`document.querySelector('#outbox').dataset.count === '0'`)
-	t.Log(time.Now().Format("05.000"), "bob.waitFor(`document.querySelector('#ou")
 	alice.waitSent("Ping me when it is back")
-	t.Log(time.Now().Format("05.000"), "alice.waitSent(\"Ping me when it is back\"")
 
 	// Exactly once, on screen and in the store.
 	bob.waitShown("Is the server down?") // bob has #lobby open
 	alice.waitShown("Ping me when it is back")
-	t.Log(time.Now().Format("05.000"), "alice.waitShown(\"Ping me when it is back")
 	bob.open("u:alice")
-	t.Log(time.Now().Format("05.000"), "bob.open(\"u:alice\")")
 	bob.waitShown("Ping me when it is back")
-	t.Log(time.Now().Format("05.000"), "bob.waitShown(\"Ping me when it is back\")")
 	alice.open("r:lobby")
-	t.Log(time.Now().Format("05.000"), "alice.open(\"r:lobby\")")
 	alice.waitShown("Looks like a restart")
-	t.Log(time.Now().Format("05.000"), "alice.waitShown(\"Looks like a restart\")")
 	alice.waitSent("Is the server down?")
-	t.Log(time.Now().Format("05.000"), "alice.waitSent(\"Is the server down?\")")
 	// Let any duplicate that were on its way arrive before counting.
 	time.Sleep(300 * time.Millisecond)
-	t.Log(time.Now().Format("05.000"), "time.Sleep(300 * time.Millisecond)")
 	assert.Equal(t, 1, bob.shown("Ping me when it is back"))
-	t.Log(time.Now().Format("05.000"), "assert.Equal(t, 1, bob.shown(\"Ping me wh")
 	assert.Equal(t, 1, alice.shown("Looks like a restart"))
-	t.Log(time.Now().Format("05.000"), "assert.Equal(t, 1, alice.shown(\"Looks li")
 	assert.Equal(t, 1, alice.shown("Is the server down?"))
-	t.Log(time.Now().Format("05.000"), "assert.Equal(t, 1, alice.shown(\"Is the s")
 	bob.open("r:lobby")
-	t.Log(time.Now().Format("05.000"), "bob.open(\"r:lobby\")")
 	assert.Equal(t, 1, bob.shown("Is the server down?"))
-	t.Log(time.Now().Format("05.000"), "assert.Equal(t, 1, bob.shown(\"Is the ser")
 	assert.Equal(t, 1, bob.shown("Morning, everyone"))
-	t.Log(time.Now().Format("05.000"), "assert.Equal(t, 1, bob.shown(\"Morning, e")
 	assert.Equal(t, 1, s.storedCount(store.DirectConv("alice", "bob"), "Ping me when it is back"))
-	t.Log(time.Now().Format("05.000"), "assert.Equal(t, 1, s.storedCount(store.D")
 	assert.Equal(t, 1, s.storedCount(store.RoomConv("lobby"), "Is the server down?"))
-	t.Log(time.Now().Format("05.000"), "assert.Equal(t, 1, s.storedCount(store.R")
 	assert.Equal(t, 1, s.storedCount(store.RoomConv("lobby"), "Looks like a restart"))
-	t.Log(time.Now().Format("05.000"), "assert.Equal(t, 1, s.storedCount(store.R")
 
 	// The room was rejoined from where each page left it: replayed, not
 	// reloaded.
@@ -461,4 +413,27 @@ func TestHandler(t *testing.T) {
 			assert.Contains(t, string(b), tc.body)
 		})
 	}
+}
+
+// TestDemo_SignInAndOut: without ?user the page asks for a name; signing
+// in connects as that user; signing out returns to the form.
+func TestDemo_SignInAndOut(t *testing.T) {
+	s := newServer(t)
+	tab := newBrowser(t)
+	require.NoError(t, chromedp.Do(tab, chromedp.Navigate(s.url(fast))))
+	waitFor(t, tab, `!document.querySelector('#signin').hidden`, `document.body.innerText`)
+	require.NoError(t, chromedp.Do(tab, chromedp.SendKeys(chromedp.ID("signin-name"), "carol"+kb.Enter)))
+	waitFor(t, tab, `document.querySelector('#conn').dataset.state === 'open'`, `document.body.innerText`)
+	var name, user, cookie string
+	eval(t, tab, `document.querySelector('#me-name').textContent`, &name)
+	eval(t, tab, `wshubDemo.client.userId`, &user)
+	eval(t, tab, `document.cookie`, &cookie)
+	assert.Equal(t, "carol", name)
+	assert.Equal(t, "carol", user, "the hub took the name as the user id")
+	assert.Contains(t, cookie, "wshub_token=carol")
+
+	require.NoError(t, chromedp.Do(tab, chromedp.Click(chromedp.ID("signout"))))
+	waitFor(t, tab, `!document.querySelector('#signin').hidden && document.querySelector('#app').hidden`, `document.body.innerText`)
+	eval(t, tab, `document.cookie`, &cookie)
+	assert.NotContains(t, cookie, "wshub_token=carol")
 }
