@@ -387,3 +387,36 @@ func TestClient_OfflinePausesOnlineResumesAtOnce(t *testing.T) {
 	assert.Equal(t, 1, fake.connCount())
 	eval(t, tab, `c.close(), true`, nil)
 }
+
+// TestClient_JoinWhileDisconnectedWaitsForConnection: a join asked before
+// there is a connection is sent when one opens, and its answer timeout
+// only counts from then.
+func TestClient_JoinWhileDisconnectedWaitsForConnection(t *testing.T) {
+	hub := hubtest.New(t, wshub.Options{CheckOrigin: func(*http.Request) bool { return true }})
+	tab := newBrowser(t)
+	srv := newPageServer(t, nil)
+	open(t, tab, srv.URL)
+
+	eval(t, tab, fmt.Sprintf(`window.c = track(new M.WSHubClient(%q, {token: 'alice', connect: false, requestTimeout: 200})),
+		window.joined = c.join('lobby').then((d) => ({ok: d}), (err) => ({err: String(err)})), true`, hub.URL), nil)
+	// Longer than requestTimeout without a connection.
+	eval(t, tab, `new Promise((r) => setTimeout(r, 500)).then(() => true)`, nil)
+	eval(t, tab, `c.connect(), true`, nil)
+	var got struct {
+		OK *struct {
+			Room string `json:"room"`
+		} `json:"ok"`
+		Err string `json:"err"`
+	}
+	eval(t, tab, `window.joined`, &got)
+	require.Empty(t, got.Err)
+	require.NotNil(t, got.OK)
+	assert.Equal(t, "lobby", got.OK.Room)
+
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	members, err := hub.Hub.Store().Members(ctx, "lobby")
+	require.NoError(t, err)
+	assert.Equal(t, []string{"alice"}, members)
+	eval(t, tab, `c.close(), true`, nil)
+}

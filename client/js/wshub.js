@@ -343,7 +343,7 @@ export class WSHubClient {
         cid = newCID();
         this._request({ cmd: Cmd.Join, dstid: room, cid }).catch((err) => this._emit('error', err));
       }
-      this._sendJoin(room, st, cid);
+      if (this._sendJoin(room, st, cid)) this._arm(cid);
     }
     this._flushOutbox();
     this._schedulePing();
@@ -371,7 +371,12 @@ export class WSHubClient {
     this._acks = [];
     for (const e of this._outbox) e.sent = false;
     for (const [cid, r] of this._requests) {
-      if (r.cmd === Cmd.Join) continue; // answered after the rejoin
+      if (r.cmd === Cmd.Join) {
+        // Sent again, and answered, after the reconnect.
+        clearTimeout(r.timer);
+        r.timer = 0;
+        continue;
+      }
       clearTimeout(r.timer);
       this._requests.delete(cid);
       r.reject(new Error('wshub: connection lost'));
@@ -742,14 +747,21 @@ export class WSHubClient {
 
   // ---- rooms and requests ----
 
+  // _request registers a request waiting for its answer. Its timeout runs
+  // only while the request is out on a connection (see _arm).
   _request(frame) {
     return new Promise((resolve, reject) => {
-      const cid = frame.cid;
-      const timer = setTimeout(() => {
-        if (this._requests.delete(cid)) reject(new Error(`wshub: no answer to cmd ${frame.cmd} within ${this.options.requestTimeout} ms`));
-      }, this.options.requestTimeout);
-      this._requests.set(cid, { cmd: frame.cmd, dstid: String(frame.dstid), resolve, reject, timer });
+      this._requests.set(frame.cid, { cmd: frame.cmd, dstid: String(frame.dstid), resolve, reject, timer: 0 });
     });
+  }
+
+  // _arm starts the answer timeout of a request just written.
+  _arm(cid) {
+    const r = this._requests.get(cid);
+    if (!r || r.timer) return;
+    r.timer = setTimeout(() => {
+      if (this._requests.delete(cid)) r.reject(new Error(`wshub: no answer to cmd ${r.cmd} within ${this.options.requestTimeout} ms`));
+    }, this.options.requestTimeout);
   }
 
   _sendJoin(room, st, cid) {
@@ -758,8 +770,7 @@ export class WSHubClient {
     const f = { cmd: Cmd.Join, dstid: room, cid };
     if (st.seq > 0) f.since = st.seq;
     if (st.epoch) f.epoch = st.epoch;
-    this._write(f);
-    return f;
+    return this._write(f);
   }
 
   /**
@@ -778,7 +789,8 @@ export class WSHubClient {
     }
     const cid = newCID();
     const p = this._request({ cmd: Cmd.Join, dstid: room, cid });
-    this._sendJoin(room, st, cid); // when not connected, the rejoin on open sends it
+    // When not connected, the rejoin on open sends it.
+    if (this._sendJoin(room, st, cid)) this._arm(cid);
     return p;
   }
 
@@ -807,7 +819,7 @@ export class WSHubClient {
     f.cid = newCID();
     if (this.readyState !== State.OPEN) return Promise.reject(new Error('wshub: not connected'));
     const p = this._request(f);
-    this._write(f);
+    if (this._write(f)) this._arm(f.cid);
     return p;
   }
 }
