@@ -9,8 +9,8 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
-	"syscall"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
