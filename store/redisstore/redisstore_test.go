@@ -82,7 +82,7 @@ func TestStore_TwoProcessesShareSeqsAndDedup(t *testing.T) {
 	conv := store.RoomConv("busy")
 
 	const writers, each = 8, 40 // per hub
-	var mu sync.Mutex            // guards got and firsts
+	var mu sync.Mutex           // guards got and firsts
 	var got []uint64
 	firsts := make(map[string]string) // cid -> id stored
 	var wg sync.WaitGroup
