@@ -19,6 +19,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/gorilla/websocket"
+	"golang.org/x/time/rate"
 
 	"github.com/wshub/wshub/store"
 	"github.com/wshub/wshub/store/memstore"
@@ -92,6 +93,15 @@ type Options struct {
 	// buffers are pooled and held only while writing. Defaults 1024 and
 	// 4096.
 	ReadBufferSize, WriteBufferSize int
+
+	// RateLimit, when positive, bounds the frames one connection may send
+	// per second (with bursts of RateBurst, default twice the rate). A
+	// frame over the limit is answered with ErrRateLimited (429) and not
+	// handled; a connection that goes on sending over the limit, RateBurst
+	// frames in a row, is closed with 1008. Default 0: no limit.
+	RateLimit rate.Limit
+	// RateBurst is the burst of RateLimit.
+	RateBurst int
 
 	// Logger receives the hub's logs. Default slog.Default().
 	Logger *slog.Logger
@@ -195,6 +205,9 @@ func New(opts Options) (*Hub, error) {
 	def(&opts.MaxReplay, 1000)
 	def(&opts.ReadBufferSize, 1024)
 	def(&opts.WriteBufferSize, 4096)
+	if opts.RateLimit > 0 && opts.RateBurst <= 0 {
+		opts.RateBurst = max(1, int(2*opts.RateLimit))
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}

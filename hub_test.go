@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -784,4 +785,66 @@ func randBytes(rnd *rand.Rand, n int) []byte {
 		b[i] = byte(rnd.IntN(256))
 	}
 	return b
+}
+
+func TestHub_RateLimit(t *testing.T) {
+	srv := hubtest.New(t, wshub.Options{RateLimit: 5, RateBurst: 10})
+	c := srv.Dial(t, "flood")
+	polite := srv.Dial(t, "polite")
+	for range 10 {
+		c.Send(t, &wshub.Frame{Cmd: wshub.CmdPing})
+	}
+	for range 10 {
+		c.Expect(t, wshub.CmdPong)
+	}
+	c.Send(t, &wshub.Frame{Cmd: wshub.CmdPing, CID: "over"})
+	e := c.Expect(t, wshub.CmdError)
+	assert.Equal(t, 429, e.Code)
+	assert.Equal(t, "over", e.CID)
+	// Going on over the limit ends the connection with 1008.
+	for range 20 {
+		if err := c.WS.WriteJSON(&wshub.Frame{Cmd: wshub.CmdPing}); err != nil {
+			break
+		}
+	}
+	assert.Equal(t, websocket.ClosePolicyViolation, c.ExpectClose(t))
+	polite.ExpectNothing(t) // others are not affected
+}
+
+func TestHub_DispatcherPanicClosesOnlyThatConnection(t *testing.T) {
+	srv := hubtest.New(t, wshub.Options{
+		Logger: slog.New(slog.DiscardHandler),
+		Dispatcher: wshub.DispatcherFunc(func(ctx context.Context, n *wshub.Node, f *wshub.Frame) error {
+			var m map[string]int
+			m["boom"]++ // a bug in application code
+			return nil
+		}),
+	})
+	c := srv.Dial(t, "alice")
+	other := srv.Dial(t, "bob")
+	c.Send(t, &wshub.Frame{Cmd: 100, CID: "p"})
+	e := c.Expect(t, wshub.CmdError)
+	assert.Equal(t, 500, e.Code)
+	assert.Equal(t, "p", e.CID)
+	assert.Equal(t, websocket.CloseInternalServerErr, c.ExpectClose(t))
+	other.ExpectNothing(t)
+	srv.Dial(t, "alice") // the hub goes on
+}
+
+func TestNode_CloseWritesQueuedFramesFirst(t *testing.T) {
+	srv := hubtest.New(t, wshub.Options{
+		Dispatcher: wshub.DispatcherFunc(func(ctx context.Context, n *wshub.Node, f *wshub.Frame) error {
+			for i := range 50 {
+				n.Send(&wshub.Frame{Cmd: 101, Content: fmt.Sprint(i)})
+			}
+			n.Close(websocket.ClosePolicyViolation, "token expired")
+			return nil
+		}),
+	})
+	c := srv.Dial(t, "alice")
+	c.Send(t, &wshub.Frame{Cmd: 100})
+	for i := range 50 {
+		require.Equal(t, fmt.Sprint(i), c.Expect(t, 101).Content)
+	}
+	assert.Equal(t, websocket.ClosePolicyViolation, c.ExpectClose(t))
 }

@@ -8,11 +8,13 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"runtime/debug"
 	"sync"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/gorilla/websocket"
+	"golang.org/x/time/rate"
 )
 
 // Close codes of SPEC.md section 5 that the hub sends, besides those of
@@ -68,8 +70,16 @@ type Node struct {
 	writing bool        // guarded by mu: a flusher goroutine is running
 	syncing bool        // guarded by mu: pending queue not yet sent; live frames wait in held
 	held    []outFrame  // guarded by mu
-	closing bool        // guarded by mu: closing; nothing more is queued or written
-	ping    *time.Timer // guarded by mu
+	closing bool        // guarded by mu: closing; nothing more is queued
+	// closeMsg is the close frame to send; the flusher writes it after
+	// the queue when flusherCloses is set (a draining close).
+	closeMsg      []byte      // guarded by mu
+	flusherCloses bool        // guarded by mu
+	ping          *time.Timer // guarded by mu
+
+	// limiter and overLimit are used by the reader goroutine only.
+	limiter   *rate.Limiter // nil without Options.RateLimit
+	overLimit int           // frames refused in a row
 }
 
 func newNode(h *Hub, conn *websocket.Conn, user string, ack, batch bool) *Node {
@@ -79,6 +89,9 @@ func newNode(h *Hub, conn *websocket.Conn, user string, ack, batch bool) *Node {
 	}
 	n.drained = sync.NewCond(&n.mu)
 	n.ctx, n.cancel = context.WithCancel(h.ctx)
+	if h.opts.RateLimit > 0 {
+		n.limiter = rate.NewLimiter(h.opts.RateLimit, h.opts.RateBurst)
+	}
 	return n
 }
 
@@ -114,8 +127,9 @@ func (n *Node) Send(f *Frame) error {
 	return nil
 }
 
-// Close closes the connection with a close frame of code and reason.
-func (n *Node) Close(code int, reason string) { n.closeWith(code, reason) }
+// Close closes the connection with a close frame of code and reason,
+// after the frames already queued for it are written.
+func (n *Node) Close(code int, reason string) { n.startClose(code, reason, true) }
 
 // enqueue queues a live frame: while the connection is still sending its
 // pending queue, it waits behind it.
@@ -166,9 +180,13 @@ func (n *Node) flush() {
 	var acks []string
 	for {
 		n.mu.Lock()
-		if len(n.queue) == 0 || n.closing {
+		if len(n.queue) == 0 {
 			n.writing = false
+			closes := n.flusherCloses
 			n.mu.Unlock()
+			if closes {
+				n.writeClose()
+			}
 			return
 		}
 		batch := n.queue
@@ -256,32 +274,50 @@ func (n *Node) write(batch []outFrame) error {
 
 var newline = []byte{'\n'}
 
-// closeWith starts closing the connection with a close frame. It never
-// blocks: the frame is written by a goroutine of its own, and the socket
-// is closed by the reader when the peer answers or closeGrace passed.
-// Frames still queued are dropped; direct messages among them stay in the
-// user's pending queue.
-func (n *Node) closeWith(code int, reason string) {
+// closeWith starts closing the connection with a close frame, dropping
+// the frames still queued (direct messages among them stay in the user's
+// pending queue). It never blocks.
+func (n *Node) closeWith(code int, reason string) { n.startClose(code, reason, false) }
+
+// startClose marks the connection closing and has the close frame
+// written: by the flusher after the queue when drain is set and a flusher
+// runs, else by a goroutine of its own (it may wait for the write timeout
+// on a full socket). The reader closes the socket when the peer answers or
+// closeGrace passed.
+func (n *Node) startClose(code int, reason string, drain bool) {
 	n.mu.Lock()
 	if n.closing {
 		n.mu.Unlock()
 		return
 	}
 	n.closing = true
-	n.queue, n.held = nil, nil
+	n.closeMsg = websocket.FormatCloseMessage(code, reason)
+	if !drain {
+		n.queue, n.held = nil, nil
+	}
+	n.flusherCloses = drain && n.writing
 	n.drained.Broadcast()
 	n.conn.SetReadDeadline(time.Now().Add(closeGrace + n.hub.opts.WriteTimeout))
+	byFlusher := n.flusherCloses
 	n.mu.Unlock()
-	go func() {
-		msg := websocket.FormatCloseMessage(code, reason)
-		if err := n.conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(n.hub.opts.WriteTimeout)); err != nil {
-			n.conn.Close()
-			return
-		}
-		n.mu.Lock()
-		n.conn.SetReadDeadline(time.Now().Add(closeGrace))
-		n.mu.Unlock()
-	}()
+	if !byFlusher {
+		go n.writeClose()
+	}
+}
+
+// writeClose writes the close frame and gives the peer closeGrace to
+// answer it.
+func (n *Node) writeClose() {
+	n.mu.Lock()
+	msg := n.closeMsg
+	n.mu.Unlock()
+	if err := n.conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(n.hub.opts.WriteTimeout)); err != nil {
+		n.conn.Close()
+		return
+	}
+	n.mu.Lock()
+	n.conn.SetReadDeadline(time.Now().Add(closeGrace))
+	n.mu.Unlock()
 }
 
 // isClosing reports whether the connection is closing.
@@ -333,22 +369,24 @@ func (n *Node) run() {
 	n.finish(err)
 }
 
-// start registers the connection and queues the welcome frame and the
+// start registers the connection, then queues the welcome frame and the
 // user's pending messages.
 func (n *Node) start() error {
 	h := n.hub
 	n.conn.SetReadLimit(h.opts.ReadLimit)
 	n.extendRead()
 	n.conn.SetPongHandler(func(string) error { n.extendRead(); return nil })
-	welcome := &Frame{Cmd: CmdWelcome, UserID: n.user, ID: n.id, TS: time.Now().UnixMilli()}
-	if err := n.Send(welcome); err != nil {
-		return err
-	}
 	evicted, err := h.register(n.ctx, n)
 	if err != nil {
 		h.log.Error("wshub: register failed", slog.String("user", n.user), slog.Any("err", err))
 		n.closeWith(websocket.CloseInternalServerErr, "store unavailable")
 		return nil // read until the peer answers the close
+	}
+	// Registered first, so that a client holding the welcome is online
+	// with its rooms; live frames wait behind it and the pending queue.
+	welcome := &Frame{Cmd: CmdWelcome, UserID: n.user, ID: n.id, TS: time.Now().UnixMilli()}
+	if err := n.Send(welcome); err != nil {
+		return err
 	}
 	if evicted != nil {
 		evicted.closeWith(CloseReplaced, "replaced by a newer connection")
@@ -445,11 +483,37 @@ func (n *Node) readLoop() error {
 			n.Send(h.errorFrame(n, &Frame{}, err))
 			continue
 		}
+		if n.limiter != nil && !n.limiter.Allow() {
+			n.overLimit++
+			if n.overLimit > h.opts.RateBurst {
+				n.closeWith(websocket.ClosePolicyViolation, "rate limit exceeded")
+				continue
+			}
+			n.Send(h.errorFrame(n, f, ErrRateLimited))
+			continue
+		}
+		n.overLimit = 0
 		f.UserID = n.user
-		if err := h.dispatch.Dispatch(n.ctx, n, f); err != nil {
+		if err := n.dispatch(f); err != nil {
 			n.Send(h.errorFrame(n, f, err))
 		}
 	}
+}
+
+// dispatch runs the dispatcher chain on f. A panic in it (an application
+// bug) is logged with its stack, answered as an internal error, and closes
+// the connection with 1011; the hub goes on.
+func (n *Node) dispatch(f *Frame) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			n.hub.log.Error("wshub: dispatcher panicked", slog.String("user", n.user), slog.Int("cmd", int(f.Cmd)),
+				slog.Any("panic", v), slog.String("stack", string(debug.Stack())))
+			n.Send(&Frame{Cmd: CmdError, CID: f.CID, Code: ErrInternal.Code, Reason: ErrInternal.Reason})
+			n.Close(websocket.CloseInternalServerErr, "internal error")
+			err = nil
+		}
+	}()
+	return n.hub.dispatch.Dispatch(n.ctx, n, f)
 }
 
 // finish unregisters the connection and closes its socket.
