@@ -65,12 +65,12 @@ type Node struct {
 	mu sync.Mutex
 	// drained is signalled (on mu) when the flusher takes the queue.
 	drained *sync.Cond
-	queue   []outFrame  // guarded by mu: frames waiting for the flusher
-	spare   []outFrame  // guarded by mu: a drained queue kept for reuse
-	writing bool        // guarded by mu: a flusher goroutine is running
-	syncing bool        // guarded by mu: pending queue not yet sent; live frames wait in held
-	held    []outFrame  // guarded by mu
-	closing bool        // guarded by mu: closing; nothing more is queued
+	queue   []outFrame // guarded by mu: frames waiting for the flusher
+	spare   []outFrame // guarded by mu: a drained queue kept for reuse
+	writing bool       // guarded by mu: a flusher goroutine is running
+	syncing bool       // guarded by mu: pending queue not yet sent; live frames wait in held
+	held    []outFrame // guarded by mu
+	closing bool       // guarded by mu: closing; nothing more is queued
 	// closeMsg is the close frame to send; the flusher writes it after
 	// the queue when flusherCloses is set (a draining close).
 	closeMsg      []byte      // guarded by mu
