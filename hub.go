@@ -139,10 +139,17 @@ type Hub struct {
 
 	ctx    context.Context // cancelled by Shutdown; parent of every node's ctx
 	cancel context.CancelFunc
-	nodes  sync.WaitGroup // one per running node, Done when its reader exits
+	nodes  sync.WaitGroup // one per running reader or flusher goroutine
 
-	mu     sync.Mutex // guards closed
-	closed bool
+	// feed, when the store is a store.Feed, announces every message and
+	// membership change of every hub process sharing the store; messages
+	// are then delivered from it (runFeed) rather than after Append.
+	feed     store.Feed
+	feedDone chan struct{} // closed by runFeed when it returns
+
+	mu        sync.Mutex // guards closed and feedReady
+	closed    bool
+	feedReady bool // the feed's subscription is active
 }
 
 // userShard indexes the online users whose id hashes to it.
@@ -234,6 +241,11 @@ func New(opts Options) (*Hub, error) {
 		h.rooms[i].rooms = make(map[string]map[*Node]struct{})
 	}
 	h.ctx, h.cancel = context.WithCancel(context.Background())
+	if f, ok := h.store.(store.Feed); ok {
+		h.feed = f
+		h.feedDone = make(chan struct{})
+		go h.runFeed()
+	}
 	return h, nil
 }
 
@@ -290,6 +302,10 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "hub is shutting down", http.StatusServiceUnavailable)
 		return
 	}
+	if !h.ready() {
+		http.Error(w, "hub is not ready: its store feed is not subscribed", http.StatusServiceUnavailable)
+		return
+	}
 	if !h.opts.CheckOrigin(r) {
 		http.Error(w, "origin not allowed", http.StatusForbidden)
 		return
@@ -332,6 +348,69 @@ func (h *Hub) isClosed() bool {
 	return h.closed
 }
 
+// ready reports whether the hub can route messages: always, unless its
+// store is a Feed whose subscription is not active.
+func (h *Hub) ready() bool {
+	if h.feed == nil {
+		return true
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.feedReady
+}
+
+func (h *Hub) setReady(ready bool) {
+	h.mu.Lock()
+	h.feedReady = ready
+	h.mu.Unlock()
+}
+
+// runFeed keeps a subscription to the store's feed until Shutdown. When
+// the subscription breaks, events may have been missed: every local
+// connection is closed with 1013, so that its client reconnects and
+// catches up from the pending queue and the history.
+func (h *Hub) runFeed() {
+	defer close(h.feedDone)
+	const maxWait = 5 * time.Second
+	wait := 100 * time.Millisecond
+	for {
+		err := h.feed.Subscribe(h.ctx, h.onEvent)
+		h.setReady(false)
+		if h.ctx.Err() != nil {
+			return
+		}
+		h.log.Error("wshub: store feed broke; clients will reconnect", slog.Any("err", err))
+		for _, n := range h.allNodes() {
+			n.closeWith(CloseTryAgainLater, "hub resynchronizing")
+		}
+		select {
+		case <-h.ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, maxWait)
+	}
+}
+
+// onEvent handles one feed event; it runs on the feed's goroutine.
+func (h *Hub) onEvent(ev store.Event) {
+	switch ev.Kind {
+	case store.EventReady:
+		h.setReady(true)
+	case store.EventMessage:
+		cl := h.convLock(ev.Msg.Conv)
+		cl.Lock()
+		if err := h.deliver(&ev.Msg, nil, ev.Origin); err != nil {
+			h.log.Error("wshub: deliver from feed", slog.String("id", ev.Msg.ID), slog.Any("err", err))
+		}
+		cl.Unlock()
+	case store.EventJoin:
+		h.indexJoin(ev.User, ev.Room)
+	case store.EventLeave:
+		h.indexLeave(ev.User, ev.Room)
+	}
+}
+
 // Shutdown closes every connection with 1001 and returns when they are
 // gone, or with ctx.Err() when ctx ends first (the remaining sockets are
 // then closed at once). New upgrades are refused with 503 from the start.
@@ -362,6 +441,9 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 		<-done
 	}
 	h.cancel()
+	if h.feed != nil {
+		<-h.feedDone
+	}
 	if h.ownStore {
 		if cerr := h.store.Close(); err == nil {
 			err = cerr
@@ -564,6 +646,12 @@ func (h *Hub) join(ctx context.Context, user, room string) ([]*Node, error) {
 	if err := h.store.Join(ctx, room, user); err != nil {
 		return nil, h.storeErr(err)
 	}
+	return h.indexJoin(user, room), nil
+}
+
+// indexJoin records that user is a member of room, if the user is online
+// here, and returns the connections added to the room's index.
+func (h *Hub) indexJoin(user, room string) []*Node {
 	s := h.userShard(user)
 	s.mu.Lock()
 	u := s.users[user]
@@ -578,7 +666,7 @@ func (h *Hub) join(ctx context.Context, user, room string) ([]*Node, error) {
 	if len(nodes) > 0 {
 		h.indexAdd(room, nodes...)
 	}
-	return nodes, nil
+	return nodes
 }
 
 // Leave removes user from room, in the store and for its connections
@@ -593,6 +681,12 @@ func (h *Hub) Leave(ctx context.Context, user, room string) error {
 	if err := h.store.Leave(ctx, room, user); err != nil {
 		return h.storeErr(err)
 	}
+	h.indexLeave(user, room)
+	return nil
+}
+
+// indexLeave records that user left room, if the user is online here.
+func (h *Hub) indexLeave(user, room string) {
 	s := h.userShard(user)
 	s.mu.Lock()
 	var nodes []*Node
@@ -604,7 +698,6 @@ func (h *Hub) Leave(ctx context.Context, user, room string) error {
 	if len(nodes) > 0 {
 		h.indexRemove(room, nodes...)
 	}
-	return nil
 }
 
 // Members lists the members of room, online or not.
@@ -651,21 +744,31 @@ func (h *Hub) send(ctx context.Context, cmd Cmd, from, to string, f *Frame, orig
 		Msg: store.Message{ID: id.String(), TS: time.Now().UnixMilli(), Cmd: int(cmd), From: from, To: to, Body: body},
 		CID: f.CID,
 	}
+	if origin != nil {
+		req.Origin = origin.id
+	}
 	if cmd == CmdSingle {
 		req.Msg.Conv = store.DirectConv(from, to)
 		req.Pending = []string{to}
 	} else {
 		req.Msg.Conv = store.RoomConv(to)
 	}
-	// The conversation lock makes append-then-deliver one step per
-	// conversation, so connections receive it in seq order.
-	cl := h.convLock(req.Msg.Conv)
-	cl.Lock()
-	m, dup, err := h.store.Append(ctx, req)
-	if err == nil && !dup {
-		err = h.deliver(&m, f, origin)
+	var m store.Message
+	var dup bool
+	if h.feed != nil {
+		// The feed delivers it, to every hub process, in seq order.
+		m, _, err = h.store.Append(ctx, req)
+	} else {
+		// The conversation lock makes append-then-deliver one step per
+		// conversation, so connections receive it in seq order.
+		cl := h.convLock(req.Msg.Conv)
+		cl.Lock()
+		m, dup, err = h.store.Append(ctx, req)
+		if err == nil && !dup {
+			err = h.deliver(&m, f, req.Origin)
+		}
+		cl.Unlock()
 	}
-	cl.Unlock()
 	if err != nil {
 		return nil, h.storeErr(err)
 	}
@@ -675,9 +778,11 @@ func (h *Hub) send(ctx context.Context, cmd Cmd, from, to string, f *Frame, orig
 // deliver pushes a stored message to the local connections that receive
 // it: for a direct message every connection of the recipient and the
 // sender's other connections; for a room message every member connection
-// but the sending one. This is the one seam through which stored messages
-// reach connections.
-func (h *Hub) deliver(m *store.Message, src *Frame, origin *Node) error {
+// but the sending one (whose id is origin). This is the one seam through
+// which stored messages reach connections: called after Append, or for
+// every message announced by the store's Feed. src, when not nil, is the
+// frame the message was made from, which saves decoding its payload.
+func (h *Hub) deliver(m *store.Message, src *Frame, origin string) error {
 	out := frameOf(m)
 	if src != nil {
 		out.setPayload(src.payload())
@@ -690,27 +795,28 @@ func (h *Hub) deliver(m *store.Message, src *Frame, origin *Node) error {
 		rs := h.roomShard(m.To)
 		rs.mu.RLock()
 		for n := range rs.rooms[m.To] {
-			if n != origin {
+			if n.id != origin {
 				n.enqueue(outFrame{data: data})
 			}
 		}
 		rs.mu.RUnlock()
 		return nil
 	}
-	h.pushUser(m.To, outFrame{data: data, pendingID: m.ID}, nil)
+	h.pushUser(m.To, outFrame{data: data, pendingID: m.ID}, "")
 	if m.From != m.To {
 		h.pushUser(m.From, outFrame{data: data}, origin)
 	}
 	return nil
 }
 
-// pushUser queues f for every connection of user except skip.
-func (h *Hub) pushUser(user string, f outFrame, skip *Node) {
+// pushUser queues f for every connection of user but the one whose id is
+// skip.
+func (h *Hub) pushUser(user string, f outFrame, skip string) {
 	s := h.userShard(user)
 	s.mu.RLock()
 	if u := s.users[user]; u != nil {
 		for _, n := range u.nodes {
-			if n != skip {
+			if n.id != skip {
 				n.enqueue(f)
 			}
 		}

@@ -49,6 +49,10 @@ type AppendRequest struct {
 	// Append with the same (Msg.From, CID) stores nothing and returns the
 	// first message.
 	CID string
+	// Origin is the id of the connection that sent the message, if any.
+	// It is not stored; a Feed passes it to its subscribers, so that the
+	// hub holding that connection does not echo the message to it.
+	Origin string
 }
 
 // Query selects a window of a conversation's history.
@@ -147,3 +151,41 @@ func DirectConv(a, b string) string {
 
 // RoomConv is the conversation key of room's history.
 func RoomConv(room string) string { return "r:" + room }
+
+// Feed is implemented by a Store that several hub processes share, so that
+// they act as one hub: every message appended and every membership change,
+// by any process, is announced to every subscribed process.
+//
+// A hub whose store is a Feed delivers every message, its own included,
+// from the feed, instead of straight after Append. The feed therefore
+// announces the messages of one conversation in seq order: announcing is
+// part of the atomic Append.
+type Feed interface {
+	// Subscribe calls fn for each event, one at a time and in the order
+	// announced, until ctx ends (it then returns ctx.Err()) or the
+	// subscription breaks (it returns why). The first event is
+	// EventReady, once the subscription is active: events announced
+	// before it, or while no subscription is active, are not replayed.
+	// fn must not block.
+	Subscribe(ctx context.Context, fn func(Event)) error
+}
+
+// EventKind tells what a Feed event announces.
+type EventKind int
+
+// Kinds of Feed events.
+const (
+	EventReady   EventKind = iota // the subscription is active
+	EventMessage                  // Msg was appended
+	EventJoin                     // User joined Room
+	EventLeave                    // User left Room
+)
+
+// Event is one announcement of a Feed.
+type Event struct {
+	Kind   EventKind
+	Msg    Message // EventMessage: the stored message, with its Seq
+	Origin string  // EventMessage: AppendRequest.Origin
+	Room   string  // EventJoin, EventLeave
+	User   string  // EventJoin, EventLeave
+}
