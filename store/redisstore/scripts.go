@@ -57,11 +57,12 @@ for i = k, #KEYS, 2 do
   if err then return err end
 end
 
-local seq = redis.call('HINCRBY', conv, 'n', 1)
+local h = redis.call('HMGET', conv, 'n', 'f', 'e')
+local seq = (tonumber(h[1]) or 0) + 1
 local sf = string.format('%d', seq)
 local v = sf .. ':' .. ARGV[3]
 
-local first = tonumber(redis.call('HGET', conv, 'f') or sf)
+local first = tonumber(h[2]) or seq
 local nf = first
 local maxh = tonumber(ARGV[5])
 if maxh > 0 then
@@ -77,8 +78,7 @@ if maxh > 0 then
     redis.call('HDEL', conv, unpack(gone))
   end
 end
-redis.call('HSET', conv, sf, v, 'f', string.format('%d', nf))
-redis.call('HSETNX', conv, 'e', ARGV[4])
+redis.call('HSET', conv, sf, v, 'n', sf, 'f', string.format('%d', nf), 'e', h[3] or ARGV[4])
 local ttl = tonumber(ARGV[8])
 if ttl > 0 then
   redis.call('PEXPIRE', conv, ttl)

@@ -1,0 +1,130 @@
+package redisstore_test
+
+import (
+	"fmt"
+	"runtime"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/wshub/wshub/store"
+	"github.com/wshub/wshub/store/redisstore"
+)
+
+// BenchmarkAppend measures Append from parallel goroutines against the
+// package's real redis-server (no persistence) and, for AOFAlways, against
+// one with appendonly yes and appendfsync always (a receipt is on disk).
+// Each message is a direct message queued for its recipient, with a cid
+// like a client using receipts. Run with:
+//
+//	go test -run '^$' -bench Append -benchmem ./store/redisstore
+//
+// allocs/op counts this package's and go-redis's allocations per Append
+// plus one or two for the benchmark's unique cid string (the message ids
+// are made before the timer starts). msgs/s is the throughput.
+func BenchmarkAppend(b *testing.B) {
+	srv := needRedis(b)
+	cases := []struct {
+		name    string
+		convs   int // conversations written round-robin; 1 = all contend
+		writers int // goroutines per GOMAXPROCS (RunParallel's parallelism)
+		aof     bool
+	}{
+		{"OneConv/writers=1x", 1, 1, false},
+		{"ManyConvs/writers=1x", 1024, 1, false},
+		{"ManyConvs/writers=16x", 1024, 16, false},
+		{"ManyConvs/writers=128x", 1024, 128, false},
+		{"AOFAlways/writers=1x", 1024, 1, true},
+		{"AOFAlways/writers=128x", 1024, 128, true},
+	}
+	for _, bc := range cases {
+		b.Run(bc.name, func(b *testing.B) {
+			addr := srv.addr
+			if bc.aof {
+				aof, err := startRedis(b.TempDir(), 0, "--appendonly", "yes", "--appendfsync", "always")
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer aof.stop()
+				addr = aof.addr
+			}
+			prefix := newPrefix("bench")
+			s, err := redisstore.New(redis.NewClient(&redis.Options{Addr: addr, PoolSize: 1024}),
+				redisstore.Options{Prefix: prefix, CloseClient: true})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			defer deleteKeys(b, addr, prefix)
+
+			body := []byte(`{"media":1,"content":"hello, this is a typical chat message"}`)
+			convs := make([]string, bc.convs)
+			to := make([]string, bc.convs)
+			pending := make([][]string, bc.convs)
+			for i := range convs {
+				to[i] = "user" + strconv.Itoa(i)
+				convs[i] = store.DirectConv("alice", to[i])
+				pending[i] = []string{to[i]}
+			}
+			const idWindow = 1 << 14
+			workers := bc.writers * runtime.GOMAXPROCS(0)
+			ids := make([][]string, workers)
+			for w := range ids {
+				ids[w] = make([]string, idWindow)
+				for i := range ids[w] {
+					ids[w][i] = fmt.Sprintf("0190b6f2-7c4e-7%03x-8000-%012x", w, i)
+				}
+			}
+			var worker atomic.Int64
+			var stamp atomic.Int64 // makes cids distinct across the runs of a sub-benchmark
+			b.SetParallelism(bc.writers)
+			b.ReportAllocs()
+			b.ResetTimer()
+			start := time.Now()
+			b.RunParallel(func(pb *testing.PB) {
+				w := int(worker.Add(1)-1) % workers
+				from, ids := "sender"+strconv.Itoa(w), ids[w]
+				run := "r" + strconv.FormatInt(stamp.Add(1), 10) + "-" + strconv.Itoa(w) + "-"
+				for i := 0; pb.Next(); i++ {
+					c := i % len(convs)
+					id := ids[i%idWindow]
+					_, _, err := s.Append(b.Context(), store.AppendRequest{
+						Msg: store.Message{
+							ID: id, Conv: convs[c], TS: 1_700_000_000_000, Cmd: 10,
+							From: from, To: to[c], Body: body,
+						},
+						Pending: pending[c],
+						CID:     run + strconv.Itoa(i),
+					})
+					if err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
+		})
+	}
+}
+
+// deleteKeys removes the keys starting with prefix (no glob characters).
+func deleteKeys(b *testing.B, addr, prefix string) {
+	c := redis.NewClient(&redis.Options{Addr: addr})
+	defer c.Close()
+	ctx := b.Context()
+	iter := c.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+	var batch []string
+	for iter.Next(ctx) {
+		batch = append(batch, iter.Val())
+		if len(batch) == 1000 {
+			c.Unlink(ctx, batch...)
+			batch = batch[:0]
+		}
+	}
+	if len(batch) > 0 {
+		c.Unlink(ctx, batch...)
+	}
+}
