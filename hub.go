@@ -89,9 +89,10 @@ type Options struct {
 	// MaxReplay caps how many room messages a join with since replays;
 	// past it the join reports recovered false. Default 1000.
 	MaxReplay int
-	// ReadBufferSize and WriteBufferSize size the socket buffers. Write
-	// buffers are pooled and held only while writing. Defaults 1024 and
-	// 4096.
+	// ReadBufferSize and WriteBufferSize size the socket buffers. The
+	// read buffer holds frame headers and small frames (larger payloads
+	// are read straight into the frame's buffer); write buffers are
+	// pooled and held only while writing. Defaults 256 and 4096.
 	ReadBufferSize, WriteBufferSize int
 
 	// RateLimit, when positive, bounds the frames one connection may send
@@ -210,7 +211,7 @@ func New(opts Options) (*Hub, error) {
 	def(&opts.MaxConnsPerUser, 8)
 	def(&opts.MaxHistory, 200)
 	def(&opts.MaxReplay, 1000)
-	def(&opts.ReadBufferSize, 1024)
+	def(&opts.ReadBufferSize, 256)
 	def(&opts.WriteBufferSize, 4096)
 	if opts.RateLimit > 0 && opts.RateBurst <= 0 {
 		opts.RateBurst = max(1, int(2*opts.RateLimit))
@@ -339,6 +340,14 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	h.nodes.Add(1)
 	h.mu.Unlock()
+	// Set the connection up on this goroutine, whose stack is large
+	// already, and read on a fresh one: an idle reader's stack stays
+	// small.
+	if err := n.start(); err != nil {
+		n.finish(err)
+		h.nodes.Done()
+		return
+	}
 	go n.run()
 }
 

@@ -356,17 +356,11 @@ func (n *Node) sendPing() {
 	n.mu.Unlock()
 }
 
-// run is the connection's reader goroutine: it registers the connection,
-// sends the welcome frame and the pending queue, then reads and
-// dispatches frames until the connection ends.
+// run is the connection's reader goroutine, started after start: it
+// reads and dispatches frames until the connection ends.
 func (n *Node) run() {
-	h := n.hub
-	defer h.nodes.Done()
-	err := n.start()
-	if err == nil {
-		err = n.readLoop()
-	}
-	n.finish(err)
+	defer n.hub.nodes.Done()
+	n.finish(n.readLoop())
 }
 
 // start registers the connection, then queues the welcome frame and the
