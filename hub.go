@@ -125,6 +125,8 @@ type Hub struct {
 	upgrader websocket.Upgrader
 	dispatch Dispatcher // middleware around router
 	seed     maphash.Seed
+	// gatherPool holds the write buffers of flusher passes (*[]byte).
+	gatherPool sync.Pool
 
 	users [userShards]userShard
 	rooms [roomShards]roomShard
@@ -235,6 +237,7 @@ func New(opts Options) (*Hub, error) {
 		CheckOrigin: func(*http.Request) bool { return true },
 	}
 	h.dispatch = chain(router{h}, opts.Middleware)
+	h.gatherPool.New = func() any { b := make([]byte, 0, 4096); return &b }
 	for i := range h.users {
 		h.users[i].users = make(map[string]*userEntry)
 	}
@@ -320,14 +323,15 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "websocket upgrade required", http.StatusBadRequest)
 		return
 	}
-	conn, err := h.upgrader.Upgrade(w, r, nil)
+	hj := &hijacker{ResponseWriter: w, pool: &h.gatherPool}
+	conn, err := h.upgrader.Upgrade(hj, r, nil)
 	if err != nil {
 		// The upgrader has answered the request.
 		h.log.Debug("wshub: upgrade failed", slog.Any("err", err))
 		return
 	}
 	q := r.URL.Query()
-	n := newNode(h, conn, user, q.Get("ack") == "1", q.Get("batch") == "1")
+	n := newNode(h, conn, hj.conn, user, q.Get("ack") == "1", q.Get("batch") == "1")
 	// Counted under mu, so that no node starts once Shutdown waits.
 	h.mu.Lock()
 	if h.closed {

@@ -53,6 +53,7 @@ type outFrame struct {
 type Node struct {
 	hub     *Hub
 	conn    *websocket.Conn
+	gc      *gatherConn // under conn
 	id      string
 	user    string
 	ack     bool // ack=1: pending messages leave the queue by cmd 14 only
@@ -82,9 +83,9 @@ type Node struct {
 	overLimit int           // frames refused in a row
 }
 
-func newNode(h *Hub, conn *websocket.Conn, user string, ack, batch bool) *Node {
+func newNode(h *Hub, conn *websocket.Conn, gc *gatherConn, user string, ack, batch bool) *Node {
 	n := &Node{
-		hub: h, conn: conn, id: uuid.NewString(), user: user, ack: ack, batch: batch,
+		hub: h, conn: conn, gc: gc, id: uuid.NewString(), user: user, ack: ack, batch: batch,
 		remote: conn.RemoteAddr().String(), created: time.Now(), syncing: true,
 	}
 	n.drained = sync.NewCond(&n.mu)
@@ -194,7 +195,11 @@ func (n *Node) flush() {
 		n.drained.Broadcast()
 		n.mu.Unlock()
 
+		n.gc.gather()
 		err := n.write(batch)
+		if ferr := n.gc.flush(); err == nil {
+			err = ferr
+		}
 		acks = acks[:0]
 		if err == nil && !n.ack {
 			for _, f := range batch {
@@ -539,8 +544,7 @@ func (n *Node) finish(err error) {
 // peer closes or a short time passed. Closing a socket with unread input
 // would reset it, and the peer could lose the close frame.
 func (n *Node) lingerClose() {
-	nc := n.conn.NetConn()
-	if tc, ok := nc.(*net.TCPConn); ok {
+	if tc, ok := n.gc.tcp(); ok {
 		tc.CloseWrite()
 		tc.SetReadDeadline(time.Now().Add(closeGrace))
 		io.Copy(io.Discard, io.LimitReader(tc, 1<<20))
