@@ -16,7 +16,8 @@
 // fails the Append without a partial write. An Append that has begun
 // writing is not refused for memory (Redis denies a script for OOM only
 // before its first write), and the Append-only file holds a script's
-// writes as one MULTI/EXEC block, which Redis loads whole or not at all.
+// writes as one MULTI/EXEC block, which Redis loads whole or not at all
+// (a block cut off at the end of the file by a crash is dropped).
 //
 // Ack, Join and Leave are MULTI/EXEC transactions; History and Pending are
 // read scripts, so each sees one consistent state.
@@ -46,6 +47,10 @@
 // receipted writes the replica had not received. Keys evicted by a
 // maxmemory policy other than noeviction are lost as well; use noeviction
 // (Redis then refuses new Appends with an OOM error instead).
+//
+// WAITAOF (Redis 7.2 and later) is not used: with appendfsync always the
+// reply already follows the fsync, and the Redis this package is tested
+// with (7.0) does not have it.
 //
 // When a conversation's key is lost (FLUSHALL, eviction, expiry, a restart
 // without persistence), its Epoch is lost with it: the next History or
@@ -97,7 +102,8 @@
 // Append touches the conversation's key and each recipient's keys, which
 // Redis Cluster would place in different slots, so a Store needs one Redis
 // server (or a primary with replicas, or Sentinel): New refuses a
-// *redis.ClusterClient and a *redis.Ring. Redis 5.0 or later is required.
+// *redis.ClusterClient and a *redis.Ring. The scripts use commands of Redis 5.0 and later (ZPOPMIN);
+// the tests run against Redis 7.0.
 //
 // Without a CID an Append is not idempotent: if the connection breaks after
 // Redis ran the script, a retry (the go-redis client retries a failed
