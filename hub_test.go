@@ -848,3 +848,33 @@ func TestNode_CloseWritesQueuedFramesFirst(t *testing.T) {
 	}
 	assert.Equal(t, websocket.ClosePolicyViolation, c.ExpectClose(t))
 }
+
+func TestHub_ShutdownDuringConnectStorm(t *testing.T) {
+	h, err := wshub.New(wshub.Options{Authenticate: wshub.DevAuthenticate, Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	url := newHTTPServer(t, h)
+	var wg sync.WaitGroup
+	for i := range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ws, _, err := websocket.DefaultDialer.Dial(fmt.Sprintf("%s?token=u%d", url, i), nil)
+			if err != nil {
+				return // refused once the hub closed: fine
+			}
+			defer ws.Close()
+			for { // answer the close handshake
+				if _, _, err := ws.ReadMessage(); err != nil {
+					return
+				}
+			}
+		}()
+	}
+	time.Sleep(5 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	require.NoError(t, h.Shutdown(ctx), "every connection, even one mid-connect, is closed")
+	assert.Less(t, time.Since(start), 8*time.Second)
+	wg.Wait()
+}

@@ -390,6 +390,12 @@ func (n *Node) start() error {
 	if evicted != nil {
 		evicted.closeWith(CloseReplaced, "replaced by a newer connection")
 	}
+	// Shutdown marks the hub closed before it lists the connections to
+	// close: one registered after that listing closes itself here.
+	if h.isClosed() {
+		n.closeWith(websocket.CloseGoingAway, "server shutting down")
+		return nil
+	}
 	if err := n.sendPending(); err != nil {
 		h.log.Error("wshub: pending failed", slog.String("user", n.user), slog.Any("err", err))
 		n.closeWith(websocket.CloseInternalServerErr, "store unavailable")
