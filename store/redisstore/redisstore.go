@@ -217,8 +217,9 @@ type Store struct {
 	client redis.UniversalClient
 	opts   Options
 
-	// Script arguments derived from opts, formatted once.
-	maxHistory, maxPending, cidTTL, historyTTL string
+	// Script arguments derived from opts, formatted (and boxed in an
+	// interface, which allocates) once.
+	maxHistory, maxPending, cidTTL, historyTTL any
 
 	// epochBase and epochSeq make the epoch offered to a conversation
 	// that has none: epochBase is random per Store, epochSeq counts.
@@ -357,7 +358,7 @@ func (s *Store) Append(ctx context.Context, req store.AppendRequest) (store.Mess
 	}
 	keys := make([]string, 0, 2+2*len(req.Pending))
 	keys = append(keys, s.convKey(req.Msg.Conv))
-	hasCID := "0"
+	var hasCID any = "0" // a constant: no allocation
 	if req.CID != "" {
 		hasCID = "1"
 		keys = append(keys, s.cidKey(req.Msg.From, req.CID))
