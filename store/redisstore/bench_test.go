@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -21,6 +22,9 @@ import (
 // like a client using receipts. Run with:
 //
 //	go test -run '^$' -bench Append -benchmem ./store/redisstore
+//
+// redis-µs/op is the time Redis spent running the script, from INFO
+// commandstats: the rest of ns/op is the round trip and the client.
 //
 // allocs/op counts this package's and go-redis's allocations per Append
 // plus one or two for the benchmark's unique cid string (the message ids
@@ -80,6 +84,11 @@ func BenchmarkAppend(b *testing.B) {
 			}
 			var worker atomic.Int64
 			var stamp atomic.Int64 // makes cids distinct across the runs of a sub-benchmark
+			admin := redis.NewClient(&redis.Options{Addr: addr})
+			defer admin.Close()
+			if err := admin.ConfigResetStat(b.Context()).Err(); err != nil {
+				b.Fatal(err)
+			}
 			b.SetParallelism(bc.writers)
 			b.ReportAllocs()
 			b.ResetTimer()
@@ -106,8 +115,33 @@ func BenchmarkAppend(b *testing.B) {
 				}
 			})
 			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
+			b.StopTimer()
+			if us, ok := scriptMicros(b, admin); ok {
+				b.ReportMetric(us, "redis-µs/op")
+			}
 		})
 	}
+}
+
+// scriptMicros returns the mean time of EVALSHA from INFO commandstats.
+func scriptMicros(b *testing.B, c *redis.Client) (float64, bool) {
+	info, err := c.Info(b.Context(), "commandstats").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for line := range strings.Lines(info) {
+		rest, ok := strings.CutPrefix(line, "cmdstat_evalsha:")
+		if !ok {
+			continue
+		}
+		for field := range strings.SplitSeq(strings.TrimSpace(rest), ",") {
+			if v, ok := strings.CutPrefix(field, "usec_per_call="); ok {
+				us, err := strconv.ParseFloat(v, 64)
+				return us, err == nil
+			}
+		}
+	}
+	return 0, false
 }
 
 // deleteKeys removes the keys starting with prefix (no glob characters).
