@@ -75,11 +75,11 @@ func BenchmarkAppend(b *testing.B) {
 			}
 			const idWindow = 1 << 14
 			workers := bc.writers * runtime.GOMAXPROCS(0)
-			ids := make([][]string, workers)
-			for w := range ids {
-				ids[w] = make([]string, idWindow)
-				for i := range ids[w] {
-					ids[w][i] = fmt.Sprintf("0190b6f2-7c4e-7%03x-8000-%012x", w, i)
+			msgIDs := make([][]string, workers)
+			for w := range msgIDs {
+				msgIDs[w] = make([]string, idWindow)
+				for i := range msgIDs[w] {
+					msgIDs[w][i] = fmt.Sprintf("0190b6f2-7c4e-7%03x-8000-%012x", w, i)
 				}
 			}
 			var worker atomic.Int64
@@ -95,7 +95,7 @@ func BenchmarkAppend(b *testing.B) {
 			start := time.Now()
 			b.RunParallel(func(pb *testing.PB) {
 				w := int(worker.Add(1)-1) % workers
-				from, ids := "sender"+strconv.Itoa(w), ids[w]
+				from, ids := "sender"+strconv.Itoa(w), msgIDs[w]
 				run := "r" + strconv.FormatInt(stamp.Add(1), 10) + "-" + strconv.Itoa(w) + "-"
 				for i := 0; pb.Next(); i++ {
 					c := i % len(convs)
