@@ -1,13 +1,17 @@
 package main
 
 import (
-	"fmt"
+	"context"
+	"time"
 
 	"github.com/wshub/wshub/store"
+	"github.com/wshub/wshub/store/redisstore"
 )
 
-// openRedis opens the Redis store. It is not built yet: say so clearly
-// instead of pretending.
+// openRedis opens the Redis store: history, pending queues and, with
+// several example processes on one Redis, routing between them.
 func openRedis(addr string) (store.Store, error) {
-	return nil, fmt.Errorf("-store redis (%s): the Redis store is not part of this build yet; use -store bolt or -store mem", addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return redisstore.Open(ctx, addr, redisstore.Options{})
 }
