@@ -1,0 +1,204 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math/bits"
+	"strconv"
+	"time"
+
+	"github.com/wshub/wshub/store"
+	"github.com/wshub/wshub/store/boltstore"
+)
+
+// direct runs pairs of users "d<i>a" and "d<i>b", each sending direct
+// messages (cmd 10) to the other as fast as its window of unreceipted
+// frames allows, and each counting, per message number of its peer, what
+// it received. Messages per second end to end counts the distinct messages
+// received by their recipients.
+//
+// With the bolt store and a spawned hub, durability is checked afterwards:
+// the hub is killed with SIGKILL, the file opened, and every receipted
+// message must be in its conversation's history.
+func (s *session) direct(bolt bool) error {
+	c := s.cfg
+	P := c.pairs
+	if P <= 0 {
+		return fmt.Errorf("-pairs must be positive")
+	}
+	count := c.count
+	if count <= 0 {
+		count = 1_000_000
+	}
+	r := s.run
+	r.param("pairs", P)
+	r.param("window", c.window)
+	r.param("duration", c.duration)
+	verify := bolt && s.hub.cmd != nil && s.dbPath != ""
+
+	t := &tally{}
+	d := newDialers(s.hub.url, c.perSrc)
+	conns := make([]*lconn, 2*P)
+	for i := range P {
+		for k, side := range []string{"a", "b"} {
+			n := 2*i + k
+			l := newLconn(n, "d"+strconv.Itoa(i)+side, t)
+			l.src = n
+			l.expect = 2*i + 1 - k
+			l.keepIDs = verify
+			l.window = make(chan struct{}, max(1, c.window))
+			conns[n] = l
+		}
+	}
+	for i := range P {
+		a, b := conns[2*i], conns[2*i+1]
+		a.prefix = []byte(`{"cmd":10,"dstid":"` + b.user + `","cid":"`)
+		b.prefix = []byte(`{"cmd":10,"dstid":"` + a.user + `","cid":"`)
+	}
+	defer closeAll(conns)
+
+	setupStart := time.Now()
+	err := connectAll(s.ctx, conns, c.concurrency, func(ctx context.Context, l *lconn) error {
+		return l.connect(ctx, d, false)
+	})
+	if err != nil {
+		return fmt.Errorf("setup: %w", err)
+	}
+	r.addDur("setup", time.Since(setupStart))
+
+	stop := make(chan struct{}) // closed when the duration is over
+	endWindow := s.window(c.duration)
+	t0 := time.Now()
+	var lastDeliv int64
+	lastAt := t0
+	prog := startProgress(s.stderr, c.every, s.run.Name, func() string {
+		now := time.Now()
+		dv := t.delivered.Load()
+		rateNow := float64(dv-lastDeliv) / now.Sub(lastAt).Seconds()
+		lastDeliv, lastAt = dv, now
+		snap := t.lat.snapshot()
+		return fmt.Sprintf("sent %d receipted %d delivered %d (%.0f/s) p99 %v dups %d closed %d errs %d",
+			t.sent.Load(), t.receipted.Load(), dv, rateNow, snap.quantile(0.99).Round(10*time.Microsecond),
+			t.dups.Load(), t.closed.Load(), t.errFrames.Load())
+	})
+	for _, l := range conns {
+		go l.writeLoop(stop, t0, 0, count)
+	}
+	allWritten := make(chan struct{}) // closed when every writer returned
+	go func() {
+		for _, l := range conns {
+			<-l.writerDone
+		}
+		close(allWritten)
+	}()
+	select {
+	case <-time.After(c.duration):
+	case <-allWritten:
+	case <-s.ctx.Done():
+	}
+	close(stop)
+	<-allWritten
+	tPub := time.Now()
+	delivPub := t.delivered.Load()
+	waitUntil(s.ctx, c.drain, func() bool { return t.receipted.Load()+t.failed.Load() >= t.sent.Load() })
+	waitUntil(s.ctx, c.drain, func() bool { return t.delivered.Load() >= t.receipted.Load() })
+	tEnd := time.Now()
+	prog.end()
+	cpu, cpuOK := endWindow()
+	s.addRSS("hub_rss")
+	closeAll(conns)
+
+	var lost int64
+	for _, l := range conns {
+		peer := conns[l.expect]
+		for w, b := range peer.receipted.bits {
+			var have uint64
+			if w < len(l.seen.bits) {
+				have = l.seen.bits[w]
+			}
+			lost += int64(bits.OnesCount64(b &^ have))
+		}
+	}
+	pubDur, total := tPub.Sub(t0), tEnd.Sub(t0)
+	dv := t.delivered.Load()
+	r.add("messages_sent", float64(t.sent.Load()), "")
+	r.add("messages_receipted", float64(t.receipted.Load()), "")
+	r.add("receipts_per_s", float64(t.receipted.Load())/total.Seconds(), "1/s")
+	r.add("messages_delivered", float64(dv), "")
+	r.add("messages_per_s", float64(delivPub)/pubDur.Seconds(), "msg/s")
+	r.add("messages_per_s_incl_drain", float64(dv)/total.Seconds(), "msg/s")
+	r.add("lost", float64(lost), "")
+	r.add("duplicated", float64(t.dups.Load()), "")
+	r.add("stray", float64(t.strays.Load()), "")
+	r.add("error_frames", float64(t.errFrames.Load()), "")
+	r.add("closed_by_hub", float64(t.closed.Load()), "")
+	snap := t.lat.snapshot()
+	r.addDur("latency_p50", snap.quantile(0.50))
+	r.addDur("latency_p99", snap.quantile(0.99))
+	r.addDur("latency_max", snap.max)
+	r.addDur("publishing", pubDur)
+	r.addDur("drain", tEnd.Sub(tPub))
+	if cpuOK {
+		r.add("hub_cpu_util", 100*cpu.Seconds()/total.Seconds(), "%")
+		if dv > 0 {
+			r.add("hub_cpu_s_per_million_messages", cpu.Seconds()/(float64(dv)/1e6), "s")
+		}
+	}
+	if msg := t.first(); msg != "" {
+		r.errorf("%s", msg)
+	}
+	if lost > 0 {
+		r.errorf("%d messages lost", lost)
+	}
+	if verify {
+		return s.verifyDurable(conns)
+	}
+	return nil
+}
+
+// verifyDurable kills the hub (SIGKILL, no shutdown) and checks that every
+// receipted message is in the bbolt file.
+func (s *session) verifyDurable(conns []*lconn) error {
+	s.hub.kill()
+	st, err := boltstore.Open(s.dbPath, boltstore.Options{})
+	if err != nil {
+		return fmt.Errorf("durability check: %w", err)
+	}
+	defer st.Close()
+	ctx, cancel := context.WithTimeout(s.ctx, 2*time.Minute)
+	defer cancel()
+	var checked, missing int64
+	for i := 0; i+1 < len(conns); i += 2 {
+		a, b := conns[i], conns[i+1]
+		have := map[string]bool{}
+		// Read backward from the newest message, a page at a time.
+		var before uint64
+		for {
+			page, err := st.History(ctx, store.DirectConv(a.user, b.user), store.Query{Before: before, Limit: 1000})
+			if err != nil {
+				return fmt.Errorf("durability check: %w", err)
+			}
+			for _, m := range page.Items {
+				have[m.ID] = true
+			}
+			if !page.More || len(page.Items) == 0 {
+				break
+			}
+			before = page.Items[0].Seq
+		}
+		for _, l := range []*lconn{a, b} {
+			for _, id := range l.ids {
+				checked++
+				if !have[id] {
+					missing++
+				}
+			}
+		}
+	}
+	s.run.add("durable_checked_after_sigkill", float64(checked), "")
+	s.run.add("durable_missing_after_sigkill", float64(missing), "")
+	if missing > 0 {
+		s.run.errorf("%d receipted messages missing from the bbolt file after SIGKILL", missing)
+	}
+	return nil
+}

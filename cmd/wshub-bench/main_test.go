@@ -1,0 +1,202 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/wshub/wshub"
+	"github.com/wshub/wshub/hubtest"
+)
+
+// TestMain lets the test binary stand in for the tool: the scenarios
+// spawn os.Executable() as "serve" (the hub) and "worker" (idle
+// connections), which here is this binary, marked by childEnv.
+func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) == "1" {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+		stop()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "wshub-bench:", err)
+			os.Exit(2)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// runTool runs the tool with args plus -json, requires it to succeed and
+// returns the report.
+func runTool(t *testing.T, args ...string) *Report {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "report.json")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	err := run(ctx, append(args, "-json", path, "-progress", "200ms", "-timeout", "45s"), &stdout, &stderr)
+	require.NoError(t, err, "stdout:\n%s\nstderr:\n%s", stdout.String(), stderr.String())
+	assert.Contains(t, stdout.String(), "| |", "a Markdown table on stdout")
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	var rep Report
+	require.NoError(t, json.Unmarshal(b, &rep))
+	require.NotEmpty(t, rep.Runs)
+	for _, r := range rep.Runs {
+		require.Empty(t, r.Errors, "run %s", r.Name)
+	}
+	return &rep
+}
+
+// metric returns the named metric of run r, failing the test if absent.
+func metric(t *testing.T, r *Run, name string) float64 {
+	t.Helper()
+	v, ok := r.metric(name)
+	require.True(t, ok, "run %s has no metric %s: %+v", r.Name, name, r.Metrics)
+	return v
+}
+
+func TestFanout_TinyDeliversEverythingOnce(t *testing.T) {
+	t.Parallel()
+	rep := runTool(t, "fanout", "-rooms", "2", "-members", "5", "-rate", "20", "-duration", "1s", "-batch", "both")
+	require.Len(t, rep.Runs, 2)
+	for _, r := range rep.Runs {
+		sent := metric(t, r, "messages_receipted")
+		assert.InDelta(t, 40, sent, 4, "2 rooms x 20/s x 1 s")
+		assert.Equal(t, sent*5, metric(t, r, "deliveries"))
+		assert.Zero(t, metric(t, r, "lost"))
+		assert.Zero(t, metric(t, r, "duplicated"))
+		p50, max := metric(t, r, "latency_p50"), metric(t, r, "latency_max")
+		assert.Positive(t, p50)
+		assert.LessOrEqual(t, p50, max)
+		assert.Positive(t, metric(t, r, "hub_cpu_s")+1e-9, "hub CPU read from /proc")
+		assert.Positive(t, metric(t, r, "hub_rss"))
+	}
+}
+
+func TestSaturate_TinyLosesNothing(t *testing.T) {
+	t.Parallel()
+	rep := runTool(t, "saturate", "-rooms", "2", "-members", "5", "-duration", "1s", "-count", "300")
+	require.Len(t, rep.Runs, 2, "batch=1 and batch=0")
+	for _, r := range rep.Runs {
+		rec := metric(t, r, "messages_receipted")
+		assert.Positive(t, rec)
+		assert.LessOrEqual(t, rec, 600.0, "-count bounds each publisher")
+		assert.Equal(t, rec*5, metric(t, r, "deliveries"))
+		assert.Zero(t, metric(t, r, "lost"))
+		assert.Zero(t, metric(t, r, "duplicated"))
+		assert.Positive(t, metric(t, r, "deliveries_per_s"))
+	}
+}
+
+func TestDirect_TinyMemAndBoltDurable(t *testing.T) {
+	t.Parallel()
+	rep := runTool(t, "direct", "-pairs", "4", "-duration", "1s", "-count", "200")
+	require.Len(t, rep.Runs, 2, "mem and bolt")
+	for _, r := range rep.Runs {
+		rec := metric(t, r, "messages_receipted")
+		assert.Positive(t, rec)
+		assert.Equal(t, rec, metric(t, r, "messages_delivered"))
+		assert.Zero(t, metric(t, r, "lost"))
+		assert.Zero(t, metric(t, r, "duplicated"))
+	}
+	bolt := rep.Runs[1]
+	assert.Equal(t, "bolt", bolt.Params["store"])
+	assert.Equal(t, metric(t, bolt, "messages_receipted"), metric(t, bolt, "durable_checked_after_sigkill"))
+	assert.Zero(t, metric(t, bolt, "durable_missing_after_sigkill"))
+}
+
+func TestStorm_TinyEveryoneReconnects(t *testing.T) {
+	t.Parallel()
+	for _, drop := range []string{"hub", "client"} {
+		rep := runTool(t, "storm", "-conns", "20", "-drop", drop, "-settle", "100ms")
+		r := rep.Runs[0]
+		assert.Equal(t, 20.0, metric(t, r, "reconnected"), drop)
+		assert.Positive(t, metric(t, r, "time_to_all_reconnected"), drop)
+	}
+}
+
+func TestIdle_TinyOverWorkersAndSourceAddresses(t *testing.T) {
+	t.Parallel()
+	rep := runTool(t, "idle", "-conns", "30", "-procs", "2", "-per-src", "10", "-settle", "200ms", "-hold", "300ms")
+	r := rep.Runs[0]
+	assert.Equal(t, 30.0, metric(t, r, "connected"))
+	assert.Equal(t, 30.0, metric(t, r, "held"))
+	assert.Equal(t, 30.0, metric(t, r, "hub_conns"))
+	assert.Positive(t, metric(t, r, "conns_per_s"))
+	metric(t, r, "hub_rss_per_conn")
+}
+
+func TestFanout_AgainstTarget(t *testing.T) {
+	t.Parallel()
+	srv := hubtest.New(t, wshub.Options{})
+	rep := runTool(t, "fanout", "-target", srv.URL, "-rooms", "1", "-members", "3", "-rate", "20", "-duration", "500ms")
+	r := rep.Runs[0]
+	assert.Equal(t, srv.URL, r.Params["target"])
+	assert.Zero(t, metric(t, r, "lost"))
+	assert.Equal(t, metric(t, r, "messages_receipted")*3, metric(t, r, "deliveries"))
+	_, ok := r.metric("hub_cpu_s")
+	assert.False(t, ok, "no hub CPU without -hub-pid")
+}
+
+func TestRun_RefusesNonLoopbackTargets(t *testing.T) {
+	var out, errOut bytes.Buffer
+	err := run(context.Background(), []string{"fanout", "-target", "ws://10.1.2.3:80/ws"}, &out, &errOut)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "loopback")
+	err = run(context.Background(), []string{"nope"}, &out, &errOut)
+	assert.ErrorIs(t, err, errUsage)
+}
+
+func TestHistogram_Quantiles(t *testing.T) {
+	var h histogram
+	for i := 1; i <= 1000; i++ {
+		h.record(time.Duration(i)*time.Microsecond, i)
+	}
+	s := h.snapshot()
+	assert.EqualValues(t, 1000, s.n)
+	assert.Equal(t, time.Millisecond, s.max)
+	for _, c := range []struct {
+		q    float64
+		want time.Duration
+	}{{0.5, 500 * time.Microsecond}, {0.99, 990 * time.Microsecond}, {1, time.Millisecond}} {
+		got := s.quantile(c.q)
+		assert.InEpsilon(t, float64(c.want), float64(got), 1.0/32, "q=%v", c.q)
+		assert.GreaterOrEqual(t, got, c.want, "upper bucket bound, q=%v", c.q)
+	}
+	var empty histogram
+	assert.Zero(t, empty.snapshot().quantile(0.99))
+}
+
+func TestLineParsing(t *testing.T) {
+	f := &wshub.Frame{Cmd: wshub.CmdRoom, ID: "id-1", CID: "7", UserID: "u", DstID: "room1", Content: string(appendContent(nil, 3, 42, 1234567))}
+	line, err := f.Encode()
+	require.NoError(t, err)
+	assert.Equal(t, 11, lineCmd(line))
+	assert.Equal(t, "id-1", string(strField(line, "id")))
+	assert.Equal(t, "7", string(strField(line, "cid")))
+	src, seq, sent, ok := parseContent(strField(line, "content"))
+	require.True(t, ok)
+	assert.Equal(t, []int64{3, 42, 1234567}, []int64{int64(src), int64(seq), sent})
+	_, _, _, ok = parseContent([]byte("1.2"))
+	assert.False(t, ok)
+	assert.Equal(t, -1, lineCmd([]byte(`{"id":"x"}`)))
+	assert.Nil(t, strField(line, "memo"))
+
+	var s seqSet
+	assert.False(t, s.add(130))
+	assert.True(t, s.add(130))
+	assert.True(t, s.has(130))
+	assert.False(t, s.has(129))
+	assert.False(t, s.has(100000))
+}

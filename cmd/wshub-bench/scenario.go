@@ -1,0 +1,321 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"time"
+)
+
+// config is the command line of a scenario. Each scenario registers the
+// flags it uses.
+type config struct {
+	// Hub.
+	target    string
+	hubPID    int
+	stores    string // "mem", "bolt" or "mem,bolt"
+	dbPath    string
+	sendQueue int
+	hubProf   string // CPU profile of the hub over the measured window
+
+	// Bounds and output.
+	duration time.Duration
+	timeout  time.Duration
+	drain    time.Duration
+	jsonPath string
+	every    time.Duration // progress interval
+
+	// Connections.
+	conns       int
+	perSrc      int
+	concurrency int
+	procs       int
+	hold        time.Duration
+	settle      time.Duration
+	drop        string
+
+	// Traffic.
+	rooms   int
+	members int
+	pairs   int
+	rate    float64
+	window  int
+	count   int
+	batches string // "0", "1" or "both"
+}
+
+func (c *config) hubFlags(fs *flag.FlagSet, stores string) {
+	fs.StringVar(&c.target, "target", "", "ws:// URL of a running hub (loopback only) instead of spawning \"wshub-bench serve\"")
+	fs.IntVar(&c.hubPID, "hub-pid", 0, "PID of the -target hub, for its RSS and CPU readings")
+	fs.StringVar(&c.stores, "store", stores, "store of a spawned hub: mem, bolt, or mem,bolt for one run with each")
+	fs.StringVar(&c.dbPath, "db", "", "bbolt file of a spawned hub with -store bolt (default: a new file in a temporary directory)")
+	fs.IntVar(&c.sendQueue, "send-queue", 0, "wshub.Options.SendQueue of a spawned hub (0: the hub's default)")
+	fs.StringVar(&c.hubProf, "hub-cpuprofile", "", "write a CPU profile of the hub over the measured window to this file (needs a hub started by serve)")
+	fs.DurationVar(&c.timeout, "timeout", 3*time.Minute, "upper bound of each run, setup and teardown included")
+	fs.StringVar(&c.jsonPath, "json", "", "write the JSON report to this file instead of standard output")
+	fs.DurationVar(&c.every, "progress", time.Second, "interval of the progress line on standard error")
+	fs.IntVar(&c.perSrc, "per-src", 20000, "connections per loopback source address (127.0.0.1, 127.0.0.2, ...)")
+	fs.IntVar(&c.concurrency, "concurrency", 200, "connections dialed at the same time")
+}
+
+func (c *config) trafficFlags(fs *flag.FlagSet, dur time.Duration) {
+	fs.DurationVar(&c.duration, "duration", dur, "how long the publishers send")
+	fs.DurationVar(&c.drain, "drain", 10*time.Second, "after the publishers stop, how long to wait for outstanding receipts and deliveries")
+}
+
+// scenarioMain parses the flags of scenario name, runs it (once per
+// variant, each with a fresh hub when the tool spawns it) and writes the
+// report.
+func scenarioMain(ctx context.Context, name string, args []string, stdout, stderr io.Writer) error {
+	// Progress lines, child processes and errors share stderr.
+	stderr = &syncWriter{w: stderr}
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	c := &config{}
+	switch name {
+	case "idle":
+		c.hubFlags(fs, "mem")
+		fs.IntVar(&c.conns, "conns", 1000, "connections to open (C)")
+		fs.IntVar(&c.procs, "procs", 0, "worker processes holding the connections (0: one per 15,000 connections)")
+		fs.DurationVar(&c.settle, "settle", 3*time.Second, "wait after the last connection before reading the hub's RSS")
+		fs.DurationVar(&c.hold, "hold", 5*time.Second, "how long to hold the connections after reading the RSS, checking none drops")
+	case "fanout", "saturate":
+		c.hubFlags(fs, "mem")
+		fs.IntVar(&c.rooms, "rooms", 10, "rooms (R)")
+		fs.IntVar(&c.members, "members", 500, "members per room (M), each on a connection of its own; the publisher comes on top")
+		if name == "fanout" {
+			c.trafficFlags(fs, 10*time.Second)
+			fs.Float64Var(&c.rate, "rate", 5, "messages per second per room")
+			fs.IntVar(&c.window, "window", 64, "most messages a publisher has sent without a receipt")
+			fs.IntVar(&c.count, "count", 0, "most messages per publisher (0: rate x duration)")
+			fs.StringVar(&c.batches, "batch", "0", "batch=1 on the members' connections: 0, 1, or both")
+		} else {
+			c.trafficFlags(fs, 10*time.Second)
+			fs.IntVar(&c.window, "window", 16, "most messages a publisher has sent without a receipt")
+			fs.IntVar(&c.count, "count", 1_000_000, "most messages per publisher")
+			fs.StringVar(&c.batches, "batch", "both", "batch=1 on the members' connections: 0, 1, or both")
+		}
+	case "direct":
+		c.hubFlags(fs, "mem,bolt")
+		c.trafficFlags(fs, 10*time.Second)
+		fs.IntVar(&c.pairs, "pairs", 500, "pairs of users, each sending to the other")
+		fs.IntVar(&c.window, "window", 8, "most messages a user has sent without a receipt")
+		fs.IntVar(&c.count, "count", 1_000_000, "most messages per user")
+	case "storm":
+		c.hubFlags(fs, "mem")
+		fs.IntVar(&c.conns, "conns", 2000, "Go clients (client package, default backoff)")
+		fs.StringVar(&c.drop, "drop", "hub", "who drops the connections: hub (the hub closes each with 1001; needs serve) or client (the tool closes every socket)")
+		fs.DurationVar(&c.settle, "settle", time.Second, "wait after every client connected before dropping them")
+	}
+	if err := fs.Parse(args); err != nil {
+		return errUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "wshub-bench %s: unexpected arguments %q\n", name, fs.Args())
+		return errUsage
+	}
+	if c.target != "" {
+		if _, err := checkTarget(c.target); err != nil {
+			return err
+		}
+	}
+
+	rep := &Report{Scenario: name, Machine: machine(), Started: time.Now().UTC().Format(time.RFC3339)}
+	for _, v := range variants(name, c) {
+		if ctx.Err() != nil {
+			break
+		}
+		run := newRun(v.name)
+		rctx, cancel := context.WithTimeout(ctx, c.timeout)
+		err := runVariant(rctx, name, c, v, run, stderr)
+		cancel()
+		if err != nil {
+			run.errorf("%v", err)
+			fmt.Fprintf(stderr, "wshub-bench %s %s: %v\n", name, v.name, err)
+		}
+		run.finish()
+		rep.Runs = append(rep.Runs, run)
+	}
+
+	rep.writeMarkdown(stdout)
+	if c.jsonPath != "" {
+		f, err := os.Create(c.jsonPath)
+		if err != nil {
+			return err
+		}
+		if err := rep.writeJSON(f); err != nil {
+			f.Close()
+			return err
+		}
+		if err := f.Close(); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintln(stdout)
+		if err := rep.writeJSON(stdout); err != nil {
+			return err
+		}
+	}
+	for _, r := range rep.Runs {
+		if len(r.Errors) > 0 {
+			return fmt.Errorf("%s: %d run(s) reported errors", name, countErrRuns(rep))
+		}
+	}
+	return ctx.Err()
+}
+
+func countErrRuns(rep *Report) int {
+	n := 0
+	for _, r := range rep.Runs {
+		if len(r.Errors) > 0 {
+			n++
+		}
+	}
+	return n
+}
+
+// syncWriter serializes the writes of several goroutines.
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer // guarded by mu
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
+
+// variant is one run of a scenario.
+type variant struct {
+	name      string
+	batch     bool
+	storeKind string
+}
+
+// variants lists the runs of a scenario: one per store for direct, one
+// per batch setting for fanout and saturate.
+func variants(name string, c *config) []variant {
+	var vs []variant
+	switch name {
+	case "direct":
+		for _, s := range strings.Split(c.stores, ",") {
+			s = strings.TrimSpace(s)
+			vs = append(vs, variant{name: "store=" + s, storeKind: s})
+		}
+	case "fanout", "saturate":
+		store := strings.Split(c.stores, ",")[0]
+		switch c.batches {
+		case "1":
+			vs = append(vs, variant{name: "batch=1", batch: true, storeKind: store})
+		case "both":
+			vs = append(vs, variant{name: "batch=1", batch: true, storeKind: store}, variant{name: "batch=0", storeKind: store})
+		default:
+			vs = append(vs, variant{name: "batch=0", storeKind: store})
+		}
+	default:
+		vs = append(vs, variant{name: name, storeKind: strings.Split(c.stores, ",")[0]})
+	}
+	return vs
+}
+
+// runVariant starts the hub, runs one variant of the scenario against it
+// and stops it.
+func runVariant(ctx context.Context, name string, c *config, v variant, run *Run, stderr io.Writer) error {
+	hc := hubConfig{target: c.target, pid: c.hubPID, storeKind: v.storeKind, dbPath: c.dbPath, sendQueue: c.sendQueue}
+	var tmpDir string
+	if c.target == "" && v.storeKind == "bolt" && hc.dbPath == "" {
+		d, err := os.MkdirTemp("", "wshub-bench-")
+		if err != nil {
+			return err
+		}
+		tmpDir = d
+		defer os.RemoveAll(tmpDir)
+		hc.dbPath = d + "/hub.db"
+	}
+	hub, err := startHub(ctx, hc)
+	if err != nil {
+		return err
+	}
+	if c.target == "" {
+		run.param("store", v.storeKind)
+	} else {
+		run.param("target", c.target)
+	}
+	defer func() {
+		if err := hub.stop(); err != nil {
+			fmt.Fprintf(stderr, "wshub-bench: stopping the hub: %v\n", err)
+		}
+	}()
+	prof := c.hubProf
+	if prof != "" && len(variants(name, c)) > 1 {
+		prof += "." + strings.NewReplacer("=", "", ",", "_").Replace(v.name)
+	}
+	s := &session{ctx: ctx, cfg: c, hub: hub, run: run, stderr: stderr, prof: prof, dbPath: hc.dbPath}
+	switch name {
+	case "idle":
+		return s.idle()
+	case "fanout":
+		return s.rooms(v.batch, c.rate)
+	case "saturate":
+		return s.rooms(v.batch, 0)
+	case "direct":
+		return s.direct(v.storeKind == "bolt")
+	case "storm":
+		return s.storm()
+	}
+	return errors.New("unknown scenario " + name)
+}
+
+// session is one run against one hub.
+type session struct {
+	ctx    context.Context
+	cfg    *config
+	hub    *hubProc
+	run    *Run
+	stderr io.Writer
+	prof   string // hub CPU profile path, or ""
+	dbPath string // the spawned hub's bbolt file, if any
+}
+
+// window marks the start of a measured window and returns a function that
+// records the hub's CPU time used within it (hub_cpu_s) and returns it.
+func (s *session) window(d time.Duration) func() (time.Duration, bool) {
+	cpu0, ok0 := s.hub.cpu()
+	self0, _ := procCPU(os.Getpid())
+	var profDone <-chan error
+	if s.prof != "" && d > 0 {
+		profDone = s.hub.profileCPU(s.ctx, d, s.prof)
+	}
+	return func() (time.Duration, bool) {
+		if profDone != nil {
+			if err := <-profDone; err != nil {
+				s.run.errorf("hub cpu profile: %v", err)
+			} else {
+				s.run.param("hub_cpuprofile", s.prof)
+			}
+		}
+		self1, _ := procCPU(os.Getpid())
+		s.run.add("tool_cpu_s", (self1 - self0).Seconds(), "s")
+		cpu1, ok1 := s.hub.cpu()
+		if !ok0 || !ok1 {
+			return 0, false
+		}
+		s.run.add("hub_cpu_s", (cpu1 - cpu0).Seconds(), "s")
+		return cpu1 - cpu0, true
+	}
+}
+
+// addRSS records the hub's RSS in MiB.
+func (s *session) addRSS(name string) (int64, bool) {
+	rss, ok := s.hub.rss()
+	if ok {
+		s.run.add(name, float64(rss)/(1<<20), "MiB")
+	}
+	return rss, ok
+}

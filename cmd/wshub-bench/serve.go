@@ -1,0 +1,243 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"os"
+	"runtime"
+	"runtime/debug"
+	runpprof "runtime/pprof"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/wshub/wshub"
+	"github.com/wshub/wshub/store"
+	"github.com/wshub/wshub/store/boltstore"
+	"github.com/wshub/wshub/store/memstore"
+)
+
+// servingPrefix starts the line serve prints once it accepts connections:
+// "serving ws://ADDR/ws pid PID".
+const servingPrefix = "serving "
+
+// Control endpoints of a hub started by serve, next to /ws on the same
+// listener (loopback only).
+const (
+	pathWS    = "/ws"
+	pathStats = "/bench/stats" // GET: hubStats as JSON
+	pathGC    = "/bench/gc"    // POST: runtime.GC and debug.FreeOSMemory, then hubStats
+	pathDrop  = "/bench/drop"  // POST: close every connection with 1001; the hub stays up
+	pathPprof = "/debug/pprof/"
+)
+
+// serveConfig is the command line of serve.
+type serveConfig struct {
+	addr         string
+	storeKind    string
+	dbPath       string
+	sendQueue    int
+	maxConns     int
+	cpuProfile   string
+	memProfile   string
+	logLevel     string
+	pingInterval time.Duration
+}
+
+func serveFlags(fs *flag.FlagSet, c *serveConfig) {
+	fs.StringVar(&c.addr, "addr", "127.0.0.1:0", "listen address (loopback only; port 0 picks a free one)")
+	fs.StringVar(&c.storeKind, "store", "mem", "store: mem or bolt")
+	fs.StringVar(&c.dbPath, "db", "", "bbolt file for -store bolt (default: a new file in a temporary directory, removed at exit)")
+	fs.IntVar(&c.sendQueue, "send-queue", 0, "wshub.Options.SendQueue (0: the hub's default)")
+	fs.IntVar(&c.maxConns, "max-conns-per-user", 64, "wshub.Options.MaxConnsPerUser")
+	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole life of the hub to this file")
+	fs.StringVar(&c.memProfile, "memprofile", "", "write a heap profile to this file at exit")
+	fs.StringVar(&c.logLevel, "log", "warn", "log level: debug, info, warn or error")
+	fs.DurationVar(&c.pingInterval, "ping-interval", 0, "wshub.Options.PingInterval (0: the hub's default)")
+}
+
+// serveMain runs a hub until ctx ends (SIGINT, SIGTERM), then shuts it
+// down: connections are closed with 1001 and the store is closed.
+func serveMain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var c serveConfig
+	serveFlags(fs, &c)
+	if err := fs.Parse(args); err != nil {
+		return errUsage
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.logLevel)); err != nil {
+		return fmt.Errorf("-log: %w", err)
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	host, _, err := net.SplitHostPort(c.addr)
+	if err != nil {
+		return fmt.Errorf("-addr: %w", err)
+	}
+	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+		return fmt.Errorf("-addr %s: the bench hub listens on a loopback address only", c.addr)
+	}
+
+	st, closeStore, err := openStore(c.storeKind, c.dbPath)
+	if err != nil {
+		return err
+	}
+	defer closeStore()
+
+	if c.cpuProfile != "" {
+		f, err := os.Create(c.cpuProfile)
+		if err != nil {
+			return err
+		}
+		if err := runpprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			return err
+		}
+		defer func() { runpprof.StopCPUProfile(); f.Close() }()
+	}
+
+	h, err := wshub.New(wshub.Options{
+		Store:           st,
+		Authenticate:    wshub.DevAuthenticate,
+		CheckOrigin:     func(*http.Request) bool { return true },
+		SendQueue:       c.sendQueue,
+		MaxConnsPerUser: c.maxConns,
+		PingInterval:    c.pingInterval,
+		Logger:          log,
+	})
+	if err != nil {
+		return err
+	}
+	mux := http.NewServeMux()
+	mux.Handle(pathWS, h)
+	mux.HandleFunc("GET "+pathStats, func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, readHubStats(h))
+	})
+	mux.HandleFunc("POST "+pathGC, func(w http.ResponseWriter, r *http.Request) {
+		runtime.GC()
+		debug.FreeOSMemory()
+		writeJSON(w, readHubStats(h))
+	})
+	mux.HandleFunc("POST "+pathDrop, func(w http.ResponseWriter, r *http.Request) {
+		n := 0
+		for _, u := range h.Users() {
+			for _, node := range h.Conns(u) {
+				node.Close(websocket.CloseGoingAway, "bench: dropped")
+				n++
+			}
+		}
+		writeJSON(w, map[string]int{"dropped": n})
+	})
+	mux.HandleFunc(pathPprof, pprof.Index)
+	mux.HandleFunc(pathPprof+"cmdline", pprof.Cmdline)
+	mux.HandleFunc(pathPprof+"profile", pprof.Profile)
+	mux.HandleFunc(pathPprof+"symbol", pprof.Symbol)
+	mux.HandleFunc(pathPprof+"trace", pprof.Trace)
+
+	ln, err := net.Listen("tcp", c.addr)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	served := make(chan error, 1) // written once by the Serve goroutine
+	go func() { served <- srv.Serve(ln) }()
+	fmt.Fprintf(stdout, "%sws://%s%s pid %d store %s\n", servingPrefix, ln.Addr(), pathWS, os.Getpid(), c.storeKind)
+
+	select {
+	case <-ctx.Done():
+	case err := <-served:
+		return err
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	herr := h.Shutdown(sctx)
+	_ = srv.Shutdown(sctx)
+	if c.memProfile != "" {
+		if err := writeHeapProfile(c.memProfile); err != nil {
+			log.Warn("heap profile", "err", err)
+		}
+	}
+	if herr != nil && !errors.Is(herr, context.DeadlineExceeded) {
+		return herr
+	}
+	return nil
+}
+
+// openStore opens the store named by kind and returns it with its closer.
+func openStore(kind, dbPath string) (store.Store, func(), error) {
+	switch kind {
+	case "mem":
+		st := memstore.New(memstore.Options{})
+		return st, func() { st.Close() }, nil
+	case "bolt":
+		cleanup := func() {}
+		if dbPath == "" {
+			dir, err := os.MkdirTemp("", "wshub-bench-")
+			if err != nil {
+				return nil, nil, err
+			}
+			dbPath = dir + "/hub.db"
+			cleanup = func() { os.RemoveAll(dir) }
+		}
+		// Durable: every commit is synced before Append returns, so every
+		// receipt follows an fsync (boltstore.Options.NoSync is false).
+		st, err := boltstore.Open(dbPath, boltstore.Options{})
+		if err != nil {
+			cleanup()
+			return nil, nil, err
+		}
+		return st, func() { st.Close(); cleanup() }, nil
+	}
+	return nil, nil, fmt.Errorf("-store %q: want mem or bolt", kind)
+}
+
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	runtime.GC()
+	if err := runpprof.WriteHeapProfile(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// hubStats is what /bench/stats reports about the hub's process.
+type hubStats struct {
+	Users      int    `json:"users"`
+	Conns      int    `json:"conns"`
+	Goroutines int    `json:"goroutines"`
+	HeapInuse  uint64 `json:"heap_inuse"`
+	StackInuse uint64 `json:"stack_inuse"`
+	Sys        uint64 `json:"sys"`
+	NumGC      uint32 `json:"num_gc"`
+}
+
+func readHubStats(h *wshub.Hub) hubStats {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	s := hubStats{Goroutines: runtime.NumGoroutine(), HeapInuse: ms.HeapInuse, StackInuse: ms.StackInuse, Sys: ms.Sys, NumGC: ms.NumGC}
+	users := h.Users()
+	s.Users = len(users)
+	for _, u := range users {
+		s.Conns += len(h.Conns(u))
+	}
+	return s
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(v)
+}

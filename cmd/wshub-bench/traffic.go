@@ -1,0 +1,288 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// tally holds the counters that every connection of a traffic scenario
+// adds to.
+type tally struct {
+	sent      atomic.Int64 // frames written by senders
+	receipted atomic.Int64 // receipts (cmd 15) received by senders
+	failed    atomic.Int64 // error frames (cmd 40) answering a sent frame
+	delivered atomic.Int64 // distinct messages received by receivers
+	dups      atomic.Int64 // messages a receiver got again
+	strays    atomic.Int64 // messages from a sender the receiver did not expect
+	errFrames atomic.Int64 // error frames of any kind
+	closed    atomic.Int64 // connections the hub ended
+	lat       histogram    // send-to-receive latency
+
+	mu       sync.Mutex
+	firstErr string // guarded by mu: the first error frame or close reason
+}
+
+// first returns the first error noted.
+func (t *tally) first() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.firstErr
+}
+
+func (t *tally) noteErr(format string, args ...any) {
+	t.mu.Lock()
+	if t.firstErr == "" {
+		t.firstErr = fmt.Sprintf(format, args...)
+	}
+	t.mu.Unlock()
+}
+
+// lconn is one lean connection of a traffic scenario: a receiver of the
+// messages of one sender (expect), a sender itself (prefix set), or both.
+type lconn struct {
+	idx    int // connection number: source address, histogram shard
+	user   string
+	ws     *websocket.Conn
+	t      *tally
+	expect int // the sender number whose messages this connection receives; -1 none
+
+	// Sender side. window holds a token per frame sent and not yet
+	// answered; the writer puts them, the reader takes them.
+	src    int    // this sender's number in the content of its frames
+	prefix []byte // the frame up to the cid value: {"cmd":11,"dstid":"room3","cid":"
+	window chan struct{}
+	sent   int // owned by the writer goroutine; read after writerDone
+	wErr   error
+	// writerDone is closed by the writer goroutine.
+	writerDone chan struct{}
+
+	// joined is closed by the reader when the join answer (cmd 12) came.
+	joined   chan struct{}
+	joinOnce sync.Once
+
+	// Owned by the reader goroutine; read by others only after
+	// readerDone is closed.
+	seen      seqSet // message numbers received from expect
+	receipted seqSet // own message numbers receipted
+	ids       []string
+	keepIDs   bool
+	rErr      error
+	// readerDone is closed by the reader goroutine.
+	readerDone chan struct{}
+	// closing is set before the tool closes the connection itself, so that
+	// the reader does not count the end as the hub's doing.
+	closing atomic.Bool
+}
+
+func newLconn(idx int, user string, t *tally) *lconn {
+	return &lconn{idx: idx, user: user, t: t, expect: -1, src: -1,
+		joined: make(chan struct{}), readerDone: make(chan struct{}), writerDone: make(chan struct{})}
+}
+
+// connect dials the connection and starts its reader.
+func (c *lconn) connect(ctx context.Context, d *dialers, batch bool) error {
+	ws, err := d.dial(ctx, c.idx, c.user, batch)
+	if err != nil {
+		return err
+	}
+	c.ws = ws
+	go c.read()
+	return nil
+}
+
+// join sends cmd 12 for room and waits for the answer.
+func (c *lconn) join(ctx context.Context, room string) error {
+	f := []byte(`{"cmd":12,"cid":"join","dstid":"` + room + `"}`)
+	_ = c.ws.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	if err := c.ws.WriteMessage(websocket.TextMessage, f); err != nil {
+		return fmt.Errorf("%s: join %s: %w", c.user, room, err)
+	}
+	select {
+	case <-c.joined:
+		return nil
+	case <-c.readerDone:
+		return fmt.Errorf("%s: join %s: connection ended: %v", c.user, room, c.rErr)
+	case <-ctx.Done():
+		return fmt.Errorf("%s: join %s: %w", c.user, room, ctx.Err())
+	}
+}
+
+func (c *lconn) read() {
+	defer close(c.readerDone)
+	c.rErr = readLoop(c.ws, c.handle)
+	if !c.closing.Load() {
+		c.t.closed.Add(1)
+		c.t.noteErr("%s: connection ended by the hub: %v", c.user, c.rErr)
+	}
+}
+
+// handle accounts for one incoming frame.
+func (c *lconn) handle(line []byte, now int64) {
+	t := c.t
+	switch lineCmd(line) {
+	case 10, 11:
+		src, seq, sent, ok := parseContent(strField(line, "content"))
+		if !ok || src != c.expect {
+			t.strays.Add(1)
+			return
+		}
+		if c.seen.add(seq) {
+			t.dups.Add(1)
+			return
+		}
+		t.delivered.Add(1)
+		t.lat.record(time.Duration(now-sent), c.idx)
+	case 15:
+		seq, ok := parseUint(strField(line, "cid"))
+		if !ok {
+			return
+		}
+		if !c.receipted.add(seq) {
+			t.receipted.Add(1)
+			if c.keepIDs {
+				c.ids = append(c.ids, string(strField(line, "id")))
+			}
+		}
+		c.release()
+	case 12:
+		c.joinOnce.Do(func() { close(c.joined) })
+	case 40:
+		t.errFrames.Add(1)
+		t.noteErr("%s: error frame %s", c.user, line)
+		if _, ok := parseUint(strField(line, "cid")); ok {
+			t.failed.Add(1)
+			c.release()
+		}
+	}
+}
+
+// release gives back one token of the window.
+func (c *lconn) release() {
+	select {
+	case <-c.window:
+	default:
+	}
+}
+
+// writeLoop sends up to count frames: at rate per second from start
+// (rate 0: as fast as the window allows) until stop is closed.
+func (c *lconn) writeLoop(stop <-chan struct{}, start time.Time, rate float64, count int) {
+	defer close(c.writerDone)
+	buf := make([]byte, 0, 160)
+	var timer *time.Timer
+	for seq := 0; seq < count; seq++ {
+		if rate > 0 {
+			due := start.Add(time.Duration(float64(seq) / rate * float64(time.Second)))
+			if wait := time.Until(due); wait > 0 {
+				if timer == nil {
+					timer = time.NewTimer(wait)
+				} else {
+					timer.Reset(wait)
+				}
+				select {
+				case <-timer.C:
+				case <-stop:
+					return
+				}
+			}
+		}
+		select {
+		case c.window <- struct{}{}:
+		case <-stop:
+			return
+		}
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		now := time.Now()
+		buf = append(buf[:0], c.prefix...)
+		buf = strconv.AppendInt(buf, int64(seq), 10)
+		buf = append(buf, `","content":"`...)
+		buf = appendContent(buf, c.src, seq, now.UnixNano())
+		buf = append(buf, `"}`...)
+		_ = c.ws.SetWriteDeadline(now.Add(10 * time.Second))
+		if err := c.ws.WriteMessage(websocket.TextMessage, buf); err != nil {
+			c.wErr = err
+			c.t.noteErr("%s: write: %v", c.user, err)
+			return
+		}
+		c.sent++
+		c.t.sent.Add(1)
+	}
+}
+
+// close closes the connection from the tool's side.
+func (c *lconn) close() {
+	c.closing.Store(true)
+	if c.ws != nil {
+		_ = c.ws.Close()
+	}
+}
+
+// connectAll dials conns with at most concurrency dials at a time, each
+// followed by setup (e.g. a join), and returns the first error.
+func connectAll(ctx context.Context, conns []*lconn, concurrency int, setup func(ctx context.Context, c *lconn) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sem := make(chan struct{}, max(1, concurrency))
+	var wg sync.WaitGroup
+	var once sync.Once
+	var first error
+	for _, c := range conns {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := setup(ctx, c); err != nil {
+				once.Do(func() { first = err; cancel() })
+			}
+		}()
+	}
+	wg.Wait()
+	if first == nil && ctx.Err() != nil {
+		first = ctx.Err()
+	}
+	return first
+}
+
+// closeAll closes every connection and waits for the readers and writers.
+func closeAll(conns []*lconn) {
+	for _, c := range conns {
+		c.close()
+	}
+	for _, c := range conns {
+		if c.ws != nil {
+			<-c.readerDone
+		}
+	}
+}
+
+// waitUntil polls cond every 5 ms until it holds, d passed or ctx ended;
+// it reports whether cond held.
+func waitUntil(ctx context.Context, d time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
+	for {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return cond()
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
