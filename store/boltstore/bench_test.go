@@ -1,52 +1,139 @@
 package boltstore_test
 
 import (
+	"context"
+	"encoding/binary"
 	"fmt"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	bolt "go.etcd.io/bbolt"
+
 	"github.com/wshub/wshub/store"
 	"github.com/wshub/wshub/store/boltstore"
 )
 
-// benchWriters are the numbers of concurrent writers the benchmarks run.
+// The benchmarks send direct messages from w concurrent writers: writer i
+// from user i to user i+1, who is offline, so every message is a history
+// append plus a pending enqueue, with a cid as a client using receipts
+// sends. Each writer waits for its message to be durable (synced) before
+// sending the next one. They report msgs/s.
+//
+// Run them on a real disk: b.TempDir is under $TMPDIR (see
+// docs/benchmarks.md for the command).
+
+// benchWriters are the numbers of concurrent writers.
 var benchWriters = []int{1, 16, 256}
 
-// BenchmarkDurableAppend measures durable direct messages per second
-// (history append + pending enqueue + cid record, synced before Append
-// returns) with group commit, the default.
+// BenchmarkDurableAppend measures boltstore as configured by default:
+// group commit of the log, checkpoints into the index.
 func BenchmarkDurableAppend(b *testing.B) {
 	for _, w := range benchWriters {
 		b.Run(fmt.Sprintf("writers=%d", w), func(b *testing.B) {
-			benchAppend(b, boltstore.Options{}, w)
+			s, err := boltstore.Open(filepath.Join(b.TempDir(), "bench.db"), boltstore.Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			runWriters(b, w, s.Append)
+			reportStats(b, s.Stats())
 		})
 	}
 }
 
-// BenchmarkNaiveAppend is the baseline: the same messages with one bbolt
-// transaction (and its syncs) per message.
+// reportStats reports how many messages a commit held, and the share of
+// the time spent in checkpoints.
+func reportStats(b *testing.B, st boltstore.Stats) {
+	if st.Commits > 0 {
+		b.ReportMetric(float64(st.Requests)/float64(st.Commits), "msgs/commit")
+		b.ReportMetric(float64(st.CommitTime.Microseconds())/1000/float64(st.Commits), "ms/commit")
+	}
+	if total := st.CommitTime + st.CheckpointTime; total > 0 {
+		b.ReportMetric(100*float64(st.CheckpointTime)/float64(total), "%ckpt")
+	}
+}
+
+// BenchmarkUnbatchedAppend is boltstore with MaxBatch 1: one transaction
+// per message, to show what group commit adds.
+func BenchmarkUnbatchedAppend(b *testing.B) {
+	for _, w := range benchWriters {
+		b.Run(fmt.Sprintf("writers=%d", w), func(b *testing.B) {
+			s, err := boltstore.Open(filepath.Join(b.TempDir(), "bench.db"), boltstore.Options{MaxBatch: 1})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			runWriters(b, w, s.Append)
+		})
+	}
+}
+
+// BenchmarkNaiveAppend is the baseline: the straightforward bbolt store,
+// one Update (and so one commit, synced) per message, writing the message
+// into its conversation's bucket under the next seq, into the recipient's
+// queue bucket, and the cid record.
 func BenchmarkNaiveAppend(b *testing.B) {
 	for _, w := range benchWriters {
 		b.Run(fmt.Sprintf("writers=%d", w), func(b *testing.B) {
-			benchAppend(b, boltstore.Options{MaxBatch: 1}, w)
+			db, err := bolt.Open(filepath.Join(b.TempDir(), "naive.db"), 0o600, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer db.Close()
+			runWriters(b, w, func(_ context.Context, req store.AppendRequest) (store.Message, bool, error) {
+				m := req.Msg
+				val := append([]byte(m.ID+"\x00"+m.Conv+"\x00"+m.From+"\x00"+m.To+"\x00"+strconv.FormatInt(m.TS, 10)+"\x00"), m.Body...)
+				err := db.Update(func(tx *bolt.Tx) error {
+					h, err := bucketPath(tx, "hist", m.Conv)
+					if err != nil {
+						return err
+					}
+					if m.Seq, err = h.NextSequence(); err != nil {
+						return err
+					}
+					if err := h.Put(binary.BigEndian.AppendUint64(nil, m.Seq), val); err != nil {
+						return err
+					}
+					for _, u := range req.Pending {
+						q, err := bucketPath(tx, "pend", u)
+						if err != nil {
+							return err
+						}
+						n, err := q.NextSequence()
+						if err != nil {
+							return err
+						}
+						if err := q.Put(binary.BigEndian.AppendUint64(nil, n), val); err != nil {
+							return err
+						}
+					}
+					c, err := tx.CreateBucketIfNotExists([]byte("cids"))
+					if err != nil {
+						return err
+					}
+					return c.Put([]byte(m.From+"\x00"+req.CID), binary.BigEndian.AppendUint64(nil, m.Seq))
+				})
+				return m, false, err
+			})
 		})
 	}
 }
 
-// benchAppend sends b.N direct messages from writers goroutines, writer i
-// from user i to user i+1 (who is offline: every message is queued), each
-// with a cid like a client using receipts. It reports msgs/s.
-func benchAppend(b *testing.B, opts boltstore.Options, writers int) {
-	// b.TempDir is under os.TempDir(); it must be a real disk, not tmpfs,
-	// for the syncs to mean anything (see docs/benchmarks.md).
-	s, err := boltstore.Open(filepath.Join(b.TempDir(), "bench.db"), opts)
+func bucketPath(tx *bolt.Tx, top, name string) (*bolt.Bucket, error) {
+	t, err := tx.CreateBucketIfNotExists([]byte(top))
 	if err != nil {
-		b.Fatal(err)
+		return nil, err
 	}
-	defer s.Close()
+	return t.CreateBucketIfNotExists([]byte(name))
+}
+
+// runWriters sends b.N messages through appendFn from writers goroutines
+// and reports msgs/s.
+func runWriters(b *testing.B, writers int, appendFn func(context.Context, store.AppendRequest) (store.Message, bool, error)) {
 	body := []byte(`{"content":"a chat message of an ordinary length, sixty-four b"}`)
 	ctx := b.Context()
 	var next atomic.Int64
@@ -59,18 +146,21 @@ func benchAppend(b *testing.B, opts boltstore.Options, writers int) {
 		wg.Go(func() {
 			from, to := fmt.Sprintf("user-%04d", w), fmt.Sprintf("user-%04d", w+1)
 			conv := store.DirectConv(from, to)
+			// Ids shaped like the hub's UUIDv7 (time-ordered, 36 bytes).
+			idPrefix := fmt.Sprintf("0190b6f2-7c4e-7%03x-8000-", w%4096)
 			for {
 				i := next.Add(1)
 				if i > int64(b.N) {
 					return
 				}
-				_, _, err := s.Append(ctx, store.AppendRequest{
+				seq := strconv.FormatInt(i, 10)
+				_, _, err := appendFn(ctx, store.AppendRequest{
 					Msg: store.Message{
-						ID: fmt.Sprintf("0190b6f2-7c4e-7%03x-8000-%012x", w, i), Conv: conv,
+						ID: idPrefix + "000000000000"[len(seq):] + seq, Conv: conv,
 						TS: time.Now().UnixMilli(), Cmd: 10, From: from, To: to, Body: body,
 					},
 					Pending: []string{to},
-					CID:     fmt.Sprintf("cid-%d", i),
+					CID:     "c" + seq,
 				})
 				if err != nil {
 					failed.Store(err)
@@ -86,4 +176,5 @@ func benchAppend(b *testing.B, opts boltstore.Options, writers int) {
 		b.Fatal(err)
 	}
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "msgs/s")
+	b.ReportMetric(0, "ns/op") // a rate of concurrent writers: ns/op means nothing
 }

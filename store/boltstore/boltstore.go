@@ -98,10 +98,10 @@ const (
 	DefaultMaxHistory   = 100_000
 	DefaultMaxPending   = 10_000
 	DefaultCIDRetention = 24 * time.Hour
-	DefaultMaxCIDs      = 1_000_000
+	DefaultMaxCIDs      = 100_000
 	DefaultMaxBatch     = 1000
 
-	DefaultCheckpointEvery    = 20_000
+	DefaultCheckpointEvery    = 50_000
 	DefaultCheckpointInterval = time.Second
 	DefaultFileMode           = os.FileMode(0o600)
 )
@@ -139,7 +139,7 @@ type Options struct {
 	// CheckpointEvery is the number of journal records (Appends and Acks)
 	// after which the committer checkpoints them into the index; it bounds
 	// the memory of the overlay and the work of replaying the journal in
-	// Open. Zero means DefaultCheckpointEvery (20,000).
+	// Open. Zero means DefaultCheckpointEvery (50,000).
 	CheckpointEvery int
 	// CheckpointInterval is the longest time a journal record waits for its
 	// checkpoint. Zero means DefaultCheckpointInterval (1 s).
@@ -211,15 +211,31 @@ type Store struct {
 	reqs chan *request
 	// quit is closed by Close (once) to tell the committer to flush and stop.
 	quit chan struct{}
-	// stopped is closed by the committer when it has answered its last batch.
+	// notify carries committed batches from the committer to the
+	// notifier goroutine, which answers their callers. Closed by the
+	// committer when it stops.
+	notify chan []*request
+	// stopped is closed by the committer when every request it took has
+	// been answered.
 	stopped chan struct{}
 
 	// mu guards ov (the pointer, and its maps and slices: see overlay).
 	mu sync.RWMutex
 	ov *overlay
+	// cids is the (sender, cid) index. Committer only.
+	cids *cidIndex
+	// inflight counts the requests queued or being committed whose
+	// callers wait (see linger).
+	inflight atomic.Int64
+	// lastCommit is how long the last batch transaction took, and
+	// lingerTimer the timer of linger. Committer only.
+	lastCommit  time.Duration
+	lingerTimer *time.Timer
 	// retryCheckpoint is the earliest time for the next checkpoint after
 	// one failed. Committer only.
 	retryCheckpoint time.Time
+
+	stats stats
 
 	// closed is set by Close before anything else; methods check it first.
 	closed    atomic.Bool
@@ -249,7 +265,7 @@ func Open(path string, opts Options) (*Store, error) {
 		_ = db.Close()
 		return nil, err
 	}
-	ov, err := replay(db, path)
+	ov, cids, err := replay(db, path, opts)
 	if err != nil {
 		_ = db.Close()
 		return nil, err
@@ -260,11 +276,15 @@ func Open(path string, opts Options) (*Store, error) {
 		epoch:   epoch,
 		opts:    opts,
 		ov:      ov,
+		cids:    cids,
 		log:     opts.Logger.With("store", "boltstore", "path", path),
 		reqs:    make(chan *request, opts.MaxBatch),
 		quit:    make(chan struct{}),
 		stopped: make(chan struct{}),
+		notify:  make(chan []*request, 4),
 	}
+	s.lingerTimer = time.NewTimer(time.Hour)
+	s.lingerTimer.Stop()
 	go s.commitLoop()
 	return s, nil
 }
@@ -281,6 +301,10 @@ func openBolt(path string, opts Options) (db *bolt.DB, err error) {
 		Timeout:      timeout,
 		NoSync:       opts.NoSync,
 		FreelistType: bolt.FreelistMapType,
+		// Map address space, not memory: growing the file then rarely
+		// remaps, which would copy every node of the writing transaction
+		// and wait for readers.
+		InitialMmapSize: initialMmapSize,
 		OpenFile: func(name string, flag int, perm os.FileMode) (*os.File, error) {
 			f, err := os.OpenFile(name, flag, perm)
 			file = f
@@ -386,9 +410,10 @@ func prepare(db *bolt.DB, path string, opts Options) (epoch string, err error) {
 	return epoch, nil
 }
 
-// replay rebuilds the overlay from the journal: the writes committed since
-// the last checkpoint.
-func replay(db *bolt.DB, path string) (ov *overlay, err error) {
+// replay rebuilds the overlay from the records committed since the last
+// checkpoint: the log after meta/applied and the acks bucket, merged in
+// position order.
+func replay(db *bolt.DB, path string, opts Options) (ov *overlay, cids *cidIndex, err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
@@ -397,25 +422,49 @@ func replay(db *bolt.DB, path string) (ov *overlay, err error) {
 	}()
 	now := time.Now()
 	err = db.View(func(tx *bolt.Tx) error {
-		ov = newOverlay(seqOf(tx.Bucket(bucketMeta).Get(keyApplied)) + 1)
-		return tx.Bucket(bucketJournal).ForEach(func(k, v []byte) error {
+		var err error
+		if cids, err = loadCIDs(tx, opts, now); err != nil {
+			return fmt.Errorf("%w: %s: log: %v", ErrCorrupt, path, err)
+		}
+		meta := tx.Bucket(bucketMeta)
+		ov = newOverlay(seqOf(meta.Get(keyGen)) + 1)
+		logC := tx.Bucket(bucketLog).Cursor()
+		ackC := tx.Bucket(bucketAcks).Cursor()
+		lk, lv := logC.Seek(seqKey(seqOf(meta.Get(keyApplied)) + 1))
+		ak, av := ackC.First()
+		for lk != nil || ak != nil {
+			var k, v []byte
+			if ak == nil || (lk != nil && seqOf(lk) < seqOf(ak)) {
+				k, v = lk, lv
+				lk, lv = logC.Next()
+			} else {
+				k, v = ak, av
+				ak, av = ackC.Next()
+			}
 			rec, err := decodeRecord(v)
 			if err != nil {
-				return fmt.Errorf("%w: %s: journal record %d: %v", ErrCorrupt, path, seqOf(k), err)
+				return fmt.Errorf("%w: %s: record %d: %v", ErrCorrupt, path, seqOf(k), err)
 			}
 			switch rec := rec.(type) {
 			case appendRec:
-				if want := ov.lastSeq(rec.e.conv); want != 0 && rec.e.seq != want+1 {
-					return fmt.Errorf("%w: %s: journal record %d: seq %d after %d", ErrCorrupt, path, seqOf(k), rec.e.seq, want)
+				rec.e.pos = seqOf(k)
+				want := ov.lastSeq(rec.e.conv)
+				if want == 0 {
+					if hb := tx.Bucket(bucketHist).Bucket([]byte(rec.e.conv)); hb != nil {
+						want = hb.Sequence()
+					}
+				}
+				if rec.e.seq != want+1 {
+					return fmt.Errorf("%w: %s: record %d: seq %d after %d", ErrCorrupt, path, seqOf(k), rec.e.seq, want)
 				}
 				ov.applyAppend(rec, now)
 			case ackRec:
 				ov.applyAck(rec, now)
 			}
-			return nil
-		})
+		}
+		return nil
 	})
-	return ov, err
+	return ov, cids, err
 }
 
 // Path returns the file name the store was opened with.
@@ -475,3 +524,6 @@ func seqOf(k []byte) uint64 {
 	return uint64(k[0])<<56 | uint64(k[1])<<48 | uint64(k[2])<<40 | uint64(k[3])<<32 |
 		uint64(k[4])<<24 | uint64(k[5])<<16 | uint64(k[6])<<8 | uint64(k[7])
 }
+
+// initialMmapSize is the size of address space bbolt maps at first.
+const initialMmapSize = 1 << 30

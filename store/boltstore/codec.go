@@ -10,49 +10,53 @@ import (
 
 // The file layout, all in top-level buckets of one bbolt file:
 //
-//	meta                    "format" -> formatVersion, "epoch" -> random hex id,
-//	                        "applied" -> generation of the last checkpoint (8 bytes)
-//	journal                 seqKey(n) -> journal record, the writes since the
-//	                        last checkpoint (see overlay.go)
-//	hist / <conv>           seqKey(seq) -> message; the bucket's Sequence() is
-//	                        the last seq ever assigned in conv
-//	pend / <user> / q       seqKey(n) -> message, n in enqueue order
-//	pend / <user> / i       message id -> seqKey(n) in q
-//	pend / <user>  "n"      number of entries in q, 8 bytes big-endian
-//	cids                    cidKey(from, cid) -> created ms (8 bytes) + message
-//	                        without its body (the body is in the history)
-//	cidlog                  seqKey(n) -> created ms (8 bytes) + cidKey, in
-//	                        insertion order, so the oldest records come first
-//	rooms / <room>          user -> empty
-//	userrooms / <user>      room -> empty
+//	meta                "format" -> formatVersion, "epoch" -> random hex id,
+//	                    "gen" -> number of the last checkpoint,
+//	                    "applied" -> last log position it covered
+//	log                 seqKey(pos) -> append record: every stored message
+//	                    (with its pending users and cid), in commit order.
+//	                    The bucket's Sequence() numbers log and ack records
+//	                    alike. A message stays until its history trims it.
+//	acks                seqKey(pos) -> ack record, since the last checkpoint
+//	hist / <conv>       seqKey(seq) -> seqKey(pos) of the message in log;
+//	                    the bucket's Sequence() is the last seq assigned
+//	pend / <user>       seqKey(n) -> seqKey(pos) + message id, n in enqueue
+//	                    order
+//	pendn               user -> number of entries in pend / <user>
+//	rooms / <room>      user -> empty
+//	userrooms / <user>  room -> empty
 //
-// Big-endian integer keys sort in numeric order, so a cursor walks a
-// conversation in seq order and a pending queue in enqueue order.
+// The log is written by every commit; the other buckets except rooms and
+// userrooms (the index) are written by checkpoints (see overlay.go). A
+// message is written once, in the log; the index refers to it. The
+// (sender, cid) records are the cids of the log records (see cids.go).
+//
+// Big-endian integer keys sort in numeric order, so a cursor walks the log
+// in commit order, a conversation in seq order and a pending queue in
+// enqueue order.
 var (
 	bucketMeta      = []byte("meta")
-	bucketJournal   = []byte("journal")
+	bucketLog       = []byte("log")
+	bucketAcks      = []byte("acks")
 	bucketHist      = []byte("hist")
 	bucketPend      = []byte("pend")
-	bucketCIDs      = []byte("cids")
-	bucketCIDLog    = []byte("cidlog")
+	bucketPendN     = []byte("pendn")
 	bucketRooms     = []byte("rooms")
 	bucketUserRooms = []byte("userrooms")
 
-	allBuckets = [][]byte{bucketMeta, bucketJournal, bucketHist, bucketPend, bucketCIDs, bucketCIDLog, bucketRooms, bucketUserRooms}
+	allBuckets = [][]byte{bucketMeta, bucketLog, bucketAcks, bucketHist, bucketPend, bucketPendN,
+		bucketRooms, bucketUserRooms}
 
 	keyFormat  = []byte("format")
 	keyEpoch   = []byte("epoch")
+	keyGen     = []byte("gen")
 	keyApplied = []byte("applied")
-
-	keyPendQueue = []byte("q")
-	keyPendIndex = []byte("i")
-	keyPendCount = []byte("n")
 
 	emptyValue = []byte{}
 )
 
 // formatVersion is the layout version written into meta/format.
-const formatVersion = "wshub-boltstore-2"
+const formatVersion = "wshub-boltstore-3"
 
 // errBadRecord reports a stored value that does not decode.
 var errBadRecord = errors.New("undecodable record")
@@ -92,17 +96,22 @@ const (
 func encodeMessage(m *store.Message) []byte {
 	n := 10 + 2*binary.MaxVarintLen64 + 4*binary.MaxVarintLen64 +
 		len(m.ID) + len(m.Conv) + len(m.From) + len(m.To) + len(m.Body)
-	b := make([]byte, 10, n)
-	b[0] = msgVersion
-	binary.BigEndian.PutUint64(b[msgSeqOffset:], m.Seq)
+	return appendMessage(make([]byte, 0, n), m)
+}
+
+// appendMessage appends the encoding of m to b.
+func appendMessage(b []byte, m *store.Message) []byte {
+	b = append(b, msgVersion)
+	b = binary.BigEndian.AppendUint64(b, m.Seq)
+	var flags byte
 	if m.Body != nil {
-		b[9] = msgFlagBody
+		flags = msgFlagBody
 	}
+	b = append(b, flags)
 	b = binary.AppendVarint(b, m.TS)
 	b = binary.AppendVarint(b, int64(m.Cmd))
 	for _, s := range [...]string{m.ID, m.Conv, m.From, m.To} {
-		b = binary.AppendUvarint(b, uint64(len(s)))
-		b = append(b, s...)
+		b = appendString(b, s)
 	}
 	return append(b, m.Body...)
 }
@@ -148,33 +157,12 @@ func decodeMessage(b []byte) (store.Message, error) {
 	return m, nil
 }
 
-// decodedID returns the message id of an encoded message without decoding
-// the rest. The result aliases b.
-func decodedID(b []byte) ([]byte, error) {
-	if len(b) < 10 || b[0] != msgVersion {
-		return nil, errBadRecord
-	}
-	rest := b[10:]
-	for range 2 { // TS, Cmd
-		_, n := binary.Varint(rest)
-		if n <= 0 {
-			return nil, errBadRecord
-		}
-		rest = rest[n:]
-	}
-	l, n := binary.Uvarint(rest)
-	if n <= 0 || uint64(len(rest)-n) < l {
-		return nil, errBadRecord
-	}
-	return rest[n : n+int(l)], nil
-}
-
 // corruptf wraps ErrCorrupt for a record found damaged while reading.
 func corruptf(path, format string, args ...any) error {
 	return fmt.Errorf("%w: %s: %s", ErrCorrupt, path, fmt.Sprintf(format, args...))
 }
 
-// Journal records.
+// Log and ack records.
 const (
 	recAppend = 'A' // [8] created ms, cid, n, n users, rest: encoded message
 	recAck    = 'K' // user, n, n ids
@@ -193,16 +181,31 @@ func readString(b []byte) (string, []byte, bool) {
 	return string(b[n : n+int(l)]), b[n+int(l):], true
 }
 
-func encodeAppendRec(r appendRec) []byte {
-	b := make([]byte, 0, 16+len(r.cid)+len(r.e.enc)+16*len(r.pending))
-	b = append(b, recAppend)
-	b = binary.BigEndian.AppendUint64(b, uint64(r.e.created))
-	b = appendString(b, r.cid)
-	b = binary.AppendUvarint(b, uint64(len(r.pending)))
-	for _, u := range r.pending {
+// encodeAppendRec encodes the log record of m, stored with cid and pending,
+// and returns it with the offset of the encoded message in it. The commit
+// time (at offset 1) and the seq are written later, in place, by
+// setRecordCreated and setEncodedSeq.
+func encodeAppendRec(m *store.Message, cid string, pending []string) (rec []byte, encOff int) {
+	n := 10 + 2*binary.MaxVarintLen64 + 4*binary.MaxVarintLen64 +
+		len(m.ID) + len(m.Conv) + len(m.From) + len(m.To) + len(m.Body)
+	n += 9 + binary.MaxVarintLen64*(2+len(pending)) + len(cid)
+	for _, u := range pending {
+		n += len(u)
+	}
+	b := make([]byte, 9, n)
+	b[0] = recAppend
+	b = appendString(b, cid)
+	b = binary.AppendUvarint(b, uint64(len(pending)))
+	for _, u := range pending {
 		b = appendString(b, u)
 	}
-	return append(b, r.e.enc...)
+	encOff = len(b)
+	return appendMessage(b, m), encOff
+}
+
+// setRecordCreated writes the commit time into an append record.
+func setRecordCreated(rec []byte, ms int64) {
+	binary.BigEndian.PutUint64(rec[1:], uint64(ms))
 }
 
 func encodeAckRec(r ackRec) []byte {
@@ -215,7 +218,7 @@ func encodeAckRec(r ackRec) []byte {
 	return b
 }
 
-// decodeRecord decodes a journal record into an appendRec or an ackRec.
+// decodeRecord decodes a log or ack record into an appendRec or an ackRec.
 func decodeRecord(b []byte) (any, error) {
 	if len(b) == 0 {
 		return nil, errBadRecord
@@ -273,10 +276,29 @@ func decodeRecord(b []byte) (any, error) {
 	return nil, errBadRecord
 }
 
-// headerOf returns a copy of the encoded message enc without its body
-// (whose length is bodyLen), for a cid record.
-func headerOf(enc []byte, bodyLen int) []byte {
-	h := append([]byte(nil), enc[:len(enc)-bodyLen]...)
-	h[9] &^= msgFlagBody
-	return h
+// logMessage decodes the message of an append record.
+func logMessage(rec []byte) (store.Message, error) {
+	if len(rec) < 9 || rec[0] != recAppend {
+		return store.Message{}, errBadRecord
+	}
+	_, rest, ok := readString(rec[9:]) // cid
+	if !ok {
+		return store.Message{}, errBadRecord
+	}
+	n, k := binary.Uvarint(rest)
+	if k <= 0 || n > uint64(len(rest)) {
+		return store.Message{}, errBadRecord
+	}
+	rest = rest[k:]
+	for range n {
+		if _, rest, ok = readString(rest); !ok {
+			return store.Message{}, errBadRecord
+		}
+	}
+	return decodeMessage(rest)
+}
+
+// pendValue is the value of a pending queue entry.
+func pendValue(pos uint64, id string) []byte {
+	return append(seqKey(pos), id...)
 }

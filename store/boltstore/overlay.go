@@ -4,28 +4,31 @@ import "time"
 
 // The write path in two steps
 //
-// A write first goes to the journal: the committer appends one record per
-// Append or Ack to the journal bucket, in one transaction per batch, and
-// syncs. The journal's pages are the tail of one bucket, so a batch of
-// hundreds of messages to as many conversations dirties a handful of pages
-// instead of several per message; that is what makes a durable commit
-// cheap. Once the batch is committed, its records are applied to the
-// overlay, an in-memory view of the journal, and the callers are answered.
+// A write first goes to the log: the committer appends one record per
+// Append (the message, its pending users and cid) or Ack (to the acks
+// bucket), in one transaction per batch, and syncs. New records always
+// come last in the log, so a batch of hundreds of messages to as many
+// conversations dirties a handful of pages instead of several per
+// message; that is what makes a durable commit cheap. Once the batch is
+// committed, its records are applied to the overlay, an in-memory view of
+// the records not yet indexed, and the callers are answered.
 //
 // Every CheckpointEvery records or CheckpointInterval (and at Close), the
-// committer checkpoints: in one transaction it applies the whole overlay
-// to the index buckets (history, pending queues, cid records), empties the
-// journal and increments meta/applied. Then it starts a new, empty
-// overlay. Open replays a journal left by a crash into the overlay.
+// committer checkpoints: in one transaction it writes the overlay into the
+// index (history and pending queues point to log records; cid records),
+// trims to the retention bounds, empties the acks bucket and advances
+// meta/gen and meta/applied. Then it starts a new, empty overlay. Open
+// replays the records after meta/applied into the overlay, so a crash
+// loses nothing that was committed.
 //
 // Readers merge the index with the overlay. A reader copies what it needs
 // from the overlay (and its generation) under mu, then reads the index in
-// a read transaction: if meta/applied there has reached the overlay's
+// a read transaction: if meta/gen there has reached the overlay's
 // generation, the checkpoint of that overlay is already in the index and
 // the copy is ignored; otherwise the index holds everything before the
 // overlay and the two are joined.
 
-// overlay is the in-memory view of the journal: the records of generation
+// overlay is the in-memory view of the records of generation
 // gen, not yet checkpointed into the index.
 //
 // The maps and slices reachable from convs and users are guarded by
@@ -33,15 +36,15 @@ import "time"
 // from them under the read lock. An entry never changes once created, and
 // convLog.ents and userLog.ents only grow (entries are marked acked rather
 // than removed), so a reader may keep a copied slice header after
-// unlocking. cids, records and first are used by the committer only.
+// unlocking. records, lastPos and first are used by the committer only.
 type overlay struct {
 	gen   uint64
 	convs map[string]*convLog
 	users map[string]*userLog
 
-	cids    map[string]*entry // cidKey -> the message stored with it
-	records int               // journal records in this generation
-	first   time.Time         // when the first of them was committed
+	records int       // log and ack records in this generation
+	lastPos uint64    // log position of the newest append record, 0 if none
+	first   time.Time // when the first record was committed
 }
 
 func newOverlay(gen uint64) *overlay {
@@ -49,12 +52,12 @@ func newOverlay(gen uint64) *overlay {
 		gen:   gen,
 		convs: make(map[string]*convLog),
 		users: make(map[string]*userLog),
-		cids:  make(map[string]*entry),
 	}
 }
 
 // entry is one stored message of the overlay. Immutable.
 type entry struct {
+	pos     uint64 // position of its record in the log
 	enc     []byte // encodeMessage, seq included
 	id      string
 	conv    string
@@ -73,11 +76,11 @@ type convLog struct {
 func (c *convLog) last() uint64 { return c.base + uint64(len(c.ents)) - 1 }
 
 // userLog holds the overlay's changes to one user's pending queue: the
-// messages enqueued (in order; acked ones are marked) and every id acked,
-// to be removed from the index's queue too.
+// messages enqueued (in order; acked ones are marked) and the acked ids
+// that were not among them, to be removed from the index's queue.
 type userLog struct {
 	ents      []*pendEntry
-	byID      map[string]*pendEntry // the newest entry of each id in ents
+	byID      map[string]*pendEntry // unacked entries of ents by id; nil until the first ack
 	indexAcks map[string]struct{}
 }
 
@@ -86,14 +89,14 @@ type pendEntry struct {
 	acked bool
 }
 
-// appendRec is a committed Append, as the journal holds it.
+// appendRec is a committed Append, as the log holds it.
 type appendRec struct {
 	e       *entry
 	pending []string
 	cid     string // cidKey, "" without a CID
 }
 
-// ackRec is a committed Ack, as the journal holds it.
+// ackRec is a committed Ack, as the acks bucket holds it.
 type ackRec struct {
 	user string
 	ids  []string
@@ -103,6 +106,7 @@ type ackRec struct {
 // writing (or before the store is shared).
 func (ov *overlay) applyAppend(r appendRec, now time.Time) {
 	ov.touch(now)
+	ov.lastPos = max(ov.lastPos, r.e.pos)
 	cl := ov.convs[r.e.conv]
 	if cl == nil {
 		cl = &convLog{base: r.e.seq}
@@ -111,15 +115,11 @@ func (ov *overlay) applyAppend(r appendRec, now time.Time) {
 	cl.ents = append(cl.ents, r.e)
 	for _, u := range r.pending {
 		ul := ov.user(u)
-		if old := ul.byID[r.e.id]; old != nil {
-			old.acked = true // the same id again: the newest copy replaces it
-		}
 		pe := &pendEntry{e: r.e}
 		ul.ents = append(ul.ents, pe)
-		ul.byID[r.e.id] = pe
-	}
-	if r.cid != "" {
-		ov.cids[r.cid] = r.e
+		if ul.byID != nil {
+			ul.byID[r.e.id] = pe
+		}
 	}
 }
 
@@ -128,13 +128,21 @@ func (ov *overlay) applyAppend(r appendRec, now time.Time) {
 func (ov *overlay) applyAck(r ackRec, now time.Time) {
 	ov.touch(now)
 	ul := ov.user(r.user)
+	if ul.byID == nil { // built at the first ack: appends alone need no index
+		ul.byID = make(map[string]*pendEntry, len(ul.ents))
+		for _, pe := range ul.ents {
+			if !pe.acked {
+				ul.byID[pe.e.id] = pe
+			}
+		}
+	}
 	for _, id := range r.ids {
 		if pe := ul.byID[id]; pe != nil {
 			pe.acked = true
 			delete(ul.byID, id)
+		} else {
+			ul.indexAcks[id] = struct{}{} // maybe enqueued in an earlier generation
 		}
-		// The index may hold the id too (enqueued in an earlier generation).
-		ul.indexAcks[id] = struct{}{}
 	}
 }
 
@@ -148,7 +156,7 @@ func (ov *overlay) touch(now time.Time) {
 func (ov *overlay) user(u string) *userLog {
 	ul := ov.users[u]
 	if ul == nil {
-		ul = &userLog{byID: make(map[string]*pendEntry), indexAcks: make(map[string]struct{})}
+		ul = &userLog{indexAcks: make(map[string]struct{})}
 		ov.users[u] = ul
 	}
 	return ul

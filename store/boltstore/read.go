@@ -10,8 +10,8 @@ import (
 	"github.com/wshub/wshub/store"
 )
 
-// applied returns the generation of the last checkpoint in tx.
-func applied(tx *bolt.Tx) uint64 { return seqOf(tx.Bucket(bucketMeta).Get(keyApplied)) }
+// checkpointed returns the generation of the last checkpoint in tx.
+func checkpointed(tx *bolt.Tx) uint64 { return seqOf(tx.Bucket(bucketMeta).Get(keyGen)) }
 
 // History implements store.Store.
 //
@@ -45,7 +45,7 @@ func (s *Store) History(ctx context.Context, conv string, q store.Query) (store.
 				idxFirst = seqOf(k)
 			}
 		}
-		if applied(tx) >= gen || len(ov.ents) == 0 {
+		if checkpointed(tx) >= gen || len(ov.ents) == 0 {
 			ov = convLog{} // checkpointed since the copy (or empty)
 		} else if ov.base != idxLast+1 {
 			return corruptf(s.path, "history %q: index ends at %d, overlay starts at %d", conv, idxLast, ov.base)
@@ -91,9 +91,10 @@ func (s *Store) History(ctx context.Context, conv string, q store.Query) (store.
 
 		page.Items = make([]store.Message, 0, hi-lo+1)
 		if lo <= idxLast {
+			log := tx.Bucket(bucketLog)
 			c := hb.Cursor()
 			for k, v := c.Seek(seqKey(lo)); k != nil && seqOf(k) <= min(hi, idxLast); k, v = c.Next() {
-				m, err := decodeMessage(v)
+				m, err := logMessage(log.Get(v))
 				if err != nil {
 					return corruptf(s.path, "history %q seq %d: %v", conv, seqOf(k), err)
 				}
@@ -141,31 +142,31 @@ func (s *Store) Pending(ctx context.Context, user string) ([]store.Message, erro
 
 	var out []store.Message
 	err := s.view(ctx, func(tx *bolt.Tx) error {
-		if applied(tx) >= gen {
+		if checkpointed(tx) >= gen {
 			ovEnts, acks = nil, nil // checkpointed since the copy
 		}
-		if ub := tx.Bucket(bucketPend).Bucket([]byte(user)); ub != nil {
-			if q := ub.Bucket(keyPendQueue); q != nil {
-				err := q.ForEach(func(k, v []byte) error {
-					if len(acks) > 0 {
-						id, err := decodedID(v)
-						if err != nil {
-							return corruptf(s.path, "pending %q: %v", user, err)
-						}
-						if _, ok := acks[string(id)]; ok {
-							return nil
-						}
-					}
-					m, err := decodeMessage(v)
-					if err != nil {
-						return corruptf(s.path, "pending %q: %v", user, err)
-					}
-					out = append(out, m)
-					return nil
-				})
-				if err != nil {
-					return err
+		if q := tx.Bucket(bucketPend).Bucket([]byte(user)); q != nil {
+			log := tx.Bucket(bucketLog)
+			err := q.ForEach(func(k, v []byte) error {
+				if len(v) < 8 {
+					return corruptf(s.path, "pending %q entry %d", user, seqOf(k))
 				}
+				if _, ok := acks[string(v[8:])]; ok {
+					return nil
+				}
+				rec := log.Get(v[:8])
+				if rec == nil {
+					return nil // trimmed from the history
+				}
+				m, err := logMessage(rec)
+				if err != nil {
+					return corruptf(s.path, "pending %q: %v", user, err)
+				}
+				out = append(out, m)
+				return nil
+			})
+			if err != nil {
+				return err
 			}
 		}
 		for _, e := range ovEnts {

@@ -16,15 +16,15 @@ const appendFill = 0.95
 
 // writer applies requests inside one write transaction of the committer.
 type writer struct {
-	s                        *Store
-	tx                       *bolt.Tx
-	now                      time.Time
-	meta, journalB           *bolt.Bucket
-	hist, pend, cids, cidlog *bolt.Bucket
-	rooms, userRooms         *bolt.Bucket
-	maxHistory, maxPending   uint64 // 0: unbounded
-	maxCIDs                  uint64 // 0: unbounded
-	cidCutoff                int64  // records created before (Unix ms) may go
+	s                      *Store
+	tx                     *bolt.Tx
+	now                    time.Time
+	meta, log, acks        *bolt.Bucket
+	hist, pend, pendN      *bolt.Bucket
+	rooms, userRooms       *bolt.Bucket
+	maxHistory, maxPending uint64 // 0: unbounded
+
+	keys []byte // slab for the 8-byte keys of this transaction
 
 	// Journaled by this transaction, not yet in the overlay.
 	lastSeq map[string]uint64 // conv -> last seq assigned
@@ -37,36 +37,32 @@ func (s *Store) newWriter(tx *bolt.Tx, now time.Time) *writer {
 		tx:        tx,
 		now:       now,
 		meta:      tx.Bucket(bucketMeta),
-		journalB:  tx.Bucket(bucketJournal),
+		log:       tx.Bucket(bucketLog),
+		acks:      tx.Bucket(bucketAcks),
 		hist:      tx.Bucket(bucketHist),
 		pend:      tx.Bucket(bucketPend),
-		cids:      tx.Bucket(bucketCIDs),
-		cidlog:    tx.Bucket(bucketCIDLog),
+		pendN:     tx.Bucket(bucketPendN),
 		rooms:     tx.Bucket(bucketRooms),
 		userRooms: tx.Bucket(bucketUserRooms),
-		cidCutoff: now.Add(-s.opts.CIDRetention).UnixMilli(),
 		lastSeq:   make(map[string]uint64),
 		newCIDs:   make(map[string]*entry),
 	}
 	// Keys of these buckets only grow, so full pages are best (bbolt's
 	// default leaves appended-to pages half empty).
-	w.journalB.FillPercent = appendFill
-	w.cidlog.FillPercent = appendFill
+	w.log.FillPercent = appendFill
+	w.acks.FillPercent = appendFill
 	if s.opts.MaxHistory > 0 {
 		w.maxHistory = uint64(s.opts.MaxHistory)
 	}
 	if s.opts.MaxPending > 0 {
 		w.maxPending = uint64(s.opts.MaxPending)
 	}
-	if s.opts.MaxCIDs > 0 {
-		w.maxCIDs = uint64(s.opts.MaxCIDs)
-	}
 	return w
 }
 
 // journal applies one request in the committer's batch transaction: an
-// Append or Ack becomes a journal record (r.rec), a Join or Leave is written
-// to the index directly.
+// Append becomes a log record, an Ack an ack record (r.rec), a Join or Leave
+// is written to the index directly.
 func (w *writer) journal(r *request) error {
 	r.rec, r.dup = nil, false
 	switch r.kind {
@@ -74,7 +70,11 @@ func (w *writer) journal(r *request) error {
 		return w.journalAppend(r)
 	case opAck:
 		rec := ackRec{user: r.user, ids: r.ids}
-		if err := w.putJournal(encodeAckRec(rec)); err != nil {
+		pos, err := w.log.NextSequence()
+		if err != nil {
+			return err
+		}
+		if err := w.acks.Put(w.key(pos), encodeAckRec(rec)); err != nil {
 			return err
 		}
 		r.rec = rec
@@ -85,14 +85,6 @@ func (w *writer) journal(r *request) error {
 		return w.leave([]byte(r.room), []byte(r.user))
 	}
 	return fmt.Errorf("wshub/boltstore: unknown request kind %d", r.kind)
-}
-
-func (w *writer) putJournal(rec []byte) error {
-	n, err := w.journalB.NextSequence()
-	if err != nil {
-		return err
-	}
-	return w.journalB.Put(seqKey(n), rec)
 }
 
 func (w *writer) journalAppend(r *request) error {
@@ -112,12 +104,19 @@ func (w *writer) journalAppend(r *request) error {
 		}
 	}
 	seq := last + 1
-	setEncodedSeq(r.enc, seq)
-	e := &entry{enc: r.enc, id: r.msg.ID, conv: conv, seq: seq, bodyLen: len(r.msg.Body), created: w.now.UnixMilli()}
-	rec := appendRec{e: e, pending: r.pending, cid: r.cid}
-	if err := w.putJournal(encodeAppendRec(rec)); err != nil {
+	pos, err := w.log.NextSequence()
+	if err != nil {
 		return err
 	}
+	created := w.now.UnixMilli()
+	setRecordCreated(r.logRec, created)
+	enc := r.logRec[r.encOff:]
+	setEncodedSeq(enc, seq)
+	if err := w.log.Put(w.key(pos), r.logRec); err != nil {
+		return err
+	}
+	e := &entry{pos: pos, enc: enc, id: r.msg.ID, conv: conv, seq: seq, bodyLen: len(r.msg.Body), created: created}
+	rec := appendRec{e: e, pending: r.pending, cid: r.cid}
 	w.lastSeq[conv] = seq
 	if r.cid != "" {
 		w.newCIDs[r.cid] = e
@@ -128,41 +127,42 @@ func (w *writer) journalAppend(r *request) error {
 	return nil
 }
 
-// findCID looks up the message recorded with cidKey key: in this batch, in
-// the overlay, then in the index. A message from the index whose history
-// was trimmed comes back without its body.
-func (w *writer) findCID(key string) (store.Message, bool, error) {
-	e := w.newCIDs[key]
-	if e == nil {
-		e = w.s.ov.cids[key]
+// key returns seqKey(n) from a slab: bbolt keeps keys until the commit.
+func (w *writer) key(n uint64) []byte {
+	if len(w.keys) < 8 {
+		w.keys = make([]byte, 8*256)
 	}
-	if e != nil {
+	k := w.keys[:8:8]
+	w.keys = w.keys[8:]
+	binary.BigEndian.PutUint64(k, n)
+	return k
+}
+
+// findCID looks up the message recorded with cidKey key: in this batch,
+// then in the log.
+func (w *writer) findCID(key string) (store.Message, bool, error) {
+	if e := w.newCIDs[key]; e != nil {
 		m, err := decodeMessage(e.enc)
 		return m, err == nil, err
 	}
-	v := w.cids.Get([]byte(key))
-	if v == nil {
+	pos, ok := w.s.cids.get(key)
+	if !ok {
 		return store.Message{}, false, nil
 	}
-	if len(v) < 8 {
-		return store.Message{}, false, corruptf(w.s.path, "cid record")
+	rec := w.log.Get(seqKey(pos))
+	if rec == nil {
+		return store.Message{}, false, nil // trimmed from the history
 	}
-	m, err := decodeMessage(v[8:])
+	m, err := logMessage(rec)
 	if err != nil {
-		return store.Message{}, false, corruptf(w.s.path, "cid record: %v", err)
-	}
-	if hb := w.hist.Bucket([]byte(m.Conv)); hb != nil {
-		if hv := hb.Get(seqKey(m.Seq)); hv != nil {
-			if full, err := decodeMessage(hv); err == nil && full.ID == m.ID {
-				return full, true, nil
-			}
-		}
+		return store.Message{}, false, corruptf(w.s.path, "log record %d: %v", pos, err)
 	}
 	return m, true, nil
 }
 
-// checkpoint writes the overlay ov into the index and empties the journal.
-// Keys are written in sorted order, which keeps bbolt's page splits cheap.
+// checkpoint writes the overlay ov into the index, empties the acks bucket
+// and advances meta/gen and meta/applied. Keys are written in sorted
+// order, which keeps bbolt's page splits cheap.
 func (w *writer) checkpoint(ov *overlay) error {
 	for _, conv := range sortedKeys(ov.convs) {
 		if err := w.writeHistory(conv, ov.convs[conv]); err != nil {
@@ -171,39 +171,29 @@ func (w *writer) checkpoint(ov *overlay) error {
 	}
 	for _, user := range sortedKeys(ov.users) {
 		ul := ov.users[user]
-		if len(ul.indexAcks) > 0 {
-			if err := w.ack([]byte(user), ul.indexAcks); err != nil {
-				return err
-			}
-		}
 		live := make([]*entry, 0, len(ul.ents))
 		for _, pe := range ul.ents {
 			if !pe.acked {
 				live = append(live, pe.e)
 			}
 		}
-		if w.maxPending > 0 && uint64(len(live)) > w.maxPending {
-			live = live[uint64(len(live))-w.maxPending:]
-		}
-		if err := w.enqueue([]byte(user), live); err != nil {
+		if err := w.updateQueue([]byte(user), ul.indexAcks, live); err != nil {
 			return err
 		}
 	}
-	for _, key := range sortedKeys(ov.cids) {
-		if err := w.recordCID([]byte(key), ov.cids[key]); err != nil {
-			return err
-		}
-	}
-	if err := w.trimCIDs(len(ov.cids)); err != nil {
+	if err := w.tx.DeleteBucket(bucketAcks); err != nil {
 		return err
 	}
-	if err := w.tx.DeleteBucket(bucketJournal); err != nil {
+	if _, err := w.tx.CreateBucket(bucketAcks); err != nil {
 		return err
 	}
-	if _, err := w.tx.CreateBucket(bucketJournal); err != nil {
+	if err := w.meta.Put(keyGen, seqKey(ov.gen)); err != nil {
 		return err
 	}
-	return w.meta.Put(keyApplied, seqKey(ov.gen))
+	if ov.lastPos > 0 {
+		return w.meta.Put(keyApplied, seqKey(ov.lastPos))
+	}
+	return nil
 }
 
 func sortedKeys[V any](m map[string]V) []string {
@@ -215,8 +205,8 @@ func sortedKeys[V any](m map[string]V) []string {
 	return keys
 }
 
-// writeHistory appends cl's messages to conv's history and trims it to
-// MaxHistory.
+// writeHistory indexes cl's messages in conv's history and trims it to
+// MaxHistory, deleting the trimmed messages from the log.
 func (w *writer) writeHistory(conv string, cl *convLog) error {
 	if len(cl.ents) == 0 {
 		return nil
@@ -228,13 +218,17 @@ func (w *writer) writeHistory(conv string, cl *convLog) error {
 	hb.FillPercent = appendFill
 	last := cl.last()
 	if hb.Sequence() != cl.base-1 {
-		return corruptf(w.s.path, "history %q ends at seq %d, the journal continues at %d", conv, hb.Sequence(), cl.base)
+		return corruptf(w.s.path, "history %q ends at seq %d, the log continues at %d", conv, hb.Sequence(), cl.base)
 	}
 	for _, e := range cl.ents {
 		if w.maxHistory > 0 && e.seq+w.maxHistory <= last {
-			continue // trimmed anyway
+			// Trimmed at once.
+			if err := w.log.Delete(seqKey(e.pos)); err != nil {
+				return err
+			}
+			continue
 		}
-		if err := hb.Put(seqKey(e.seq), e.enc); err != nil {
+		if err := hb.Put(seqKey(e.seq), seqKey(e.pos)); err != nil {
 			return err
 		}
 	}
@@ -244,7 +238,10 @@ func (w *writer) writeHistory(conv string, cl *convLog) error {
 	if w.maxHistory > 0 && last > w.maxHistory {
 		limit := last - w.maxHistory
 		c := hb.Cursor()
-		for k, _ := c.First(); k != nil && seqOf(k) <= limit; k, _ = c.First() {
+		for k, v := c.First(); k != nil && seqOf(k) <= limit; k, v = c.First() {
+			if err := w.log.Delete(append([]byte(nil), v...)); err != nil {
+				return err
+			}
 			if err := c.Delete(); err != nil {
 				return err
 			}
@@ -253,116 +250,67 @@ func (w *writer) writeHistory(conv string, cl *convLog) error {
 	return nil
 }
 
-// enqueue appends ents to user's pending queue, dropping the oldest entries
-// beyond MaxPending.
-func (w *writer) enqueue(user []byte, ents []*entry) error {
-	if len(ents) == 0 {
+// updateQueue removes the acked ids from user's pending queue, appends
+// ents, and drops the oldest entries beyond MaxPending.
+func (w *writer) updateQueue(user []byte, acked map[string]struct{}, ents []*entry) error {
+	q := w.pend.Bucket(user)
+	if q == nil && len(ents) == 0 {
 		return nil
 	}
-	ub, err := w.pend.CreateBucketIfNotExists(user)
-	if err != nil {
-		return err
-	}
-	q, err := ub.CreateBucketIfNotExists(keyPendQueue)
-	if err != nil {
-		return err
+	if q == nil {
+		var err error
+		if q, err = w.pend.CreateBucket(user); err != nil {
+			return err
+		}
 	}
 	q.FillPercent = appendFill
-	ix, err := ub.CreateBucketIfNotExists(keyPendIndex)
-	if err != nil {
-		return err
-	}
-	count := seqOf(ub.Get(keyPendCount))
-	for _, e := range ents {
-		id := []byte(e.id)
-		if old := ix.Get(id); old != nil { // the same id again: keep the newest
-			if err := q.Delete(append([]byte(nil), old...)); err != nil {
+	count := seqOf(w.pendN.Get(user))
+	if len(acked) > 0 {
+		left := len(acked)
+		c := q.Cursor()
+		for k, v := c.First(); k != nil && left > 0; {
+			if len(v) < 8 {
+				return corruptf(w.s.path, "pending %q entry %d", user, seqOf(k))
+			}
+			if _, ok := acked[string(v[8:])]; !ok {
+				k, v = c.Next()
+				continue
+			}
+			left--
+			count--
+			deleted := append([]byte(nil), k...)
+			if err := c.Delete(); err != nil {
 				return err
 			}
-			count--
+			k, v = c.Seek(deleted) // the key after the deleted one
 		}
+	}
+	for _, e := range ents {
 		n, err := q.NextSequence()
 		if err != nil {
 			return err
 		}
-		k := seqKey(n)
-		if err := q.Put(k, e.enc); err != nil {
-			return err
-		}
-		if err := ix.Put(id, k); err != nil {
+		if err := q.Put(seqKey(n), pendValue(e.pos, e.id)); err != nil {
 			return err
 		}
 		count++
 	}
-	for w.maxPending > 0 && count > w.maxPending {
+	if w.maxPending > 0 && count > w.maxPending {
 		c := q.Cursor()
-		_, v := c.First()
-		oldID, err := decodedID(v)
-		if err != nil {
-			return corruptf(w.s.path, "pending %q: %v", user, err)
+		for k, _ := c.First(); k != nil && count > w.maxPending; k, _ = c.First() {
+			if err := c.Delete(); err != nil {
+				return err
+			}
+			count--
 		}
-		oldID = append([]byte(nil), oldID...)
-		if err := c.Delete(); err != nil {
+	}
+	if k, _ := q.Cursor().First(); k == nil {
+		if err := w.pend.DeleteBucket(user); err != nil {
 			return err
 		}
-		if err := ix.Delete(oldID); err != nil {
-			return err
-		}
-		count--
+		return w.pendN.Delete(user)
 	}
-	return ub.Put(keyPendCount, seqKey(count))
-}
-
-// ack removes ids from user's pending queue in the index.
-func (w *writer) ack(user []byte, ids map[string]struct{}) error {
-	ub := w.pend.Bucket(user)
-	if ub == nil {
-		return nil
-	}
-	q, ix := ub.Bucket(keyPendQueue), ub.Bucket(keyPendIndex)
-	if q == nil || ix == nil {
-		return nil
-	}
-	count := seqOf(ub.Get(keyPendCount))
-	removed := false
-	for id := range ids {
-		k := ix.Get([]byte(id))
-		if k == nil {
-			continue
-		}
-		k = append([]byte(nil), k...)
-		if err := q.Delete(k); err != nil {
-			return err
-		}
-		if err := ix.Delete([]byte(id)); err != nil {
-			return err
-		}
-		count--
-		removed = true
-	}
-	if !removed {
-		return nil
-	}
-	if first, _ := q.Cursor().First(); first == nil {
-		return w.pend.DeleteBucket(user)
-	}
-	return ub.Put(keyPendCount, seqKey(count))
-}
-
-// recordCID writes the (sender, cid) record of e: its creation time and the
-// message without its body, which the history holds.
-func (w *writer) recordCID(key []byte, e *entry) error {
-	rec := binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(e.enc)-e.bodyLen), uint64(e.created))
-	rec = append(rec, headerOf(e.enc, e.bodyLen)...)
-	if err := w.cids.Put(key, rec); err != nil {
-		return err
-	}
-	n, err := w.cidlog.NextSequence()
-	if err != nil {
-		return err
-	}
-	logEntry := binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(key)), uint64(e.created))
-	return w.cidlog.Put(seqKey(n), append(logEntry, key...))
+	return w.pendN.Put(user, seqKey(count))
 }
 
 func (w *writer) join(room, user []byte) error {
@@ -399,38 +347,6 @@ func deleteMember(top *bolt.Bucket, name, key []byte) error {
 	}
 	if k, _ := b.Cursor().First(); k == nil {
 		return top.DeleteBucket(name)
-	}
-	return nil
-}
-
-// trimCIDs removes (sender, cid) records that are past their retention or
-// beyond MaxCIDs, oldest first, at most about budget of them plus a fixed
-// amount, so that one checkpoint never does unbounded work.
-func (w *writer) trimCIDs(budget int) error {
-	budget += 1024
-	c := w.cidlog.Cursor()
-	last := w.cidlog.Sequence()
-	for k, v := c.First(); k != nil && budget > 0; k, v = c.First() {
-		if len(v) < 8 {
-			return corruptf(w.s.path, "cid log entry %d", seqOf(k))
-		}
-		count := last - seqOf(k) + 1
-		created := int64(binary.BigEndian.Uint64(v))
-		if created >= w.cidCutoff && (w.maxCIDs == 0 || count <= w.maxCIDs) {
-			return nil
-		}
-		key := append([]byte(nil), v[8:]...)
-		if err := c.Delete(); err != nil {
-			return err
-		}
-		// The record may have been written again later under the same key;
-		// delete it only if it is this entry's.
-		if rec := w.cids.Get(key); len(rec) >= 8 && int64(binary.BigEndian.Uint64(rec)) == created {
-			if err := w.cids.Delete(key); err != nil {
-				return err
-			}
-		}
-		budget--
 	}
 	return nil
 }
