@@ -186,6 +186,12 @@ type Options struct {
 	// conversations do not expire.
 	HistoryTTL time.Duration
 
+	// FeedCheckInterval is how often Subscribe sends a PING on its
+	// subscription connection; a subscription that received nothing, not
+	// even the PING's answer, by the next check is reported broken. Zero
+	// means DefaultFeedCheckInterval (5 s).
+	FeedCheckInterval time.Duration
+
 	// CloseClient makes Close close the client given to New. Open always
 	// closes the client it made.
 	CloseClient bool
@@ -207,6 +213,9 @@ func (o Options) withDefaults() Options {
 	if o.HistoryTTL < 0 {
 		o.HistoryTTL = 0
 	}
+	if o.FeedCheckInterval <= 0 {
+		o.FeedCheckInterval = DefaultFeedCheckInterval
+	}
 	return o
 }
 
@@ -220,6 +229,8 @@ type Store struct {
 	// Script arguments derived from opts, formatted (and boxed in an
 	// interface, which allocates) once.
 	maxHistory, maxPending, cidTTL, historyTTL any
+	// channel is the feed's pub/sub channel: Prefix + "feed".
+	channel string
 
 	// epochBase and epochSeq make the epoch offered to a conversation
 	// that has none: epochBase is random per Store, epochSeq counts.
@@ -227,7 +238,9 @@ type Store struct {
 	epochSeq  atomic.Uint64
 
 	// closed is set by Close before anything else; methods check it first.
-	closed    atomic.Bool
+	closed atomic.Bool
+	// done is closed by Close (after closed is set); it ends Subscribe.
+	done      chan struct{}
 	closeOnce sync.Once
 	closeErr  error // written inside closeOnce, read after it
 }
@@ -259,6 +272,8 @@ func New(client redis.UniversalClient, opts Options) (*Store, error) {
 		cidTTL:     strconv.FormatInt(max(opts.CIDRetention.Milliseconds(), 1), 10),
 		historyTTL: "0",
 		epochBase:  hex.EncodeToString(rnd[:]) + ".",
+		channel:    opts.Prefix + "feed",
+		done:       make(chan struct{}),
 	}
 	if opts.HistoryTTL > 0 {
 		s.historyTTL = strconv.FormatInt(max(opts.HistoryTTL.Milliseconds(), 1), 10)
@@ -372,6 +387,7 @@ func (s *Store) Append(ctx context.Context, req store.AppendRequest) (store.Mess
 	res, err := appendScript.Run(ctx, s.client, keys,
 		hasCID, req.Msg.ID, encode(&req.Msg), s.newEpoch(),
 		s.maxHistory, s.maxPending, s.cidTTL, s.historyTTL, trimBatch,
+		s.channel, encodeMessageHeader(req.Origin),
 	).Slice()
 	if err != nil {
 		return store.Message{}, false, s.wrap("append", err)
@@ -494,30 +510,28 @@ func (s *Store) Ack(ctx context.Context, user string, ids ...string) error {
 	return s.wrap("ack", err)
 }
 
-// Join implements store.Store.
+// Join implements store.Store. When it made user a member (it was not
+// one), it announces EventJoin on the feed in the same atomic step.
 func (s *Store) Join(ctx context.Context, room, user string) error {
-	if err := s.checkMembership(ctx, room, user); err != nil {
-		return err
-	}
-	_, err := s.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.SAdd(ctx, s.roomKey(room), user)
-		p.SAdd(ctx, s.userKey(user), room)
-		return nil
-	})
-	return s.wrap("join", err)
+	return s.membership(ctx, "join", "SADD", wireJoin, room, user)
 }
 
-// Leave implements store.Store.
+// Leave implements store.Store. When user was a member, it announces
+// EventLeave on the feed in the same atomic step.
 func (s *Store) Leave(ctx context.Context, room, user string) error {
+	return s.membership(ctx, "leave", "SREM", wireLeave, room, user)
+}
+
+// membership runs the membership script with cmd (SADD or SREM) and the
+// announcement of kind.
+func (s *Store) membership(ctx context.Context, op, cmd string, kind byte, room, user string) error {
 	if err := s.checkMembership(ctx, room, user); err != nil {
 		return err
 	}
-	_, err := s.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.SRem(ctx, s.roomKey(room), user)
-		p.SRem(ctx, s.userKey(user), room)
-		return nil
-	})
-	return s.wrap("leave", err)
+	err := membershipScript.Run(ctx, s.client, []string{s.roomKey(room), s.userKey(user)},
+		cmd, user, room, s.channel, encodeMembership(kind, room, user),
+	).Err()
+	return s.wrap(op, err)
 }
 
 func (s *Store) checkMembership(ctx context.Context, room, user string) error {
@@ -561,6 +575,7 @@ func (s *Store) Members(ctx context.Context, room string) ([]string, error) {
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)
+		close(s.done)
 		if s.opts.CloseClient {
 			s.closeErr = s.client.Close()
 		}

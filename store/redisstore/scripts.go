@@ -31,6 +31,12 @@ import "github.com/redis/go-redis/v9"
 // ARGV[7] cid record TTL, ms
 // ARGV[8] conversation TTL, ms (0 = none)
 // ARGV[9] most history fields deleted by one call
+// ARGV[10] feed channel
+// ARGV[11] announcement header (kind and origin, see encodeMessageHeader)
+//
+// A stored message (not a duplicate) is announced last: PUBLISH of the
+// header followed by the stored value, inside the script, so that the feed
+// announces a conversation's messages in seq order.
 //
 // Returns {1, stored value} for a duplicate, {0, seq} otherwise.
 var appendScript = redis.NewScript(`
@@ -109,7 +115,36 @@ end
 if k == 3 then
   redis.call('SET', KEYS[2], v, 'PX', ARGV[7])
 end
+redis.call('PUBLISH', ARGV[10], ARGV[11] .. v)
 return {0, seq}
+`)
+
+// membershipScript adds a user to a room or removes it, and announces the
+// change. See Store.Join and Store.Leave.
+//
+// KEYS[1] the room's member set, KEYS[2] the user's room set
+//
+// ARGV[1] 'SADD' (join) or 'SREM' (leave)
+// ARGV[2] user, ARGV[3] room
+// ARGV[4] feed channel
+// ARGV[5] announcement (see encodeMembership)
+//
+// The announcement is published only when a set changed, so that joining
+// again (clients do on every reconnect) costs the feed nothing.
+//
+// Returns the number of set members added or removed (0, 1 or 2).
+var membershipScript = redis.NewScript(`
+for i = 1, 2 do
+  local t = redis.call('TYPE', KEYS[i])['ok']
+  if t ~= 'none' and t ~= 'set' then
+    return redis.error_reply('WRONGTYPE wshub/redisstore: key ' .. KEYS[i] .. ' holds a ' .. t .. ', not a set')
+  end
+end
+local n = redis.call(ARGV[1], KEYS[1], ARGV[2]) + redis.call(ARGV[1], KEYS[2], ARGV[3])
+if n > 0 then
+  redis.call('PUBLISH', ARGV[4], ARGV[5])
+end
+return n
 `)
 
 // historyScript reads a window of a conversation. See Store.History.

@@ -1,0 +1,202 @@
+package redisstore
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/wshub/wshub/store"
+)
+
+// ErrFeedBroken is returned by Subscribe when its subscription broke: the
+// connection failed or was killed, Redis did not answer a health check in
+// time, or go-redis reconnected on its own. Events may have been missed.
+// The error also wraps the cause.
+var ErrFeedBroken = errors.New("wshub/redisstore: feed subscription broke")
+
+// DefaultFeedCheckInterval is the FeedCheckInterval used when the option is
+// zero.
+const DefaultFeedCheckInterval = 5 * time.Second
+
+// The first byte of an announcement on the feed channel tells its kind.
+const (
+	wireMessage = 'm' // uvarint len + origin, then the stored value "<seq>:<encoded message>"
+	wireJoin    = 'j' // uvarint len + room, then the user
+	wireLeave   = 'l' // the same as wireJoin
+)
+
+var _ store.Feed = (*Store)(nil)
+
+// encodeMessageHeader returns what the Append script puts before the stored
+// value in a message announcement: the kind byte and the origin with its
+// length.
+func encodeMessageHeader(origin string) string {
+	if origin == "" {
+		return string([]byte{wireMessage, 0}) // constant: the compiler does not allocate
+	}
+	b := make([]byte, 0, 1+binary.MaxVarintLen64+len(origin))
+	b = append(b, wireMessage)
+	return string(appendString(b, origin))
+}
+
+// encodeMembership returns the announcement of a join (kind wireJoin) or
+// leave (wireLeave).
+func encodeMembership(kind byte, room, user string) string {
+	b := make([]byte, 0, 1+binary.MaxVarintLen64+len(room)+len(user))
+	b = append(b, kind)
+	b = appendString(b, room)
+	return string(append(b, user...))
+}
+
+// decodeEvent parses an announcement. Strings of the result share memory
+// with p.
+func decodeEvent(p string) (store.Event, error) {
+	if p == "" {
+		return store.Event{}, fmt.Errorf("%w: empty feed announcement", ErrCorrupt)
+	}
+	d := decoder{s: p[1:]}
+	switch p[0] {
+	case wireMessage:
+		origin := d.string()
+		if d.bad {
+			return store.Event{}, fmt.Errorf("%w: truncated feed announcement", ErrCorrupt)
+		}
+		m, err := decode(d.s)
+		if err != nil {
+			return store.Event{}, fmt.Errorf("feed announcement: %w", err)
+		}
+		return store.Event{Kind: store.EventMessage, Msg: m, Origin: origin}, nil
+	case wireJoin, wireLeave:
+		room := d.string()
+		if d.bad || room == "" || d.s == "" {
+			return store.Event{}, fmt.Errorf("%w: malformed membership announcement", ErrCorrupt)
+		}
+		kind := store.EventJoin
+		if p[0] == wireLeave {
+			kind = store.EventLeave
+		}
+		return store.Event{Kind: kind, Room: room, User: d.s}, nil
+	}
+	return store.Event{}, fmt.Errorf("%w: unknown feed announcement kind %q", ErrCorrupt, p[0])
+}
+
+// Subscribe implements store.Feed: it subscribes to the Prefix's feed
+// channel on a connection of its own and calls fn for every announcement
+// of every Store with the same Prefix on the same Redis (this one
+// included), in the order Redis ran the writes that announced them.
+//
+// It returns ctx.Err() when ctx ends, store.ErrClosed when the Store is
+// closed, and otherwise an error wrapping ErrFeedBroken (and its cause)
+// as soon as the subscription can no longer promise to see every
+// announcement: the connection failed or was killed (CLIENT KILL, a Redis
+// restart, Redis's pubsub output buffer limit for a subscriber that reads
+// too slowly), or it got no reply to a PING within FeedCheckInterval.
+// Subscribe never reconnects by itself: the caller subscribes again and
+// resynchronizes, as the hub does.
+func (s *Store) Subscribe(ctx context.Context, fn func(store.Event)) error {
+	if err := s.check(ctx); err != nil {
+		return err
+	}
+	ps := s.client.Subscribe(ctx, s.channel)
+	defer ps.Close()
+	var alive atomic.Bool              // set by the receive loop on every reply, cleared by the watcher
+	stop := make(chan struct{})        // closed by Subscribe when the receive loop ended
+	watcherDone := make(chan struct{}) // closed by the watcher goroutine
+	var reason error                   // written by the watcher, read after watcherDone
+	go func() {
+		defer close(watcherDone)
+		reason = s.watch(ctx, ps, stop, &alive)
+		if reason != nil {
+			_ = ps.Close() // ends the receive loop's read
+		}
+	}()
+	err := s.receive(ctx, ps, fn, &alive)
+	close(stop)
+	<-watcherDone
+	switch {
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case s.closed.Load():
+		return store.ErrClosed
+	case reason != nil:
+		err = reason
+	}
+	return fmt.Errorf("%w: %w", ErrFeedBroken, err)
+}
+
+// errResubscribed reports that the PubSub subscribed again on a new
+// connection: announcements between the two were missed.
+var errResubscribed = errors.New("go-redis subscribed again on a new connection")
+
+// receive reads the subscription, calling fn for its events, until a read
+// fails (the watcher's ps.Close included) or a reply shows that events may
+// have been missed; it returns that error, never nil.
+func (s *Store) receive(ctx context.Context, ps *redis.PubSub, fn func(store.Event), alive *atomic.Bool) error {
+	ready := false
+	for {
+		v, err := ps.Receive(ctx)
+		if err != nil {
+			return err
+		}
+		alive.Store(true)
+		switch v := v.(type) {
+		case *redis.Subscription:
+			if ready || v.Kind != "subscribe" || v.Channel != s.channel {
+				// A second confirmation comes only from a new
+				// connection, whose gap nobody announced.
+				return fmt.Errorf("%w: %s %s", errResubscribed, v.Kind, v.Channel)
+			}
+			ready = true
+			fn(store.Event{Kind: store.EventReady})
+		case *redis.Message:
+			if !ready || v.Channel != s.channel {
+				return fmt.Errorf("unexpected message on channel %q", v.Channel)
+			}
+			ev, err := decodeEvent(v.Payload)
+			if err != nil {
+				return err
+			}
+			fn(ev)
+		case *redis.Pong:
+			// a health check's answer: alive is set
+		default:
+			return fmt.Errorf("unexpected pubsub reply %T", v)
+		}
+	}
+}
+
+// watch runs beside the receive loop until stop is closed, and returns why
+// the subscription must end (nil when stop was closed first): ctx ended,
+// the Store was closed, a PING could not be sent, or nothing at all
+// (not even the PING's answer) came in one FeedCheckInterval after a PING.
+func (s *Store) watch(ctx context.Context, ps *redis.PubSub, stop <-chan struct{}, alive *atomic.Bool) error {
+	t := time.NewTicker(s.opts.FeedCheckInterval)
+	defer t.Stop()
+	pinged := false
+	for {
+		select {
+		case <-stop:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.done:
+			return store.ErrClosed
+		case <-t.C:
+		}
+		if !alive.Swap(false) && pinged {
+			return fmt.Errorf("no reply from Redis to a PING within %v", s.opts.FeedCheckInterval)
+		}
+		if err := ps.Ping(ctx); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("health check: %w", err)
+		}
+		pinged = true
+	}
+}
