@@ -573,3 +573,89 @@ func TestStore_NoSync(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, []string{"1"}, ids(pend))
 }
+
+// TestStore_ReadsDuringCheckpoints reads while writers append and ack and
+// checkpoints move the writes from the log into the index every few
+// records: a reader must never see a message twice, miss one that an
+// Append returned before the read began, or see a gap in the seqs.
+func TestStore_ReadsDuringCheckpoints(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), "hub.db"), boltstore.Options{CheckpointEvery: 5})
+	conv := store.DirectConv("a", "b")
+	const n = 300
+	var (
+		mu       sync.Mutex // guards returned
+		returned = map[string]uint64{}
+	)
+	done := make(chan struct{})
+	var writers sync.WaitGroup
+	writers.Go(func() {
+		for i := range n {
+			id := fmt.Sprintf("m%03d", i)
+			m, _, err := s.Append(t.Context(), direct("a", "b", id, id))
+			if !assert.NoError(t, err) {
+				return
+			}
+			mu.Lock()
+			returned[id] = m.Seq
+			mu.Unlock()
+			if i%3 == 0 { // ack every third message right away
+				assert.NoError(t, s.Ack(t.Context(), "b", id))
+			}
+		}
+	})
+	var readers sync.WaitGroup
+	for range 2 {
+		readers.Go(func() {
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				mu.Lock()
+				before := len(returned)
+				mu.Unlock()
+
+				p, err := s.History(t.Context(), conv, store.Query{Limit: n})
+				if !assert.NoError(t, err) {
+					return
+				}
+				for i, m := range p.Items {
+					if !assert.Equal(t, uint64(i+1), m.Seq, "history is gapless and once") {
+						return
+					}
+				}
+				assert.GreaterOrEqual(t, len(p.Items), before, "history holds every returned append")
+
+				pend, err := s.Pending(t.Context(), "b")
+				if !assert.NoError(t, err) {
+					return
+				}
+				seen := map[string]bool{}
+				last := uint64(0)
+				for _, m := range pend {
+					assert.False(t, seen[m.ID], "pending %s twice", m.ID)
+					seen[m.ID] = true
+					assert.Greater(t, m.Seq, last, "pending in order")
+					last = m.Seq
+				}
+			}
+		})
+	}
+	writers.Wait()
+	close(done)
+	readers.Wait()
+
+	pend, err := s.Pending(t.Context(), "b")
+	require.NoError(t, err)
+	assert.Len(t, pend, n-n/3)
+	for _, m := range pend {
+		assert.NotEqual(t, 0, seqIndex(m.ID)%3, "acked %s is gone", m.ID)
+	}
+}
+
+func seqIndex(id string) int {
+	var i int
+	_, _ = fmt.Sscanf(id, "m%03d", &i)
+	return i
+}
