@@ -1,15 +1,21 @@
 // Package boltstore is the embedded, durable store.Store of a wshub hub: one
 // process, one bbolt file, nothing lost across crashes.
 //
+//	st, err := boltstore.Open("hub.db", boltstore.Options{})
+//	...
+//	h, err := wshub.New(wshub.Options{Store: st, ...})
+//	...
+//	defer st.Close() // after the hub is shut down
+//
 // # Durability
 //
 // Append, Ack, Join and Leave return nil only after the bbolt transaction
-// holding their write was committed and synced to disk (bbolt syncs the data
-// pages, then the meta page: two fdatasync calls per commit). A hub sends a
-// receipt only after Append returned, so every receipted message survives a
-// crash of the process or of the machine. Options.NoSync turns the syncs off
-// for people who accept losing the last writes (and, on a power loss,
-// possibly the file) in exchange for speed.
+// holding their write was committed and synced to disk (bbolt syncs the
+// data pages, then the meta page: two fdatasync calls per commit). A hub
+// sends a receipt only after Append returned, so every receipted message
+// survives a crash of the process or of the machine. Options.NoSync turns
+// the syncs off for people who accept losing the last writes (and, on a
+// power loss, possibly the file) in exchange for speed.
 //
 // # Group commit
 //
@@ -18,10 +24,23 @@
 // (up to Options.MaxBatch at a time), applies all of them in one bbolt
 // transaction, syncs once and then answers each caller. Under load many
 // writes share one commit; a lone write is committed at once, without
-// waiting for company. Every caller still waits for the commit that holds
-// its own write. A request that fails (which validation before queueing
-// makes rare) is answered with its error and the others of its batch are
+// waiting for company. When more callers are waiting than the queue holds
+// (they were just answered and are sending their next write), the
+// committer waits for them a little, at most half as long as its last
+// commit took, so that steady load does not split into two halves that
+// take turns. Every caller still waits for the commit that holds its own
+// write. A request that fails (which validation before queueing makes
+// rare) is answered with its error and the others of its batch are
 // committed without it.
+//
+// A commit writes little: each Append adds one record to the end of a log
+// (the message, its pending users, its cid), so a batch of hundreds of
+// messages to as many conversations dirties a handful of pages. The index
+// (history per conversation, pending queue per user) refers to log records
+// and is brought up to date by checkpoints, every Options.CheckpointEvery
+// records or Options.CheckpointInterval, from an in-memory view of the
+// records since the last one. Reads merge the two; Open replays the
+// records a crash left unindexed. Stats tells how the time is spent.
 //
 // A write whose ctx is done while it is queued or being committed returns
 // ctx.Err(); its effect may or may not have been committed (it has not if
@@ -30,22 +49,35 @@
 //
 // # Retention
 //
-// Retention is enforced on write, inside the transaction that exceeds it, so
-// the file never holds more than the bounds and there is no background work:
 //   - history: each conversation keeps its newest Options.MaxHistory
 //     messages (default 100,000); Page.First tells how far back it reaches.
+//     A message leaves the file when it leaves its history.
 //   - pending: each user's queue keeps its newest Options.MaxPending
-//     messages (default 10,000); the oldest are dropped when it overflows.
+//     messages (default 10,000), trimmed by the checkpoints, so between
+//     two of them a queue may hold up to CheckpointEvery more. A queued
+//     message that its conversation's history no longer holds leaves the
+//     queue too (it would take MaxHistory newer messages in that
+//     conversation while the recipient stays away).
 //   - (sender, cid) records: kept at least Options.CIDRetention (default
-//     24 h) unless more than Options.MaxCIDs (default 1,000,000) exist, in
-//     which case the oldest go first. Expired records are removed a bounded
-//     number per commit.
+//     24 h) unless Options.MaxCIDs (default 100,000) newer ones exist, and
+//     as long as the message is in its history. They are kept in memory
+//     (rebuilt from the log by Open), about 100 bytes each.
+//
+// Memory: besides the cid records, the store holds the records since the
+// last checkpoint, at most CheckpointEvery (default 50,000) messages.
 //
 // # Epoch
 //
 // A random epoch is created when the file is created and stored in it, so
 // seqs keep their meaning across restarts; it changes only if the file is
 // replaced.
+//
+// # Files
+//
+// Open refuses, without writing to it, a file that is not a bbolt
+// database (ErrNotBolt), a bbolt database of another program
+// (ErrNotStore) or a damaged one (ErrCorrupt), and gives up after
+// Options.OpenTimeout on a file another process holds (ErrLocked).
 //
 // Reads (History, Pending, Rooms, Members) run in read-only transactions,
 // concurrently with each other and with the committer.
@@ -129,11 +161,12 @@ type Options struct {
 	// unbounded.
 	MaxPending int
 	// CIDRetention is how long a (sender, cid) record is kept at least
-	// (unless MaxCIDs pushes it out). Zero means DefaultCIDRetention (24 h).
+	// (unless MaxCIDs pushes it out or its message leaves the history).
+	// Zero means DefaultCIDRetention (24 h).
 	CIDRetention time.Duration
-	// MaxCIDs bounds the number of (sender, cid) records; the oldest go
-	// first. Zero means DefaultMaxCIDs (1,000,000); negative means
-	// unbounded.
+	// MaxCIDs bounds the number of (sender, cid) records, which live in
+	// memory; the oldest go first. Zero means DefaultMaxCIDs (100,000);
+	// negative means unbounded.
 	MaxCIDs int
 
 	// CheckpointEvery is the number of journal records (Appends and Acks)
@@ -473,8 +506,10 @@ func (s *Store) Path() string { return s.path }
 // Epoch returns the epoch stored in the file (see store.Page.Epoch).
 func (s *Store) Epoch() string { return s.epoch }
 
-// Close stops accepting writes, commits the writes already queued, and
-// closes the file. Later calls return the first call's result.
+// Close stops accepting writes, commits the writes already queued,
+// checkpoints, and closes the file. Writes that race with Close either
+// succeed or return store.ErrClosed. Later calls return the first call's
+// result.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)
