@@ -1,7 +1,48 @@
 // Package redisstore is a store.Store kept in Redis, for a hub that has
 // outgrown one machine: several hub processes given Stores on the same
 // Redis (and the same Options.Prefix) act as one hub. They share seqs,
-// history, pending queues, (sender, cid) records and room membership.
+// history, pending queues, (sender, cid) records and room membership, and
+// the Store is a store.Feed, through which each process delivers every
+// message to its own connections, whichever process stored it.
+//
+// # Routing between hub processes
+//
+// Every Append that stores a message (not a duplicate) and every Join or
+// Leave that changes membership is announced with PUBLISH on the pub/sub
+// channel <prefix>feed. Subscribe listens to that channel and passes the
+// announcements on as store.Events. A hub whose store is a Feed (see
+// wshub.Hub) delivers every message from its subscription, its own
+// included: a direct message reaches the recipient's connections and the
+// sender's other devices on every process, a room message every member's
+// connections on every process but the sending one (Event.Origin, the
+// connection id the sending process gave in AppendRequest.Origin, which is
+// announced but not stored). A join on one process covers the user's
+// connections on all of them.
+//
+// Order: the PUBLISH is the last step of the Append script (and of the
+// Join and Leave scripts), so announcing is part of the atomic write.
+// Redis runs scripts one at a time and sends a subscriber the messages
+// published in the order the scripts ran, so every subscriber sees one
+// conversation's messages in seq order, with no gaps and no repeats, and a
+// membership change before any message stored after it. Messages of
+// different conversations keep the order Redis ran them in as well.
+//
+// Feed loss: pub/sub is not durable. Announcements made while a process
+// is not subscribed are not replayed: Subscribe sends EventReady first,
+// once Redis confirmed the subscription, and returns an error wrapping
+// ErrFeedBroken as soon as the subscription may have missed anything (the
+// connection failed, CLIENT KILL, a Redis restart or failover, Redis
+// disconnecting a subscriber that reads slower than the publishers write
+// once its "client-output-buffer-limit pubsub" is reached, or no reply to
+// a PING within Options.FeedCheckInterval). It never resubscribes on its
+// own. The hub then closes every connection of that process with 1013 and
+// subscribes again, answering new connections with 503 until it is
+// subscribed. Nothing stored is lost, only its announcement: reconnecting
+// clients catch up from their pending queue (direct messages) and with
+// cmd 12 and since, or cmd 17 (rooms).
+//
+// The connection registry is not shared: IsOnline, Users and Conns of a
+// hub report that process's own connections only.
 //
 // # Atomicity
 //
@@ -19,8 +60,9 @@
 // writes as one MULTI/EXEC block, which Redis loads whole or not at all
 // (a block cut off at the end of the file by a crash is dropped).
 //
-// Ack, Join and Leave are MULTI/EXEC transactions; History and Pending are
-// read scripts, so each sees one consistent state.
+// Join and Leave are scripts as well (both sets and the announcement in
+// one step), Ack is a MULTI/EXEC transaction, History and Pending are read
+// scripts, so each sees one consistent state.
 //
 // # Durability
 //
@@ -40,6 +82,12 @@
 //   - no AOF (RDB snapshots only, or no persistence): everything since the
 //     last snapshot is lost when Redis stops. A receipt means "stored in
 //     Redis's memory".
+//
+// A hub with this Store delivers messages from the feed, possibly before
+// the Append returns to the process that sent it. Redis (7.0) sends
+// published messages to subscribers in the same step as command replies,
+// after writing the AOF and, with appendfsync always, fsyncing it, so a
+// delivered message is as durable as a receipted one.
 //
 // With no-appendfsync-on-rewrite yes, Redis skips fsyncs while it rewrites
 // the AOF or saves a snapshot, so "always" then behaves like "no" for that
@@ -93,17 +141,27 @@
 //	<prefix>k:<len(from)>:<from><cid>   string: the first message, with TTL
 //	<prefix>r:<room>   set: members of room
 //	<prefix>u:<user>   set: rooms of user
+//	<prefix>feed       pub/sub channel of the announcements (not a key)
 //
 // A stored message is "<seq>:" followed by a compact binary encoding whose
-// last field is the Body, kept byte for byte.
+// last field is the Body, kept byte for byte. An announcement is a kind
+// byte followed by length-prefixed fields: 'm', the origin, then the
+// stored message; 'j' (join) or 'l' (leave), the room, then the user.
 //
 // # Deployment
 //
 // Append touches the conversation's key and each recipient's keys, which
 // Redis Cluster would place in different slots, so a Store needs one Redis
 // server (or a primary with replicas, or Sentinel): New refuses a
-// *redis.ClusterClient and a *redis.Ring. The scripts use commands of Redis 5.0 and later (ZPOPMIN);
-// the tests run against Redis 7.0.
+// *redis.ClusterClient and a *redis.Ring. The scripts use commands of
+// Redis 5.0 and later (ZPOPMIN); the tests run against Redis 7.0.
+//
+// Each Subscribe holds one Redis connection of its own (a go-redis
+// PubSub), and Redis sends every announcement to every subscribed
+// process: its outbound traffic is about the size of a stored message
+// times the number of hub processes. Raise the pubsub
+// client-output-buffer-limit (default 32 MB hard, 8 MB for 60 s) if
+// bursts larger than that can queue behind a busy process.
 //
 // Without a CID an Append is not idempotent: if the connection breaks after
 // Redis ran the script, a retry (the go-redis client retries a failed
@@ -355,8 +413,9 @@ func (s *Store) newEpoch() string {
 	return s.epochBase + strconv.FormatUint(s.epochSeq.Add(1), 36)
 }
 
-// Append implements store.Store in one Lua script (see the package doc).
-// An empty conversation, sender, message id or pending user is rejected
+// Append implements store.Store in one Lua script (see the package doc),
+// which also announces a stored message, with req.Origin, to the feed
+// (never a duplicate). An empty conversation, sender, message id or pending user is rejected
 // with an error wrapping store.ErrInvalid. The returned message of a first
 // Append carries the caller's own Body; a duplicate's is a copy.
 func (s *Store) Append(ctx context.Context, req store.AppendRequest) (store.Message, bool, error) {
