@@ -67,7 +67,7 @@ func (s *session) direct(bolt bool) error {
 	r.addDur("setup", time.Since(setupStart))
 
 	stop := make(chan struct{}) // closed when the duration is over
-	endWindow := s.window(c.duration)
+	endWindow := s.window()
 	t0 := time.Now()
 	var lastDeliv int64
 	lastAt := t0

@@ -278,39 +278,35 @@ func (h *hubProc) control(ctx context.Context, method, path string, v any) error
 	return json.NewDecoder(resp.Body).Decode(v)
 }
 
-// profileCPU fetches a CPU profile of the hub over the next d into path.
-// It runs in the background; the returned channel yields its error.
-func (h *hubProc) profileCPU(ctx context.Context, d time.Duration, path string) <-chan error {
-	done := make(chan error, 1) // written once
-	go func() {
-		secs := max(1, int((d+time.Second/2)/time.Second))
-		ctx, cancel := context.WithTimeout(ctx, d+30*time.Second)
+// startProfile starts a CPU profile of a hub started by serve; the
+// returned function stops it and writes it to path.
+func (h *hubProc) startProfile(ctx context.Context, path string) (stop func() error, err error) {
+	if err := h.control(ctx, http.MethodPost, pathProfStart, nil); err != nil {
+		return nil, err
+	}
+	return func() error {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s%sprofile?seconds=%d", h.base, pathPprof, secs), nil)
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.base+pathProfStop, nil)
 		if err != nil {
-			done <- err
-			return
+			return err
 		}
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
-			done <- err
-			return
+			return err
 		}
 		defer resp.Body.Close()
 		if resp.StatusCode != http.StatusOK {
-			done <- fmt.Errorf("cpu profile: HTTP %d", resp.StatusCode)
-			return
+			return fmt.Errorf("cpu profile: HTTP %d", resp.StatusCode)
 		}
 		f, err := os.Create(path)
 		if err != nil {
-			done <- err
-			return
+			return err
 		}
 		_, err = io.Copy(f, resp.Body)
 		if cerr := f.Close(); err == nil {
 			err = cerr
 		}
-		done <- err
-	}()
-	return done
+		return err
+	}, nil
 }

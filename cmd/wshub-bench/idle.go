@@ -79,7 +79,7 @@ func (s *session) idle() error {
 		return st, done
 	}
 
-	endWindow := s.window(0)
+	endWindow := s.window()
 	t0 := time.Now()
 	first := 0
 	for k := range procs {

@@ -88,7 +88,7 @@ func (s *session) rooms(batch bool, rate float64) error {
 
 	// Measured window: from the first publish to the last delivery.
 	stop := make(chan struct{}) // closed when the duration is over
-	endWindow := s.window(c.duration)
+	endWindow := s.window()
 	t0 := time.Now()
 	var lastDeliv int64
 	var lastAt = t0

@@ -38,6 +38,7 @@ type config struct {
 	hold        time.Duration
 	settle      time.Duration
 	drop        string
+	backoff     time.Duration
 
 	// Traffic.
 	rooms   int
@@ -111,6 +112,7 @@ func scenarioMain(ctx context.Context, name string, args []string, stdout, stder
 		fs.IntVar(&c.conns, "conns", 2000, "Go clients (client package, default backoff)")
 		fs.StringVar(&c.drop, "drop", "hub", "who drops the connections: hub (the hub closes each with 1001; needs serve) or client (the tool closes every socket)")
 		fs.DurationVar(&c.settle, "settle", time.Second, "wait after every client connected before dropping them")
+		fs.DurationVar(&c.backoff, "backoff", 0, "ceiling of the clients' first reconnect delay, client.Backoff.Base (0: the client's default, 0.5 s)")
 	}
 	if err := fs.Parse(args); err != nil {
 		return errUsage
@@ -284,25 +286,30 @@ type session struct {
 }
 
 // window marks the start of a measured window and returns a function that
-// records the hub's CPU time used within it (hub_cpu_s) and returns it.
-func (s *session) window(d time.Duration) func() (time.Duration, bool) {
+// ends it: it records the CPU time the hub (hub_cpu_s) and the tool
+// (tool_cpu_s, this process only) used within it, stops the hub's CPU
+// profile if one was asked for, and returns the hub's CPU time.
+func (s *session) window() func() (time.Duration, bool) {
 	cpu0, ok0 := s.hub.cpu()
 	self0, _ := procCPU(os.Getpid())
-	var profDone <-chan error
-	if s.prof != "" && d > 0 {
-		profDone = s.hub.profileCPU(s.ctx, d, s.prof)
+	var stopProf func() error
+	if s.prof != "" {
+		var err error
+		if stopProf, err = s.hub.startProfile(s.ctx, s.prof); err != nil {
+			s.run.errorf("hub cpu profile: %v", err)
+		}
 	}
 	return func() (time.Duration, bool) {
-		if profDone != nil {
-			if err := <-profDone; err != nil {
+		cpu1, ok1 := s.hub.cpu()
+		self1, _ := procCPU(os.Getpid())
+		if stopProf != nil {
+			if err := stopProf(); err != nil {
 				s.run.errorf("hub cpu profile: %v", err)
 			} else {
 				s.run.param("hub_cpuprofile", s.prof)
 			}
 		}
-		self1, _ := procCPU(os.Getpid())
 		s.run.add("tool_cpu_s", (self1 - self0).Seconds(), "s")
-		cpu1, ok1 := s.hub.cpu()
 		if !ok0 || !ok1 {
 			return 0, false
 		}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -15,6 +16,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	runpprof "runtime/pprof"
+	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -37,6 +39,9 @@ const (
 	pathGC    = "/bench/gc"    // POST: runtime.GC and debug.FreeOSMemory, then hubStats
 	pathDrop  = "/bench/drop"  // POST: close every connection with 1001; the hub stays up
 	pathPprof = "/debug/pprof/"
+	// POST: start a CPU profile; POST stop: stop it and answer with it.
+	pathProfStart = "/bench/cpuprofile/start"
+	pathProfStop  = "/bench/cpuprofile/stop"
 )
 
 // serveConfig is the command line of serve.
@@ -138,6 +143,9 @@ func serveMain(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 		writeJSON(w, map[string]int{"dropped": n})
 	})
+	prof := &cpuProfiler{}
+	mux.HandleFunc("POST "+pathProfStart, prof.start)
+	mux.HandleFunc("POST "+pathProfStop, prof.stop)
 	mux.HandleFunc(pathPprof, pprof.Index)
 	mux.HandleFunc(pathPprof+"cmdline", pprof.Cmdline)
 	mux.HandleFunc(pathPprof+"profile", pprof.Profile)
@@ -235,6 +243,41 @@ func readHubStats(h *wshub.Hub) hubStats {
 		s.Conns += len(h.Conns(u))
 	}
 	return s
+}
+
+// cpuProfiler runs one CPU profile at a time for the control endpoints,
+// so that a scenario profiles exactly its measured window.
+type cpuProfiler struct {
+	mu  sync.Mutex
+	buf *bytes.Buffer // guarded by mu: the running profile, nil when none
+}
+
+func (p *cpuProfiler) start(w http.ResponseWriter, r *http.Request) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.buf != nil {
+		http.Error(w, "a profile is running", http.StatusConflict)
+		return
+	}
+	buf := &bytes.Buffer{}
+	if err := runpprof.StartCPUProfile(buf); err != nil {
+		http.Error(w, err.Error(), http.StatusConflict)
+		return
+	}
+	p.buf = buf
+}
+
+func (p *cpuProfiler) stop(w http.ResponseWriter, r *http.Request) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.buf == nil {
+		http.Error(w, "no profile is running", http.StatusConflict)
+		return
+	}
+	runpprof.StopCPUProfile()
+	w.Header().Set("Content-Type", "application/octet-stream")
+	_, _ = w.Write(p.buf.Bytes())
+	p.buf = nil
 }
 
 func writeJSON(w http.ResponseWriter, v any) {

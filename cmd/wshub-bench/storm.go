@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net"
@@ -39,6 +40,7 @@ func (s *session) storm() error {
 	r := s.run
 	r.param("conns", C)
 	r.param("drop", c.drop)
+	r.param("backoff_base", cmp.Or(c.backoff, client.DefaultBackoffBase))
 	if c.drop != "hub" && c.drop != "client" {
 		return fmt.Errorf("-drop %q: want hub or client", c.drop)
 	}
@@ -64,6 +66,7 @@ func (s *session) storm() error {
 		}
 		cl, err := client.New(s.hub.url, client.Options{
 			Token:     "s" + strconv.Itoa(i),
+			Backoff:   client.Backoff{Base: c.backoff},
 			Dialer:    &wd,
 			OnMessage: func(*wshub.Frame) {},
 			OnOpen: func(*wshub.Frame) {
@@ -132,7 +135,7 @@ func (s *session) storm() error {
 	attempts.Store(0)
 	dialErrs.Store(0)
 
-	endWindow := s.window(0)
+	endWindow := s.window()
 	tDrop := time.Now()
 	dropAt.Store(tDrop.UnixNano())
 	prog = startProgress(s.stderr, c.every, s.run.Name, func() string {
