@@ -254,6 +254,29 @@ func procCPU(pid int) (time.Duration, bool) {
 	return time.Duration(ut+stt) * time.Second / clockTicks, true
 }
 
+// machineBusy returns the CPU time all CPUs of the machine spent busy
+// (user, nice, system, irq, softirq, steal), from /proc/stat.
+func machineBusy() (time.Duration, bool) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, false
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0, false
+	}
+	var ticks int64
+	for _, i := range []int{1, 2, 3, 6, 7, 8} {
+		v, err := strconv.ParseInt(f[i], 10, 64)
+		if err != nil {
+			return 0, false
+		}
+		ticks += v
+	}
+	return time.Duration(ticks) * time.Second / clockTicks, true
+}
+
 // control calls a control endpoint of a hub started by serve and decodes
 // its JSON answer into v (if not nil).
 func (h *hubProc) control(ctx context.Context, method, path string, v any) error {

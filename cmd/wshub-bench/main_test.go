@@ -68,9 +68,14 @@ func metric(t *testing.T, r *Run, name string) float64 {
 
 func TestFanout_TinyDeliversEverythingOnce(t *testing.T) {
 	t.Parallel()
-	rep := runTool(t, "fanout", "-rooms", "2", "-members", "5", "-rate", "20", "-duration", "1s", "-batch", "both")
+	prof := filepath.Join(t.TempDir(), "hub.prof")
+	rep := runTool(t, "fanout", "-rooms", "2", "-members", "5", "-rate", "20", "-duration", "1s", "-batch", "both", "-hub-cpuprofile", prof)
 	require.Len(t, rep.Runs, 2)
 	for _, r := range rep.Runs {
+		fi, err := os.Stat(r.Params["hub_cpuprofile"])
+		if assert.NoError(t, err, "the hub's CPU profile of run %s", r.Name) {
+			assert.Positive(t, fi.Size())
+		}
 		sent := metric(t, r, "messages_receipted")
 		assert.InDelta(t, 40, sent, 4, "2 rooms x 20/s x 1 s")
 		assert.Equal(t, sent*5, metric(t, r, "deliveries"))

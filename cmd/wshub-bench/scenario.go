@@ -288,10 +288,14 @@ type session struct {
 // window marks the start of a measured window and returns a function that
 // ends it: it records the CPU time the hub (hub_cpu_s) and the tool
 // (tool_cpu_s, this process only) used within it, stops the hub's CPU
-// profile if one was asked for, and returns the hub's CPU time.
+// profile if one was asked for, and returns the hub's CPU time. It also
+// records other_cpu_s: the CPU time the rest of the machine used
+// meanwhile (other processes; for idle, the tool's workers too), which
+// says how much the figures were disturbed.
 func (s *session) window() func() (time.Duration, bool) {
 	cpu0, ok0 := s.hub.cpu()
 	self0, _ := procCPU(os.Getpid())
+	busy0, okb0 := machineBusy()
 	var stopProf func() error
 	if s.prof != "" {
 		var err error
@@ -302,6 +306,7 @@ func (s *session) window() func() (time.Duration, bool) {
 	return func() (time.Duration, bool) {
 		cpu1, ok1 := s.hub.cpu()
 		self1, _ := procCPU(os.Getpid())
+		busy1, okb1 := machineBusy()
 		if stopProf != nil {
 			if err := stopProf(); err != nil {
 				s.run.errorf("hub cpu profile: %v", err)
@@ -314,6 +319,10 @@ func (s *session) window() func() (time.Duration, bool) {
 			return 0, false
 		}
 		s.run.add("hub_cpu_s", (cpu1 - cpu0).Seconds(), "s")
+		if okb0 && okb1 {
+			other := (busy1 - busy0) - (cpu1 - cpu0) - (self1 - self0)
+			s.run.add("other_cpu_s", max(0, other).Seconds(), "s")
+		}
 		return cpu1 - cpu0, true
 	}
 }
