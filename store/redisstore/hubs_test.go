@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -64,9 +65,42 @@ func join(t *testing.T, c *hubtest.Conn, room string) *wshub.Frame {
 	return c.Expect(t, wshub.CmdJoin)
 }
 
+// barrierSeq numbers the users of barrier.
+var barrierSeq atomic.Int64
+
+// barrier returns once each hub has handled every feed event announced
+// before the call: it sends a direct message to a fresh user connected to
+// the hub and waits for it, and a hub's feed is one ordered stream.
+//
+// Tests call it before connecting a user that messages were sent to: a
+// feed event still on its way to the hub could otherwise reach the new
+// connection after its pending queue, a second time.
+func barrier(t *testing.T, hubs ...*hubtest.Server) {
+	t.Helper()
+	for _, h := range hubs {
+		user := fmt.Sprint("barrier", barrierSeq.Add(1))
+		c := h.Dial(t, user)
+		c.ExpectNothing(t) // registered and synced
+		_, err := h.Hub.SendToUser(t.Context(), "barrier", user, &wshub.Frame{Content: "barrier"})
+		require.NoError(t, err)
+		require.Equal(t, "barrier", c.Expect(t, wshub.CmdSingle).Content)
+		c.WS.Close()
+	}
+}
+
+// dial connects user to h and waits until its pending queue has been
+// queued (the pong of ExpectNothing comes after it), so that a message
+// sent later reaches it live only.
+func dial(t *testing.T, h *hubtest.Server, user string) *hubtest.Conn {
+	t.Helper()
+	c := h.Dial(t, user)
+	c.ExpectNothing(t)
+	return c
+}
+
 func TestHubs_DirectMessageAcrossHubs(t *testing.T) {
 	hubs := startHubs(t, 2)
-	alice, bob := hubs[0].Dial(t, "alice"), hubs[1].Dial(t, "bob")
+	alice, bob := dial(t, hubs[0], "alice"), dial(t, hubs[1], "bob")
 	assert.False(t, hubs[0].Hub.IsOnline("bob"), "IsOnline is local to a hub")
 	assert.True(t, hubs[1].Hub.IsOnline("bob"))
 
@@ -89,8 +123,13 @@ func TestHubs_DirectMessageAcrossHubs(t *testing.T) {
 	assert.Equal(t, uint64(2), m.Seq, "one conversation, one seq counter")
 
 	// A resend through the other hub is a duplicate: the first receipt,
-	// nothing delivered again.
-	alice2 := hubs[1].Dial(t, "alice")
+	// nothing delivered again. (Once the message to alice was written and
+	// so left her queue: a new device would get it from there.)
+	require.Eventually(t, func() bool {
+		p, err := hubs[1].Hub.Store().Pending(t.Context(), "alice")
+		return err == nil && len(p) == 0
+	}, waitBound, 5*time.Millisecond)
+	alice2 := dial(t, hubs[1], "alice")
 	alice2.Send(t, &wshub.Frame{Cmd: wshub.CmdSingle, DstID: "bob", CID: "c1", Content: "hi from A"})
 	assert.Equal(t, r.ID, alice2.Expect(t, wshub.CmdReceipt).ID)
 	bob.ExpectNothing(t)
@@ -103,11 +142,12 @@ func TestHubs_DirectMessageAcrossHubs(t *testing.T) {
 // delivered it is not delivered again through another hub.
 func TestHubs_OfflineRecipientGetsQueueOnAnyHub(t *testing.T) {
 	hubs := startHubs(t, 2)
-	alice := hubs[1].Dial(t, "alice")
+	alice := dial(t, hubs[1], "alice")
 	for i := range 3 {
 		alice.Send(t, &wshub.Frame{Cmd: wshub.CmdSingle, DstID: "bob", Content: fmt.Sprint("queued ", i)})
 		alice.Expect(t, wshub.CmdReceipt)
 	}
+	barrier(t, hubs[0])
 	bob := hubs[0].Dial(t, "bob")
 	for i := range 3 {
 		m := bob.Expect(t, wshub.CmdSingle)
@@ -123,15 +163,15 @@ func TestHubs_OfflineRecipientGetsQueueOnAnyHub(t *testing.T) {
 		p, err := hubs[1].Hub.Store().Pending(t.Context(), "bob")
 		return err == nil && len(p) == 0
 	}, waitBound, 5*time.Millisecond, "the delivery emptied bob's queue for every hub")
-	hubs[1].Dial(t, "bob").ExpectNothing(t)
+	dial(t, hubs[1], "bob").ExpectNothing(t)
 }
 
 // TestHubs_MultiDeviceAcrossHubs: a user's devices on different hubs all
 // receive its direct messages, and the sender's other devices a copy.
 func TestHubs_MultiDeviceAcrossHubs(t *testing.T) {
 	hubs := startHubs(t, 2)
-	alice1, alice2 := hubs[0].Dial(t, "alice"), hubs[1].Dial(t, "alice")
-	bob1, bob2 := hubs[0].Dial(t, "bob"), hubs[1].Dial(t, "bob")
+	alice1, alice2 := dial(t, hubs[0], "alice"), dial(t, hubs[1], "alice")
+	bob1, bob2 := dial(t, hubs[0], "bob"), dial(t, hubs[1], "bob")
 	alice1.Send(t, &wshub.Frame{Cmd: wshub.CmdSingle, DstID: "bob", CID: "x", Content: "to all devices"})
 	r := alice1.Expect(t, wshub.CmdReceipt)
 	for _, c := range []*hubtest.Conn{bob1, bob2, alice2} {
@@ -306,6 +346,7 @@ func TestHubs_FeedLossClosesWith1013AndClientsCatchUp(t *testing.T) {
 	for _, h := range hubs {
 		waitReady(t, h)
 	}
+	barrier(t, hubs...)
 	bob = hubs[1].Dial(t, "bob")
 	assert.Equal(t, "while away", bob.Expect(t, wshub.CmdSingle).Content, "from the pending queue")
 	bob.Send(t, &wshub.Frame{Cmd: wshub.CmdJoin, DstID: "r", Since: j.Seq, Epoch: j.Epoch})
@@ -314,7 +355,7 @@ func TestHubs_FeedLossClosesWith1013AndClientsCatchUp(t *testing.T) {
 	require.NotNil(t, rj.Recovered)
 	assert.True(t, *rj.Recovered)
 
-	alice = hubs[0].Dial(t, "alice")
+	alice = dial(t, hubs[0], "alice")
 	alice.Send(t, &wshub.Frame{Cmd: wshub.CmdSingle, DstID: "bob", Content: "live again"})
 	alice.Expect(t, wshub.CmdReceipt)
 	assert.Equal(t, "live again", bob.Expect(t, wshub.CmdSingle).Content)
