@@ -59,9 +59,10 @@
 //     queue too (it would take MaxHistory newer messages in that
 //     conversation while the recipient stays away).
 //   - (sender, cid) records: kept at least Options.CIDRetention (default
-//     24 h) unless Options.MaxCIDs (default 100,000) newer ones exist, and
-//     as long as the message is in its history. They are kept in memory
-//     (rebuilt from the log by Open), about 100 bytes each.
+//     24 h) unless half of Options.MaxCIDs (default 100,000) newer ones
+//     exist, and as long as the message is in its history. They are kept
+//     in memory (rebuilt from the log by Open), about 100 bytes each, never
+//     more than MaxCIDs.
 //
 // Memory: besides the cid records, the store holds the records since the
 // last checkpoint, at most CheckpointEvery (default 50,000) messages.
@@ -134,7 +135,7 @@ const (
 	DefaultMaxBatch     = 1000
 
 	DefaultCheckpointEvery    = 50_000
-	DefaultCheckpointInterval = time.Second
+	DefaultCheckpointInterval = 5 * time.Second
 	DefaultFileMode           = os.FileMode(0o600)
 )
 
@@ -165,8 +166,8 @@ type Options struct {
 	// Zero means DefaultCIDRetention (24 h).
 	CIDRetention time.Duration
 	// MaxCIDs bounds the number of (sender, cid) records, which live in
-	// memory; the oldest go first. Zero means DefaultMaxCIDs (100,000);
-	// negative means unbounded.
+	// memory; a record is kept while fewer than MaxCIDs/2 are newer. Zero
+	// means DefaultMaxCIDs (100,000); negative means unbounded.
 	MaxCIDs int
 
 	// CheckpointEvery is the number of journal records (Appends and Acks)
@@ -175,7 +176,7 @@ type Options struct {
 	// Open. Zero means DefaultCheckpointEvery (50,000).
 	CheckpointEvery int
 	// CheckpointInterval is the longest time a journal record waits for its
-	// checkpoint. Zero means DefaultCheckpointInterval (1 s).
+	// checkpoint. Zero means DefaultCheckpointInterval (5 s).
 	CheckpointInterval time.Duration
 
 	// MaxBatch is the most write requests applied in one transaction.

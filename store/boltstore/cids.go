@@ -13,72 +13,62 @@ import (
 // by reading the log backwards, and a checkpoint has nothing to write for
 // it (random cid keys would dirty a page each). Used by the committer only.
 //
-// A pair is forgotten when it is older than CIDRetention, when MaxCIDs
-// newer pairs exist, or when its message leaves the history (the log
-// record is gone): whichever comes first.
+// Pairs are kept in two generations, cur and prev; when cur holds half of
+// MaxCIDs, or its oldest pair is older than CIDRetention, prev is dropped
+// whole and cur becomes prev. So a pair is kept while fewer than MaxCIDs/2
+// pairs are newer and it is younger than CIDRetention, and never more than
+// MaxCIDs pairs are kept; dropping a map whole is cheaper than deleting
+// pairs one by one. A pair also ends when its message leaves the history
+// (its log record is gone).
 type cidIndex struct {
-	m     map[string]uint64 // cidKey -> log position
-	order []cidRef          // insertion order; order[head:] are live
-	head  int
-
+	cur, prev map[string]uint64 // cidKey -> log position
+	curOldest int64             // Unix ms of the oldest pair in cur
 	retention time.Duration
-	max       int // 0: unbounded
-}
-
-type cidRef struct {
-	key     string
-	pos     uint64
-	created int64 // Unix ms
+	half      int // rotate when cur holds this many; 0: never by count
 }
 
 func newCIDIndex(opts Options) *cidIndex {
-	c := &cidIndex{m: make(map[string]uint64), retention: opts.CIDRetention}
+	c := &cidIndex{cur: make(map[string]uint64), retention: opts.CIDRetention}
 	if opts.MaxCIDs > 0 {
-		c.max = opts.MaxCIDs
+		c.half = max(opts.MaxCIDs/2, 1)
 	}
 	return c
 }
 
 func (c *cidIndex) get(key string) (uint64, bool) {
-	pos, ok := c.m[key]
+	if pos, ok := c.cur[key]; ok {
+		return pos, true
+	}
+	pos, ok := c.prev[key]
 	return pos, ok
 }
 
-// add records a pair (newer than every pair added before) and forgets the
-// pairs beyond the bounds.
-func (c *cidIndex) add(key string, pos uint64, created int64, now time.Time) {
-	c.m[key] = pos
-	c.order = append(c.order, cidRef{key: key, pos: pos, created: created})
-	c.expire(now)
+// add records a pair, created at Unix ms created (not older than the pairs
+// added before).
+func (c *cidIndex) add(key string, pos uint64, created int64) {
+	if len(c.cur) > 0 && ((c.half > 0 && len(c.cur) >= c.half) ||
+		created-c.curOldest > c.retention.Milliseconds()) {
+		c.prev, c.cur = c.cur, make(map[string]uint64, len(c.cur))
+	}
+	if len(c.cur) == 0 {
+		c.curOldest = created
+	}
+	c.cur[key] = pos
 }
 
-func (c *cidIndex) expire(now time.Time) {
-	cutoff := now.Add(-c.retention).UnixMilli()
-	for c.head < len(c.order) {
-		r := c.order[c.head]
-		if r.created >= cutoff && (c.max == 0 || len(c.order)-c.head <= c.max) {
-			break
-		}
-		if c.m[r.key] == r.pos {
-			delete(c.m, r.key)
-		}
-		c.order[c.head] = cidRef{}
-		c.head++
-	}
-	if c.head > 1024 && c.head > len(c.order)/2 {
-		c.order = append(c.order[:0:0], c.order[c.head:]...)
-		c.head = 0
-	}
-}
-
-// loadCIDs rebuilds the index from the log: the newest records with a cid,
-// within the retention and the count.
+// loadCIDs rebuilds the index from the log: the records with a cid of the
+// last CIDRetention, at most MaxCIDs of them, added oldest first.
 func loadCIDs(tx *bolt.Tx, opts Options, now time.Time) (*cidIndex, error) {
 	c := newCIDIndex(opts)
 	cutoff := now.Add(-c.retention).UnixMilli()
-	var refs []cidRef // newest first
+	type ref struct {
+		key     string
+		pos     uint64
+		created int64
+	}
+	var refs []ref // newest first
 	cur := tx.Bucket(bucketLog).Cursor()
-	for k, v := cur.Last(); k != nil && (c.max == 0 || len(refs) < c.max); k, v = cur.Prev() {
+	for k, v := cur.Last(); k != nil && (opts.MaxCIDs <= 0 || len(refs) < opts.MaxCIDs); k, v = cur.Prev() {
 		if len(v) < 9 || v[0] != recAppend {
 			return nil, errBadRecord
 		}
@@ -91,12 +81,11 @@ func loadCIDs(tx *bolt.Tx, opts Options, now time.Time) (*cidIndex, error) {
 			return nil, errBadRecord
 		}
 		if cid != "" {
-			refs = append(refs, cidRef{key: cid, pos: seqOf(k), created: created})
+			refs = append(refs, ref{key: cid, pos: seqOf(k), created: created})
 		}
 	}
 	for i := len(refs) - 1; i >= 0; i-- {
-		c.m[refs[i].key] = refs[i].pos
-		c.order = append(c.order, refs[i])
+		c.add(refs[i].key, refs[i].pos, refs[i].created)
 	}
 	return c, nil
 }

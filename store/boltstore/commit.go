@@ -363,7 +363,7 @@ func (s *Store) commit(batch []*request) {
 		s.mu.Unlock()
 		for _, r := range live {
 			if rec, ok := r.rec.(appendRec); ok && rec.cid != "" {
-				s.cids.add(rec.cid, rec.e.pos, rec.e.created, now)
+				s.cids.add(rec.cid, rec.e.pos, rec.e.created)
 			}
 		}
 		// Waking the callers is left to the notifier, so that the next
