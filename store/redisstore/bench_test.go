@@ -1,6 +1,7 @@
 package redisstore_test
 
 import (
+	"context"
 	"fmt"
 	"runtime"
 	"strconv"
@@ -28,7 +29,9 @@ import (
 //
 // allocs/op counts this package's and go-redis's allocations per Append
 // plus one or two for the benchmark's unique cid string (the message ids
-// are made before the timer starts). msgs/s is the throughput.
+// are made before the timer starts). msgs/s is the throughput; with
+// subscribers, until each of them received every message (announced/op
+// is then 1).
 func BenchmarkAppend(b *testing.B) {
 	srv := needRedis(b)
 	cases := []struct {
@@ -36,13 +39,15 @@ func BenchmarkAppend(b *testing.B) {
 		convs   int // conversations written round-robin; 1 = all contend
 		writers int // goroutines per GOMAXPROCS (RunParallel's parallelism)
 		aof     bool
+		subs    int // Subscribes running, as hub processes would
 	}{
-		{"OneConv/writers=1x", 1, 1, false},
-		{"ManyConvs/writers=1x", 1024, 1, false},
-		{"ManyConvs/writers=16x", 1024, 16, false},
-		{"ManyConvs/writers=128x", 1024, 128, false},
-		{"AOFAlways/writers=1x", 1024, 1, true},
-		{"AOFAlways/writers=128x", 1024, 128, true},
+		{"OneConv/writers=1x", 1, 1, false, 0},
+		{"ManyConvs/writers=1x", 1024, 1, false, 0},
+		{"ManyConvs/writers=16x", 1024, 16, false, 0},
+		{"ManyConvs/writers=128x", 1024, 128, false, 0},
+		{"ManyConvs/writers=16x/subscribers=2", 1024, 16, false, 2},
+		{"AOFAlways/writers=1x", 1024, 1, true, 0},
+		{"AOFAlways/writers=128x", 1024, 128, true, 0},
 	}
 	for _, bc := range cases {
 		b.Run(bc.name, func(b *testing.B) {
@@ -63,6 +68,24 @@ func BenchmarkAppend(b *testing.B) {
 			}
 			defer s.Close()
 			defer deleteKeys(b, addr, prefix)
+			var received atomic.Int64 // messages announced to the subscribers
+			for range bc.subs {
+				ctx, cancel := context.WithCancel(b.Context())
+				ready := make(chan struct{}) // closed by fn on EventReady
+				ended := make(chan struct{}) // closed when Subscribe returned
+				go func() {
+					defer close(ended)
+					_ = s.Subscribe(ctx, func(ev store.Event) {
+						if ev.Kind == store.EventReady {
+							close(ready)
+						} else {
+							received.Add(1)
+						}
+					})
+				}()
+				defer func() { cancel(); <-ended }()
+				<-ready
+			}
 
 			body := []byte(`{"media":1,"content":"hello, this is a typical chat message"}`)
 			convs := make([]string, bc.convs)
@@ -114,6 +137,13 @@ func BenchmarkAppend(b *testing.B) {
 					}
 				}
 			})
+			if bc.subs > 0 {
+				// msgs/s counts until every subscriber got every message.
+				for deadline := time.Now().Add(10 * time.Second); received.Load() < int64(bc.subs*b.N) && time.Now().Before(deadline); {
+					time.Sleep(time.Millisecond)
+				}
+				b.ReportMetric(float64(received.Load())/float64(bc.subs*b.N), "announced/op")
+			}
 			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
 			b.StopTimer()
 			if us, ok := scriptMicros(b, admin); ok {

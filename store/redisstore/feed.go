@@ -32,12 +32,16 @@ const (
 
 var _ store.Feed = (*Store)(nil)
 
+// noOrigin is the message announcement header without an origin, boxed
+// once.
+var noOrigin any = string([]byte{wireMessage, 0})
+
 // encodeMessageHeader returns what the Append script puts before the stored
 // value in a message announcement: the kind byte and the origin with its
 // length.
-func encodeMessageHeader(origin string) string {
+func encodeMessageHeader(origin string) any {
 	if origin == "" {
-		return string([]byte{wireMessage, 0}) // constant: the compiler does not allocate
+		return noOrigin
 	}
 	b := make([]byte, 0, 1+binary.MaxVarintLen64+len(origin))
 	b = append(b, wireMessage)

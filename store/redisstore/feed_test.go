@@ -9,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 
 	"github.com/wshub/wshub/store"
 	"github.com/wshub/wshub/store/redisstore"
@@ -219,11 +220,16 @@ func TestFeed_EventsBeforeSubscribeAreNotReplayed(t *testing.T) {
 	assert.Empty(t, sub.sentinel(t, s))
 }
 
+// TestFeed_CancelReturnsCtxErr: Subscribe returns ctx.Err() when its ctx
+// ends, and leaves no goroutine behind.
 func TestFeed_CancelReturnsCtxErr(t *testing.T) {
 	s, _ := newStore(t, redisstore.Options{})
+	require.NoError(t, s.Ping(t.Context()))
+	before := goleak.IgnoreCurrent()
 	sub := subscribe(t, s)
 	sub.cancel()
 	assert.ErrorIs(t, sub.result(t), context.Canceled)
+	goleak.VerifyNone(t, before)
 
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()

@@ -287,8 +287,10 @@ type Store struct {
 	// Script arguments derived from opts, formatted (and boxed in an
 	// interface, which allocates) once.
 	maxHistory, maxPending, cidTTL, historyTTL any
-	// channel is the feed's pub/sub channel: Prefix + "feed".
-	channel string
+	// channel is the feed's pub/sub channel: Prefix + "feed"; channelArg
+	// is the same, boxed once for the scripts.
+	channel    string
+	channelArg any
 
 	// epochBase and epochSeq make the epoch offered to a conversation
 	// that has none: epochBase is random per Store, epochSeq counts.
@@ -331,6 +333,7 @@ func New(client redis.UniversalClient, opts Options) (*Store, error) {
 		historyTTL: "0",
 		epochBase:  hex.EncodeToString(rnd[:]) + ".",
 		channel:    opts.Prefix + "feed",
+		channelArg: opts.Prefix + "feed",
 		done:       make(chan struct{}),
 	}
 	if opts.HistoryTTL > 0 {
@@ -446,7 +449,7 @@ func (s *Store) Append(ctx context.Context, req store.AppendRequest) (store.Mess
 	res, err := appendScript.Run(ctx, s.client, keys,
 		hasCID, req.Msg.ID, encode(&req.Msg), s.newEpoch(),
 		s.maxHistory, s.maxPending, s.cidTTL, s.historyTTL, trimBatch,
-		s.channel, encodeMessageHeader(req.Origin),
+		s.channelArg, encodeMessageHeader(req.Origin),
 	).Slice()
 	if err != nil {
 		return store.Message{}, false, s.wrap("append", err)
@@ -588,7 +591,7 @@ func (s *Store) membership(ctx context.Context, op, cmd string, kind byte, room,
 		return err
 	}
 	err := membershipScript.Run(ctx, s.client, []string{s.roomKey(room), s.userKey(user)},
-		cmd, user, room, s.channel, encodeMembership(kind, room, user),
+		cmd, user, room, s.channelArg, encodeMembership(kind, room, user),
 	).Err()
 	return s.wrap(op, err)
 }
