@@ -633,7 +633,8 @@ func (s *Store) Members(ctx context.Context, room string) ([]string, error) {
 // Close implements store.Store. The Store holds nothing unwritten: every
 // method returned after Redis answered it. Close closes the client if the
 // Store owns it (Open, or Options.CloseClient) and returns its error.
-// Calls still running may fail with ErrClosed.
+// Calls still running may fail with ErrClosed; a running Subscribe returns
+// ErrClosed.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)
