@@ -81,21 +81,6 @@ func reportStats(b *testing.B, st boltstore.Stats) {
 	}
 }
 
-// BenchmarkUnbatchedAppend is boltstore with MaxBatch 1: one transaction
-// per message, to show what group commit adds.
-func BenchmarkUnbatchedAppend(b *testing.B) {
-	for _, w := range benchWriters {
-		b.Run(fmt.Sprintf("writers=%d", w), func(b *testing.B) {
-			s, err := boltstore.Open(filepath.Join(b.TempDir(), "bench.db"), boltstore.Options{MaxBatch: 1})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer s.Close()
-			runWriters(b, w, s.Append)
-		})
-	}
-}
-
 // BenchmarkNaiveAppend is the baseline: the straightforward bbolt store,
 // one Update (and so one commit, synced) per message, writing the message
 // into its conversation's bucket under the next seq, into the recipient's
@@ -143,6 +128,21 @@ func BenchmarkNaiveAppend(b *testing.B) {
 				})
 				return m, false, err
 			})
+		})
+	}
+}
+
+// BenchmarkUnbatchedAppend is boltstore with MaxBatch 1: one transaction
+// per message, to show what group commit adds.
+func BenchmarkUnbatchedAppend(b *testing.B) {
+	for _, w := range benchWriters {
+		b.Run(fmt.Sprintf("writers=%d", w), func(b *testing.B) {
+			s, err := boltstore.Open(filepath.Join(b.TempDir(), "bench.db"), boltstore.Options{MaxBatch: 1})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			runWriters(b, w, s.Append)
 		})
 	}
 }

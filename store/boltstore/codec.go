@@ -91,15 +91,8 @@ const (
 	msgFlagBody  = 1
 )
 
-// encodeMessage encodes m; its Seq field is written at msgSeqOffset and may
-// be replaced later with setEncodedSeq.
-func encodeMessage(m *store.Message) []byte {
-	n := 10 + 2*binary.MaxVarintLen64 + 4*binary.MaxVarintLen64 +
-		len(m.ID) + len(m.Conv) + len(m.From) + len(m.To) + len(m.Body)
-	return appendMessage(make([]byte, 0, n), m)
-}
-
-// appendMessage appends the encoding of m to b.
+// appendMessage appends the encoding of m to b. Its Seq is written at
+// msgSeqOffset from the start and may be replaced with setEncodedSeq.
 func appendMessage(b []byte, m *store.Message) []byte {
 	b = append(b, msgVersion)
 	b = binary.BigEndian.AppendUint64(b, m.Seq)

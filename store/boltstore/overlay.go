@@ -58,7 +58,7 @@ func newOverlay(gen uint64) *overlay {
 // entry is one stored message of the overlay. Immutable.
 type entry struct {
 	pos     uint64 // position of its record in the log
-	enc     []byte // encodeMessage, seq included
+	enc     []byte // appendMessage encoding, seq included (part of the log record)
 	id      string
 	conv    string
 	seq     uint64
