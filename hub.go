@@ -411,12 +411,9 @@ func (h *Hub) onEvent(ev store.Event) {
 	case store.EventReady:
 		h.setReady(true)
 	case store.EventMessage:
-		cl := h.convLock(ev.Msg.Conv)
-		cl.Lock()
 		if err := h.deliver(&ev.Msg, nil, ev.Origin); err != nil {
 			h.log.Error("wshub: deliver from feed", slog.String("id", ev.Msg.ID), slog.Any("err", err))
 		}
-		cl.Unlock()
 	case store.EventJoin:
 		h.indexJoin(ev.User, ev.Room)
 	case store.EventLeave:
@@ -804,21 +801,23 @@ func (h *Hub) deliver(m *store.Message, src *Frame, origin string) error {
 	if err != nil {
 		return err
 	}
+	of := outFrame{data: data, conv: m.Conv, seq: m.Seq}
 	if Cmd(m.Cmd) == CmdRoom {
 		rs := h.roomShard(m.To)
 		rs.mu.RLock()
 		for n := range rs.rooms[m.To] {
 			if n.id != origin {
-				n.enqueue(outFrame{data: data})
+				n.enqueue(of)
 			}
 		}
 		rs.mu.RUnlock()
 		return nil
 	}
-	h.pushUser(m.To, outFrame{data: data, pendingID: m.ID}, "")
 	if m.From != m.To {
-		h.pushUser(m.From, outFrame{data: data}, origin)
+		h.pushUser(m.From, of, origin)
 	}
+	of.pendingID = m.ID
+	h.pushUser(m.To, of, "")
 	return nil
 }
 
@@ -851,15 +850,17 @@ func frameOf(m *store.Message) *Frame {
 
 // joinAndReplay answers cmd 12: it joins the user to the room and, when
 // the frame carries since or epoch, first replays the room's messages
-// after since to this connection.
+// after since to this connection. The room's live frames for the
+// connection are held back meanwhile and released after the reply, minus
+// those the replay covered, so none overtakes the replay or repeats it.
 func (h *Hub) joinAndReplay(ctx context.Context, n *Node, f *Frame) error {
 	room := f.DstID
 	conv := store.RoomConv(room)
-	// Hold the room's conversation lock so that no live message of the
-	// room overtakes the replay.
-	cl := h.convLock(conv)
-	cl.Lock()
-	defer cl.Unlock()
+	n.mu.Lock()
+	n.holding = conv
+	n.mu.Unlock()
+	var last uint64
+	defer func() { n.release(map[string]uint64{conv: last}) }()
 	if _, err := h.join(ctx, n.user, room); err != nil {
 		return err
 	}
@@ -872,14 +873,20 @@ func (h *Hub) joinAndReplay(ctx context.Context, n *Node, f *Frame) error {
 	if err != nil {
 		return h.storeErr(err)
 	}
+	last = page.Last
 	recovered := false
 	if want && (f.Epoch == "" || f.Epoch == page.Epoch) && !page.More {
 		// Everything after since is in the page unless history was
-		// trimmed past since+1, or the page is a backward window.
+		// trimmed past since+1.
 		recovered = page.Last <= f.Since || (page.First > 0 && page.First <= f.Since+1)
 		for i := range page.Items {
-			if err := n.Send(frameOf(&page.Items[i])); err != nil {
+			m := &page.Items[i]
+			data, err := frameOf(m).Encode()
+			if err != nil {
 				return err
+			}
+			if !n.push(outFrame{data: data, conv: conv, seq: m.Seq}, true) {
+				return ErrClosed
 			}
 		}
 	}

@@ -41,6 +41,10 @@ type outFrame struct {
 	// on a connection without ack=1 it leaves the user's pending queue
 	// once written.
 	pendingID string
+	// conv and seq place a stored message in its conversation; empty for
+	// other frames.
+	conv string
+	seq  uint64
 }
 
 // Node is one WebSocket connection of a user.
@@ -70,7 +74,13 @@ type Node struct {
 	spare   []outFrame // guarded by mu: a drained queue kept for reuse
 	writing bool       // guarded by mu: a flusher goroutine is running
 	syncing bool       // guarded by mu: pending queue not yet sent; live frames wait in held
+	holding string     // guarded by mu: a room's conversation being replayed; its live frames wait in held
 	held    []outFrame // guarded by mu
+	// floor maps a conversation to the newest seq this connection got
+	// from the pending queue or a replay: a live copy at or below it,
+	// which a store's feed can deliver late, is dropped. An entry goes
+	// with the first newer live frame. Guarded by mu; nil until needed.
+	floor map[string]uint64
 	closing bool       // guarded by mu: closing; nothing more is queued
 	// closeMsg is the close frame to send; the flusher writes it after
 	// the queue when flusherCloses is set (a draining close).
@@ -136,42 +146,105 @@ func (n *Node) Close(code int, reason string) { n.startClose(code, reason, true)
 // pending queue, it waits behind it.
 func (n *Node) enqueue(f outFrame) bool { return n.push(f, false) }
 
-// push queues f, holding it back while syncing unless now is set. It
-// starts the flusher if none runs. It reports false when the connection
-// is closing or its queue is full (then it starts closing with 1013).
+// push queues f. A live frame (now false) is dropped when the
+// connection already has it (floor), and held back while the pending
+// queue, or a replay of its room, is being sent. push starts the flusher
+// if none runs. It reports false when the connection is closing or its
+// queue is full (then it starts closing with 1013).
 func (n *Node) push(f outFrame, now bool) bool {
 	n.mu.Lock()
 	if n.closing {
 		n.mu.Unlock()
 		return false
 	}
-	if n.syncing && !now {
-		if len(n.held) >= n.hub.opts.SendQueue {
-			n.mu.Unlock()
-			n.closeWith(CloseTryAgainLater, "send queue full")
-			return false
+	if !now {
+		if f.seq > 0 && n.floor != nil {
+			if fl, ok := n.floor[f.conv]; ok {
+				if f.seq <= fl {
+					n.mu.Unlock()
+					return true // sent already
+				}
+				delete(n.floor, f.conv)
+			}
 		}
-		n.held = append(n.held, f)
-		n.mu.Unlock()
-		return true
+		if n.syncing || (n.holding != "" && f.conv == n.holding) {
+			if len(n.held) >= n.hub.opts.SendQueue {
+				n.mu.Unlock()
+				n.closeWith(CloseTryAgainLater, "send queue full")
+				return false
+			}
+			n.held = append(n.held, f)
+			n.mu.Unlock()
+			return true
+		}
 	}
-	if len(n.queue) >= n.hub.opts.SendQueue {
-		n.mu.Unlock()
+	start, ok := n.queueLocked(f)
+	n.mu.Unlock()
+	if !ok {
 		n.closeWith(CloseTryAgainLater, "send queue full")
 		return false
 	}
+	if start {
+		go n.flush()
+	}
+	return true
+}
+
+// queueLocked appends f to the queue. It reports whether the caller must
+// start a flusher, and false when the queue is full. The caller holds mu.
+func (n *Node) queueLocked(f outFrame) (start, ok bool) {
+	if len(n.queue) >= n.hub.opts.SendQueue {
+		return false, false
+	}
 	n.queue = append(n.queue, f)
-	start := !n.writing
+	start = !n.writing
 	n.writing = true
 	if start {
 		// Counted while the reader still runs, so never from zero.
 		n.hub.nodes.Add(1)
 	}
+	return start, true
+}
+
+// release ends a hold (the pending sync, or the replay of conv), raising
+// the floor of each conversation in sent, and queues the frames held
+// meanwhile that were not sent already, all under one lock, so that no
+// newer live frame overtakes them.
+func (n *Node) release(sent map[string]uint64) {
+	n.mu.Lock()
+	held := n.held
+	n.held, n.syncing, n.holding = nil, false, ""
+	if n.closing {
+		n.mu.Unlock()
+		return
+	}
+	for conv, seq := range sent {
+		if seq == 0 {
+			continue
+		}
+		if n.floor == nil {
+			n.floor = make(map[string]uint64, len(sent))
+		}
+		n.floor[conv] = max(n.floor[conv], seq)
+	}
+	start, ok := false, true
+	for _, f := range held {
+		if f.seq > 0 && f.seq <= n.floor[f.conv] {
+			continue
+		}
+		var st bool
+		if st, ok = n.queueLocked(f); !ok {
+			break
+		}
+		start = start || st
+	}
 	n.mu.Unlock()
+	if !ok {
+		n.closeWith(CloseTryAgainLater, "send queue full")
+	}
 	if start {
 		go n.flush()
 	}
-	return true
 }
 
 // flush writes queued frames until the queue is empty, then exits. Only
@@ -414,16 +487,18 @@ func (n *Node) start() error {
 }
 
 // sendPending queues the user's pending messages, oldest first, then the
-// live frames held back meanwhile, without the ones already sent.
+// live frames held back meanwhile, without the ones already sent; it
+// leaves a floor per conversation for live copies that come late.
 func (n *Node) sendPending() error {
 	h := n.hub
 	msgs, err := h.store.Pending(n.ctx, n.user)
 	if err != nil {
 		return err
 	}
-	sent := make(map[string]struct{}, len(msgs))
+	sent := make(map[string]uint64)
 	for i := range msgs {
-		data, err := frameOf(&msgs[i]).Encode()
+		m := &msgs[i]
+		data, err := frameOf(m).Encode()
 		if err != nil {
 			return err
 		}
@@ -434,19 +509,10 @@ func (n *Node) sendPending() error {
 			n.drained.Wait()
 		}
 		n.mu.Unlock()
-		n.push(outFrame{data: data, pendingID: msgs[i].ID}, true)
-		sent[msgs[i].ID] = struct{}{}
+		n.push(outFrame{data: data, pendingID: m.ID, conv: m.Conv, seq: m.Seq}, true)
+		sent[m.Conv] = max(sent[m.Conv], m.Seq)
 	}
-	n.mu.Lock()
-	held := n.held
-	n.held, n.syncing = nil, false
-	n.mu.Unlock()
-	for _, f := range held {
-		if _, dup := sent[f.pendingID]; f.pendingID != "" && dup {
-			continue
-		}
-		n.push(f, true)
-	}
+	n.release(sent)
 	return nil
 }
 
