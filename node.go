@@ -80,8 +80,8 @@ type Node struct {
 	// from the pending queue or a replay: a live copy at or below it,
 	// which a store's feed can deliver late, is dropped. An entry goes
 	// with the first newer live frame. Guarded by mu; nil until needed.
-	floor map[string]uint64
-	closing bool       // guarded by mu: closing; nothing more is queued
+	floor   map[string]uint64
+	closing bool // guarded by mu: closing; nothing more is queued
 	// closeMsg is the close frame to send; the flusher writes it after
 	// the queue when flusherCloses is set (a draining close).
 	closeMsg      []byte      // guarded by mu
