@@ -68,7 +68,7 @@ func StartIn(dir string, port int, args ...string) (*Server, error) {
 	for range 3 { // a free port may be taken before redis binds it
 		p := port
 		if p == 0 {
-			if p, err = freePort(); err != nil {
+			if p, err = FreePort(); err != nil {
 				return nil, err
 			}
 		}
@@ -83,8 +83,8 @@ func StartIn(dir string, port int, args ...string) (*Server, error) {
 	return nil, lastErr
 }
 
-// freePort returns a TCP port of 127.0.0.1 that was free a moment ago.
-func freePort() (int, error) {
+// FreePort returns a TCP port of 127.0.0.1 that was free a moment ago.
+func FreePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err

@@ -12,6 +12,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/wshub/wshub/internal/redistest"
 	"github.com/wshub/wshub/store"
 	"github.com/wshub/wshub/store/redisstore"
 )
@@ -51,14 +52,14 @@ func BenchmarkAppend(b *testing.B) {
 	}
 	for _, bc := range cases {
 		b.Run(bc.name, func(b *testing.B) {
-			addr := srv.addr
+			addr := srv.Addr
 			if bc.aof {
-				aof, err := startRedis(b.TempDir(), 0, "--appendonly", "yes", "--appendfsync", "always")
+				aof, err := redistest.StartIn(b.TempDir(), 0, "--appendonly", "yes", "--appendfsync", "always")
 				if err != nil {
 					b.Fatal(err)
 				}
-				defer aof.stop()
-				addr = aof.addr
+				defer aof.Stop()
+				addr = aof.Addr
 			}
 			prefix := newPrefix("bench")
 			s, err := redisstore.New(redis.NewClient(&redis.Options{Addr: addr, PoolSize: 1024}),

@@ -15,7 +15,7 @@ import (
 // would use it.
 func TestRedisStore_Conformance(t *testing.T) {
 	srv := needRedis(t)
-	client := srv.client(t)
+	client := srv.Client(t)
 	storetest.Run(t, func(t *testing.T) store.Store {
 		s, err := redisstore.New(client, redisstore.Options{Prefix: newPrefix("conf")})
 		require.NoError(t, err)
@@ -29,7 +29,7 @@ func TestRedisStore_Conformance(t *testing.T) {
 func TestRedisStore_Durable(t *testing.T) {
 	srv := needRedis(t)
 	storetest.RunDurable(t, func(t *testing.T, dir string) store.Store {
-		s, err := redisstore.Open(t.Context(), srv.addr, redisstore.Options{Prefix: dir + ":"})
+		s, err := redisstore.Open(t.Context(), srv.Addr, redisstore.Options{Prefix: dir + ":"})
 		require.NoError(t, err)
 		return s
 	})

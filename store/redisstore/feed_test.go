@@ -242,7 +242,7 @@ func TestFeed_StoreCloseEndsSubscribe(t *testing.T) {
 	for _, own := range []bool{false, true} {
 		t.Run(fmt.Sprint("CloseClient=", own), func(t *testing.T) {
 			srv := needRedis(t)
-			client := srv.client(t)
+			client := srv.Client(t)
 			s, err := redisstore.New(client, redisstore.Options{Prefix: newPrefix("feedclose"), CloseClient: own})
 			require.NoError(t, err)
 			sub := subscribe(t, s)

@@ -329,7 +329,7 @@ func TestHubs_FeedLossClosesWith1013AndClientsCatchUp(t *testing.T) {
 	join(t, alice, "r")
 	j := join(t, bob, "r")
 
-	admin := needRedis(t).client(t)
+	admin := needRedis(t).Client(t)
 	n, err := admin.ClientKillByFilter(ctx, "TYPE", "pubsub").Result()
 	require.NoError(t, err)
 	require.GreaterOrEqual(t, n, int64(2), "both hubs' subscriptions")

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/wshub/wshub/internal/redistest"
 	"github.com/wshub/wshub/store"
 	"github.com/wshub/wshub/store/redisstore"
 )
@@ -25,10 +26,10 @@ func newStore(t *testing.T, opts redisstore.Options) (*redisstore.Store, *redis.
 	if opts.Prefix == "" {
 		opts.Prefix = newPrefix("t")
 	}
-	s, err := redisstore.Open(t.Context(), srv.addr, opts)
+	s, err := redisstore.Open(t.Context(), srv.Addr, opts)
 	require.NoError(t, err)
 	t.Cleanup(func() { assert.NoError(t, s.Close()) })
-	return s, srv.client(t)
+	return s, srv.Client(t)
 }
 
 func dm(id, from, to string) store.Message {
@@ -370,12 +371,12 @@ func TestStore_HistoryTTL(t *testing.T) {
 // killed with SIGKILL is there after it restarts from its AOF.
 func TestStore_AckedAppendSurvivesRedisCrashWithAOF(t *testing.T) {
 	needRedis(t)
-	srv, err := startRedis(t.TempDir(), 0, "--appendonly", "yes", "--appendfsync", "always")
+	srv, err := redistest.StartIn(t.TempDir(), 0, "--appendonly", "yes", "--appendfsync", "always")
 	require.NoError(t, err)
-	t.Cleanup(srv.stop)
+	t.Cleanup(srv.Stop)
 
 	ctx := t.Context()
-	s, err := redisstore.Open(ctx, srv.addr, redisstore.Options{})
+	s, err := redisstore.Open(ctx, srv.Addr, redisstore.Options{})
 	require.NoError(t, err)
 	conv := store.DirectConv("alice", "bob")
 	var want []store.Message
@@ -389,13 +390,13 @@ func TestStore_AckedAppendSurvivesRedisCrashWithAOF(t *testing.T) {
 	before, err := s.History(ctx, conv, store.Query{})
 	require.NoError(t, err)
 
-	srv.kill()
+	srv.Kill()
 	_, err = s.History(ctx, conv, store.Query{})
 	require.Error(t, err, "the server is down")
 	require.NoError(t, s.Close())
-	require.NoError(t, srv.start())
+	require.NoError(t, srv.Restart())
 
-	s, err = redisstore.Open(ctx, srv.addr, redisstore.Options{})
+	s, err = redisstore.Open(ctx, srv.Addr, redisstore.Options{})
 	require.NoError(t, err)
 	defer s.Close()
 	after, err := s.History(ctx, conv, store.Query{})
@@ -432,7 +433,7 @@ func TestNew_RejectsShardingClients(t *testing.T) {
 func TestClose_ClosesTheClientOnlyWhenOwned(t *testing.T) {
 	srv := needRedis(t)
 	for _, own := range []bool{false, true} {
-		client := redis.NewClient(&redis.Options{Addr: srv.addr})
+		client := redis.NewClient(&redis.Options{Addr: srv.Addr})
 		s, err := redisstore.New(client, redisstore.Options{Prefix: newPrefix("close"), CloseClient: own})
 		require.NoError(t, err)
 		require.NoError(t, s.Ping(t.Context()))
@@ -452,23 +453,23 @@ func TestOpen(t *testing.T) {
 	srv := needRedis(t)
 	t.Run("URLWithDatabase", func(t *testing.T) {
 		prefix := newPrefix("url")
-		s, err := redisstore.Open(t.Context(), "redis://"+srv.addr+"/3", redisstore.Options{Prefix: prefix})
+		s, err := redisstore.Open(t.Context(), "redis://"+srv.Addr+"/3", redisstore.Options{Prefix: prefix})
 		require.NoError(t, err)
 		defer s.Close()
 		appendOK(t, s, store.AppendRequest{Msg: dm("m1", "alice", "bob")})
-		db3 := redis.NewClient(&redis.Options{Addr: srv.addr, DB: 3})
+		db3 := redis.NewClient(&redis.Options{Addr: srv.Addr, DB: 3})
 		defer db3.Close()
 		n, err := db3.Exists(t.Context(), prefix+"c:"+store.DirectConv("alice", "bob")).Result()
 		require.NoError(t, err)
 		assert.Equal(t, int64(1), n, "the conversation is in database 3")
-		assert.Empty(t, keysWithPrefix(t, srv.client(t), prefix), "and not in database 0")
+		assert.Empty(t, keysWithPrefix(t, srv.Client(t), prefix), "and not in database 0")
 	})
 	t.Run("BadURL", func(t *testing.T) {
-		_, err := redisstore.Open(t.Context(), "redis://"+srv.addr+"/notanumber", redisstore.Options{})
+		_, err := redisstore.Open(t.Context(), "redis://"+srv.Addr+"/notanumber", redisstore.Options{})
 		assert.Error(t, err)
 	})
 	t.Run("Unreachable", func(t *testing.T) {
-		port, err := freePort()
+		port, err := redistest.FreePort()
 		require.NoError(t, err)
 		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 		defer cancel()
@@ -561,7 +562,7 @@ func TestStore_ScriptCacheFlushed(t *testing.T) {
 // return ErrClosed.
 func TestStore_CallsAfterCloseDuringUse(t *testing.T) {
 	srv := needRedis(t)
-	s, err := redisstore.Open(t.Context(), srv.addr, redisstore.Options{Prefix: newPrefix("closing")})
+	s, err := redisstore.Open(t.Context(), srv.Addr, redisstore.Options{Prefix: newPrefix("closing")})
 	require.NoError(t, err)
 	var wg sync.WaitGroup
 	for w := range 4 {
