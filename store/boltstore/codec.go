@@ -20,8 +20,8 @@ import (
 //	acks                seqKey(pos) -> ack record, since the last checkpoint
 //	hist / <conv>       seqKey(seq) -> seqKey(pos) of the message in log;
 //	                    the bucket's Sequence() is the last seq assigned
-//	pend / <user>       seqKey(n) -> seqKey(pos) + message id, n in enqueue
-//	                    order
+//	pend / <user>       seqKey(pos) -> empty: the user's queue, in enqueue
+//	                    (= log) order
 //	pendn               user -> number of entries in pend / <user>
 //	rooms / <room>      user -> empty
 //	userrooms / <user>  room -> empty
@@ -56,7 +56,7 @@ var (
 )
 
 // formatVersion is the layout version written into meta/format.
-const formatVersion = "wshub-boltstore-3"
+const formatVersion = "wshub-boltstore-4"
 
 // errBadRecord reports a stored value that does not decode.
 var errBadRecord = errors.New("undecodable record")
@@ -269,29 +269,58 @@ func decodeRecord(b []byte) (any, error) {
 	return nil, errBadRecord
 }
 
-// logMessage decodes the message of an append record.
-func logMessage(rec []byte) (store.Message, error) {
+// recordMessage returns the encoded message of an append record.
+func recordMessage(rec []byte) ([]byte, error) {
 	if len(rec) < 9 || rec[0] != recAppend {
-		return store.Message{}, errBadRecord
+		return nil, errBadRecord
 	}
 	_, rest, ok := readString(rec[9:]) // cid
 	if !ok {
-		return store.Message{}, errBadRecord
+		return nil, errBadRecord
 	}
 	n, k := binary.Uvarint(rest)
 	if k <= 0 || n > uint64(len(rest)) {
-		return store.Message{}, errBadRecord
+		return nil, errBadRecord
 	}
 	rest = rest[k:]
 	for range n {
 		if _, rest, ok = readString(rest); !ok {
-			return store.Message{}, errBadRecord
+			return nil, errBadRecord
 		}
 	}
-	return decodeMessage(rest)
+	return rest, nil
 }
 
-// pendValue is the value of a pending queue entry.
-func pendValue(pos uint64, id string) []byte {
-	return append(seqKey(pos), id...)
+// logMessage decodes the message of an append record.
+func logMessage(rec []byte) (store.Message, error) {
+	enc, err := recordMessage(rec)
+	if err != nil {
+		return store.Message{}, err
+	}
+	return decodeMessage(enc)
+}
+
+// logMessageID returns the message id of an append record, without
+// decoding the rest.
+func logMessageID(rec []byte) (string, error) {
+	enc, err := recordMessage(rec)
+	if err != nil {
+		return "", err
+	}
+	if len(enc) < 10 || enc[0] != msgVersion {
+		return "", errBadRecord
+	}
+	rest := enc[10:]
+	for range 2 { // TS, Cmd
+		_, n := binary.Varint(rest)
+		if n <= 0 {
+			return "", errBadRecord
+		}
+		rest = rest[n:]
+	}
+	id, _, ok := readString(rest)
+	if !ok {
+		return "", errBadRecord
+	}
+	return id, nil
 }

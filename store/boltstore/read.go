@@ -147,14 +147,8 @@ func (s *Store) Pending(ctx context.Context, user string) ([]store.Message, erro
 		}
 		if q := tx.Bucket(bucketPend).Bucket([]byte(user)); q != nil {
 			log := tx.Bucket(bucketLog)
-			err := q.ForEach(func(k, v []byte) error {
-				if len(v) < 8 {
-					return corruptf(s.path, "pending %q entry %d", user, seqOf(k))
-				}
-				if _, ok := acks[string(v[8:])]; ok {
-					return nil
-				}
-				rec := log.Get(v[:8])
+			err := q.ForEach(func(k, _ []byte) error {
+				rec := log.Get(k)
 				if rec == nil {
 					return nil // trimmed from the history
 				}
@@ -162,7 +156,9 @@ func (s *Store) Pending(ctx context.Context, user string) ([]store.Message, erro
 				if err != nil {
 					return corruptf(s.path, "pending %q: %v", user, err)
 				}
-				out = append(out, m)
+				if _, ok := acks[m.ID]; !ok {
+					out = append(out, m)
+				}
 				return nil
 			})
 			if err != nil {

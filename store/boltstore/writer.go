@@ -266,31 +266,32 @@ func (w *writer) updateQueue(user []byte, acked map[string]struct{}, ents []*ent
 	q.FillPercent = appendFill
 	count := seqOf(w.pendN.Get(user))
 	if len(acked) > 0 {
+		// Entries whose message left the history go too.
 		left := len(acked)
 		c := q.Cursor()
-		for k, v := c.First(); k != nil && left > 0; {
-			if len(v) < 8 {
-				return corruptf(w.s.path, "pending %q entry %d", user, seqOf(k))
+		for k, _ := c.First(); k != nil && left > 0; {
+			rec := w.log.Get(k)
+			if rec != nil {
+				id, err := logMessageID(rec)
+				if err != nil {
+					return corruptf(w.s.path, "log record %d: %v", seqOf(k), err)
+				}
+				if _, ok := acked[id]; !ok {
+					k, _ = c.Next()
+					continue
+				}
+				left--
 			}
-			if _, ok := acked[string(v[8:])]; !ok {
-				k, v = c.Next()
-				continue
-			}
-			left--
 			count--
 			deleted := append([]byte(nil), k...)
 			if err := c.Delete(); err != nil {
 				return err
 			}
-			k, v = c.Seek(deleted) // the key after the deleted one
+			k, _ = c.Seek(deleted) // the key after the deleted one
 		}
 	}
 	for _, e := range ents {
-		n, err := q.NextSequence()
-		if err != nil {
-			return err
-		}
-		if err := q.Put(seqKey(n), pendValue(e.pos, e.id)); err != nil {
+		if err := q.Put(w.key(e.pos), emptyValue); err != nil {
 			return err
 		}
 		count++
