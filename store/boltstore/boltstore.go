@@ -119,7 +119,7 @@ var (
 	ErrNotStore = errors.New("wshub/boltstore: bbolt database is not a wshub store")
 	// ErrCorrupt is returned by Open when the file is a damaged bbolt
 	// database or wshub store: bad checksums, truncated, an unknown layout
-	// version, an undecodable journal, or (with Options.VerifyOnOpen) an
+	// version, an undecodable log record, or (with Options.VerifyOnOpen) an
 	// inconsistent page tree. The file is left untouched. Reads and writes
 	// that meet damage return it too (as far as bbolt notices it).
 	ErrCorrupt = errors.New("wshub/boltstore: database file is damaged")
@@ -170,12 +170,12 @@ type Options struct {
 	// means DefaultMaxCIDs (100,000); negative means unbounded.
 	MaxCIDs int
 
-	// CheckpointEvery is the number of journal records (Appends and Acks)
+	// CheckpointEvery is the number of log records (Appends and Acks)
 	// after which the committer checkpoints them into the index; it bounds
-	// the memory of the overlay and the work of replaying the journal in
+	// the memory held for them and the work of replaying them in
 	// Open. Zero means DefaultCheckpointEvery (50,000).
 	CheckpointEvery int
-	// CheckpointInterval is the longest time a journal record waits for its
+	// CheckpointInterval is the longest time a log record waits for its
 	// checkpoint. Zero means DefaultCheckpointInterval (5 s).
 	CheckpointInterval time.Duration
 

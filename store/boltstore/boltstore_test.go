@@ -334,7 +334,7 @@ func TestStore_HistoryRetention(t *testing.T) {
 }
 
 func TestStore_PendingRetention(t *testing.T) {
-	// The bound is enforced when the journal is checkpointed, which Close
+	// The bound is enforced when the log is checkpointed, which Close
 	// does.
 	path := filepath.Join(t.TempDir(), "hub.db")
 	opts := boltstore.Options{MaxPending: 3}

@@ -42,7 +42,7 @@ type request struct {
 	ids  []string
 
 	// Set by the committer.
-	rec any           // the appendRec or ackRec journaled, for the overlay; nil if none
+	rec any           // the appendRec or ackRec logged, for the overlay; nil if none
 	out store.Message // opAppend result
 	dup bool          // opAppend result
 
@@ -306,7 +306,7 @@ func (s *Store) drain(batch []*request) []*request {
 	return batch
 }
 
-// commit journals batch in one transaction, applies it to the overlay and
+// commit logs batch in one transaction, applies it to the overlay and
 // answers every request. A request whose ctx is done is dropped unapplied;
 // a request that fails is answered with its error and the others are
 // committed without it.
@@ -326,7 +326,7 @@ func (s *Store) commit(batch []*request) {
 			return s.db.Update(func(tx *bolt.Tx) error {
 				w := s.newWriter(tx, now)
 				for i, r := range live {
-					if err := w.journal(r); err != nil {
+					if err := w.logRequest(r); err != nil {
 						failed, ferr = i, err
 						return errRetryBatch
 					}
@@ -373,7 +373,7 @@ func (s *Store) commit(batch []*request) {
 	}
 }
 
-// checkpoint applies the overlay to the index and empties the journal, in
+// checkpoint applies the overlay to the index and empties the acks, in
 // one transaction, then starts a new overlay. On failure it keeps the
 // overlay and tries again a CheckpointInterval later. Committer only.
 func (s *Store) checkpoint() {
@@ -388,7 +388,7 @@ func (s *Store) checkpoint() {
 		})
 	})
 	if err != nil {
-		s.log.Error("checkpoint failed; the journal keeps the writes", "records", ov.records, "err", err)
+		s.log.Error("checkpoint failed; the log keeps the writes", "records", ov.records, "err", err)
 		s.retryCheckpoint = now.Add(s.opts.CheckpointInterval)
 		return
 	}

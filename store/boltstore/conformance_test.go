@@ -11,15 +11,15 @@ import (
 	"github.com/wshub/wshub/store/storetest"
 )
 
-// Writes reach the index through the journal and checkpoints, and reads
-// merge the two, so the suite runs with the default checkpoints (everything
-// in the journal during a subtest), a checkpoint after every commit
+// Writes reach the index through the log and checkpoints, and reads merge
+// the two, so the suite runs with the default checkpoints (everything only
+// in the log during a subtest), a checkpoint after every commit
 // (everything in the index) and one every 3 records (both).
 var checkpointings = []struct {
 	name  string
 	every int
 }{
-	{"Journal", 0},
+	{"LogOnly", 0},
 	{"Index", 1},
 	{"Mixed", 3},
 }

@@ -26,7 +26,7 @@ type writer struct {
 
 	keys []byte // slab for the 8-byte keys of this transaction
 
-	// Journaled by this transaction, not yet in the overlay.
+	// Logged by this transaction, not yet in the overlay.
 	lastSeq map[string]uint64 // conv -> last seq assigned
 	newCIDs map[string]*entry // cidKey -> message
 }
@@ -60,14 +60,14 @@ func (s *Store) newWriter(tx *bolt.Tx, now time.Time) *writer {
 	return w
 }
 
-// journal applies one request in the committer's batch transaction: an
+// logRequest applies one request in the committer's batch transaction: an
 // Append becomes a log record, an Ack an ack record (r.rec), a Join or Leave
 // is written to the index directly.
-func (w *writer) journal(r *request) error {
+func (w *writer) logRequest(r *request) error {
 	r.rec, r.dup = nil, false
 	switch r.kind {
 	case opAppend:
-		return w.journalAppend(r)
+		return w.logAppend(r)
 	case opAck:
 		rec := ackRec{user: r.user, ids: r.ids}
 		pos, err := w.log.NextSequence()
@@ -87,7 +87,7 @@ func (w *writer) journal(r *request) error {
 	return fmt.Errorf("wshub/boltstore: unknown request kind %d", r.kind)
 }
 
-func (w *writer) journalAppend(r *request) error {
+func (w *writer) logAppend(r *request) error {
 	if r.cid != "" {
 		if m, ok, err := w.findCID(r.cid); err != nil || ok {
 			r.out, r.dup = m, ok
