@@ -3,8 +3,10 @@ package wshub
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
+	"unicode/utf8"
 )
 
 // Cmd is the command code of a frame (SPEC.md section 3).
@@ -71,43 +73,70 @@ type Frame struct {
 type flexID string
 
 func (f *flexID) UnmarshalJSON(b []byte) error {
-	b = bytes.TrimSpace(b)
-	if len(b) == 0 || string(b) == "null" {
-		*f = ""
-		return nil
-	}
-	if b[0] == '"' {
+	switch {
+	case len(b) == 0:
+		return errors.New("empty id")
+	case b[0] == '"':
+		if bytes.IndexByte(b[1:len(b)-1], '\\') < 0 {
+			*f = flexID(b[1 : len(b)-1]) // no escapes: the text is the id
+			return nil
+		}
 		var s string
 		if err := json.Unmarshal(b, &s); err != nil {
 			return err
 		}
 		*f = flexID(s)
-		return nil
-	}
-	var n json.Number
-	if err := json.Unmarshal(b, &n); err != nil {
+	case string(b) == "null":
+		*f = ""
+	case b[0] == '-' || (b[0] >= '0' && b[0] <= '9'):
+		*f = flexID(b) // the decoder has checked the number's syntax
+	default:
 		return fmt.Errorf("id must be a string or a number, got %s", b)
 	}
-	if _, err := strconv.ParseFloat(string(n), 64); err != nil {
-		return fmt.Errorf("id must be a string or a number, got %s", b)
-	}
-	*f = flexID(n)
 	return nil
+}
+
+// wireFrame is Frame as decoded from the wire: the same fields, with ids
+// that accept numbers. Decoding into it takes one pass.
+type wireFrame struct {
+	Cmd       Cmd             `json:"cmd"`
+	ID        string          `json:"id"`
+	CID       string          `json:"cid"`
+	UserID    flexID          `json:"userid"`
+	DstID     flexID          `json:"dstid"`
+	Media     json.Number     `json:"media"`
+	Content   string          `json:"content"`
+	Pic       string          `json:"pic"`
+	URL       string          `json:"url"`
+	Memo      string          `json:"memo"`
+	Amount    json.Number     `json:"amount"`
+	Data      json.RawMessage `json:"data"`
+	Seq       uint64          `json:"seq"`
+	TS        int64           `json:"ts"`
+	IDs       []string        `json:"ids"`
+	Since     uint64          `json:"since"`
+	Before    uint64          `json:"before"`
+	Limit     int             `json:"limit"`
+	Items     []*Frame        `json:"items"`
+	More      bool            `json:"more"`
+	Epoch     string          `json:"epoch"`
+	Recovered *bool           `json:"recovered"`
+	Code      int             `json:"code"`
+	Reason    string          `json:"reason"`
 }
 
 // UnmarshalJSON decodes a frame, accepting numbers for userid and dstid.
 func (f *Frame) UnmarshalJSON(b []byte) error {
-	type plain Frame
-	aux := struct {
-		*plain
-		UserID flexID `json:"userid"`
-		DstID  flexID `json:"dstid"`
-	}{plain: (*plain)(f)}
-	if err := json.Unmarshal(b, &aux); err != nil {
+	w := wireFrame{Cmd: f.Cmd}
+	if err := json.Unmarshal(b, &w); err != nil {
 		return err
 	}
-	f.UserID = string(aux.UserID)
-	f.DstID = string(aux.DstID)
+	*f = Frame{
+		Cmd: w.Cmd, ID: w.ID, CID: w.CID, UserID: string(w.UserID), DstID: string(w.DstID),
+		Media: w.Media, Content: w.Content, Pic: w.Pic, URL: w.URL, Memo: w.Memo, Amount: w.Amount, Data: w.Data,
+		Seq: w.Seq, TS: w.TS, IDs: w.IDs, Since: w.Since, Before: w.Before, Limit: w.Limit, Items: w.Items,
+		More: w.More, Epoch: w.Epoch, Recovered: w.Recovered, Code: w.Code, Reason: w.Reason,
+	}
 	return nil
 }
 
@@ -119,8 +148,11 @@ func DecodeFrame(b []byte) (*Frame, error) {
 		return nil, fmt.Errorf("%w: not a JSON object", ErrBadFrame)
 	}
 	f := &Frame{Cmd: -1}
-	if err := json.Unmarshal(b, f); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadFrame, err)
+	if !decodeFast(b, f) {
+		*f = Frame{Cmd: -1}
+		if err := json.Unmarshal(b, f); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrBadFrame, err)
+		}
 	}
 	if f.Cmd < 0 {
 		return nil, fmt.Errorf("%w: cmd is missing or negative", ErrBadFrame)
@@ -128,9 +160,211 @@ func DecodeFrame(b []byte) (*Frame, error) {
 	return f, nil
 }
 
-// Encode returns the JSON encoding of f.
+// Encode returns the JSON encoding of f: the fields that are not empty,
+// in the order of the Frame type. It fails when Media or Amount is not a
+// JSON number or Data is not valid JSON.
 func (f *Frame) Encode() ([]byte, error) {
-	return json.Marshal(f)
+	return f.AppendJSON(make([]byte, 0, 128+len(f.Content)+len(f.Data)))
+}
+
+// MarshalJSON encodes f as Encode does.
+func (f *Frame) MarshalJSON() ([]byte, error) { return f.Encode() }
+
+// AppendJSON appends the JSON encoding of f to b (see Encode).
+func (f *Frame) AppendJSON(b []byte) ([]byte, error) {
+	b = append(b, `{"cmd":`...)
+	b = strconv.AppendInt(b, int64(f.Cmd), 10)
+	b = appendStrField(b, `,"id":`, f.ID)
+	b = appendStrField(b, `,"cid":`, f.CID)
+	b = appendStrField(b, `,"userid":`, f.UserID)
+	b = appendStrField(b, `,"dstid":`, f.DstID)
+	var err error
+	if b, err = appendNumField(b, `,"media":`, f.Media); err != nil {
+		return nil, err
+	}
+	b = appendStrField(b, `,"content":`, f.Content)
+	b = appendStrField(b, `,"pic":`, f.Pic)
+	b = appendStrField(b, `,"url":`, f.URL)
+	b = appendStrField(b, `,"memo":`, f.Memo)
+	if b, err = appendNumField(b, `,"amount":`, f.Amount); err != nil {
+		return nil, err
+	}
+	if len(f.Data) > 0 {
+		if !json.Valid(f.Data) {
+			return nil, fmt.Errorf("wshub: frame data is not valid JSON")
+		}
+		b = append(b, `,"data":`...)
+		b = append(b, f.Data...)
+	}
+	b = appendUintField(b, `,"seq":`, f.Seq)
+	if f.TS != 0 {
+		b = append(b, `,"ts":`...)
+		b = strconv.AppendInt(b, f.TS, 10)
+	}
+	if len(f.IDs) > 0 {
+		b = append(b, `,"ids":[`...)
+		for i, id := range f.IDs {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendString(b, id)
+		}
+		b = append(b, ']')
+	}
+	b = appendUintField(b, `,"since":`, f.Since)
+	b = appendUintField(b, `,"before":`, f.Before)
+	if f.Limit != 0 {
+		b = append(b, `,"limit":`...)
+		b = strconv.AppendInt(b, int64(f.Limit), 10)
+	}
+	if len(f.Items) > 0 {
+		b = append(b, `,"items":[`...)
+		for i, it := range f.Items {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			if it == nil {
+				b = append(b, "null"...)
+				continue
+			}
+			if b, err = it.AppendJSON(b); err != nil {
+				return nil, err
+			}
+		}
+		b = append(b, ']')
+	}
+	if f.More {
+		b = append(b, `,"more":true`...)
+	}
+	b = appendStrField(b, `,"epoch":`, f.Epoch)
+	if f.Recovered != nil {
+		b = append(b, `,"recovered":`...)
+		b = strconv.AppendBool(b, *f.Recovered)
+	}
+	if f.Code != 0 {
+		b = append(b, `,"code":`...)
+		b = strconv.AppendInt(b, int64(f.Code), 10)
+	}
+	b = appendStrField(b, `,"reason":`, f.Reason)
+	return append(b, '}'), nil
+}
+
+func appendStrField(b []byte, key, v string) []byte {
+	if v == "" {
+		return b
+	}
+	return appendString(append(b, key...), v)
+}
+
+func appendUintField(b []byte, key string, v uint64) []byte {
+	if v == 0 {
+		return b
+	}
+	return strconv.AppendUint(append(b, key...), v, 10)
+}
+
+func appendNumField(b []byte, key string, n json.Number) ([]byte, error) {
+	if n == "" {
+		return b, nil
+	}
+	if !isNumber(string(n)) {
+		return nil, fmt.Errorf("wshub: %q is not a JSON number", string(n))
+	}
+	return append(append(b, key...), n...), nil
+}
+
+// isNumber reports whether s is a JSON number.
+func isNumber(s string) bool {
+	i := 0
+	if i < len(s) && s[i] == '-' {
+		i++
+	}
+	digits := func() int {
+		j := i
+		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+			i++
+		}
+		return i - j
+	}
+	switch {
+	case i < len(s) && s[i] == '0':
+		i++
+	case digits() == 0:
+		return false
+	}
+	if i < len(s) && s[i] == '.' {
+		i++
+		if digits() == 0 {
+			return false
+		}
+	}
+	if i < len(s) && (s[i] == 'e' || s[i] == 'E') {
+		i++
+		if i < len(s) && (s[i] == '+' || s[i] == '-') {
+			i++
+		}
+		if digits() == 0 {
+			return false
+		}
+	}
+	return i == len(s)
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendString appends s as a JSON string: quotes, backslashes and control
+// characters escaped, invalid UTF-8 replaced by U+FFFD, and U+2028 and
+// U+2029 escaped for JavaScript, as encoding/json does.
+func appendString(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\f':
+				b = append(b, '\\', 'f')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xF])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
 }
 
 // payload holds the application fields of a frame, the part a Store keeps

@@ -1,8 +1,10 @@
 package wshub_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -93,5 +95,40 @@ func FuzzDecodeFrame(f *testing.F) {
 		if again.Cmd != fr.Cmd || again.DstID != fr.DstID || again.Content != fr.Content {
 			t.Fatalf("round trip changed the frame: %+v vs %+v", fr, again)
 		}
+	})
+}
+
+// plainFrame has Frame's fields and tags but not its methods, so that
+// encoding/json encodes it by reflection: the reference for Encode.
+type plainFrame wshub.Frame
+
+func encodingJSON(t *testing.T, f *wshub.Frame) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	require.NoError(t, enc.Encode((*plainFrame)(f)))
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+}
+
+func FuzzFrameEncodeMatchesEncodingJSON(f *testing.F) {
+	f.Add(10, "id", "c\"1", "user\n", "dst\\", "content <&> \u2028 \x00 \xff é", "1.5e3", uint64(7), int64(-3), "ep", true, 40, "reason\t")
+	f.Add(0, "", "", "", "", "", "", uint64(0), int64(0), "", false, 0, "")
+	f.Fuzz(func(t *testing.T, cmd int, id, cid, user, dst, content, amount string, seq uint64, ts int64, epoch string, more bool, code int, reason string) {
+		rec := more
+		fr := &wshub.Frame{Cmd: wshub.Cmd(cmd), ID: id, CID: cid, UserID: user, DstID: dst, Content: content, Pic: content, Amount: json.Number(amount),
+			Seq: seq, TS: ts, IDs: []string{id, content}, Since: seq, Limit: code, More: more, Epoch: epoch, Recovered: &rec, Code: code, Reason: reason,
+			Items: []*wshub.Frame{{Cmd: 11, Content: content, Seq: seq}}}
+		got, err := fr.Encode()
+		if !json.Valid([]byte(amount)) || strings.TrimSpace(amount) != amount || (amount != "" && !strings.ContainsAny(amount[:1], "-0123456789")) {
+			// Not a JSON number: both refuse, or only encoding/json is lax about it.
+			if err == nil && amount != "" {
+				var n json.Number
+				require.NoError(t, json.Unmarshal([]byte(amount), &n), "Encode accepted amount %q", amount)
+			}
+			return
+		}
+		require.NoError(t, err)
+		require.Equal(t, string(encodingJSON(t, fr)), string(got))
 	})
 }
