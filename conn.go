@@ -2,9 +2,11 @@ package wshub
 
 import (
 	"bufio"
+	"encoding/binary"
 	"net"
 	"net/http"
 	"sync"
+	"time"
 )
 
 // maxGather bounds the bytes a gatherConn holds before it writes them.
@@ -18,9 +20,82 @@ type gatherConn struct {
 	net.Conn
 	pool *sync.Pool // of *[]byte, the hub's
 
-	mu  sync.Mutex // guards buf and on; held across the socket write so frames keep their order
-	buf *[]byte    // frames gathered; from pool, nil while not gathering
-	on  bool
+	mu       sync.Mutex // guards buf, on and deadline; held across the socket write so frames keep their order
+	buf      *[]byte    // frames gathered; from pool, nil while not gathering
+	on       bool
+	deadline time.Time // the write deadline last set
+}
+
+// SetWriteDeadline sets the write deadline, unless it is the one already
+// set: gorilla/websocket sets it again for every frame, and each setting
+// costs a timer update.
+func (c *gatherConn) SetWriteDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if t.Equal(c.deadline) {
+		return nil
+	}
+	c.deadline = t
+	return c.Conn.SetWriteDeadline(t)
+}
+
+// extendWriteDeadline moves the write deadline to now+d when less than
+// d/2 of it is left, so that a busy connection does not update a timer
+// for every pass, and a write always has at least d/2.
+func (c *gatherConn) extendWriteDeadline(d time.Duration) error {
+	now := time.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.deadline.Sub(now) >= d/2 {
+		return nil
+	}
+	c.deadline = now.Add(d)
+	return c.Conn.SetWriteDeadline(c.deadline)
+}
+
+// SetDeadline sets both deadlines.
+func (c *gatherConn) SetDeadline(t time.Time) error {
+	c.mu.Lock()
+	c.deadline = t
+	c.mu.Unlock()
+	return c.Conn.SetDeadline(t)
+}
+
+// appendText gathers one unmasked, final text frame (RFC 6455 section
+// 5.2) holding the parts, which are joined by newlines. The caller is
+// gathering.
+func (c *gatherConn) appendText(parts ...[]byte) {
+	n := len(parts) - 1
+	for _, p := range parts {
+		n += len(p)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	b := *c.buf
+	b = append(b, 0x81) // FIN, text
+	switch {
+	case n < 126:
+		b = append(b, byte(n))
+	case n <= 0xFFFF:
+		b = append(b, 126, byte(n>>8), byte(n))
+	default:
+		b = append(b, 127)
+		b = binary.BigEndian.AppendUint64(b, uint64(n))
+	}
+	for i, p := range parts {
+		if i > 0 {
+			b = append(b, '\n')
+		}
+		b = append(b, p...)
+	}
+	*c.buf = b
+}
+
+// full reports whether the gathered bytes reached maxGather.
+func (c *gatherConn) full() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.buf != nil && len(*c.buf) >= maxGather
 }
 
 // gather starts collecting writes.

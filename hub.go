@@ -411,7 +411,7 @@ func (h *Hub) onEvent(ev store.Event) {
 	case store.EventReady:
 		h.setReady(true)
 	case store.EventMessage:
-		if err := h.deliver(&ev.Msg, nil, ev.Origin); err != nil {
+		if err := h.deliver(&ev.Msg, nil, sender{id: ev.Origin}); err != nil {
 			h.log.Error("wshub: deliver from feed", slog.String("id", ev.Msg.ID), slog.Any("err", err))
 		}
 	case store.EventJoin:
@@ -775,7 +775,7 @@ func (h *Hub) send(ctx context.Context, cmd Cmd, from, to string, f *Frame, orig
 		cl.Lock()
 		m, dup, err = h.store.Append(ctx, req)
 		if err == nil && !dup {
-			err = h.deliver(&m, f, req.Origin)
+			err = h.deliver(&m, f, sender{node: origin})
 		}
 		cl.Unlock()
 	}
@@ -788,11 +788,11 @@ func (h *Hub) send(ctx context.Context, cmd Cmd, from, to string, f *Frame, orig
 // deliver pushes a stored message to the local connections that receive
 // it: for a direct message every connection of the recipient and the
 // sender's other connections; for a room message every member connection
-// but the sending one (whose id is origin). This is the one seam through
+// but the sending one (origin). This is the one seam through
 // which stored messages reach connections: called after Append, or for
 // every message announced by the store's Feed. src, when not nil, is the
 // frame the message was made from, which saves decoding its payload.
-func (h *Hub) deliver(m *store.Message, src *Frame, origin string) error {
+func (h *Hub) deliver(m *store.Message, src *Frame, origin sender) error {
 	out := frameOf(m)
 	if src != nil {
 		out.setPayload(src.payload())
@@ -806,7 +806,7 @@ func (h *Hub) deliver(m *store.Message, src *Frame, origin string) error {
 		rs := h.roomShard(m.To)
 		rs.mu.RLock()
 		for n := range rs.rooms[m.To] {
-			if n.id != origin {
+			if !origin.is(n) {
 				n.enqueue(of)
 			}
 		}
@@ -817,18 +817,32 @@ func (h *Hub) deliver(m *store.Message, src *Frame, origin string) error {
 		h.pushUser(m.From, of, origin)
 	}
 	of.pendingID = m.ID
-	h.pushUser(m.To, of, "")
+	h.pushUser(m.To, of, sender{})
 	return nil
 }
 
-// pushUser queues f for every connection of user but the one whose id is
-// skip.
-func (h *Hub) pushUser(user string, f outFrame, skip string) {
+// sender names the connection a message came from: a node of this hub,
+// or the id of a connection of another hub process (from the Feed).
+type sender struct {
+	node *Node
+	id   string
+}
+
+// is reports whether n is the sending connection.
+func (s sender) is(n *Node) bool {
+	if s.node != nil {
+		return s.node == n
+	}
+	return s.id != "" && s.id == n.id
+}
+
+// pushUser queues f for every connection of user but skip.
+func (h *Hub) pushUser(user string, f outFrame, skip sender) {
 	s := h.userShard(user)
 	s.mu.RLock()
 	if u := s.users[user]; u != nil {
 		for _, n := range u.nodes {
-			if n.id != skip {
+			if !skip.is(n) {
 				n.enqueue(f)
 			}
 		}

@@ -305,52 +305,41 @@ func (n *Node) flush() {
 }
 
 // write writes a batch of frames to the socket; several per text frame on
-// a batch=1 connection.
+// a batch=1 connection. It frames them itself (server frames are a short
+// header and the unmasked payload) into the gatherConn, so that one
+// encoded message is shared by all its recipients without copies through
+// gorilla/websocket's writer, which writes only control frames. The
+// caller gathers and flushes; the gatherConn's lock keeps those control
+// frames whole between these.
 func (n *Node) write(batch []outFrame) error {
-	if err := n.conn.SetWriteDeadline(time.Now().Add(n.hub.opts.WriteTimeout)); err != nil {
+	if err := n.gc.extendWriteDeadline(n.hub.opts.WriteTimeout); err != nil {
 		return err
 	}
-	if !n.batch {
-		for _, f := range batch {
-			if err := n.conn.WriteMessage(websocket.TextMessage, f.data); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	var w io.WriteCloser
+	var group [][]byte // for batch=1: the payloads of one text frame
 	size := 0
 	for _, f := range batch {
-		if w != nil && size+1+len(f.data) > maxBatchBytes {
-			if err := w.Close(); err != nil {
-				return err
-			}
-			w = nil
-		}
-		if w == nil {
-			var err error
-			if w, err = n.conn.NextWriter(websocket.TextMessage); err != nil {
-				return err
-			}
-			size = 0
+		if !n.batch {
+			n.gc.appendText(f.data)
 		} else {
-			if _, err := w.Write(newline); err != nil {
+			if len(group) > 0 && size+1+len(f.data) > maxBatchBytes {
+				n.gc.appendText(group...)
+				group, size = group[:0], 0
+			}
+			group = append(group, f.data)
+			size += len(f.data) + 1
+		}
+		if n.gc.full() {
+			if err := n.gc.flush(); err != nil {
 				return err
 			}
-			size++
+			n.gc.gather()
 		}
-		if _, err := w.Write(f.data); err != nil {
-			return err
-		}
-		size += len(f.data)
 	}
-	if w != nil {
-		return w.Close()
+	if len(group) > 0 {
+		n.gc.appendText(group...)
 	}
 	return nil
 }
-
-var newline = []byte{'\n'}
 
 // closeWith starts closing the connection with a close frame, dropping
 // the frames still queued (direct messages among them stay in the user's
