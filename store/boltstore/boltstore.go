@@ -286,6 +286,17 @@ var _ store.Store = (*Store)(nil)
 // ErrCorrupt (and naming the file) instead of waiting forever or
 // overwriting a file that is not a sound wshub store.
 func Open(path string, opts Options) (*Store, error) {
+	s, err := openFile(path, opts)
+	if err != nil {
+		return nil, err
+	}
+	go s.commitLoop()
+	return s, nil
+}
+
+// openFile opens and checks the file and builds the Store, without starting
+// its committer.
+func openFile(path string, opts Options) (*Store, error) {
 	opts = opts.withDefaults()
 	if err := checkFile(path); err != nil {
 		return nil, err
@@ -319,7 +330,6 @@ func Open(path string, opts Options) (*Store, error) {
 	}
 	s.lingerTimer = time.NewTimer(time.Hour)
 	s.lingerTimer.Stop()
-	go s.commitLoop()
 	return s, nil
 }
 

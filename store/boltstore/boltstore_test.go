@@ -459,7 +459,7 @@ func TestStore_InvalidRequestDoesNotFailOthers(t *testing.T) {
 		{Msg: store.Message{Conv: "c", ID: "x"}},
 		{Msg: store.Message{Conv: tooLong, ID: "x", From: "a"}},
 		{Msg: msg("c", "x", "a", "b"), Pending: []string{""}},
-		{Msg: msg("c", "x", "a", "b"), CID: tooLong},
+		{Msg: msg("c", "x", "a", "b"), Pending: []string{tooLong}},
 	}
 	var wg sync.WaitGroup
 	for _, req := range bad {

@@ -56,28 +56,37 @@ var errRetryBatch = errors.New("retry batch")
 // Append implements store.Store. It returns once the message is committed
 // to the file and synced (see the package documentation).
 func (s *Store) Append(ctx context.Context, req store.AppendRequest) (store.Message, bool, error) {
+	r, err := newAppendRequest(req)
+	if err != nil {
+		return store.Message{}, false, err
+	}
+	if err := s.submit(ctx, r); err != nil {
+		return store.Message{}, false, err
+	}
+	return r.out, r.dup, nil
+}
+
+// newAppendRequest validates req and encodes its log record.
+func newAppendRequest(req store.AppendRequest) (*request, error) {
 	m := req.Msg
 	switch {
 	case m.Conv == "":
-		return store.Message{}, false, fmt.Errorf("%w: empty conversation", store.ErrInvalid)
+		return nil, fmt.Errorf("%w: empty conversation", store.ErrInvalid)
 	case m.From == "":
-		return store.Message{}, false, fmt.Errorf("%w: empty sender", store.ErrInvalid)
+		return nil, fmt.Errorf("%w: empty sender", store.ErrInvalid)
 	case m.ID == "":
-		return store.Message{}, false, fmt.Errorf("%w: empty message id", store.ErrInvalid)
-	case len(m.Conv) > bolt.MaxKeySize || len(m.ID) > bolt.MaxKeySize:
-		return store.Message{}, false, fmt.Errorf("%w: conversation or id longer than %d bytes", store.ErrInvalid, bolt.MaxKeySize)
+		return nil, fmt.Errorf("%w: empty message id", store.ErrInvalid)
+	case len(m.Conv) > bolt.MaxKeySize:
+		return nil, fmt.Errorf("%w: conversation longer than %d bytes", store.ErrInvalid, bolt.MaxKeySize)
 	}
 	m.Seq = 0
 	r := &request{kind: opAppend, msg: m}
 	if req.CID != "" {
 		r.cid = string(cidKey(m.From, req.CID))
-		if len(r.cid) > bolt.MaxKeySize {
-			return store.Message{}, false, fmt.Errorf("%w: sender and cid longer than %d bytes", store.ErrInvalid, bolt.MaxKeySize)
-		}
 	}
 	for i, u := range req.Pending {
 		if u == "" || len(u) > bolt.MaxKeySize {
-			return store.Message{}, false, fmt.Errorf("%w: pending user %q", store.ErrInvalid, u)
+			return nil, fmt.Errorf("%w: pending user %q", store.ErrInvalid, u)
 		}
 		seen := false
 		for _, v := range req.Pending[:i] {
@@ -89,12 +98,9 @@ func (s *Store) Append(ctx context.Context, req store.AppendRequest) (store.Mess
 	}
 	r.logRec, r.encOff = encodeAppendRec(&r.msg, r.cid, r.pending)
 	if len(r.logRec) > bolt.MaxValueSize {
-		return store.Message{}, false, fmt.Errorf("%w: message of %d bytes is too large", store.ErrInvalid, len(r.logRec))
+		return nil, fmt.Errorf("%w: message of %d bytes is too large", store.ErrInvalid, len(r.logRec))
 	}
-	if err := s.submit(ctx, r); err != nil {
-		return store.Message{}, false, err
-	}
-	return r.out, r.dup, nil
+	return r, nil
 }
 
 // Ack implements store.Store. It returns once the removal is committed.
