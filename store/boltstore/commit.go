@@ -110,7 +110,7 @@ func (s *Store) Ack(ctx context.Context, user string, ids ...string) error {
 	}
 	r := &request{kind: opAck, user: user}
 	for _, id := range ids {
-		if id != "" && len(id) <= bolt.MaxKeySize { // others cannot be queued
+		if id != "" { // an empty id cannot be queued
 			r.ids = append(r.ids, id)
 		}
 	}
