@@ -242,3 +242,21 @@ func (l *lockedBuffer) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+// TestOpen_FileHeldByAnotherProcess: a hub process holds the file; Open
+// in this one fails after OpenTimeout with ErrLocked naming the file.
+func TestOpen_FileHeldByAnotherProcess(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "hub.db")
+	other := startHub(t, db, "Default")
+
+	start := time.Now()
+	_, err := boltstore.Open(db, boltstore.Options{OpenTimeout: 300 * time.Millisecond})
+	require.ErrorIs(t, err, boltstore.ErrLocked)
+	assert.Contains(t, err.Error(), db)
+	assert.Less(t, time.Since(start), 10*time.Second, "does not hang")
+
+	other.kill(t)
+	s, err := boltstore.Open(db, boltstore.Options{})
+	require.NoError(t, err, "the lock goes with the process")
+	require.NoError(t, s.Close())
+}
