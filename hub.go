@@ -542,9 +542,12 @@ func (h *Hub) register(ctx context.Context, n *Node) (evicted *Node, err error) 
 	s.mu.Lock()
 	u := s.users[n.user]
 	if u == nil {
-		u = &userEntry{rooms: make(map[string]struct{}, len(rooms))}
-		for _, r := range rooms {
-			u.rooms[r] = struct{}{}
+		u = &userEntry{}
+		if len(rooms) > 0 {
+			u.rooms = make(map[string]struct{}, len(rooms))
+			for _, r := range rooms {
+				u.rooms[r] = struct{}{}
+			}
 		}
 		s.users[n.user] = u
 	}
@@ -668,6 +671,9 @@ func (h *Hub) indexJoin(user, room string) []*Node {
 	var nodes []*Node
 	if u != nil {
 		if _, ok := u.rooms[room]; !ok {
+			if u.rooms == nil {
+				u.rooms = make(map[string]struct{})
+			}
 			u.rooms[room] = struct{}{}
 			nodes = append(nodes, u.nodes...)
 		}

@@ -62,13 +62,16 @@ type Node struct {
 	user    string
 	ack     bool // ack=1: pending messages leave the queue by cmd 14 only
 	batch   bool // batch=1: several objects may share one text frame
-	remote  string
 	created time.Time
-	ctx     context.Context
-	cancel  context.CancelFunc
 
 	mu sync.Mutex
-	// drained is signalled (on mu) when the flusher takes the queue.
+	// ctx and cancel are made on first use (most idle connections never
+	// need them), guarded by mu; finished says finish ran.
+	ctx      context.Context
+	cancel   context.CancelFunc
+	finished bool
+	// drained, made when sendPending first waits, is signalled (on mu)
+	// when the flusher takes the queue.
 	drained *sync.Cond
 	queue   []outFrame // guarded by mu: frames waiting for the flusher
 	spare   []outFrame // guarded by mu: a drained queue kept for reuse
@@ -96,10 +99,8 @@ type Node struct {
 func newNode(h *Hub, conn *websocket.Conn, gc *gatherConn, user string, ack, batch bool) *Node {
 	n := &Node{
 		hub: h, conn: conn, gc: gc, id: uuid.NewString(), user: user, ack: ack, batch: batch,
-		remote: conn.RemoteAddr().String(), created: time.Now(), syncing: true,
+		created: time.Now(), syncing: true,
 	}
-	n.drained = sync.NewCond(&n.mu)
-	n.ctx, n.cancel = context.WithCancel(h.ctx)
 	if h.opts.RateLimit > 0 {
 		n.limiter = rate.NewLimiter(h.opts.RateLimit, h.opts.RateBurst)
 	}
@@ -113,10 +114,28 @@ func (n *Node) ID() string { return n.id }
 func (n *Node) UserID() string { return n.user }
 
 // Context returns the connection's context, cancelled when it closes.
-func (n *Node) Context() context.Context { return n.ctx }
+func (n *Node) Context() context.Context {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.ctx == nil {
+		n.ctx, n.cancel = context.WithCancel(n.hub.ctx)
+		if n.finished {
+			n.cancel()
+		}
+	}
+	return n.ctx
+}
+
+// broadcastLocked wakes sendPending if it waits for room in the queue.
+// The caller holds mu.
+func (n *Node) broadcastLocked() {
+	if n.drained != nil {
+		n.drained.Broadcast()
+	}
+}
 
 // RemoteAddr returns the network address of the peer.
-func (n *Node) RemoteAddr() string { return n.remote }
+func (n *Node) RemoteAddr() string { return n.gc.RemoteAddr().String() }
 
 // AckMode reports whether the connection opted into explicit acks (ack=1).
 func (n *Node) AckMode() bool { return n.ack }
@@ -265,7 +284,7 @@ func (n *Node) flush() {
 		}
 		batch := n.queue
 		n.queue, n.spare = n.spare[:0], nil
-		n.drained.Broadcast()
+		n.broadcastLocked()
 		n.mu.Unlock()
 
 		n.gc.gather()
@@ -289,7 +308,7 @@ func (n *Node) flush() {
 			n.mu.Lock()
 			n.closing, n.writing = true, false
 			n.queue, n.held = nil, nil
-			n.drained.Broadcast()
+			n.broadcastLocked()
 			n.mu.Unlock()
 			n.hub.log.Debug("wshub: write failed", slog.String("conn", n.id), slog.Any("err", err))
 			n.conn.Close() // the reader sees it and cleans up
@@ -297,7 +316,7 @@ func (n *Node) flush() {
 		}
 		if len(acks) > 0 {
 			// Written to a connection without ack=1: delivered (SPEC 4).
-			if err := n.hub.store.Ack(context.WithoutCancel(n.ctx), n.user, acks...); err != nil {
+			if err := n.hub.store.Ack(n.hub.ctx, n.user, acks...); err != nil {
 				n.hub.log.Warn("wshub: ack after write failed", slog.String("user", n.user), slog.Any("err", err))
 			}
 		}
@@ -363,7 +382,7 @@ func (n *Node) startClose(code int, reason string, drain bool) {
 		n.queue, n.held = nil, nil
 	}
 	n.flusherCloses = drain && n.writing
-	n.drained.Broadcast()
+	n.broadcastLocked()
 	n.conn.SetReadDeadline(time.Now().Add(closeGrace + n.hub.opts.WriteTimeout))
 	byFlusher := n.flusherCloses
 	n.mu.Unlock()
@@ -437,7 +456,7 @@ func (n *Node) start() error {
 	n.conn.SetReadLimit(h.opts.ReadLimit)
 	n.extendRead()
 	n.conn.SetPongHandler(func(string) error { n.extendRead(); return nil })
-	evicted, err := h.register(n.ctx, n)
+	evicted, err := h.register(h.ctx, n)
 	if err != nil {
 		h.log.Error("wshub: register failed", slog.String("user", n.user), slog.Any("err", err))
 		n.closeWith(websocket.CloseInternalServerErr, "store unavailable")
@@ -480,7 +499,7 @@ func (n *Node) start() error {
 // leaves a floor per conversation for live copies that come late.
 func (n *Node) sendPending() error {
 	h := n.hub
-	msgs, err := h.store.Pending(n.ctx, n.user)
+	msgs, err := h.store.Pending(h.ctx, n.user)
 	if err != nil {
 		return err
 	}
@@ -495,6 +514,9 @@ func (n *Node) sendPending() error {
 		// more than half full rather than overflow it.
 		n.mu.Lock()
 		for len(n.queue) >= h.opts.SendQueue/2 && !n.closing {
+			if n.drained == nil {
+				n.drained = sync.NewCond(&n.mu)
+			}
 			n.drained.Wait()
 		}
 		n.mu.Unlock()
@@ -573,7 +595,7 @@ func (n *Node) dispatch(f *Frame) (err error) {
 			err = nil
 		}
 	}()
-	return n.hub.dispatch.Dispatch(n.ctx, n, f)
+	return n.hub.dispatch.Dispatch(n.Context(), n, f)
 }
 
 // finish unregisters the connection and closes its socket.
@@ -582,12 +604,15 @@ func (n *Node) finish(err error) {
 	n.mu.Lock()
 	n.closing = true
 	n.queue, n.held = nil, nil
-	n.drained.Broadcast()
+	n.broadcastLocked()
 	if n.ping != nil {
 		n.ping.Stop()
 	}
+	n.finished = true
+	if n.cancel != nil {
+		n.cancel()
+	}
 	n.mu.Unlock()
-	n.cancel()
 	h.unregister(n)
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
