@@ -336,7 +336,6 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
-		n.cancel()
 		msg := websocket.FormatCloseMessage(websocket.CloseGoingAway, "server shutting down")
 		conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
 		conn.Close()
@@ -347,7 +346,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Set the connection up on this goroutine, whose stack is large
 	// already, and read on a fresh one: an idle reader's stack stays
 	// small.
-	if err := n.start(); err != nil {
+	if err := n.safeStart(); err != nil {
 		n.finish(err)
 		h.nodes.Done()
 		return

@@ -863,8 +863,13 @@ func TestHub_ShutdownDuringConnectStorm(t *testing.T) {
 				return // refused once the hub closed: fine
 			}
 			defer ws.Close()
+			ws.SetReadDeadline(time.Now().Add(10 * time.Second))
 			for { // answer the close handshake
 				if _, _, err := ws.ReadMessage(); err != nil {
+					var ne net.Error
+					if errors.As(err, &ne) && ne.Timeout() {
+						t.Errorf("client u%d was never closed", i)
+					}
 					return
 				}
 			}
@@ -877,4 +882,28 @@ func TestHub_ShutdownDuringConnectStorm(t *testing.T) {
 	require.NoError(t, h.Shutdown(ctx), "every connection, even one mid-connect, is closed")
 	assert.Less(t, time.Since(start), 8*time.Second)
 	wg.Wait()
+}
+
+func TestHub_OnConnectPanicClosesThatConnection(t *testing.T) {
+	srv := hubtest.New(t, wshub.Options{
+		Logger: slog.New(slog.DiscardHandler),
+		OnConnect: func(n *wshub.Node) {
+			if n.UserID() == "bad" {
+				panic("application bug")
+			}
+		},
+	})
+	ws, _, err := websocket.DefaultDialer.Dial(srv.DialURL("bad"), nil)
+	require.NoError(t, err)
+	defer ws.Close()
+	ws.SetReadDeadline(time.Now().Add(hubtest.Timeout))
+	for {
+		if _, _, err := ws.ReadMessage(); err != nil {
+			var ne net.Error
+			require.False(t, errors.As(err, &ne) && ne.Timeout(), "the connection was left open")
+			break
+		}
+	}
+	waitFor(t, func() bool { return !srv.Hub.IsOnline("bad") })
+	srv.Dial(t, "good").ExpectNothing(t) // and Shutdown at cleanup does not hang
 }

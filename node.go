@@ -449,6 +449,23 @@ func (n *Node) run() {
 	n.finish(n.readLoop())
 }
 
+// errPanic ends a connection whose setup panicked (in OnConnect, say).
+var errPanic = errors.New("wshub: panic while starting the connection")
+
+// safeStart runs start, turning a panic (an application bug in
+// OnConnect) into an error after logging it with its stack, so that the
+// hijacked socket is still closed and the connection still counted out.
+func (n *Node) safeStart() (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			n.hub.log.Error("wshub: connection setup panicked", slog.String("user", n.user),
+				slog.Any("panic", v), slog.String("stack", string(debug.Stack())))
+			err = errPanic
+		}
+	}()
+	return n.start()
+}
+
 // start registers the connection, then queues the welcome frame and the
 // user's pending messages.
 func (n *Node) start() error {
