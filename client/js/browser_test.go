@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,83 +13,29 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/wshub/wshub/client/js"
+	"github.com/wshub/wshub/internal/browsertest"
 )
-
-// chromium is Debian's browser; tests never download one.
-const chromium = "/usr/bin/chromium"
 
 // waitTimeout bounds every wait for the page: generous, it only proves
 // that nothing stalls.
 const waitTimeout = 10 * time.Second
 
-// browser is the Chromium shared by the tests of this package, started by
-// the first test that needs it and stopped by TestMain; each test gets its
-// own tab (and, through its own server port, its own origin and storage).
-var browser struct {
-	once   sync.Once
-	ctx    context.Context // browser context; tabs are made from it
-	cancel context.CancelFunc
-	err    error
-}
+// browser is the Chromium shared by the tests of this package; each test
+// gets its own tab (and, through its own server port, its own origin and
+// storage).
+var browser browsertest.Browser
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if browser.cancel != nil {
-		browser.cancel()
-	}
+	browser.Close()
 	os.Exit(code)
 }
 
 // newBrowser returns the context of a new tab in the shared headless
-// Chromium. Without Chromium the test is skipped, except under CI=true
-// where it fails.
+// Chromium (skipped without it, except under CI=true).
 func newBrowser(t *testing.T) context.Context {
 	t.Helper()
-	if _, err := os.Stat(chromium); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("browser test needs %s under CI: %v", chromium, err)
-		}
-		t.Skipf("no %s: %v", chromium, err)
-	}
-	browser.once.Do(func() {
-		dir, err := os.MkdirTemp("", "wshub-chromium-")
-		if err != nil {
-			browser.err = err
-			return
-		}
-		opts := []chromedp.ExecAllocatorOption{
-			chromedp.ExecPath(chromium),
-			chromedp.Headless,
-			chromedp.NoSandbox,
-			chromedp.DisableGPU,
-			chromedp.NoFirstRun,
-			chromedp.NoDefaultBrowserCheck,
-			chromedp.Flag("disable-quic", true),
-			chromedp.Flag("disable-background-networking", true),
-			chromedp.Flag("disable-component-update", true),
-			chromedp.Flag("disable-sync", true),
-			chromedp.Flag("disable-dev-shm-usage", true),
-			chromedp.Flag("disable-background-timer-throttling", true),
-			chromedp.Flag("disable-backgrounding-occluded-windows", true),
-			chromedp.Flag("disable-renderer-backgrounding", true),
-			chromedp.UserDataDir(dir),
-			chromedp.WindowSize(1200, 800),
-		}
-		actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-		ctx, cancelCtx := chromedp.NewContext(actx)
-		browser.ctx = ctx
-		browser.cancel = func() {
-			cancelCtx()
-			cancelAlloc()
-			_ = os.RemoveAll(dir)
-		}
-		browser.err = chromedp.Do(ctx)
-	})
-	require.NoError(t, browser.err, "start chromium")
-	tab, cancel := chromedp.NewContext(browser.ctx)
-	t.Cleanup(cancel)
-	require.NoError(t, chromedp.Do(tab), "open a tab")
-	return tab
+	return browser.Tab(t)
 }
 
 // testPage is the page the tests load: it imports wshub.js and offers
