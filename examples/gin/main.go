@@ -39,9 +39,6 @@ import (
 
 	"github.com/wshub/wshub"
 	"github.com/wshub/wshub/examples/internal/demo"
-	"github.com/wshub/wshub/store"
-	"github.com/wshub/wshub/store/boltstore"
-	"github.com/wshub/wshub/store/memstore"
 )
 
 func main() {
@@ -64,8 +61,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("gin", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	addr := fs.String("addr", "localhost:8080", "listen address")
-	kind := fs.String("store", "bolt", "store: mem or bolt")
+	kind := fs.String("store", "bolt", "store: mem, bolt or redis")
 	db := fs.String("db", "wshub.db", "bbolt file for -store bolt")
+	redisAddr := fs.String("redis", "127.0.0.1:6379", "Redis address for -store redis")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -74,7 +72,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 
-	st, err := openStore(*kind, *db)
+	st, err := demo.OpenStore(*kind, *db, *redisAddr)
 	if err != nil {
 		return err
 	}
@@ -118,18 +116,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		st.Close(),
 	)
 	return err
-}
-
-// openStore opens the store the -store flag names.
-func openStore(kind, db string) (store.Store, error) {
-	switch kind {
-	case "mem":
-		return memstore.New(memstore.Options{}), nil
-	case "bolt":
-		return boltstore.Open(db, boltstore.Options{})
-	default:
-		return nil, fmt.Errorf("-store %q: want mem or bolt", kind)
-	}
 }
 
 // newEngine builds the gin engine: the hub at /ws and /chat behind the

@@ -230,5 +230,5 @@ func TestGin_BadFlags(t *testing.T) {
 	var ee *exec.ExitError
 	require.True(t, errors.As(err, &ee), "exit error, got %v", err)
 	assert.NotEqual(t, 0, ee.ExitCode())
-	assert.Contains(t, string(out), "want mem or bolt")
+	assert.Contains(t, string(out), "want mem, bolt or redis")
 }

@@ -23,9 +23,6 @@ import (
 
 	"github.com/wshub/wshub"
 	"github.com/wshub/wshub/examples/internal/demo"
-	"github.com/wshub/wshub/store"
-	"github.com/wshub/wshub/store/boltstore"
-	"github.com/wshub/wshub/store/memstore"
 )
 
 func main() {
@@ -50,7 +47,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 
-	st, err := openStore(*storeKind, *dbPath, *redisAddr)
+	st, err := demo.OpenStore(*storeKind, *dbPath, *redisAddr)
 	if err != nil {
 		return err
 	}
@@ -94,19 +91,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	serr := srv.Shutdown(sctx)
 	cerr := st.Close()
 	return errors.Join(herr, serr, cerr)
-}
-
-// openStore opens the store named by -store.
-func openStore(kind, dbPath, redisAddr string) (store.Store, error) {
-	switch kind {
-	case "mem":
-		return memstore.New(memstore.Options{}), nil
-	case "bolt":
-		return boltstore.Open(dbPath, boltstore.Options{})
-	case "redis":
-		return openRedis(redisAddr)
-	}
-	return nil, fmt.Errorf("unknown -store %q: want mem, bolt or redis", kind)
 }
 
 // displayAddr is the address to print: the host as given, with the port
