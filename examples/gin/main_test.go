@@ -226,7 +226,7 @@ func TestGin_SIGINTClosesWith1001AndBoltKeepsMessages(t *testing.T) {
 
 // TestGin_BadFlags: an unknown store is refused with a non-zero exit.
 func TestGin_BadFlags(t *testing.T) {
-	out, err := exec.Command(binary, "-store", "redis").CombinedOutput()
+	out, err := exec.Command(binary, "-store", "etcd").CombinedOutput()
 	var ee *exec.ExitError
 	require.True(t, errors.As(err, &ee), "exit error, got %v", err)
 	assert.NotEqual(t, 0, ee.ExitCode())
