@@ -144,6 +144,10 @@ type Hub struct {
 	cancel context.CancelFunc
 	nodes  sync.WaitGroup // one per running reader or flusher goroutine
 
+	// poll waits for the sockets of idle connections (Linux); nil where
+	// every connection has a reader goroutine.
+	poll *poller
+
 	// feed, when the store is a store.Feed, announces every message and
 	// membership change of every hub process sharing the store; messages
 	// are then delivered from it (runFeed) rather than after Append.
@@ -245,6 +249,12 @@ func New(opts Options) (*Hub, error) {
 		h.rooms[i].rooms = make(map[string]map[*Node]struct{})
 	}
 	h.ctx, h.cancel = context.WithCancel(context.Background())
+	if p, err := newPoller(); err == nil {
+		h.poll = p
+		go p.loop()
+	} else {
+		h.log.Debug("wshub: no poller; one reader goroutine per connection", slog.Any("err", err))
+	}
 	if f, ok := h.store.(store.Feed); ok {
 		h.feed = f
 		h.feedDone = make(chan struct{})
@@ -348,10 +358,12 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// small.
 	if err := n.safeStart(); err != nil {
 		n.finish(err)
-		h.nodes.Done()
 		return
 	}
-	go n.run()
+	if h.poll == nil || !h.poll.add(n) {
+		h.nodes.Add(1) // the reader goroutine, while the node is counted
+		go n.readBlocking(n.gc.Conn)
+	}
 }
 
 func (h *Hub) isClosed() bool {
@@ -445,11 +457,14 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		err = ctx.Err()
 		for _, n := range h.allNodes() {
-			n.conn.Close()
+			go n.finish(errShutdown)
 		}
 		<-done
 	}
 	h.cancel()
+	if h.poll != nil {
+		h.poll.close()
+	}
 	if h.feed != nil {
 		<-h.feedDone
 	}

@@ -1,7 +1,6 @@
 package wshub
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -10,6 +9,7 @@ import (
 	"net"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -91,9 +91,22 @@ type Node struct {
 	flusherCloses bool        // guarded by mu
 	ping          *time.Timer // guarded by mu
 
-	// limiter and overLimit are used by the reader goroutine only.
+	grace *time.Timer // guarded by mu: ends a close the peer does not answer
+
+	// in, limiter and overLimit are used by the goroutine reading the
+	// connection, one at a time (see reader.go).
+	in        input
 	limiter   *rate.Limiter // nil without Options.RateLimit
 	overLimit int           // frames refused in a row
+
+	lastRead atomic.Int64 // UnixNano of the last bytes read
+
+	// Set by poller.add, then read-only; pollFD is the socket's
+	// descriptor, valid while not finished (guarded by mu).
+	raw    rawReader
+	polled bool
+	pollFD int
+	pollID uint64
 }
 
 func newNode(h *Hub, conn *websocket.Conn, gc *gatherConn, user string, ack, batch bool) *Node {
@@ -311,7 +324,7 @@ func (n *Node) flush() {
 			n.broadcastLocked()
 			n.mu.Unlock()
 			n.hub.log.Debug("wshub: write failed", slog.String("conn", n.id), slog.Any("err", err))
-			n.conn.Close() // the reader sees it and cleans up
+			n.finish(err)
 			return
 		}
 		if len(acks) > 0 {
@@ -383,7 +396,7 @@ func (n *Node) startClose(code int, reason string, drain bool) {
 	}
 	n.flusherCloses = drain && n.writing
 	n.broadcastLocked()
-	n.conn.SetReadDeadline(time.Now().Add(closeGrace + n.hub.opts.WriteTimeout))
+	n.grace = time.AfterFunc(closeGrace+n.hub.opts.WriteTimeout, func() { n.finish(errNoAnswer) })
 	byFlusher := n.flusherCloses
 	n.mu.Unlock()
 	if !byFlusher {
@@ -398,11 +411,13 @@ func (n *Node) writeClose() {
 	msg := n.closeMsg
 	n.mu.Unlock()
 	if err := n.conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(n.hub.opts.WriteTimeout)); err != nil {
-		n.conn.Close()
+		n.finish(err)
 		return
 	}
 	n.mu.Lock()
-	n.conn.SetReadDeadline(time.Now().Add(closeGrace))
+	if n.grace != nil {
+		n.grace.Reset(closeGrace)
+	}
 	n.mu.Unlock()
 }
 
@@ -413,17 +428,15 @@ func (n *Node) isClosing() bool {
 	return n.closing
 }
 
-// extendRead moves the read deadline PongTimeout ahead, unless the
-// connection is closing.
-func (n *Node) extendRead() {
+// isFinished reports whether finish ran.
+func (n *Node) isFinished() bool {
 	n.mu.Lock()
-	if !n.closing {
-		n.conn.SetReadDeadline(time.Now().Add(n.hub.opts.PongTimeout))
-	}
-	n.mu.Unlock()
+	defer n.mu.Unlock()
+	return n.finished
 }
 
-// sendPing writes a WebSocket ping and schedules the next one.
+// sendPing ends a connection silent for PongTimeout, or writes a
+// WebSocket ping and schedules the next one.
 func (n *Node) sendPing() {
 	n.mu.Lock()
 	if n.closing {
@@ -431,8 +444,12 @@ func (n *Node) sendPing() {
 		return
 	}
 	n.mu.Unlock()
+	if time.Since(time.Unix(0, n.lastRead.Load())) > n.hub.opts.PongTimeout {
+		n.finish(errSilent)
+		return
+	}
 	if err := n.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(n.hub.opts.WriteTimeout)); err != nil {
-		n.conn.Close()
+		n.finish(err)
 		return
 	}
 	n.mu.Lock()
@@ -442,11 +459,31 @@ func (n *Node) sendPing() {
 	n.mu.Unlock()
 }
 
-// run is the connection's reader goroutine, started after start: it
-// reads and dispatches frames until the connection ends.
-func (n *Node) run() {
-	defer n.hub.nodes.Done()
-	n.finish(n.readLoop())
+// readable runs in the poller's loop when the socket has bytes: it starts
+// a goroutine that reads and handles them, then arms the socket again.
+func (n *Node) readable() {
+	n.mu.Lock()
+	if n.finished {
+		n.mu.Unlock()
+		return
+	}
+	n.hub.nodes.Add(1) // counted while the node is, so never from zero
+	n.mu.Unlock()
+	go func() {
+		defer n.hub.nodes.Done()
+		if !n.readReady(n.raw) {
+			return
+		}
+		n.mu.Lock()
+		var err error
+		if !n.finished {
+			err = n.hub.poll.rearmLocked(n)
+		}
+		n.mu.Unlock()
+		if err != nil {
+			n.finish(err)
+		}
+	}()
 }
 
 // errPanic ends a connection whose setup panicked (in OnConnect, say).
@@ -470,9 +507,7 @@ func (n *Node) safeStart() (err error) {
 // user's pending messages.
 func (n *Node) start() error {
 	h := n.hub
-	n.conn.SetReadLimit(h.opts.ReadLimit)
-	n.extendRead()
-	n.conn.SetPongHandler(func(string) error { n.extendRead(); return nil })
+	n.touch()
 	evicted, err := h.register(h.ctx, n)
 	if err != nil {
 		h.log.Error("wshub: register failed", slog.String("user", n.user), slog.Any("err", err))
@@ -544,61 +579,6 @@ func (n *Node) sendPending() error {
 	return nil
 }
 
-var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
-
-// readLoop reads and dispatches frames until the connection fails or
-// closes; it returns nil for a normal close.
-func (n *Node) readLoop() error {
-	h := n.hub
-	for {
-		mt, r, err := n.conn.NextReader()
-		if err != nil {
-			var ce *websocket.CloseError
-			if errors.As(err, &ce) && (ce.Code == websocket.CloseNormalClosure || ce.Code == websocket.CloseGoingAway) {
-				return nil
-			}
-			return err
-		}
-		n.extendRead()
-		if mt != websocket.TextMessage {
-			n.closeWith(websocket.CloseUnsupportedData, "binary frames are not supported")
-			continue
-		}
-		buf := bufPool.Get().(*bytes.Buffer)
-		buf.Reset()
-		_, err = buf.ReadFrom(r)
-		if err != nil {
-			bufPool.Put(buf)
-			return err
-		}
-		f, err := DecodeFrame(buf.Bytes())
-		if buf.Cap() <= 64<<10 {
-			bufPool.Put(buf)
-		}
-		if n.isClosing() {
-			continue
-		}
-		if err != nil {
-			n.Send(h.errorFrame(n, &Frame{}, err))
-			continue
-		}
-		if n.limiter != nil && !n.limiter.Allow() {
-			n.overLimit++
-			if n.overLimit > h.opts.RateBurst {
-				n.closeWith(websocket.ClosePolicyViolation, "rate limit exceeded")
-				continue
-			}
-			n.Send(h.errorFrame(n, f, ErrRateLimited))
-			continue
-		}
-		n.overLimit = 0
-		f.UserID = n.user
-		if err := n.dispatch(f); err != nil {
-			n.Send(h.errorFrame(n, f, err))
-		}
-	}
-}
-
 // dispatch runs the dispatcher chain on f. A panic in it (an application
 // bug) is logged with its stack, answered as an internal error, and closes
 // the connection with 1011; the hub goes on.
@@ -615,31 +595,51 @@ func (n *Node) dispatch(f *Frame) (err error) {
 	return n.hub.dispatch.Dispatch(n.Context(), n, f)
 }
 
-// finish unregisters the connection and closes its socket.
+// errShutdown ends the connections still open when Shutdown's context
+// ends.
+var errShutdown = errors.New("wshub: shutdown deadline passed")
+
+// finish ends the connection, once, whoever calls it first (its reader,
+// its flusher, a timer, Shutdown): it unregisters it, closes its socket,
+// calls OnDisconnect, and counts it out of the hub.
 func (n *Node) finish(err error) {
 	h := n.hub
 	n.mu.Lock()
+	if n.finished {
+		n.mu.Unlock()
+		return
+	}
+	n.finished = true
 	n.closing = true
 	n.queue, n.held = nil, nil
 	n.broadcastLocked()
 	if n.ping != nil {
 		n.ping.Stop()
 	}
-	n.finished = true
+	if n.grace != nil {
+		n.grace.Stop()
+	}
 	if n.cancel != nil {
 		n.cancel()
 	}
+	if n.polled {
+		h.poll.removeLocked(n) // before the descriptor is closed and reused
+	}
 	n.mu.Unlock()
 	h.unregister(n)
+	if errors.Is(err, errPeerClose) {
+		err = nil
+	}
 	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		n.conn.Close() // the peer went silent: nothing to linger for
+	if (errors.As(err, &ne) && ne.Timeout()) || errors.Is(err, errSilent) || errors.Is(err, errNoAnswer) || errors.Is(err, errShutdown) {
+		n.gc.Close() // the peer went silent: nothing to linger for
 	} else {
 		n.lingerClose()
 	}
 	if h.opts.OnDisconnect != nil {
 		h.opts.OnDisconnect(n, err)
 	}
+	h.nodes.Done()
 }
 
 // lingerClose closes the socket after letting the peer read what was
@@ -652,5 +652,5 @@ func (n *Node) lingerClose() {
 		tc.SetReadDeadline(time.Now().Add(closeGrace))
 		io.Copy(io.Discard, io.LimitReader(tc, 1<<20))
 	}
-	n.conn.Close()
+	n.gc.Close()
 }

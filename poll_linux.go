@@ -1,0 +1,165 @@
+package wshub
+
+import (
+	"net"
+	"sync"
+	"syscall"
+)
+
+// rawConn reads a TCP socket's file descriptor directly.
+type rawConn struct{ rc syscall.RawConn }
+
+func (r rawConn) readNow(p []byte) (int, error) {
+	var n int
+	var err error
+	cerr := r.rc.Read(func(fd uintptr) bool {
+		for {
+			n, err = syscall.Read(int(fd), p)
+			if err != syscall.EINTR {
+				return true // one attempt: never wait
+			}
+		}
+	})
+	switch {
+	case cerr != nil:
+		return 0, cerr
+	case err == syscall.EAGAIN:
+		return 0, errWouldBlock
+	case err != nil:
+		return 0, err
+	}
+	return n, nil
+}
+
+// poller waits on an epoll instance for the sockets of idle connections
+// and starts a goroutine to read one when it has bytes. Each socket is
+// armed for one event at a time (EPOLLONESHOT), so one goroutine at a time
+// reads a connection, in order.
+type poller struct {
+	epfd int
+	wake [2]int // a pipe; a byte on wake[1] ends loop
+
+	mu    sync.Mutex       // guards nodes and next
+	nodes map[uint64]*Node // by the id in their epoll registration
+	next  uint64
+
+	done chan struct{} // closed by loop when it returns
+}
+
+const pollEvents = syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT
+
+// newPoller makes the epoll instance and its wake-up pipe.
+func newPoller() (*poller, error) {
+	epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, err
+	}
+	p := &poller{epfd: epfd, nodes: make(map[uint64]*Node), next: 1, done: make(chan struct{})}
+	if err := syscall.Pipe2(p.wake[:], syscall.O_NONBLOCK|syscall.O_CLOEXEC); err != nil {
+		syscall.Close(epfd)
+		return nil, err
+	}
+	ev := syscall.EpollEvent{Events: syscall.EPOLLIN} // id 0: the wake-up pipe
+	if err := syscall.EpollCtl(epfd, syscall.EPOLL_CTL_ADD, p.wake[0], &ev); err != nil {
+		p.closeFDs()
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *poller) closeFDs() {
+	syscall.Close(p.wake[0])
+	syscall.Close(p.wake[1])
+	syscall.Close(p.epfd)
+}
+
+// add registers n's socket, when it is a plain TCP connection; it reports
+// false otherwise (n is then read by a goroutine of its own).
+func (p *poller) add(n *Node) bool {
+	tc, ok := n.gc.tcp()
+	if !ok {
+		return false
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	fd := -1
+	if rc.Control(func(f uintptr) { fd = int(f) }) != nil || fd < 0 {
+		return false
+	}
+	p.mu.Lock()
+	id := p.next
+	p.next++
+	p.nodes[id] = n
+	p.mu.Unlock()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.raw, n.pollFD, n.pollID = rawConn{rc}, fd, id
+	ev := syscall.EpollEvent{Events: pollEvents, Fd: int32(uint32(id)), Pad: int32(uint32(id >> 32))}
+	if syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, fd, &ev) != nil {
+		p.forget(id)
+		n.raw = nil
+		return false
+	}
+	n.polled = true
+	return true
+}
+
+// rearmLocked arms n's socket for its next event. The caller holds n.mu and
+// has checked that n is not finished, so the descriptor is still n's.
+func (p *poller) rearmLocked(n *Node) error {
+	ev := syscall.EpollEvent{Events: pollEvents, Fd: int32(uint32(n.pollID)), Pad: int32(uint32(n.pollID >> 32))}
+	return syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_MOD, n.pollFD, &ev)
+}
+
+// removeLocked unregisters n's socket before it is closed. The caller
+// holds n.mu.
+func (p *poller) removeLocked(n *Node) {
+	syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, n.pollFD, nil)
+	p.forget(n.pollID)
+}
+
+func (p *poller) forget(id uint64) {
+	p.mu.Lock()
+	delete(p.nodes, id)
+	p.mu.Unlock()
+}
+
+// loop waits for events until close, starting a reading goroutine per
+// ready socket.
+func (p *poller) loop() {
+	defer close(p.done)
+	events := make([]syscall.EpollEvent, 256)
+	for {
+		k, err := syscall.EpollWait(p.epfd, events, -1)
+		if err != nil {
+			if err == syscall.EINTR {
+				continue
+			}
+			return
+		}
+		for _, ev := range events[:k] {
+			id := uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
+			if id == 0 {
+				return // the wake-up pipe: close was called
+			}
+			p.mu.Lock()
+			n := p.nodes[id]
+			p.mu.Unlock()
+			if n != nil {
+				n.readable()
+			}
+		}
+	}
+}
+
+// close ends loop and releases the epoll instance. Call it once no socket
+// is registered.
+func (p *poller) close() {
+	syscall.Write(p.wake[1], []byte{1})
+	<-p.done
+	p.closeFDs()
+}
+
+var _ net.Conn = (*gatherConn)(nil)

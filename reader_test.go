@@ -1,0 +1,141 @@
+package wshub_test
+
+import (
+	"encoding/binary"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/wshub/wshub"
+	"github.com/wshub/wshub/hubtest"
+)
+
+// clientFrame builds a masked client frame (RFC 6455 section 5.2).
+func clientFrame(fin bool, op byte, payload []byte, masked bool) []byte {
+	b0 := op
+	if fin {
+		b0 |= 0x80
+	}
+	out := []byte{b0}
+	maskBit := byte(0)
+	if masked {
+		maskBit = 0x80
+	}
+	switch n := len(payload); {
+	case n < 126:
+		out = append(out, maskBit|byte(n))
+	case n <= 0xFFFF:
+		out = append(out, maskBit|126, byte(n>>8), byte(n))
+	default:
+		out = append(out, maskBit|127)
+		out = binary.BigEndian.AppendUint64(out, uint64(n))
+	}
+	if !masked {
+		return append(out, payload...)
+	}
+	key := []byte{1, 2, 3, 4}
+	out = append(out, key...)
+	for i, c := range payload {
+		out = append(out, c^key[i&3])
+	}
+	return out
+}
+
+// rawWrite writes bytes straight to the connection's socket.
+func rawWrite(t *testing.T, c *hubtest.Conn, parts ...[]byte) {
+	t.Helper()
+	for _, p := range parts {
+		_, err := c.WS.NetConn().Write(p)
+		require.NoError(t, err)
+	}
+}
+
+func TestReader_FragmentedMessageAndPings(t *testing.T) {
+	srv := hubtest.New(t, wshub.Options{})
+	c := srv.Dial(t, "alice")
+	pong := make(chan string, 1)
+	c.WS.SetPongHandler(func(s string) error { pong <- s; return nil })
+	msg := []byte(`{"cmd":1,"cid":"frag","content":"ping"}`)
+	// A text message in three fragments with a ping between them, the
+	// whole written one byte at a time.
+	var all []byte
+	all = append(all, clientFrame(false, websocket.TextMessage, msg[:10], true)...)
+	all = append(all, clientFrame(true, websocket.PingMessage, []byte("hi"), true)...)
+	all = append(all, clientFrame(false, 0, msg[10:20], true)...)
+	all = append(all, clientFrame(true, 0, msg[20:], true)...)
+	for _, b := range all {
+		rawWrite(t, c, []byte{b})
+	}
+	f := c.Expect(t, wshub.CmdPong)
+	assert.Equal(t, "pong", f.Content)
+	select {
+	case s := <-pong:
+		assert.Equal(t, "hi", s)
+	case <-time.After(hubtest.Timeout):
+		t.Fatal("no pong for the client's ping")
+	}
+}
+
+func TestReader_ProtocolErrorsClose1002(t *testing.T) {
+	srv := hubtest.New(t, wshub.Options{ReadLimit: 1024})
+	tests := []struct {
+		name  string
+		bytes []byte
+		code  int
+	}{
+		{"unmasked frame", clientFrame(true, websocket.TextMessage, []byte(`{"cmd":1}`), false), websocket.CloseProtocolError},
+		{"reserved bits", append([]byte{0xC1}, clientFrame(true, websocket.TextMessage, []byte(`{}`), true)[1:]...), websocket.CloseProtocolError},
+		{"unknown opcode", clientFrame(true, 3, []byte("x"), true), websocket.CloseProtocolError},
+		{"fragmented control frame", clientFrame(false, websocket.PingMessage, []byte("x"), true), websocket.CloseProtocolError},
+		{"continuation without a message", clientFrame(true, 0, []byte("x"), true), websocket.CloseProtocolError},
+		{"one-byte close payload", clientFrame(true, websocket.CloseMessage, []byte{3}, true), websocket.CloseProtocolError},
+		{"fragments over the read limit", append(clientFrame(false, websocket.TextMessage, make([]byte, 600), true), clientFrame(true, 0, make([]byte, 600), true)...), websocket.CloseMessageTooBig},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := srv.Dial(t, "mallory")
+			rawWrite(t, c, tt.bytes)
+			assert.Equal(t, tt.code, c.ExpectClose(t))
+		})
+	}
+	srv.Dial(t, "alice").ExpectNothing(t)
+}
+
+func TestReader_EmptyCloseFrameIsAnswered(t *testing.T) {
+	srv := hubtest.New(t, wshub.Options{})
+	c := srv.Dial(t, "alice")
+	rawWrite(t, c, clientFrame(true, websocket.CloseMessage, nil, true))
+	c.WS.SetReadDeadline(time.Now().Add(hubtest.Timeout))
+	_, _, err := c.WS.ReadMessage()
+	var ce *websocket.CloseError
+	require.True(t, errors.As(err, &ce), "want the close answered, got %v", err)
+	waitFor(t, func() bool { return !srv.Hub.IsOnline("alice") })
+}
+
+func TestReader_SilentConnectionDropped(t *testing.T) {
+	srv := hubtest.New(t, wshub.Options{PingInterval: 50 * time.Millisecond, PongTimeout: 300 * time.Millisecond})
+	// A client that completed the upgrade, then stopped answering
+	// anything: it never reads, so it never answers pings.
+	c := srv.Dial(t, "ghost")
+	_ = c
+	waitFor(t, func() bool { return !srv.Hub.IsOnline("ghost") })
+	// A client that reads (gorilla answers pings) stays.
+	alive := srv.Dial(t, "alive")
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			if _, _, err := alive.WS.ReadMessage(); err != nil {
+				return
+			}
+		}
+	}()
+	time.Sleep(time.Second)
+	assert.True(t, srv.Hub.IsOnline("alive"), "a connection answering pings is kept")
+	alive.WS.Close()
+	<-done
+}
