@@ -18,7 +18,7 @@ import (
 // the client as an error frame (cmd 40) carrying the frame's cid: an *Error
 // (or an error wrapping one) with its Code, anything else as ErrInternal,
 // whose details are logged and not sent. The connection stays open either
-// way. Dispatch runs on the connection's reader goroutine: frames of one
+// way. Dispatch runs on the goroutine reading the connection: frames of one
 // connection are dispatched one at a time, in order.
 type Dispatcher interface {
 	Dispatch(ctx context.Context, n *Node, f *Frame) error

@@ -68,7 +68,9 @@ type Options struct {
 	// connection. Default 25 s.
 	PingInterval time.Duration
 	// PongTimeout is how long a connection may stay silent (no frame, no
-	// pong) before the hub drops it. Default 60 s; raised to at least
+	// pong) before the hub drops it; it is checked at each ping, so a
+	// silent connection goes between PongTimeout and PongTimeout plus
+	// PingInterval after its last bytes. Default 60 s; raised to at least
 	// PingInterval plus one second.
 	PongTimeout time.Duration
 	// WriteTimeout bounds each write to a socket. Default 10 s.

@@ -49,11 +49,14 @@ type outFrame struct {
 
 // Node is one WebSocket connection of a user.
 //
-// Its socket is read by one goroutine, which dispatches the frames in
-// order, and written by at most one goroutine at a time: the flusher,
-// started on demand while frames are queued, so that an idle connection
-// parks no writer. Pings are control frames, which gorilla/websocket lets
-// a timer write concurrently.
+// Its socket is read by one goroutine at a time, which dispatches the
+// frames in order: on Linux one the hub's epoll loop starts when the
+// socket has bytes (an idle connection has none), elsewhere or over TLS a
+// reader goroutine (reader.go). It is written by at most one goroutine at
+// a time: the flusher, started on demand while frames are queued, so that
+// an idle connection parks no writer. Control frames (pings, pongs, close)
+// go through gorilla/websocket's WriteControl, which a timer or the
+// reader may call alongside the flusher.
 type Node struct {
 	hub     *Hub
 	conn    *websocket.Conn
