@@ -222,9 +222,9 @@ func (n *Node) consume(b []byte) ([]byte, error) {
 	return append(b[:0], rest...), nil
 }
 
-// readReady reads what the socket holds without blocking and handles the
-// complete frames; it reports whether the connection goes on (the socket
-// is to be armed again).
+// readReady reads what the socket holds (without blocking, from the
+// poller) and handles the complete frames; it reports whether the
+// connection goes on (the socket is to be armed again).
 func (n *Node) readReady(rc rawReader) (goOn bool) {
 	defer n.recoverRead(&goOn)
 	in := &n.in
@@ -256,31 +256,26 @@ func (n *Node) readReady(rc rawReader) (goOn bool) {
 }
 
 // readBlocking is the reader goroutine of a connection the poller cannot
-// serve: it reads with blocking calls until the connection ends.
+// serve: the same loop as readReady, with reads that wait for bytes, until
+// the connection ends.
 func (n *Node) readBlocking(c net.Conn) {
 	defer n.hub.nodes.Done()
-	var goOn bool
-	defer n.recoverRead(&goOn)
-	in := &n.in
-	for {
-		b := in.take()
-		got, err := c.Read(b[len(b):cap(b)])
-		if got > 0 {
-			n.touch()
-			rest, perr := n.consume(b[:len(b)+got])
-			in.keep(rest)
-			if perr != nil {
-				n.finish(perr)
-				return
-			}
-		} else {
-			in.keep(b)
-		}
-		if err != nil {
-			n.finish(err)
-			return
-		}
+	n.readReady(blockingReader{c})
+}
+
+// blockingReader reads a connection with calls that wait for bytes; it
+// never reports errWouldBlock.
+type blockingReader struct{ c net.Conn }
+
+func (r blockingReader) readNow(p []byte) (int, error) {
+	got, err := r.c.Read(p)
+	if got > 0 {
+		return got, nil // an error comes again with the next read
 	}
+	if err == nil {
+		err = errPeerClose
+	}
+	return 0, err
 }
 
 // errReadPanic ends a connection whose reading panicked.

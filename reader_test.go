@@ -1,8 +1,12 @@
 package wshub_test
 
 import (
+	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -138,4 +142,41 @@ func TestReader_SilentConnectionDropped(t *testing.T) {
 	assert.True(t, srv.Hub.IsOnline("alive"), "a connection answering pings is kept")
 	alive.WS.Close()
 	<-done
+}
+
+// Over TLS the hub cannot read the socket itself: a reader goroutine
+// drives the same frame parser.
+func TestReader_OverTLS(t *testing.T) {
+	h, err := wshub.New(wshub.Options{Authenticate: wshub.DevAuthenticate})
+	require.NoError(t, err)
+	srv := httptest.NewTLSServer(h)
+	t.Cleanup(func() {
+		require.NoError(t, h.Shutdown(context.Background()))
+		srv.Close()
+	})
+	d := websocket.Dialer{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}
+	url := "wss" + strings.TrimPrefix(srv.URL, "https") + "/?token="
+	dial := func(user string) *websocket.Conn {
+		ws, _, err := d.Dial(url+user, nil)
+		require.NoError(t, err)
+		t.Cleanup(func() { ws.Close() })
+		var f wshub.Frame
+		require.NoError(t, ws.ReadJSON(&f))
+		require.Equal(t, wshub.CmdWelcome, f.Cmd)
+		return ws
+	}
+	alice, bob := dial("alice"), dial("bob")
+	big := strings.Repeat("x", 20<<10) // several reads, fragmented by TLS records
+	require.NoError(t, alice.WriteJSON(&wshub.Frame{Cmd: wshub.CmdSingle, DstID: "bob", CID: "t", Content: big}))
+	var f wshub.Frame
+	require.NoError(t, alice.ReadJSON(&f))
+	assert.Equal(t, wshub.CmdReceipt, f.Cmd)
+	require.NoError(t, bob.ReadJSON(&f))
+	assert.Equal(t, big, f.Content)
+	require.NoError(t, bob.WriteMessage(websocket.BinaryMessage, []byte{1}))
+	bob.SetReadDeadline(time.Now().Add(hubtest.Timeout))
+	_, _, err = bob.ReadMessage()
+	var ce *websocket.CloseError
+	require.True(t, errors.As(err, &ce), "want a close frame, got %v", err)
+	assert.Equal(t, websocket.CloseUnsupportedData, ce.Code)
 }
