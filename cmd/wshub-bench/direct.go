@@ -127,28 +127,12 @@ func (s *session) direct(bolt bool) error {
 	r.add("messages_delivered", float64(dv), "")
 	r.add("messages_per_s", float64(delivPub)/pubDur.Seconds(), "msg/s")
 	r.add("messages_per_s_incl_drain", float64(dv)/total.Seconds(), "msg/s")
-	r.add("lost", float64(lost), "")
-	r.add("duplicated", float64(t.dups.Load()), "")
-	r.add("stray", float64(t.strays.Load()), "")
-	r.add("error_frames", float64(t.errFrames.Load()), "")
-	r.add("closed_by_hub", float64(t.closed.Load()), "")
-	snap := t.lat.snapshot()
-	r.addDur("latency_p50", snap.quantile(0.50))
-	r.addDur("latency_p99", snap.quantile(0.99))
-	r.addDur("latency_max", snap.max)
-	r.addDur("publishing", pubDur)
-	r.addDur("drain", tEnd.Sub(tPub))
+	t.report(r, int64(lost), "messages", pubDur, tEnd.Sub(tPub))
 	if cpuOK {
 		r.add("hub_cpu_util", 100*cpu.Seconds()/total.Seconds(), "%")
 		if dv > 0 {
 			r.add("hub_cpu_s_per_million_messages", cpu.Seconds()/(float64(dv)/1e6), "s")
 		}
-	}
-	if msg := t.first(); msg != "" {
-		r.errorf("%s", msg)
-	}
-	if lost > 0 {
-		r.errorf("%d messages lost", lost)
 	}
 	if verify {
 		return s.verifyDurable(conns)

@@ -163,29 +163,12 @@ func (s *session) rooms(batch bool, rate float64) error {
 	r.add("deliveries_expected", float64(rec*int64(M)), "")
 	r.add("deliveries_per_s", float64(delivPub)/pubDur.Seconds(), "1/s")
 	r.add("deliveries_per_s_incl_drain", float64(dv)/total.Seconds(), "1/s")
-	r.add("lost", float64(lost), "")
-	r.add("duplicated", float64(t.dups.Load()), "")
-	r.add("stray", float64(t.strays.Load()), "")
-	r.add("error_frames", float64(t.errFrames.Load()), "")
-	r.add("closed_by_hub", float64(t.closed.Load()), "")
-	snap := t.lat.snapshot()
-	r.addDur("latency_p50", snap.quantile(0.50))
-	r.addDur("latency_p99", snap.quantile(0.99))
-	r.addDur("latency_p999", snap.quantile(0.999))
-	r.addDur("latency_max", snap.max)
-	r.addDur("publishing", pubDur)
-	r.addDur("drain", tEnd.Sub(tPub))
+	t.report(r, int64(lost), "deliveries", pubDur, tEnd.Sub(tPub))
 	if cpuOK {
 		r.add("hub_cpu_util", 100*cpu.Seconds()/total.Seconds(), "%")
 		if dv > 0 {
 			r.add("hub_cpu_s_per_million_deliveries", cpu.Seconds()/(float64(dv)/1e6), "s")
 		}
-	}
-	if msg := t.first(); msg != "" {
-		r.errorf("%s", msg)
-	}
-	if lost > 0 {
-		r.errorf("%d deliveries lost", lost)
 	}
 	return nil
 }

@@ -35,6 +35,32 @@ func (t *tally) first() string {
 	return t.firstErr
 }
 
+// report adds the figures every traffic scenario reports: what went
+// wrong (lost as counted by the caller, duplicated, stray, error frames,
+// connections closed by the hub), the latency quantiles, and how long
+// publishing and the drain took. unit names what was lost ("messages",
+// "deliveries") in the run's error.
+func (t *tally) report(r *Run, lost int64, unit string, pubDur, drain time.Duration) {
+	r.add("lost", float64(lost), "")
+	r.add("duplicated", float64(t.dups.Load()), "")
+	r.add("stray", float64(t.strays.Load()), "")
+	r.add("error_frames", float64(t.errFrames.Load()), "")
+	r.add("closed_by_hub", float64(t.closed.Load()), "")
+	snap := t.lat.snapshot()
+	r.addDur("latency_p50", snap.quantile(0.50))
+	r.addDur("latency_p99", snap.quantile(0.99))
+	r.addDur("latency_p999", snap.quantile(0.999))
+	r.addDur("latency_max", snap.max)
+	r.addDur("publishing", pubDur)
+	r.addDur("drain", drain)
+	if msg := t.first(); msg != "" {
+		r.errorf("%s", msg)
+	}
+	if lost > 0 {
+		r.errorf("%d %s lost", lost, unit)
+	}
+}
+
 func (t *tally) noteErr(format string, args ...any) {
 	t.mu.Lock()
 	if t.firstErr == "" {
