@@ -392,22 +392,17 @@ func (s *Store) Ack(ctx context.Context, user string, ids ...string) error {
 
 // Join implements store.Store.
 func (s *Store) Join(ctx context.Context, room, user string) error {
-	if err := s.checkMembership(ctx, room, user); err != nil {
-		return err
-	}
-	rs := &s.rooms[s.shard(room)%numShards]
-	us := &s.users[s.shard(user)%numShards]
-	rs.mu.Lock()
-	defer rs.mu.Unlock()
-	us.mu.Lock()
-	defer us.mu.Unlock()
-	addToSet(rs.members, room, user)
-	addToSet(us.rooms, user, room)
-	return nil
+	return s.setMembership(ctx, room, user, addToSet)
 }
 
 // Leave implements store.Store.
 func (s *Store) Leave(ctx context.Context, room, user string) error {
+	return s.setMembership(ctx, room, user, removeFromSet)
+}
+
+// setMembership applies change (addToSet or removeFromSet) to the room's
+// members and the user's rooms, under both shards' locks.
+func (s *Store) setMembership(ctx context.Context, room, user string, change func(map[string]map[string]struct{}, string, string)) error {
 	if err := s.checkMembership(ctx, room, user); err != nil {
 		return err
 	}
@@ -417,8 +412,8 @@ func (s *Store) Leave(ctx context.Context, room, user string) error {
 	defer rs.mu.Unlock()
 	us.mu.Lock()
 	defer us.mu.Unlock()
-	removeFromSet(rs.members, room, user)
-	removeFromSet(us.rooms, user, room)
+	change(rs.members, room, user)
+	change(us.rooms, user, room)
 	return nil
 }
 
