@@ -435,10 +435,12 @@ func (h *Hub) onEvent(ev store.Event) {
 }
 
 // Shutdown closes every connection with 1001 and returns when they are
-// gone, or with ctx.Err() when ctx ends first (the remaining sockets are
-// then closed at once). New upgrades are refused with 503 from the start.
-// A store the hub created is closed; one given in Options is not.
-// Shutdown returns ErrClosed when called again.
+// gone, releasing what the hub holds (its epoll instance, its feed
+// subscription): call it once for every Hub made by New. It returns
+// ctx.Err() when ctx ends first, after closing the remaining sockets at
+// once. New upgrades are refused with 503 from the start. A store the hub
+// created is closed; one given in Options is not. Shutdown returns
+// ErrClosed when called again.
 func (h *Hub) Shutdown(ctx context.Context) error {
 	h.mu.Lock()
 	if h.closed {

@@ -73,8 +73,9 @@ func (p *poller) closeFDs() {
 	syscall.Close(p.epfd)
 }
 
-// add registers n's socket, when it is a plain TCP connection; it reports
-// false otherwise (n is then read by a goroutine of its own).
+// add registers n's socket, when it is a plain TCP connection, and reports
+// true; it reports false otherwise (n is then read by a goroutine of its
+// own). A connection that ended already needs neither: add reports true.
 func (p *poller) add(n *Node) bool {
 	tc, ok := n.gc.tcp()
 	if !ok {
@@ -88,13 +89,18 @@ func (p *poller) add(n *Node) bool {
 	if rc.Control(func(f uintptr) { fd = int(f) }) != nil || fd < 0 {
 		return false
 	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.finished {
+		// Ended already (evicted, say): its descriptor may be another
+		// connection's by now, and nothing is left to read.
+		return true
+	}
 	p.mu.Lock()
 	id := p.next
 	p.next++
 	p.nodes[id] = n
 	p.mu.Unlock()
-	n.mu.Lock()
-	defer n.mu.Unlock()
 	n.raw, n.pollFD, n.pollID = rawConn{rc}, fd, id
 	ev := syscall.EpollEvent{Events: pollEvents, Fd: int32(uint32(id)), Pad: int32(uint32(id >> 32))}
 	if syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, fd, &ev) != nil {
