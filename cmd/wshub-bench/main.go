@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command wshub-bench is the load tool of wshub: it starts a hub in a
 // process of its own (or targets one that runs already), drives it with
 // thousands of WebSocket connections over loopback, and reports what the

@@ -103,9 +103,7 @@ func (s *Server) start() error {
 	s.log = new(bytes.Buffer)
 	s.cmd = exec.Command(s.path, args...)
 	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
-	// The kernel kills redis-server when the test binary dies, so a
-	// crashed test run leaves no server behind.
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	s.cmd.SysProcAttr = dieWithParent()
 	if err := s.cmd.Start(); err != nil {
 		return err
 	}
