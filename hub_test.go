@@ -815,9 +815,7 @@ func TestHub_DispatcherPanicClosesOnlyThatConnection(t *testing.T) {
 	srv := hubtest.New(t, wshub.Options{
 		Logger: slog.New(slog.DiscardHandler),
 		Dispatcher: wshub.DispatcherFunc(func(ctx context.Context, n *wshub.Node, f *wshub.Frame) error {
-			var m map[string]int
-			m["boom"]++ // a bug in application code
-			return nil
+			panic("a bug in application code")
 		}),
 	})
 	c := srv.Dial(t, "alice")

@@ -5,7 +5,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -159,16 +158,6 @@ func readAll(r io.Reader, b []byte) ([]byte, error) {
 			return b, err
 		}
 	}
-}
-
-// closeCode returns the close code in err, or 1006 when the connection
-// ended without a close frame.
-func closeCode(err error) int {
-	var ce *websocket.CloseError
-	if errors.As(err, &ce) {
-		return ce.Code
-	}
-	return websocket.CloseAbnormalClosure
 }
 
 // cmdPrefix starts every frame the hub encodes: Frame.Cmd is its first
