@@ -86,20 +86,7 @@ func (s *session) direct(bolt bool) error {
 	for _, l := range conns {
 		go l.writeLoop(stop, t0, 0, count)
 	}
-	allWritten := make(chan struct{}) // closed when every writer returned
-	go func() {
-		for _, l := range conns {
-			<-l.writerDone
-		}
-		close(allWritten)
-	}()
-	select {
-	case <-time.After(c.duration):
-	case <-allWritten:
-	case <-s.ctx.Done():
-	}
-	close(stop)
-	<-allWritten
+	s.publishFor(c.duration, stop, conns)
 	tPub := time.Now()
 	delivPub := t.delivered.Load()
 	waitUntil(s.ctx, c.drain, func() bool { return t.receipted.Load()+t.failed.Load() >= t.sent.Load() })

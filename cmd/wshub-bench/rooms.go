@@ -112,20 +112,7 @@ func (s *session) rooms(batch bool, rate float64) error {
 		}
 		go p.writeLoop(stop, start, rate, count)
 	}
-	allWritten := make(chan struct{}) // closed when every writer returned
-	go func() {
-		for _, p := range pubs {
-			<-p.writerDone
-		}
-		close(allWritten)
-	}()
-	select {
-	case <-time.After(c.duration):
-	case <-allWritten:
-	case <-s.ctx.Done():
-	}
-	close(stop)
-	<-allWritten
+	s.publishFor(c.duration, stop, pubs)
 	tPub := time.Now()
 	delivPub := t.delivered.Load()
 

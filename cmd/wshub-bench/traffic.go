@@ -314,3 +314,23 @@ func waitUntil(ctx context.Context, d time.Duration, cond func() bool) bool {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// publishFor lets the writers of conns run until d passed, all of them
+// returned, or the session ends; then it closes stop and waits for every
+// writer to return.
+func (s *session) publishFor(d time.Duration, stop chan struct{}, conns []*lconn) {
+	allWritten := make(chan struct{}) // closed when every writer returned
+	go func() {
+		for _, l := range conns {
+			<-l.writerDone
+		}
+		close(allWritten)
+	}()
+	select {
+	case <-time.After(d):
+	case <-allWritten:
+	case <-s.ctx.Done():
+	}
+	close(stop)
+	<-allWritten
+}
