@@ -226,18 +226,9 @@ func decodeRecord(b []byte) (any, error) {
 		if !ok {
 			return nil, errBadRecord
 		}
-		n, k := binary.Uvarint(rest)
-		if k <= 0 || n > uint64(len(rest)) {
+		r := appendRec{cid: cid}
+		if r.pending, rest, ok = readStrings(rest); !ok {
 			return nil, errBadRecord
-		}
-		rest = rest[k:]
-		r := appendRec{cid: cid, pending: make([]string, 0, n)}
-		for range n {
-			var u string
-			if u, rest, ok = readString(rest); !ok {
-				return nil, errBadRecord
-			}
-			r.pending = append(r.pending, u)
 		}
 		m, err := decodeMessage(rest)
 		if err != nil {
@@ -251,22 +242,32 @@ func decodeRecord(b []byte) (any, error) {
 		if !ok {
 			return nil, errBadRecord
 		}
-		n, k := binary.Uvarint(rest)
-		if k <= 0 || n > uint64(len(rest)) {
+		r := ackRec{user: user}
+		if r.ids, _, ok = readStrings(rest); !ok {
 			return nil, errBadRecord
-		}
-		rest = rest[k:]
-		r := ackRec{user: user, ids: make([]string, 0, n)}
-		for range n {
-			var id string
-			if id, rest, ok = readString(rest); !ok {
-				return nil, errBadRecord
-			}
-			r.ids = append(r.ids, id)
 		}
 		return r, nil
 	}
 	return nil, errBadRecord
+}
+
+// readStrings reads a count (uvarint) of strings written by readString's
+// counterpart, and returns them and the rest of b.
+func readStrings(b []byte) ([]string, []byte, bool) {
+	n, k := binary.Uvarint(b)
+	if k <= 0 || n > uint64(len(b)) {
+		return nil, nil, false
+	}
+	b = b[k:]
+	out := make([]string, 0, n)
+	for range n {
+		s, rest, ok := readString(b)
+		if !ok {
+			return nil, nil, false
+		}
+		out, b = append(out, s), rest
+	}
+	return out, b, true
 }
 
 // recordMessage returns the encoded message of an append record.
