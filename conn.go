@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -16,14 +17,25 @@ const maxGather = 64 << 10
 // gather and flush it collects the frames gorilla/websocket writes, so
 // that a flusher pass costs one write system call however many frames it
 // holds; otherwise it writes through.
+//
+// tryFlush writes what was gathered without waiting for the socket (on
+// Unix TCP sockets, see raw): what the socket did not take stays in buf
+// from offset sent on, and is written before anything else.
 type gatherConn struct {
 	net.Conn
-	pool *sync.Pool // of *[]byte, the hub's
+	pool *sync.Pool      // of *[]byte, the hub's
+	raw  syscall.RawConn // for tryFlush; nil where it is not supported (TLS, Windows)
 
-	mu       sync.Mutex // guards buf, on and deadline; held across the socket write so frames keep their order
-	buf      *[]byte    // frames gathered; from pool, nil while not gathering
+	mu       sync.Mutex // guards buf, sent, on and deadline; held across the socket write so frames keep their order
+	buf      *[]byte    // frames gathered, or a rest tryFlush left; from pool, else nil
+	sent     int        // bytes at the start of buf already written
 	on       bool
 	deadline time.Time // the write deadline last set
+}
+
+// newGatherConn wraps nc.
+func newGatherConn(nc net.Conn, pool *sync.Pool) *gatherConn {
+	return &gatherConn{Conn: nc, pool: pool, raw: rawConnOf(nc)}
 }
 
 // SetWriteDeadline sets the write deadline, unless it is the one already
@@ -116,30 +128,67 @@ func (c *gatherConn) flush() error {
 	return c.writeGatheredLocked()
 }
 
-// writeGatheredLocked writes the gathered bytes and returns the buffer to
-// the pool. The caller holds mu.
+// canTry reports whether tryFlush is supported.
+func (c *gatherConn) canTry() bool { return c.raw != nil }
+
+// tryFlush stops collecting and writes what was collected without waiting
+// for the socket: it reports false when the socket took only part of it
+// (or none), keeping the rest for the next write. The caller checked
+// canTry.
+func (c *gatherConn) tryFlush() (bool, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.on = false
+	if c.buf == nil {
+		return true, nil
+	}
+	w, err := rawWrite(c.raw, (*c.buf)[c.sent:])
+	c.sent += w
+	if err != nil {
+		c.releaseLocked()
+		return false, err
+	}
+	if c.sent < len(*c.buf) {
+		return false, nil
+	}
+	c.releaseLocked()
+	return true, nil
+}
+
+// writeGatheredLocked writes the gathered bytes, after a rest tryFlush
+// left, and returns the buffer to the pool. The caller holds mu.
 func (c *gatherConn) writeGatheredLocked() error {
 	if c.buf == nil {
 		return nil
 	}
-	b := *c.buf
 	var err error
-	if len(b) > 0 {
+	if b := (*c.buf)[c.sent:]; len(b) > 0 {
 		_, err = c.Conn.Write(b)
 	}
-	if cap(b) <= 2*maxGather {
-		*c.buf = b[:0]
-		c.pool.Put(c.buf)
-	}
-	c.buf = nil
+	c.releaseLocked()
 	return err
 }
 
+// releaseLocked returns the buffer to the pool. The caller holds mu.
+func (c *gatherConn) releaseLocked() {
+	if b := *c.buf; cap(b) <= 2*maxGather {
+		*c.buf = b[:0]
+		c.pool.Put(c.buf)
+	}
+	c.buf, c.sent = nil, 0
+}
+
 // Write collects p while gathering (writing what was collected first when
-// p would overflow maxGather), and writes it through otherwise.
+// p would overflow maxGather), and writes it through otherwise, after a
+// rest tryFlush left.
 func (c *gatherConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if !c.on && c.buf != nil {
+		if err := c.writeGatheredLocked(); err != nil {
+			return 0, err
+		}
+	}
 	if c.on {
 		if len(*c.buf)+len(p) <= maxGather {
 			*c.buf = append(*c.buf, p...)
@@ -173,6 +222,6 @@ func (w *hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	w.conn = &gatherConn{Conn: nc, pool: w.pool}
+	w.conn = newGatherConn(nc, w.pool)
 	return w.conn, brw, nil
 }

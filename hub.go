@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -129,6 +130,8 @@ type Hub struct {
 	seed     maphash.Seed
 	// gatherPool holds the write buffers of flusher passes (*[]byte).
 	gatherPool sync.Pool
+	// starters holds the *starter of deliveries.
+	starters sync.Pool
 
 	users [userShards]userShard
 	rooms [roomShards]roomShard
@@ -244,6 +247,7 @@ func New(opts Options) (*Hub, error) {
 	}
 	h.dispatch = chain(router{h}, opts.Middleware)
 	h.gatherPool.New = func() any { b := make([]byte, 0, 4096); return &b }
+	h.starters.New = func() any { return new(starter) }
 	for i := range h.users {
 		h.users[i].users = make(map[string]*userEntry)
 	}
@@ -424,9 +428,11 @@ func (h *Hub) onEvent(ev store.Event) {
 	case store.EventReady:
 		h.setReady(true)
 	case store.EventMessage:
-		if err := h.deliver(&ev.Msg, nil, sender{id: ev.Origin}); err != nil {
+		st := h.starters.Get().(*starter)
+		if err := h.deliver(&ev.Msg, nil, sender{id: ev.Origin}, st); err != nil {
 			h.log.Error("wshub: deliver from feed", slog.String("id", ev.Msg.ID), slog.Any("err", err))
 		}
+		h.writeOut(st)
 	case store.EventJoin:
 		h.indexJoin(ev.User, ev.Room)
 	case store.EventLeave:
@@ -796,12 +802,14 @@ func (h *Hub) send(ctx context.Context, cmd Cmd, from, to string, f *Frame, orig
 		// The conversation lock makes append-then-deliver one step per
 		// conversation, so connections receive it in seq order.
 		cl := h.convLock(req.Msg.Conv)
+		st := h.starters.Get().(*starter)
 		cl.Lock()
 		m, dup, err = h.store.Append(ctx, req)
 		if err == nil && !dup {
-			err = h.deliver(&m, f, sender{node: origin})
+			err = h.deliver(&m, f, sender{node: origin}, st)
 		}
 		cl.Unlock()
+		h.writeOut(st)
 	}
 	if err != nil {
 		return nil, h.storeErr(err)
@@ -815,8 +823,10 @@ func (h *Hub) send(ctx context.Context, cmd Cmd, from, to string, f *Frame, orig
 // but the sending one (origin). This is the one seam through
 // which stored messages reach connections: called after Append, or for
 // every message announced by the store's Feed. src, when not nil, is the
-// frame the message was made from, which saves decoding its payload.
-func (h *Hub) deliver(m *store.Message, src *Frame, origin sender) error {
+// frame the message was made from, which saves decoding its payload. The
+// connections it leaves in st are the caller's to write (writeOut) once
+// it released its locks.
+func (h *Hub) deliver(m *store.Message, src *Frame, origin sender, st *starter) error {
 	out := frameOf(m)
 	if src != nil {
 		out.setPayload(src.payload())
@@ -831,18 +841,56 @@ func (h *Hub) deliver(m *store.Message, src *Frame, origin sender) error {
 		rs.mu.RLock()
 		for n := range rs.rooms[m.To] {
 			if !origin.is(n) {
-				n.enqueue(of)
+				n.enqueue(of, st)
 			}
 		}
 		rs.mu.RUnlock()
 		return nil
 	}
 	if m.From != m.To {
-		h.pushUser(m.From, of, origin)
+		h.pushUser(m.From, of, origin, st)
 	}
 	of.pendingID = m.ID
-	h.pushUser(m.To, of, sender{})
+	h.pushUser(m.To, of, sender{}, st)
 	return nil
+}
+
+// starter lists the connections a delivery took the writer role of
+// (see Node.push).
+type starter struct{ nodes []*Node }
+
+// writeShare is the fewest connections worth a goroutine of their own
+// in writeOut.
+const writeShare = 64
+
+// writeOut writes the connections in st (Node.writeNow), spread over as
+// many goroutines as there are processors when they are many, and returns
+// st to its pool. It never waits for a socket.
+func (h *Hub) writeOut(st *starter) {
+	nodes := st.nodes
+	if k := min(runtime.GOMAXPROCS(0), len(nodes)/writeShare); k > 1 {
+		per := (len(nodes) + k - 1) / k
+		var wg sync.WaitGroup
+		for i := per; i < len(nodes); i += per {
+			part := nodes[i:min(i+per, len(nodes))]
+			wg.Go(func() {
+				for _, n := range part {
+					n.writeNow()
+				}
+			})
+		}
+		for _, n := range nodes[:per] {
+			n.writeNow()
+		}
+		wg.Wait()
+	} else {
+		for _, n := range nodes {
+			n.writeNow()
+		}
+	}
+	clear(nodes)
+	st.nodes = nodes[:0]
+	h.starters.Put(st)
 }
 
 // sender names the connection a message came from: a node of this hub,
@@ -860,14 +908,15 @@ func (s sender) is(n *Node) bool {
 	return s.id != "" && s.id == n.id
 }
 
-// pushUser queues f for every connection of user but skip.
-func (h *Hub) pushUser(user string, f outFrame, skip sender) {
+// pushUser queues f for every connection of user but skip. See
+// Node.push for st.
+func (h *Hub) pushUser(user string, f outFrame, skip sender, st *starter) {
 	s := h.userShard(user)
 	s.mu.RLock()
 	if u := s.users[user]; u != nil {
 		for _, n := range u.nodes {
 			if !skip.is(n) {
-				n.enqueue(f)
+				n.enqueue(f, st)
 			}
 		}
 	}
@@ -923,7 +972,7 @@ func (h *Hub) joinAndReplay(ctx context.Context, n *Node, f *Frame) error {
 			if err != nil {
 				return err
 			}
-			if !n.push(outFrame{data: data, conv: conv, seq: m.Seq}, true) {
+			if !n.push(outFrame{data: data, conv: conv, seq: m.Seq}, true, nil) {
 				return ErrClosed
 			}
 		}

@@ -718,6 +718,34 @@ func TestHub_ConcurrentRoomTraffic(t *testing.T) {
 	}
 }
 
+// TestHub_RoomMemberNotReadingKeepsEverythingInOrder: a room member
+// stops reading while messages far larger than its socket buffers come:
+// the other member gets each at once, and the slow one, once it reads
+// again, every message whole, in order, none lost (the writes the socket
+// cut short resume where they stopped).
+func TestHub_RoomMemberNotReadingKeepsEverythingInOrder(t *testing.T) {
+	srv := hubtest.New(t, wshub.Options{SendQueue: 1024})
+	ctx := context.Background()
+	for _, u := range []string{"slow", "fast"} {
+		require.NoError(t, srv.Hub.Join(ctx, u, "big"))
+	}
+	slow, fast := srv.Dial(t, "slow"), srv.Dial(t, "fast")
+	const count = 300 // of 16 KiB: 4.8 MB, past any loopback socket buffer
+	pad := strings.Repeat("x", 16<<10)
+	for i := range count {
+		_, err := srv.Hub.SendToRoom(ctx, "pub", "big", &wshub.Frame{Content: fmt.Sprint(i, pad)})
+		require.NoError(t, err)
+		m := fast.Expect(t, wshub.CmdRoom)
+		require.Equal(t, fmt.Sprint(i, pad), m.Content, "fast member, message %d", i)
+	}
+	for i := range count {
+		m := slow.Expect(t, wshub.CmdRoom)
+		require.Equal(t, uint64(i+1), m.Seq)
+		require.Equal(t, fmt.Sprint(i, pad), m.Content, "slow member, message %d", i)
+	}
+	slow.ExpectNothing(t)
+}
+
 // waitFor polls cond until it holds, failing the test after hubtest.Timeout.
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()

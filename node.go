@@ -53,8 +53,10 @@ type outFrame struct {
 // frames in order: on Linux one the hub's epoll loop starts when the
 // socket has bytes (an idle connection has none), elsewhere or over TLS a
 // reader goroutine (reader.go). It is written by at most one goroutine at
-// a time: the flusher, started on demand while frames are queued, so that
-// an idle connection parks no writer. Control frames (pings, pongs, close)
+// a time: the delivery that queued the first frame, with a non-blocking
+// write (writeNow), or the flusher, started on demand while frames are
+// queued that need waiting for the socket, so that an idle connection
+// parks no writer. Control frames (pings, pongs, close)
 // go through gorilla/websocket's WriteControl, which a timer or the
 // reader may call alongside the flusher.
 type Node struct {
@@ -78,7 +80,7 @@ type Node struct {
 	drained *sync.Cond
 	queue   []outFrame // guarded by mu: frames waiting for the flusher
 	spare   []outFrame // guarded by mu: a drained queue kept for reuse
-	writing bool       // guarded by mu: a flusher goroutine is running
+	writing bool       // guarded by mu: someone holds the writer role (writeNow or a flusher)
 	syncing bool       // guarded by mu: pending queue not yet sent; live frames wait in held
 	holding string     // guarded by mu: a room's conversation being replayed; its live frames wait in held
 	held    []outFrame // guarded by mu
@@ -167,7 +169,7 @@ func (n *Node) Send(f *Frame) error {
 	if err != nil {
 		return err
 	}
-	if !n.push(outFrame{data: data}, true) {
+	if !n.push(outFrame{data: data}, true, nil) {
 		return ErrClosed
 	}
 	return nil
@@ -178,15 +180,17 @@ func (n *Node) Send(f *Frame) error {
 func (n *Node) Close(code int, reason string) { n.startClose(code, reason, true) }
 
 // enqueue queues a live frame: while the connection is still sending its
-// pending queue, it waits behind it.
-func (n *Node) enqueue(f outFrame) bool { return n.push(f, false) }
+// pending queue, it waits behind it. See push for st.
+func (n *Node) enqueue(f outFrame, st *starter) bool { return n.push(f, false, st) }
 
 // push queues f. A live frame (now false) is dropped when the
 // connection already has it (floor), and held back while the pending
-// queue, or a replay of its room, is being sent. push starts the flusher
-// if none runs. It reports false when the connection is closing or its
-// queue is full (then it starts closing with 1013).
-func (n *Node) push(f outFrame, now bool) bool {
+// queue, or a replay of its room, is being sent. When no writer runs,
+// push starts the flusher, or, given a starter, leaves the connection in
+// it to be written by the caller once it released its locks. It reports
+// false when the connection is closing or its queue is full (then it
+// starts closing with 1013).
+func (n *Node) push(f outFrame, now bool, st *starter) bool {
 	n.mu.Lock()
 	if n.closing {
 		n.mu.Unlock()
@@ -220,7 +224,11 @@ func (n *Node) push(f outFrame, now bool) bool {
 		return false
 	}
 	if start {
-		go n.flush()
+		if st != nil {
+			st.nodes = append(st.nodes, n)
+		} else {
+			go n.flush()
+		}
 	}
 	return true
 }
@@ -282,10 +290,93 @@ func (n *Node) release(sent map[string]uint64) {
 	}
 }
 
-// flush writes queued frames until the queue is empty, then exits. Only
-// one flusher runs per connection (guarded by writing).
+// tryBytes bounds the frames writeNow writes itself; a longer queue goes
+// to a flusher.
+const tryBytes = maxGather / 2
+
+// writeNow writes the queue of a connection whose writer role the caller
+// took (queueLocked said start), without waiting for the socket: what the
+// socket does not take at once, a queue longer than tryBytes, and direct
+// messages that leave the pending queue once written (a store call) go
+// to a flusher goroutine. Writing from the delivering goroutine saves a
+// goroutine start, and the stack growth of a fresh goroutine, per
+// delivery to an idle connection.
+func (n *Node) writeNow() {
+	if !n.gc.canTry() {
+		go n.flush()
+		return
+	}
+	for {
+		n.mu.Lock()
+		batch := n.queue
+		if len(batch) == 0 {
+			n.writing = false
+			closes := n.flusherCloses
+			n.mu.Unlock()
+			if closes {
+				go n.writeClose()
+			}
+			n.hub.nodes.Done()
+			return
+		}
+		size := 0
+		for _, f := range batch {
+			size += len(f.data) + 10
+			if f.pendingID != "" && !n.ack {
+				size = tryBytes
+			}
+		}
+		if size >= tryBytes {
+			n.mu.Unlock()
+			go n.flush()
+			return
+		}
+		n.queue, n.spare = n.spare[:0], nil
+		n.broadcastLocked()
+		n.mu.Unlock()
+
+		n.gc.gather()
+		err := n.write(batch) // under maxGather: gathered only
+		done := false
+		if err == nil {
+			done, err = n.gc.tryFlush()
+		}
+		clear(batch)
+		n.mu.Lock()
+		n.spare = batch[:0]
+		n.mu.Unlock()
+		if err != nil {
+			n.writeFailed(err)
+			n.hub.nodes.Done()
+			return
+		}
+		if !done {
+			go n.flush() // writes the rest first
+			return
+		}
+	}
+}
+
+// writeFailed ends the connection after a failed write.
+func (n *Node) writeFailed(err error) {
+	n.mu.Lock()
+	n.closing, n.writing = true, false
+	n.queue, n.held = nil, nil
+	n.broadcastLocked()
+	n.mu.Unlock()
+	n.hub.log.Debug("wshub: write failed", slog.String("conn", n.id), slog.Any("err", err))
+	n.finish(err)
+}
+
+// flush writes queued frames until the queue is empty, then exits; it
+// first writes what a writeNow left. Only one flusher runs per connection
+// (guarded by writing).
 func (n *Node) flush() {
 	defer n.hub.nodes.Done()
+	if err := n.gc.flush(); err != nil {
+		n.writeFailed(err)
+		return
+	}
 	var acks []string
 	for {
 		n.mu.Lock()
@@ -321,13 +412,7 @@ func (n *Node) flush() {
 		n.spare = batch[:0]
 		n.mu.Unlock()
 		if err != nil {
-			n.mu.Lock()
-			n.closing, n.writing = true, false
-			n.queue, n.held = nil, nil
-			n.broadcastLocked()
-			n.mu.Unlock()
-			n.hub.log.Debug("wshub: write failed", slog.String("conn", n.id), slog.Any("err", err))
-			n.finish(err)
+			n.writeFailed(err)
 			return
 		}
 		if len(acks) > 0 {
@@ -575,7 +660,7 @@ func (n *Node) sendPending() error {
 			n.drained.Wait()
 		}
 		n.mu.Unlock()
-		n.push(outFrame{data: data, pendingID: m.ID, conv: m.Conv, seq: m.Seq}, true)
+		n.push(outFrame{data: data, pendingID: m.ID, conv: m.Conv, seq: m.Seq}, true, nil)
 		sent[m.Conv] = max(sent[m.Conv], m.Seq)
 	}
 	n.release(sent)
