@@ -30,7 +30,7 @@ func rawWrite(rc syscall.RawConn, b []byte) (int, error) {
 	var err error
 	rerr := rc.Write(func(fd uintptr) bool {
 		for n < len(b) {
-			w, e := syscall.Write(int(fd), b[n:])
+			w, e := sockWrite(int(fd), b[n:])
 			if w > 0 {
 				n += w
 			}

@@ -1,0 +1,8 @@
+//go:build unix && !linux
+
+package wshub
+
+import "syscall"
+
+// sockWrite is write(2) on a non-blocking socket.
+func sockWrite(fd int, b []byte) (int, error) { return syscall.Write(fd, b) }
