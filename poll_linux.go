@@ -2,6 +2,7 @@ package wshub
 
 import (
 	"net"
+	"os"
 	"sync"
 	"syscall"
 )
@@ -35,9 +36,17 @@ func (r rawConn) readNow(p []byte) (int, error) {
 // and starts a goroutine to read one when it has bytes. Each socket is
 // armed for one event at a time (EPOLLONESHOT), so one goroutine at a time
 // reads a connection, in order.
+//
+// The epoll instance is itself watched by the Go runtime's network poller
+// (file, ep): loop takes events with non-blocking epoll_wait calls and
+// parks in between like any goroutine waiting for a socket, rather than
+// sitting in a blocking system call, which the runtime would take its
+// processor back from every 10 ms, keeping its monitor thread busy.
 type poller struct {
 	epfd int
-	wake [2]int // a pipe; a byte on wake[1] ends loop
+	file *os.File        // owns epfd
+	ep   syscall.RawConn // of file
+	wake [2]int          // a pipe; a byte on wake[1] ends loop
 
 	mu    sync.Mutex       // guards nodes and next
 	nodes map[uint64]*Node // by the id in their epoll registration
@@ -54,9 +63,18 @@ func newPoller() (*poller, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &poller{epfd: epfd, nodes: make(map[uint64]*Node), next: 1, done: make(chan struct{})}
-	if err := syscall.Pipe2(p.wake[:], syscall.O_NONBLOCK|syscall.O_CLOEXEC); err != nil {
+	if err := syscall.SetNonblock(epfd, true); err != nil {
 		syscall.Close(epfd)
+		return nil, err
+	}
+	// Non-blocking, so os.NewFile registers it with the runtime's poller.
+	p := &poller{epfd: epfd, file: os.NewFile(uintptr(epfd), "wshub-epoll"), nodes: make(map[uint64]*Node), next: 1, done: make(chan struct{})}
+	if p.ep, err = p.file.SyscallConn(); err != nil {
+		p.file.Close()
+		return nil, err
+	}
+	if err := syscall.Pipe2(p.wake[:], syscall.O_NONBLOCK|syscall.O_CLOEXEC); err != nil {
+		p.file.Close()
 		return nil, err
 	}
 	ev := syscall.EpollEvent{Events: syscall.EPOLLIN} // id 0: the wake-up pipe
@@ -70,7 +88,7 @@ func newPoller() (*poller, error) {
 func (p *poller) closeFDs() {
 	syscall.Close(p.wake[0])
 	syscall.Close(p.wake[1])
-	syscall.Close(p.epfd)
+	p.file.Close()
 }
 
 // add registers n's socket, when it is a plain TCP connection, and reports
@@ -138,11 +156,16 @@ func (p *poller) loop() {
 	defer close(p.done)
 	events := make([]syscall.EpollEvent, 256)
 	for {
-		k, err := syscall.EpollWait(p.epfd, events, -1)
-		if err != nil {
-			if err == syscall.EINTR {
-				continue
+		var k int
+		var werr error
+		err := p.ep.Read(func(fd uintptr) bool {
+			k, werr = syscall.EpollWait(int(fd), events, 0)
+			if werr == syscall.EINTR {
+				k, werr = 0, nil
 			}
+			return k > 0 || werr != nil // else park until the instance is readable
+		})
+		if err != nil || werr != nil {
 			return
 		}
 		for _, ev := range events[:k] {
