@@ -16,6 +16,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -857,39 +858,51 @@ func (h *Hub) deliver(m *store.Message, src *Frame, origin sender, st *starter) 
 
 // starter lists the connections a delivery took the writer role of
 // (see Node.push).
-type starter struct{ nodes []*Node }
+type starter struct {
+	nodes []*Node
+	parts atomic.Int32 // writeOut's goroutines still writing
+}
 
-// writeShare is the fewest connections worth a goroutine of their own
-// in writeOut.
+// writeShare is the most connections writeOut writes on the calling
+// goroutine, and the fewest worth a goroutine of their own.
 const writeShare = 64
 
-// writeOut writes the connections in st (Node.writeNow), spread over as
-// many goroutines as there are processors when they are many, and returns
-// st to its pool. It never waits for a socket.
+// writeOut writes the connections in st (Node.writeNow), which never
+// waits for a socket, and returns st to its pool. A few it writes itself;
+// more it hands to goroutines, one per processor at most, and returns at
+// once: the sending connection goes on with its next frame while its
+// message is written, and deliveries of other messages queue their frames
+// behind connections not written yet, which then take several frames in
+// one write.
 func (h *Hub) writeOut(st *starter) {
 	nodes := st.nodes
-	if k := min(runtime.GOMAXPROCS(0), len(nodes)/writeShare); k > 1 {
-		per := (len(nodes) + k - 1) / k
-		var wg sync.WaitGroup
-		for i := per; i < len(nodes); i += per {
-			part := nodes[i:min(i+per, len(nodes))]
-			wg.Go(func() {
-				for _, n := range part {
-					n.writeNow()
-				}
-			})
-		}
-		for _, n := range nodes[:per] {
-			n.writeNow()
-		}
-		wg.Wait()
-	} else {
+	if len(nodes) <= writeShare {
 		for _, n := range nodes {
 			n.writeNow()
 		}
+		h.putStarter(st)
+		return
 	}
-	clear(nodes)
-	st.nodes = nodes[:0]
+	k := min(runtime.GOMAXPROCS(0), len(nodes)/writeShare)
+	per := (len(nodes) + k - 1) / k
+	st.parts.Store(int32((len(nodes) + per - 1) / per))
+	for i := 0; i < len(nodes); i += per {
+		part := nodes[i:min(i+per, len(nodes))]
+		go func() {
+			for _, n := range part {
+				n.writeNow()
+			}
+			if st.parts.Add(-1) == 0 {
+				h.putStarter(st)
+			}
+		}()
+	}
+}
+
+// putStarter returns st to its pool.
+func (h *Hub) putStarter(st *starter) {
+	clear(st.nodes)
+	st.nodes = st.nodes[:0]
 	h.starters.Put(st)
 }
 

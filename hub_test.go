@@ -746,6 +746,45 @@ func TestHub_RoomMemberNotReadingKeepsEverythingInOrder(t *testing.T) {
 	slow.ExpectNothing(t)
 }
 
+// TestHub_BigRoomConcurrentSendersInOrder: a room big enough that its
+// messages are written by goroutines of their own, three senders at once:
+// every member gets every message once, in seq order.
+func TestHub_BigRoomConcurrentSendersInOrder(t *testing.T) {
+	srv := hubtest.New(t, wshub.Options{SendQueue: 512})
+	ctx := context.Background()
+	const members, senders, perSender = 130, 3, 40
+	conns := make([]*hubtest.Conn, members)
+	for i := range conns {
+		user := fmt.Sprint("m", i)
+		require.NoError(t, srv.Hub.Join(ctx, user, "hall"))
+		conns[i] = srv.Dial(t, user, "batch="+fmt.Sprint(i%2))
+	}
+	pad := strings.Repeat("y", 1000)
+	var wg sync.WaitGroup
+	for i := range senders {
+		wg.Go(func() {
+			for j := range perSender {
+				_, err := srv.Hub.SendToRoom(ctx, fmt.Sprint("s", i), "hall", &wshub.Frame{Content: fmt.Sprint(i, "-", j, pad)})
+				assert.NoError(t, err)
+			}
+		})
+	}
+	wg.Wait()
+	for i, c := range conns {
+		next := make([]int, senders)
+		for k := range senders * perSender {
+			m := c.Expect(t, wshub.CmdRoom)
+			require.Equal(t, uint64(k+1), m.Seq, "member %d: in seq order, none missing", i)
+			var s, j int
+			_, err := fmt.Sscanf(m.Content, "%d-%d", &s, &j)
+			require.NoError(t, err)
+			require.Equal(t, next[s], j, "member %d: sender %d's messages in order", i, s)
+			next[s]++
+		}
+		c.ExpectNothing(t)
+	}
+}
+
 // waitFor polls cond until it holds, failing the test after hubtest.Timeout.
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
