@@ -91,6 +91,20 @@ func TestFanout_TinyDeliversEverythingOnce(t *testing.T) {
 	}
 }
 
+func TestFanout_TinyAgainstTheFloorServer(t *testing.T) {
+	t.Parallel()
+	rep := runTool(t, "fanout", "-floor", "-rooms", "2", "-members", "5", "-rate", "20", "-duration", "1s", "-batch", "1")
+	require.Len(t, rep.Runs, 1)
+	r := rep.Runs[0]
+	assert.Equal(t, "floor", r.Params["server"])
+	sent := metric(t, r, "messages_receipted")
+	assert.InDelta(t, 40, sent, 4, "2 rooms x 20/s x 1 s")
+	assert.Equal(t, sent*5, metric(t, r, "deliveries"), "the floor server writes every message to every other member")
+	assert.Zero(t, metric(t, r, "lost"))
+	assert.Zero(t, metric(t, r, "duplicated"))
+	assert.Positive(t, metric(t, r, "hub_rss"), "readings of the server process")
+}
+
 func TestSaturate_TinyLosesNothing(t *testing.T) {
 	t.Parallel()
 	rep := runTool(t, "saturate", "-rooms", "2", "-members", "5", "-duration", "1s", "-count", "300")

@@ -24,6 +24,7 @@ type config struct {
 	dbPath    string
 	sendQueue int
 	hubProf   string // CPU profile of the hub over the measured window
+	floor     bool   // spawn the floor server (floor.go) instead of a hub
 
 	// Bounds and output.
 	duration time.Duration
@@ -59,6 +60,7 @@ func (c *config) hubFlags(fs *flag.FlagSet, stores string) {
 	fs.StringVar(&c.dbPath, "db", "", "bbolt file of a spawned hub with -store bolt (default: a new file in a temporary directory)")
 	fs.IntVar(&c.sendQueue, "send-queue", 0, "wshub.Options.SendQueue of a spawned hub (0: the hub's default)")
 	fs.StringVar(&c.hubProf, "hub-cpuprofile", "", "write a CPU profile of the hub over the measured window to this file (needs a hub started by serve)")
+	fs.BoolVar(&c.floor, "floor", false, "run against the floor server (serve -floor: writes room messages and nothing else) instead of a hub, as a yardstick for fanout and saturate")
 	fs.DurationVar(&c.timeout, "timeout", 3*time.Minute, "upper bound of each run, setup and teardown included")
 	fs.StringVar(&c.jsonPath, "json", "", "write the JSON report to this file instead of standard output")
 	fs.DurationVar(&c.every, "progress", time.Second, "interval of the progress line on standard error")
@@ -232,6 +234,10 @@ func variants(name string, c *config) []variant {
 // and stops it.
 func runVariant(ctx context.Context, name string, c *config, v variant, run *Run, stderr io.Writer) error {
 	hc := hubConfig{target: c.target, pid: c.hubPID, storeKind: v.storeKind, dbPath: c.dbPath, sendQueue: c.sendQueue}
+	if c.floor {
+		hc.extraArgs = append(hc.extraArgs, "-floor")
+		run.param("server", "floor")
+	}
 	var tmpDir string
 	if c.target == "" && v.storeKind == "bolt" && hc.dbPath == "" {
 		d, err := os.MkdirTemp("", "wshub-bench-")

@@ -57,6 +57,7 @@ type serveConfig struct {
 	memProfile   string
 	logLevel     string
 	pingInterval time.Duration
+	floor        bool
 }
 
 func serveFlags(fs *flag.FlagSet, c *serveConfig) {
@@ -69,6 +70,7 @@ func serveFlags(fs *flag.FlagSet, c *serveConfig) {
 	fs.StringVar(&c.memProfile, "memprofile", "", "write a heap profile to this file at exit")
 	fs.StringVar(&c.logLevel, "log", "warn", "log level: debug, info, warn or error")
 	fs.DurationVar(&c.pingInterval, "ping-interval", 0, "wshub.Options.PingInterval (0: the hub's default)")
+	fs.BoolVar(&c.floor, "floor", false, "serve the floor server (floor.go), a yardstick that only writes room messages, instead of a hub")
 }
 
 // serveMain runs a hub until ctx ends (SIGINT, SIGTERM), then shuts it
@@ -113,38 +115,13 @@ func serveMain(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		defer func() { runpprof.StopCPUProfile(); f.Close() }()
 	}
 
-	h, err := wshub.New(wshub.Options{
-		Store:           st,
-		Authenticate:    wshub.DevAuthenticate,
-		CheckOrigin:     func(*http.Request) bool { return true },
-		SendQueue:       c.sendQueue,
-		MaxConnsPerUser: c.maxConns,
-		PingInterval:    c.pingInterval,
-		Logger:          log,
-	})
-	if err != nil {
+	mux := http.NewServeMux()
+	var h *wshub.Hub
+	if c.floor {
+		mux.Handle(pathWS, newFloorServer(log))
+	} else if h, err = newBenchHub(mux, st, c, log); err != nil {
 		return err
 	}
-	mux := http.NewServeMux()
-	mux.Handle(pathWS, h)
-	mux.HandleFunc("GET "+pathStats, func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, readHubStats(h))
-	})
-	mux.HandleFunc("POST "+pathGC, func(w http.ResponseWriter, r *http.Request) {
-		runtime.GC()
-		debug.FreeOSMemory()
-		writeJSON(w, readHubStats(h))
-	})
-	mux.HandleFunc("POST "+pathDrop, func(w http.ResponseWriter, r *http.Request) {
-		n := 0
-		for _, u := range h.Users() {
-			for _, node := range h.Conns(u) {
-				node.Close(websocket.CloseGoingAway, "bench: dropped")
-				n++
-			}
-		}
-		writeJSON(w, map[string]int{"dropped": n})
-	})
 	prof := &cpuProfiler{}
 	mux.HandleFunc("POST "+pathProfStart, prof.start)
 	mux.HandleFunc("POST "+pathProfStop, prof.stop)
@@ -161,7 +138,11 @@ func serveMain(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	served := make(chan error, 1) // written once by the Serve goroutine
 	go func() { served <- srv.Serve(ln) }()
-	fmt.Fprintf(stdout, "%sws://%s%s pid %d store %s\n", servingPrefix, ln.Addr(), pathWS, os.Getpid(), c.storeKind)
+	kind := c.storeKind
+	if c.floor {
+		kind = "none (floor server)"
+	}
+	fmt.Fprintf(stdout, "%sws://%s%s pid %d store %s\n", servingPrefix, ln.Addr(), pathWS, os.Getpid(), kind)
 
 	select {
 	case <-ctx.Done():
@@ -170,7 +151,10 @@ func serveMain(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	herr := h.Shutdown(sctx)
+	var herr error
+	if h != nil {
+		herr = h.Shutdown(sctx)
+	}
 	_ = srv.Shutdown(sctx)
 	if c.memProfile != "" {
 		if err := writeHeapProfile(c.memProfile); err != nil {
@@ -285,4 +269,41 @@ func (p *cpuProfiler) stop(w http.ResponseWriter, r *http.Request) {
 func writeJSON(w http.ResponseWriter, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(v)
+}
+
+// newBenchHub makes the hub serve runs and mounts it, with its control
+// endpoints, on mux.
+func newBenchHub(mux *http.ServeMux, st store.Store, c serveConfig, log *slog.Logger) (*wshub.Hub, error) {
+	h, err := wshub.New(wshub.Options{
+		Store:           st,
+		Authenticate:    wshub.DevAuthenticate,
+		CheckOrigin:     func(*http.Request) bool { return true },
+		SendQueue:       c.sendQueue,
+		MaxConnsPerUser: c.maxConns,
+		PingInterval:    c.pingInterval,
+		Logger:          log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	mux.Handle(pathWS, h)
+	mux.HandleFunc("GET "+pathStats, func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, readHubStats(h))
+	})
+	mux.HandleFunc("POST "+pathGC, func(w http.ResponseWriter, r *http.Request) {
+		runtime.GC()
+		debug.FreeOSMemory()
+		writeJSON(w, readHubStats(h))
+	})
+	mux.HandleFunc("POST "+pathDrop, func(w http.ResponseWriter, r *http.Request) {
+		n := 0
+		for _, u := range h.Users() {
+			for _, node := range h.Conns(u) {
+				node.Close(websocket.CloseGoingAway, "bench: dropped")
+				n++
+			}
+		}
+		writeJSON(w, map[string]int{"dropped": n})
+	})
+	return h, nil
 }
