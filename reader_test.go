@@ -173,6 +173,14 @@ func TestReader_OverTLS(t *testing.T) {
 	assert.Equal(t, wshub.CmdReceipt, f.Cmd)
 	require.NoError(t, bob.ReadJSON(&f))
 	assert.Equal(t, big, f.Content)
+	// A room message: written by a flusher, since a TLS socket cannot
+	// take the non-blocking write of an idle connection.
+	require.NoError(t, h.Join(context.Background(), "bob", "tls-room"))
+	_, err = h.SendToRoom(context.Background(), "alice", "tls-room", &wshub.Frame{Content: "over tls"})
+	require.NoError(t, err)
+	require.NoError(t, bob.ReadJSON(&f))
+	assert.Equal(t, wshub.CmdRoom, f.Cmd)
+	assert.Equal(t, "over tls", f.Content)
 	require.NoError(t, bob.WriteMessage(websocket.BinaryMessage, []byte{1}))
 	bob.SetReadDeadline(time.Now().Add(hubtest.Timeout))
 	_, _, err = bob.ReadMessage()
