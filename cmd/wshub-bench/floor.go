@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime"
 	"strconv"
 	"sync"
 	"time"
@@ -19,8 +20,9 @@ import (
 // server that does nothing but the unavoidable: it answers joins, and for
 // every room message it reads it answers the sender's receipt and writes
 // the message to each other member of the room with one write system
-// call, in a loop, on the goroutine that read it. No store, no queues, no
-// ids, no pings, no limits: not a hub, a yardstick. Run a scenario against
+// call, in a loop, spread over one goroutine per processor for a big room
+// like the hub's. No store, no queues, no ids, no pings, no limits: not a
+// hub, a yardstick. Run a scenario against
 // it with -floor and compare its hub_cpu_s_per_million_deliveries with the
 // hub's.
 
@@ -97,9 +99,23 @@ func (s *floorServer) room(from *floorConn, room string, cid, content []byte) {
 	f := []byte(`{"cmd":11,"id":"` + id + `","userid":"` + from.user + `","dstid":"` + room +
 		`","content":"` + string(content) + `","seq":` + strconv.FormatUint(seq, 10) + `,"ts":` + ts + `}`)
 	frame := textFrameBytes(f)
-	for _, m := range members {
-		if m != from {
-			m.writeFrame(frame)
+	// Spread over the processors as the hub does, so that the yardstick's
+	// latency is the best one write per delivery allows here.
+	k := max(1, min(runtime.GOMAXPROCS(0), len(members)/64))
+	per := (len(members) + k - 1) / k
+	for i := 0; i < len(members); i += per {
+		part := members[i:min(i+per, len(members))]
+		write := func() {
+			for _, m := range part {
+				if m != from {
+					m.writeFrame(frame)
+				}
+			}
+		}
+		if i+per >= len(members) {
+			write() // the last part on this goroutine
+		} else {
+			go write()
 		}
 	}
 }
