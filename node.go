@@ -308,10 +308,8 @@ func (n *Node) writeNow() {
 	}
 	for {
 		n.mu.Lock()
-		batch := n.queue
-		if len(batch) == 0 {
-			n.writing = false
-			closes := n.flusherCloses
+		if len(n.queue) == 0 {
+			closes := n.giveUpLocked()
 			n.mu.Unlock()
 			if closes {
 				go n.writeClose()
@@ -320,7 +318,7 @@ func (n *Node) writeNow() {
 			return
 		}
 		size := 0
-		for _, f := range batch {
+		for _, f := range n.queue {
 			size += len(f.data) + 10
 			if f.pendingID != "" && !n.ack {
 				size = tryBytes
@@ -331,8 +329,7 @@ func (n *Node) writeNow() {
 			go n.flush()
 			return
 		}
-		n.queue, n.spare = n.spare[:0], nil
-		n.broadcastLocked()
+		batch := n.takeLocked()
 		n.mu.Unlock()
 
 		n.gc.gather()
@@ -341,10 +338,7 @@ func (n *Node) writeNow() {
 		if err == nil {
 			done, err = n.gc.tryFlush()
 		}
-		clear(batch)
-		n.mu.Lock()
-		n.spare = batch[:0]
-		n.mu.Unlock()
+		n.recycle(batch)
 		if err != nil {
 			n.writeFailed(err)
 			n.hub.nodes.Done()
@@ -355,6 +349,31 @@ func (n *Node) writeNow() {
 			return
 		}
 	}
+}
+
+// takeLocked takes the queued frames for a writer's pass. The caller holds
+// mu.
+func (n *Node) takeLocked() []outFrame {
+	batch := n.queue
+	n.queue, n.spare = n.spare[:0], nil
+	n.broadcastLocked()
+	return batch
+}
+
+// recycle keeps a written batch's array for the next queue.
+func (n *Node) recycle(batch []outFrame) {
+	clear(batch)
+	n.mu.Lock()
+	n.spare = batch[:0]
+	n.mu.Unlock()
+}
+
+// giveUpLocked ends the writer role once the queue is empty and reports
+// whether the close frame is the writer's to send (a draining close). The
+// caller holds mu.
+func (n *Node) giveUpLocked() (closes bool) {
+	n.writing = false
+	return n.flusherCloses
 }
 
 // writeFailed ends the connection after a failed write.
@@ -381,17 +400,14 @@ func (n *Node) flush() {
 	for {
 		n.mu.Lock()
 		if len(n.queue) == 0 {
-			n.writing = false
-			closes := n.flusherCloses
+			closes := n.giveUpLocked()
 			n.mu.Unlock()
 			if closes {
 				n.writeClose()
 			}
 			return
 		}
-		batch := n.queue
-		n.queue, n.spare = n.spare[:0], nil
-		n.broadcastLocked()
+		batch := n.takeLocked()
 		n.mu.Unlock()
 
 		n.gc.gather()
@@ -407,10 +423,7 @@ func (n *Node) flush() {
 				}
 			}
 		}
-		clear(batch)
-		n.mu.Lock()
-		n.spare = batch[:0]
-		n.mu.Unlock()
+		n.recycle(batch)
 		if err != nil {
 			n.writeFailed(err)
 			return
