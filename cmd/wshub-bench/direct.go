@@ -5,7 +5,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"math/bits"
 	"strconv"
 	"time"
 
@@ -99,14 +98,7 @@ func (s *session) direct(bolt bool) error {
 
 	var lost int64
 	for _, l := range conns {
-		peer := conns[l.expect]
-		for w, b := range peer.receipted.bits {
-			var have uint64
-			if w < len(l.seen.bits) {
-				have = l.seen.bits[w]
-			}
-			lost += int64(bits.OnesCount64(b &^ have))
-		}
+		lost += l.seen.missingFrom(&conns[l.expect].receipted)
 	}
 	pubDur, total := tPub.Sub(t0), tEnd.Sub(t0)
 	dv := t.delivered.Load()

@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math/bits"
 	"net"
 	"net/url"
 	"strconv"
@@ -266,6 +267,19 @@ func (s *seqSet) add(n int) (dup bool) {
 	dup = s.bits[w]&m != 0
 	s.bits[w] |= m
 	return dup
+}
+
+// missingFrom counts the numbers in want that s lacks.
+func (s *seqSet) missingFrom(want *seqSet) int64 {
+	var n int64
+	for w, b := range want.bits {
+		var have uint64
+		if w < len(s.bits) {
+			have = s.bits[w]
+		}
+		n += int64(bits.OnesCount64(b &^ have))
+	}
+	return n
 }
 
 func (s *seqSet) has(n int) bool {

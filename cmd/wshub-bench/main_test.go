@@ -220,4 +220,11 @@ func TestLineParsing(t *testing.T) {
 	assert.True(t, s.has(130))
 	assert.False(t, s.has(129))
 	assert.False(t, s.has(100000))
+
+	var want seqSet
+	for _, n := range []int{1, 64, 130, 500} {
+		want.add(n)
+	}
+	assert.Equal(t, int64(3), s.missingFrom(&want), "1, 64 and 500 missing; 130 there")
+	assert.Zero(t, want.missingFrom(&s))
 }

@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"math/bits"
 	"strconv"
 	"time"
 )
@@ -131,14 +130,7 @@ func (s *session) rooms(batch bool, rate float64) error {
 	closeAll(all)
 	var lost int64
 	for _, m := range members {
-		p := pubs[m.expect]
-		for w, b := range p.receipted.bits {
-			var have uint64
-			if w < len(m.seen.bits) {
-				have = m.seen.bits[w]
-			}
-			lost += int64(bits.OnesCount64(b &^ have))
-		}
+		lost += m.seen.missingFrom(&pubs[m.expect].receipted)
 	}
 
 	pubDur := tPub.Sub(t0)
