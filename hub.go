@@ -23,6 +23,7 @@ import (
 	"github.com/gorilla/websocket"
 	"golang.org/x/time/rate"
 
+	"github.com/wshub/wshub/internal/wsconn"
 	"github.com/wshub/wshub/store"
 	"github.com/wshub/wshub/store/memstore"
 )
@@ -77,13 +78,21 @@ type Options struct {
 	PongTimeout time.Duration
 	// WriteTimeout bounds each write to a socket. Default 10 s.
 	WriteTimeout time.Duration
-	// ReadLimit is the largest frame a client may send, in bytes; a larger
-	// one closes the connection with 1009. Default 64 KiB.
+	// ReadLimit is the largest message a client may send, in bytes; a
+	// larger one closes the connection with 1009. Default 64 KiB.
 	ReadLimit int64
-	// SendQueue is how many frames may wait for one connection; a
-	// connection whose queue is full is closed with 1013 (its direct
-	// messages stay pending). Default 1024.
-	SendQueue int
+	// FrameTimeout bounds how long a message (or a control frame) may
+	// take to arrive whole once its first byte came: a connection that
+	// leaves one incomplete longer is closed with 1008. With ReadLimit it
+	// bounds what a client can hold on the hub by sending slowly: at most
+	// one message of ReadLimit bytes, for FrameTimeout. Default 20 s.
+	FrameTimeout time.Duration
+	// SendQueue is how many frames may wait for one connection, and
+	// SendQueueBytes how many bytes (the frames waiting and those being
+	// written); a connection whose queue is full is closed with 1013 (its
+	// direct messages stay pending). Defaults 1024 frames and 4 MiB.
+	SendQueue      int
+	SendQueueBytes int
 	// MaxConnsPerUser is how many connections one user may hold; the
 	// oldest is closed with 4000 when one more connects. Default 8.
 	MaxConnsPerUser int
@@ -93,12 +102,6 @@ type Options struct {
 	// MaxReplay caps how many room messages a join with since replays;
 	// past it the join reports recovered false. Default 1000.
 	MaxReplay int
-	// ReadBufferSize and WriteBufferSize size the socket buffers. The
-	// read buffer holds frame headers and small frames (larger payloads
-	// are read straight into the frame's buffer); write buffers are
-	// pooled and held only while writing. Defaults 256 and 4096.
-	ReadBufferSize, WriteBufferSize int
-
 	// RateLimit, when positive, bounds the frames one connection may send
 	// per second (with bursts of RateBurst, default twice the rate). A
 	// frame over the limit is answered with ErrRateLimited (429) and not
@@ -126,11 +129,9 @@ type Hub struct {
 	store    store.Store
 	ownStore bool
 	log      *slog.Logger
-	upgrader websocket.Upgrader
-	dispatch Dispatcher // middleware around router
+	tr       *wsconn.Transport // the WebSocket connections' transport
+	dispatch Dispatcher        // middleware around router
 	seed     maphash.Seed
-	// gatherPool holds the write buffers of flusher passes (*[]byte).
-	gatherPool sync.Pool
 	// starters holds the *starter of deliveries.
 	starters sync.Pool
 
@@ -148,11 +149,7 @@ type Hub struct {
 
 	ctx    context.Context // cancelled by Shutdown; parent of every node's ctx
 	cancel context.CancelFunc
-	nodes  sync.WaitGroup // one per running reader or flusher goroutine
-
-	// poll waits for the sockets of idle connections (Linux); nil where
-	// every connection has a reader goroutine.
-	poll *poller
+	nodes  sync.WaitGroup // one per connection, and per transport goroutine
 
 	// feed, when the store is a store.Feed, announces every message and
 	// membership change of every hub process sharing the store; messages
@@ -219,12 +216,12 @@ func New(opts Options) (*Hub, error) {
 	if opts.ReadLimit <= 0 {
 		opts.ReadLimit = 64 << 10
 	}
+	defDur(&opts.FrameTimeout, 20*time.Second)
 	def(&opts.SendQueue, 1024)
+	def(&opts.SendQueueBytes, 4<<20)
 	def(&opts.MaxConnsPerUser, 8)
 	def(&opts.MaxHistory, 200)
 	def(&opts.MaxReplay, 1000)
-	def(&opts.ReadBufferSize, 256)
-	def(&opts.WriteBufferSize, 4096)
 	if opts.RateLimit > 0 && opts.RateBurst <= 0 {
 		opts.RateBurst = max(1, int(2*opts.RateLimit))
 	}
@@ -239,15 +236,7 @@ func New(opts Options) (*Hub, error) {
 		h.store = memstore.New(memstore.Options{})
 		h.ownStore = true
 	}
-	h.upgrader = websocket.Upgrader{
-		ReadBufferSize:  opts.ReadBufferSize,
-		WriteBufferSize: opts.WriteBufferSize,
-		WriteBufferPool: &sync.Pool{},
-		// The origin was checked before authentication, in ServeHTTP.
-		CheckOrigin: func(*http.Request) bool { return true },
-	}
 	h.dispatch = chain(router{h}, opts.Middleware)
-	h.gatherPool.New = func() any { b := make([]byte, 0, 4096); return &b }
 	h.starters.New = func() any { return new(starter) }
 	for i := range h.users {
 		h.users[i].users = make(map[string]*userEntry)
@@ -256,12 +245,17 @@ func New(opts Options) (*Hub, error) {
 		h.rooms[i].rooms = make(map[string]map[*Node]struct{})
 	}
 	h.ctx, h.cancel = context.WithCancel(context.Background())
-	if p, err := newPoller(); err == nil {
-		h.poll = p
-		go p.loop()
-	} else {
-		h.log.Debug("wshub: no poller; one reader goroutine per connection", slog.Any("err", err))
-	}
+	h.tr = wsconn.New(wsconn.Config{
+		ReadLimit:      opts.ReadLimit,
+		FrameTimeout:   opts.FrameTimeout,
+		WriteTimeout:   opts.WriteTimeout,
+		PingInterval:   opts.PingInterval,
+		PongTimeout:    opts.PongTimeout,
+		SendQueue:      opts.SendQueue,
+		SendQueueBytes: opts.SendQueueBytes,
+		Goroutines:     &h.nodes,
+		Logger:         h.log,
+	})
 	if f, ok := h.store.(store.Feed); ok {
 		h.feed = f
 		h.feedDone = make(chan struct{})
@@ -340,37 +334,33 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "websocket upgrade required", http.StatusBadRequest)
 		return
 	}
-	hj := &hijacker{ResponseWriter: w, pool: &h.gatherPool}
-	conn, err := h.upgrader.Upgrade(hj, r, nil)
-	if err != nil {
-		// The upgrader has answered the request.
-		h.log.Debug("wshub: upgrade failed", slog.Any("err", err))
-		return
-	}
 	q := r.URL.Query()
-	n := newNode(h, conn, hj.conn, user, q.Get("ack") == "1", q.Get("batch") == "1")
+	n := newNode(h, user, q.Get("ack") == "1")
 	// Counted under mu, so that no node starts once Shutdown waits.
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
-		msg := websocket.FormatCloseMessage(websocket.CloseGoingAway, "server shutting down")
-		conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
-		conn.Close()
+		http.Error(w, "hub is shutting down", http.StatusServiceUnavailable)
 		return
 	}
 	h.nodes.Add(1)
 	h.mu.Unlock()
+	conn, err := h.tr.Upgrade(w, r, (*nodeEvents)(n), q.Get("batch") == "1")
+	if err != nil {
+		// The handshake was answered with an HTTP error.
+		h.log.Debug("wshub: upgrade failed", slog.Any("err", err))
+		h.nodes.Done()
+		return
+	}
+	n.conn = conn
 	// Set the connection up on this goroutine, whose stack is large
 	// already, and read on a fresh one: an idle reader's stack stays
 	// small.
 	if err := n.safeStart(); err != nil {
-		n.finish(err)
+		conn.Abort(err)
 		return
 	}
-	if h.poll == nil || !h.poll.add(n) {
-		h.nodes.Add(1) // the reader goroutine, while the node is counted
-		go n.readBlocking(n.gc.Conn)
-	}
+	conn.Serve()
 }
 
 func (h *Hub) isClosed() bool {
@@ -468,14 +458,12 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		err = ctx.Err()
 		for _, n := range h.allNodes() {
-			go n.finish(errShutdown)
+			go n.conn.Abort(errShutdown)
 		}
 		<-done
 	}
 	h.cancel()
-	if h.poll != nil {
-		h.poll.close()
-	}
+	h.tr.Close()
 	if h.feed != nil {
 		<-h.feedDone
 	}
@@ -859,7 +847,7 @@ func (h *Hub) deliver(m *store.Message, src *Frame, origin sender, st *starter) 
 // starter lists the connections a delivery took the writer role of
 // (see Node.push).
 type starter struct {
-	nodes []*Node
+	conns []*wsconn.Conn
 	parts atomic.Int32 // writeOut's goroutines still writing
 }
 
@@ -867,7 +855,7 @@ type starter struct {
 // goroutine, and the fewest worth a goroutine of their own.
 const writeShare = 64
 
-// writeOut writes the connections in st (Node.writeNow), which never
+// writeOut writes the connections in st (wsconn.Conn.Write), which never
 // waits for a socket, and returns st to its pool. A few it writes itself;
 // more it hands to goroutines, one per processor at most, and returns at
 // once: the sending connection goes on with its next frame while its
@@ -875,22 +863,22 @@ const writeShare = 64
 // behind connections not written yet, which then take several frames in
 // one write.
 func (h *Hub) writeOut(st *starter) {
-	nodes := st.nodes
-	if len(nodes) <= writeShare {
-		for _, n := range nodes {
-			n.writeNow()
+	conns := st.conns
+	if len(conns) <= writeShare {
+		for _, c := range conns {
+			c.Write()
 		}
 		h.putStarter(st)
 		return
 	}
-	k := min(runtime.GOMAXPROCS(0), len(nodes)/writeShare)
-	per := (len(nodes) + k - 1) / k
-	st.parts.Store(int32((len(nodes) + per - 1) / per))
-	for i := 0; i < len(nodes); i += per {
-		part := nodes[i:min(i+per, len(nodes))]
+	k := min(runtime.GOMAXPROCS(0), len(conns)/writeShare)
+	per := (len(conns) + k - 1) / k
+	st.parts.Store(int32((len(conns) + per - 1) / per))
+	for i := 0; i < len(conns); i += per {
+		part := conns[i:min(i+per, len(conns))]
 		go func() {
-			for _, n := range part {
-				n.writeNow()
+			for _, c := range part {
+				c.Write()
 			}
 			if st.parts.Add(-1) == 0 {
 				h.putStarter(st)
@@ -901,8 +889,8 @@ func (h *Hub) writeOut(st *starter) {
 
 // putStarter returns st to its pool.
 func (h *Hub) putStarter(st *starter) {
-	clear(st.nodes)
-	st.nodes = st.nodes[:0]
+	clear(st.conns)
+	st.conns = st.conns[:0]
 	h.starters.Put(st)
 }
 

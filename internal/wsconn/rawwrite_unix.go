@@ -1,6 +1,6 @@
 //go:build unix
 
-package wshub
+package wsconn
 
 import (
 	"errors"

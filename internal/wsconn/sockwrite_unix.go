@@ -1,6 +1,6 @@
 //go:build unix && !linux
 
-package wshub
+package wsconn
 
 import "syscall"
 

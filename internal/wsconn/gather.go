@@ -1,4 +1,4 @@
-package wshub
+package wsconn
 
 import (
 	"bufio"
@@ -101,6 +101,19 @@ func (c *gatherConn) appendText(parts ...[]byte) {
 		b = append(b, p...)
 	}
 	*c.buf = b
+}
+
+// writeControl writes a control frame (RFC 6455 section 5.5) of op with
+// payload p: gathered when a writer is gathering, else written through,
+// after the rest a tryFlush left, within timeout.
+func (c *gatherConn) writeControl(op byte, p []byte, timeout time.Duration) error {
+	var a [2 + 125]byte
+	frame := appendFrame(a[:0], op, p)
+	if err := c.extendWriteDeadline(timeout); err != nil {
+		return err
+	}
+	_, err := c.Write(frame)
+	return err
 }
 
 // full reports whether the gathered bytes reached maxGather.

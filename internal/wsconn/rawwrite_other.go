@@ -1,6 +1,6 @@
 //go:build !unix
 
-package wshub
+package wsconn
 
 import (
 	"errors"
@@ -14,5 +14,5 @@ func rawConnOf(net.Conn) syscall.RawConn { return nil }
 
 // rawWrite is not called where rawConnOf returns nil.
 func rawWrite(syscall.RawConn, []byte) (int, error) {
-	return 0, errors.New("wshub: non-blocking writes are not supported here")
+	return 0, errors.New("wsconn: non-blocking writes are not supported here")
 }

@@ -1,4 +1,4 @@
-package wshub
+package wsconn
 
 import (
 	"net"
@@ -49,7 +49,7 @@ type poller struct {
 	wake [2]int          // a pipe; a byte on wake[1] ends loop
 
 	mu    sync.Mutex       // guards nodes and next
-	nodes map[uint64]*Node // by the id in their epoll registration
+	nodes map[uint64]*Conn // by the id in their epoll registration
 	next  uint64
 
 	done chan struct{} // closed by loop when it returns
@@ -68,7 +68,7 @@ func newPoller() (*poller, error) {
 		return nil, err
 	}
 	// Non-blocking, so os.NewFile registers it with the runtime's poller.
-	p := &poller{epfd: epfd, file: os.NewFile(uintptr(epfd), "wshub-epoll"), nodes: make(map[uint64]*Node), next: 1, done: make(chan struct{})}
+	p := &poller{epfd: epfd, file: os.NewFile(uintptr(epfd), "wshub-epoll"), nodes: make(map[uint64]*Conn), next: 1, done: make(chan struct{})}
 	if p.ep, err = p.file.SyscallConn(); err != nil {
 		p.file.Close()
 		return nil, err
@@ -94,7 +94,7 @@ func (p *poller) closeFDs() {
 // add registers n's socket, when it is a plain TCP connection, and reports
 // true; it reports false otherwise (n is then read by a goroutine of its
 // own). A connection that ended already needs neither: add reports true.
-func (p *poller) add(n *Node) bool {
+func (p *poller) add(n *Conn) bool {
 	tc, ok := n.gc.tcp()
 	if !ok {
 		return false
@@ -132,14 +132,14 @@ func (p *poller) add(n *Node) bool {
 
 // rearmLocked arms n's socket for its next event. The caller holds n.mu and
 // has checked that n is not finished, so the descriptor is still n's.
-func (p *poller) rearmLocked(n *Node) error {
+func (p *poller) rearmLocked(n *Conn) error {
 	ev := syscall.EpollEvent{Events: pollEvents, Fd: int32(uint32(n.pollID)), Pad: int32(uint32(n.pollID >> 32))}
 	return syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_MOD, n.pollFD, &ev)
 }
 
 // removeLocked unregisters n's socket before it is closed. The caller
 // holds n.mu.
-func (p *poller) removeLocked(n *Node) {
+func (p *poller) removeLocked(n *Conn) {
 	syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, n.pollFD, nil)
 	p.forget(n.pollID)
 }
