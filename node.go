@@ -160,7 +160,7 @@ func (n *Node) enqueue(f outFrame, st *starter) bool { return n.push(f, false, s
 // starts closing with 1013).
 func (n *Node) push(f outFrame, now bool, st *starter) bool {
 	n.mu.Lock()
-	if n.finished || n.isClosing() {
+	if n.finished {
 		n.mu.Unlock()
 		return false
 	}
@@ -175,6 +175,10 @@ func (n *Node) push(f outFrame, now bool, st *starter) bool {
 			}
 		}
 		if n.syncing || (n.holding != "" && f.conv == n.holding) {
+			if n.isClosing() {
+				n.mu.Unlock()
+				return false
+			}
 			if len(n.held) >= n.hub.opts.SendQueue {
 				n.mu.Unlock()
 				n.overflow()

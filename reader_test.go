@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"encoding/binary"
 	"errors"
+	"log/slog"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -187,4 +188,91 @@ func TestReader_OverTLS(t *testing.T) {
 	var ce *websocket.CloseError
 	require.True(t, errors.As(err, &ce), "want a close frame, got %v", err)
 	assert.Equal(t, websocket.CloseUnsupportedData, ce.Code)
+}
+
+// A client that leaves a frame incomplete, sending one more byte now and
+// then, is closed with 1008 once FrameTimeout passed: it cannot hold the
+// hub's memory for a partial message for longer.
+func TestReader_SlowPartialFrameClosed(t *testing.T) {
+	srv := hubtest.New(t, wshub.Options{FrameTimeout: 400 * time.Millisecond})
+	c := srv.Dial(t, "slowloris")
+	frame := clientFrame(true, websocket.TextMessage, []byte(`{"cmd":1,"content":"`+strings.Repeat("x", 4000)+`"}`), true)
+	rawWrite(t, c, frame[:3000])
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() { // a byte every 50 ms: the connection is never silent
+		for i := 3000; i < len(frame)-1; i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			if _, err := c.WS.NetConn().Write(frame[i : i+1]); err != nil {
+				return
+			}
+		}
+	}()
+	assert.Equal(t, websocket.ClosePolicyViolation, c.ExpectClose(t))
+	waitFor(t, func() bool { return !srv.Hub.IsOnline("slowloris") })
+}
+
+// A message that arrives slowly but whole within FrameTimeout is handled,
+// however it is cut, and the time counts per message.
+func TestReader_SlowWholeMessagesAccepted(t *testing.T) {
+	srv := hubtest.New(t, wshub.Options{FrameTimeout: 2 * time.Second})
+	c := srv.Dial(t, "patient")
+	msg := []byte(`{"cmd":1,"cid":"slow","content":"` + strings.Repeat("y", 100) + `"}`)
+	for range 3 { // 3 messages of 0.6 s each: longer than FrameTimeout in all
+		frames := append(clientFrame(false, websocket.TextMessage, msg[:40], true), clientFrame(true, 0, msg[40:], true)...)
+		for i := 0; i < len(frames); i += len(frames) / 6 {
+			rawWrite(t, c, frames[i:min(i+len(frames)/6, len(frames))])
+			time.Sleep(100 * time.Millisecond)
+		}
+		assert.Equal(t, "slow", c.Expect(t, wshub.CmdPong).CID)
+	}
+}
+
+// Liveness counts whole frames: bytes of a frame that never completes do
+// not keep a connection alive past PongTimeout.
+func TestReader_PartialFrameBytesAreNotLiveness(t *testing.T) {
+	srv := hubtest.New(t, wshub.Options{PingInterval: 50 * time.Millisecond, PongTimeout: 400 * time.Millisecond, FrameTimeout: time.Minute})
+	c := srv.Dial(t, "dripper")
+	frame := clientFrame(true, websocket.TextMessage, make([]byte, 60000), true)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for i := 0; i < len(frame); i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			if _, err := c.WS.NetConn().Write(frame[i : i+1]); err != nil {
+				return
+			}
+		}
+	}()
+	waitFor(t, func() bool { return !srv.Hub.IsOnline("dripper") })
+}
+
+// The send queue is bounded in bytes as well as in frames: a connection
+// that stopped reading is closed with 1013 once the big frames queued for
+// it pass SendQueueBytes, long before SendQueue frames.
+func TestHub_SendQueueBoundedInBytes(t *testing.T) {
+	logs := &logRecorder{}
+	srv := hubtest.New(t, wshub.Options{SendQueue: 1 << 20, SendQueueBytes: 256 << 10, Logger: slog.New(logs)})
+	c := srv.Dial(t, "sleeper") // never reads again
+	_ = c
+	big := strings.Repeat("b", 60<<10)
+	sent := 0
+	for !logs.has("send queue full", "sleeper") {
+		// Far above what any socket buffers hold: a hub without the
+		// byte bound never drops the connection within it.
+		require.Less(t, sent, 200<<20, "the connection was never dropped")
+		_, err := srv.Hub.SendToUser(context.Background(), "alice", "sleeper", &wshub.Frame{Content: big})
+		require.NoError(t, err)
+		sent += len(big)
+	}
+	t.Logf("dropped after %d MiB", sent>>20)
+	waitFor(t, func() bool { return !srv.Hub.IsOnline("sleeper") })
 }
