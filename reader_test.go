@@ -260,7 +260,7 @@ func TestReader_PartialFrameBytesAreNotLiveness(t *testing.T) {
 // it pass SendQueueBytes, long before SendQueue frames.
 func TestHub_SendQueueBoundedInBytes(t *testing.T) {
 	logs := &logRecorder{}
-	srv := hubtest.New(t, wshub.Options{SendQueue: 1 << 20, SendQueueBytes: 256 << 10, Logger: slog.New(logs)})
+	srv := hubtest.New(t, wshub.Options{SendQueue: 1 << 20, SendQueueBytes: 256 << 10, WriteTimeout: time.Second, Logger: slog.New(logs)})
 	c := srv.Dial(t, "sleeper") // never reads again
 	_ = c
 	big := strings.Repeat("b", 60<<10)
