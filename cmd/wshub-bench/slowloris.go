@@ -85,7 +85,8 @@ func partialFrame(size, sent int, key [4]byte) []byte {
 func (lc *lorisConn) drip() {
 	lc.mu.Lock()
 	defer lc.mu.Unlock()
-	if lc.stopped {
+	if lc.stopped || lc.sent >= lc.l.frame-1 { // -sent may be -frame minus one
+		lc.stopped = true
 		return
 	}
 	_ = lc.nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
@@ -197,9 +198,9 @@ func (s *session) slowlorisOpen(d *dialers, l *loris, i int, partial []byte) (lc
 }
 
 // slowloris holds C connections, each with a partial frame buffered in
-// the hub, for -duration after the last one sent it (unless the hub
-// closes them first), sampling the open connections and the hub's RSS
-// every -sample.
+// the hub, for -duration after the last one sent it (or until the hub
+// closes them: the run goes on for -duration regardless), sampling the
+// open connections and the hub's RSS every -sample.
 func (s *session) slowloris() error {
 	c := s.cfg
 	C := c.conns
