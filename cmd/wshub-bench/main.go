@@ -13,6 +13,7 @@
 //	wshub-bench saturate [flags]   the same, publishers as fast as the hub takes them
 //	wshub-bench direct   [flags]   pairs exchanging direct messages (memory and bolt store)
 //	wshub-bench storm    [flags]   drop every connection at once, time until all are back
+//	wshub-bench slowloris [flags]  C connections each holding a partial frame, dripped a byte at a time
 //
 // Every scenario is bounded in count and in time (-duration, -timeout),
 // prints a progress line to standard error every second and, at the end, a
@@ -68,6 +69,8 @@ commands:
   saturate  R rooms x M members, publishers as fast as the hub takes them
   direct    pairs exchanging direct messages (memory and bolt store)
   storm     drop every connection at once and time the reconnection
+  slowloris C connections each holding a partial frame, dripped a byte at a
+            time: how long the hub holds them, hub RSS per connection
   worker    (internal) hold idle connections for the idle scenario
 
 Run "wshub-bench <command> -h" for the flags of a command.
@@ -86,7 +89,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return serveMain(ctx, rest, stdout, stderr)
 	case "worker":
 		return workerMain(ctx, rest, os.Stdin, stdout, stderr)
-	case "idle", "fanout", "saturate", "direct", "storm":
+	case "idle", "fanout", "saturate", "direct", "storm", "slowloris":
 		return scenarioMain(ctx, cmd, rest, stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)

@@ -6,14 +6,22 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -156,6 +164,134 @@ func TestIdle_TinyOverWorkersAndSourceAddresses(t *testing.T) {
 	assert.Equal(t, 30.0, metric(t, r, "hub_conns"))
 	assert.Positive(t, metric(t, r, "conns_per_s"))
 	metric(t, r, "hub_rss_per_conn")
+}
+
+// TestSlowloris_TinyAgainstASpawnedHub asserts only what holds whether the
+// hub keeps a partial frame for the whole run (c65ea75) or closes the
+// connection after a frame deadline.
+func TestSlowloris_TinyAgainstASpawnedHub(t *testing.T) {
+	t.Parallel()
+	rep := runTool(t, "slowloris", "-conns", "20", "-frame", "4096", "-sent", "3000", "-drip", "200ms", "-duration", "2s", "-sample", "500ms")
+	r := rep.Runs[0]
+	assert.Equal(t, 20.0, metric(t, r, "dialed"))
+	assert.Equal(t, 20.0, metric(t, r, "partial_frames"))
+	assert.Equal(t, 20.0, metric(t, r, "held_to_end")+metric(t, r, "closed_by_hub"))
+	assert.Positive(t, metric(t, r, "hub_rss_baseline"))
+	assert.GreaterOrEqual(t, metric(t, r, "hub_rss_peak"), metric(t, r, "hub_rss_baseline"))
+	metric(t, r, "hub_rss_after_gc")
+	require.GreaterOrEqual(t, len(r.Samples), 4, "a sample at the start, every 500 ms for 2 s, and at the end")
+	for _, sm := range r.Samples {
+		assert.Positive(t, sm.HubRSS, "sample at %.1f s", sm.T)
+		assert.LessOrEqual(t, sm.Open+sm.Closed, int64(20))
+	}
+	assert.Zero(t, r.Samples[0].Open, "the first sample is the baseline")
+	assert.Len(t, r.Notes, 1, "the outcome")
+}
+
+// TestSlowloris_WhatTheServerSees runs the scenario against a stand-in
+// server that reads what each connection sends: a masked text frame
+// announcing -frame bytes, -sent of them at once, then single bytes,
+// never the whole frame. It closes every other connection with 1008
+// after two dripped bytes and holds the rest.
+func TestSlowloris_WhatTheServerSees(t *testing.T) {
+	t.Parallel()
+	const conns, frame, sent = 20, 3000, 2000
+	type seen struct {
+		n       int // payload bytes received
+		closed  bool
+		problem string
+	}
+	got := make(chan seen, conns)
+	var accepted atomic.Int64
+	up := websocket.Upgrader{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		ws, err := up.Upgrade(w, req, nil)
+		if err != nil {
+			return
+		}
+		defer ws.Close()
+		closer := accepted.Add(1)%2 == 0
+		if err := ws.WriteMessage(websocket.TextMessage, []byte(`{"cmd":20}`)); err != nil {
+			got <- seen{problem: err.Error()}
+			return
+		}
+		mt, rd, err := ws.NextReader()
+		if err != nil || mt != websocket.TextMessage {
+			got <- seen{problem: fmt.Sprintf("no text frame: type %d, %v", mt, err)}
+			return
+		}
+		s := seen{}
+		buf := make([]byte, 4096)
+		for {
+			m, err := rd.Read(buf)
+			for _, b := range buf[:m] {
+				if b != lorisPlain && s.problem == "" {
+					s.problem = fmt.Sprintf("payload byte %d is %q", s.n, b)
+				}
+				s.n++
+			}
+			if closer && s.n >= sent+2 {
+				_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.ClosePolicyViolation, "too slow"), time.Now().Add(time.Second))
+				s.closed = true
+				got <- s
+				return
+			}
+			if errors.Is(err, io.EOF) {
+				s.problem = "the frame was completed"
+			}
+			if err != nil {
+				got <- s
+				return
+			}
+		}
+	}))
+	defer srv.Close()
+	target := "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws"
+
+	rep := runTool(t, "slowloris", "-target", target, "-conns", strconv.Itoa(conns), "-frame", strconv.Itoa(frame), "-sent", strconv.Itoa(sent),
+		"-drip", "50ms", "-duration", "1500ms", "-sample", "500ms")
+	r := rep.Runs[0]
+	assert.Equal(t, float64(conns), metric(t, r, "dialed"))
+	assert.Equal(t, float64(conns/2), metric(t, r, "closed_by_hub"))
+	assert.Equal(t, float64(conns/2), metric(t, r, "closed_code_1008"))
+	assert.Equal(t, float64(conns/2), metric(t, r, "held_to_end"))
+	assert.GreaterOrEqual(t, metric(t, r, "held_min"), 80.0, "two drips of 50 ms")
+	assert.LessOrEqual(t, metric(t, r, "held_min"), metric(t, r, "held_p50"))
+	assert.LessOrEqual(t, metric(t, r, "held_p50"), metric(t, r, "held_max"))
+	assert.Less(t, metric(t, r, "held_max"), 1500.0)
+	assert.NotEmpty(t, r.Samples)
+	assert.Zero(t, r.Samples[0].HubRSS, "no readings without -hub-pid")
+	for range conns {
+		s := <-got
+		assert.Empty(t, s.problem)
+		assert.GreaterOrEqual(t, s.n, sent+2, "the partial frame and some single bytes")
+		assert.Less(t, s.n, frame, "never the whole frame")
+	}
+}
+
+func TestPartialFrame_Header(t *testing.T) {
+	key := [4]byte{1, 2, 3, 4}
+	for _, c := range []struct {
+		size int
+		hdr  []byte
+	}{
+		{125, []byte{0x81, 0x80 | 125}},
+		{126, []byte{0x81, 0x80 | 126, 0, 126}},
+		{65535, []byte{0x81, 0x80 | 126, 0xff, 0xff}},
+		{65536, []byte{0x81, 0x80 | 127, 0, 0, 0, 0, 0, 1, 0, 0}},
+	} {
+		b := partialFrame(c.size, 5, key)
+		require.Len(t, b, len(c.hdr)+4+5, "size %d", c.size)
+		assert.Equal(t, c.hdr, b[:len(c.hdr)], "size %d", c.size)
+		assert.Equal(t, key[:], b[len(c.hdr):len(c.hdr)+4])
+		for i, m := range b[len(c.hdr)+4:] {
+			assert.Equal(t, byte(lorisPlain), m^key[i&3])
+		}
+	}
+	assert.Equal(t, "eof", closeKind(&websocket.CloseError{Code: websocket.CloseAbnormalClosure}))
+	assert.Equal(t, "code_1008", closeKind(&websocket.CloseError{Code: 1008}))
+	assert.Equal(t, "reset", closeKind(fmt.Errorf("read: %w", syscall.ECONNRESET)))
+	assert.Equal(t, "other", closeKind(errors.New("x")))
 }
 
 func TestFanout_AgainstTarget(t *testing.T) {

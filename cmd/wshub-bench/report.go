@@ -44,6 +44,20 @@ type Run struct {
 	LoadAfter  float64 `json:"load_after"`
 	// Errors lists what went wrong (at most a few of each kind).
 	Errors []string `json:"errors,omitempty"`
+	// Notes says what the figures alone do not (an outcome, a first
+	// error seen that is not the tool's failure).
+	Notes []string `json:"notes,omitempty"`
+	// Samples follow the run over time, for the scenarios that hold
+	// connections for a while (slowloris).
+	Samples []Sample `json:"samples,omitempty"`
+}
+
+// Sample is the state of a run at one moment.
+type Sample struct {
+	T      float64 `json:"t_s"`                   // seconds since the run's start
+	Open   int64   `json:"open"`                  // connections open
+	Closed int64   `json:"closed_by_hub"`         // connections the hub ended so far
+	HubRSS float64 `json:"hub_rss_mib,omitempty"` // 0 when unknown
 }
 
 // Metric is one figure of a run.
@@ -74,6 +88,13 @@ func (r *Run) param(name string, v any) { r.Params[name] = fmt.Sprint(v) }
 func (r *Run) errorf(format string, args ...any) {
 	if len(r.Errors) < 20 {
 		r.Errors = append(r.Errors, fmt.Sprintf(format, args...))
+	}
+}
+
+// notef records a note.
+func (r *Run) notef(format string, args ...any) {
+	if len(r.Notes) < 20 {
+		r.Notes = append(r.Notes, fmt.Sprintf(format, args...))
 	}
 }
 
@@ -181,11 +202,27 @@ func (rep *Report) writeMarkdown(w io.Writer) {
 	}
 	fmt.Fprintln(w)
 	for _, r := range rep.Runs {
+		for _, n := range r.Notes {
+			fmt.Fprintf(w, "\n- %s (note): %s", r.Name, n)
+		}
 		for _, e := range r.Errors {
 			fmt.Fprintf(w, "\n- %s: %s", r.Name, e)
 		}
 	}
 	fmt.Fprintln(w)
+	for _, r := range rep.Runs {
+		if len(r.Samples) == 0 {
+			continue
+		}
+		fmt.Fprintf(w, "\n#### %s over time\n\n| t (s) | open | closed by hub | hub RSS (MiB) |\n|---:|---:|---:|---:|\n", r.Name)
+		for _, sm := range r.Samples {
+			rss := "–"
+			if sm.HubRSS > 0 {
+				rss = strconv.FormatFloat(sm.HubRSS, 'f', 1, 64)
+			}
+			fmt.Fprintf(w, "| %.1f | %d | %d | %s |\n", sm.T, sm.Open, sm.Closed, rss)
+		}
+	}
 }
 
 // formatValue prints integers without decimals and others with three

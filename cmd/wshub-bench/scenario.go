@@ -51,6 +51,12 @@ type config struct {
 	window  int
 	count   int
 	batches string // "0", "1" or "both"
+
+	// Slow partial frames.
+	frame  int           // payload length the frame header announces
+	sent   int           // payload bytes sent at once
+	drip   time.Duration // interval of the single bytes after them
+	sample time.Duration // interval of the samples in the report
 }
 
 func (c *config) hubFlags(fs *flag.FlagSet, stores string) {
@@ -117,6 +123,14 @@ func scenarioMain(ctx context.Context, name string, args []string, stdout, stder
 		fs.StringVar(&c.drop, "drop", "hub", "who drops the connections: hub (the hub closes each with 1001; needs serve) or client (the tool closes every socket)")
 		fs.DurationVar(&c.settle, "settle", time.Second, "wait after every client connected before dropping them")
 		fs.DurationVar(&c.backoff, "backoff", 0, "ceiling of the clients' first reconnect delay, client.Backoff.Base (0: the client's default, 0.5 s)")
+	case "slowloris":
+		c.hubFlags(fs, "mem")
+		fs.IntVar(&c.conns, "conns", 1000, "connections, each holding one partial frame (C)")
+		fs.IntVar(&c.frame, "frame", 65536, "payload length the frame's header announces, in bytes (the hub's default read limit is 64 KiB)")
+		fs.IntVar(&c.sent, "sent", 61440, "payload bytes written right after the header (less than -frame)")
+		fs.DurationVar(&c.drip, "drip", 30*time.Second, "interval of the payload bytes that follow, one at a time (the frame's last byte is never sent)")
+		fs.DurationVar(&c.duration, "duration", 120*time.Second, "how long the run goes on once every connection wrote its partial frame, whether or not the hub closed them sooner; -timeout, unless given, is raised to this plus 1 m")
+		fs.DurationVar(&c.sample, "sample", 5*time.Second, "interval of the samples (open connections, hub RSS) in the report")
 	}
 	if err := fs.Parse(args); err != nil {
 		return errUsage
@@ -124,6 +138,11 @@ func scenarioMain(ctx context.Context, name string, args []string, stdout, stder
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "wshub-bench %s: unexpected arguments %q\n", name, fs.Args())
 		return errUsage
+	}
+	if name == "slowloris" && !flagSet(fs, "timeout") {
+		// The run lasts -duration after its setup: the default bound
+		// leaves a minute for the setup and the teardown.
+		c.timeout = max(c.timeout, c.duration+time.Minute)
 	}
 	if c.target != "" {
 		if _, err := checkTarget(c.target); err != nil {
@@ -173,6 +192,13 @@ func scenarioMain(ctx context.Context, name string, args []string, stdout, stder
 		}
 	}
 	return ctx.Err()
+}
+
+// flagSet reports whether the flag name was given on the command line.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }
 
 func countErrRuns(rep *Report) int {
@@ -278,6 +304,8 @@ func runVariant(ctx context.Context, name string, c *config, v variant, run *Run
 		return s.direct(v.storeKind == "bolt")
 	case "storm":
 		return s.storm()
+	case "slowloris":
+		return s.slowloris()
 	}
 	return errors.New("unknown scenario " + name)
 }
