@@ -276,3 +276,21 @@ func TestHub_SendQueueBoundedInBytes(t *testing.T) {
 	t.Logf("dropped after %d MiB", sent>>20)
 	waitFor(t, func() bool { return !srv.Hub.IsOnline("sleeper") })
 }
+
+// OnDisconnect learns why the hub failed a connection: the close code it
+// sent, as a *websocket.CloseError.
+func TestReader_OnDisconnectGetsTheFailure(t *testing.T) {
+	ended := make(chan error, 1)
+	srv := hubtest.New(t, wshub.Options{OnDisconnect: func(n *wshub.Node, err error) { ended <- err }})
+	c := srv.Dial(t, "mallory")
+	rawWrite(t, c, clientFrame(true, websocket.TextMessage, []byte("{\"cmd\":1,\"cid\":\"\xff\"}"), true))
+	assert.Equal(t, websocket.CloseInvalidFramePayloadData, c.ExpectClose(t))
+	select {
+	case err := <-ended:
+		var ce *websocket.CloseError
+		require.True(t, errors.As(err, &ce), "OnDisconnect got %v", err)
+		assert.Equal(t, websocket.CloseInvalidFramePayloadData, ce.Code)
+	case <-time.After(hubtest.Timeout):
+		t.Fatal("OnDisconnect was not called")
+	}
+}

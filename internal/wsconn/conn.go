@@ -440,6 +440,11 @@ func (c *Conn) notePartial(partial, done bool) {
 func (c *Conn) fail(f *failure) {
 	c.t.cfg.Logger.Debug("wsconn: failing connection", slog.String("peer", c.RemoteAddr().String()),
 		slog.Int("code", f.code), slog.String("reason", f.reason))
+	c.mu.Lock()
+	if c.endErr == nil && !c.closing {
+		c.endErr = &CloseError{Code: f.code, Reason: f.reason}
+	}
+	c.mu.Unlock()
 	c.Close(f.code, f.reason, true)
 }
 
