@@ -2,6 +2,7 @@ package wsconn
 
 import (
 	"encoding/binary"
+	"sync"
 	"unicode/utf8"
 )
 
@@ -72,7 +73,7 @@ type sink interface {
 //
 // A whole unfragmented text frame that arrived in one piece is handled in
 // place, without a copy; a frame cut across reads, and fragments, are
-// copied into msg as they come.
+// copied into msg (pooled chunks) as they come.
 //
 // Once the stream failed (a protocol error, an invalid message, too big a
 // frame), the parser goes on reading frames only to find the peer's
@@ -96,7 +97,7 @@ type parser struct {
 	// The message being assembled, when inMsg (a data frame without FIN
 	// was read, or a frame arrived cut).
 	inMsg bool
-	msg   []byte
+	msg   assembler
 	utf8  utf8State
 
 	failed bool // a failure was returned: only a close frame matters now
@@ -174,7 +175,7 @@ func (p *parser) feed(b []byte, s sink) ([]byte, *failure) {
 					p.skip = true
 					fail = p.fail(fail, &failure{CloseInvalidData, "text message is not valid UTF-8"})
 				} else {
-					p.msg = append(p.msg, chunk...)
+					p.msg.write(chunk)
 				}
 			}
 		}
@@ -195,7 +196,8 @@ func (p *parser) fail(prev, f *failure) *failure {
 		return prev
 	}
 	p.failed = true
-	p.inMsg, p.msg = false, nil
+	p.inMsg = false
+	p.msg.reset()
 	p.utf8.reset()
 	if p.inFrame && p.op != opClose {
 		p.skip = true
@@ -267,7 +269,7 @@ func (p *parser) header(b []byte) (int, *failure) {
 		f = &failure{CloseProtocolError, "new message inside a fragmented one"}
 	case op == opBinary:
 		f = &failure{CloseUnsupported, "binary frames are not supported"}
-	case size+uint64(len(p.msg)) > uint64(p.limit):
+	case size+uint64(p.msg.n) > uint64(p.limit):
 		f = &failure{CloseTooBig, "message larger than the read limit"}
 	}
 	if f != nil {
@@ -276,7 +278,7 @@ func (p *parser) header(b []byte) (int, *failure) {
 	}
 	if op == opText {
 		p.inMsg = true
-		p.msg = p.msg[:0]
+		p.msg.reset()
 		p.utf8.reset()
 	}
 	return hdr, nil
@@ -321,15 +323,65 @@ func (p *parser) endFrame(s sink) *failure {
 		if !p.utf8.complete() {
 			return &failure{CloseInvalidData, "text message ends inside a UTF-8 sequence"}
 		}
-		msg := p.msg
 		p.inMsg = false
-		s.message(msg)
-		// Keep a small buffer for the next message; a big one goes.
-		if cap(msg) > 4<<10 {
-			p.msg = nil
-		} else {
-			p.msg = msg[:0]
-		}
+		s.message(p.msg.bytes())
+		p.msg.reset()
 	}
 	return nil
+}
+
+// chunkSize is the size of the pooled chunks a message is assembled in.
+const chunkSize = 4 << 10
+
+var chunkPool = sync.Pool{New: func() any { return new([chunkSize]byte) }}
+
+// assembler holds a message that arrives in pieces, in pooled chunks: it
+// takes no more memory than the bytes that came (rounded up to a chunk),
+// and none of it is garbage while the message grows, so a client sending
+// a big message slowly pins only what it sent. An empty assembler holds
+// nothing.
+type assembler struct {
+	chunks []*[chunkSize]byte
+	n      int // bytes held
+}
+
+// write appends p.
+func (a *assembler) write(p []byte) {
+	for len(p) > 0 {
+		i, off := a.n/chunkSize, a.n%chunkSize
+		if i == len(a.chunks) {
+			a.chunks = append(a.chunks, chunkPool.Get().(*[chunkSize]byte))
+		}
+		k := copy(a.chunks[i][off:], p)
+		a.n += k
+		p = p[k:]
+	}
+}
+
+// bytes returns the message, valid until reset: the one chunk when it
+// fits in one, else a copy in one piece.
+func (a *assembler) bytes() []byte {
+	switch len(a.chunks) {
+	case 0:
+		return nil
+	case 1:
+		return a.chunks[0][:a.n]
+	}
+	b := make([]byte, 0, a.n)
+	for _, c := range a.chunks {
+		b = append(b, c[:min(chunkSize, a.n-len(b))]...)
+	}
+	return b
+}
+
+// reset empties the assembler, returning its chunks to the pool.
+func (a *assembler) reset() {
+	for i, c := range a.chunks {
+		chunkPool.Put(c)
+		a.chunks[i] = nil
+	}
+	a.chunks, a.n = a.chunks[:0], 0
+	if cap(a.chunks) > 16 {
+		a.chunks = nil
+	}
 }
