@@ -199,9 +199,9 @@ type Conn struct {
 	// peer's close code when it is not a normal one.
 	endErr     error       // guarded by mu
 	frameArmed bool        // guarded by mu: frameTimer will run checkFrame
-	pinger       *time.Timer // guarded by mu
-	grace        *time.Timer // guarded by mu: ends a close the peer does not answer
-	frameTimer   *time.Timer // guarded by mu: checks partialSince
+	pinger     *time.Timer // guarded by mu
+	grace      *time.Timer // guarded by mu: ends a close the peer does not answer
+	frameTimer *time.Timer // guarded by mu: checks partialSince
 
 	// p and rbuf are used by the goroutine reading the connection, one
 	// at a time.

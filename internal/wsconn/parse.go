@@ -32,7 +32,8 @@ const (
 // validCloseCode reports whether a peer may send code in a close frame
 // (RFC 6455 section 7.4): the registered codes that are not reserved for
 // local use, and the ranges for libraries (3000–3999) and applications
-// (4000–4999). The same set as gorilla/websocket's.
+// (4000–4999). gorilla/websocket accepts the same, less 1014 (Bad Gateway,
+// registered after it was written).
 func validCloseCode(code int) bool {
 	switch {
 	case code >= 1000 && code <= 1003, code >= 1007 && code <= 1014:
