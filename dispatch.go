@@ -55,7 +55,7 @@ func (rt router) Dispatch(ctx context.Context, n *Node, f *Frame) error {
 	case CmdHeart:
 		return nil
 	case CmdPing:
-		return n.Send(&Frame{Cmd: CmdPong, Content: "pong"})
+		return n.Send(&Frame{Cmd: CmdPong, CID: f.CID, Content: "pong"})
 	case CmdSingle:
 		if f.DstID == "" {
 			return ErrMissingDst
