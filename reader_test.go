@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"encoding/binary"
 	"errors"
+	"io"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -49,11 +50,12 @@ func clientFrame(fin bool, op byte, payload []byte, masked bool) []byte {
 	return out
 }
 
-// rawWrite writes bytes straight to the connection's socket.
-func rawWrite(t *testing.T, c *hubtest.Conn, parts ...[]byte) {
+// rawWrite writes the parts straight to a connection's socket (for a
+// hubtest.Conn, c.WS.NetConn()), one write each.
+func rawWrite(t testing.TB, w io.Writer, parts ...[]byte) {
 	t.Helper()
 	for _, p := range parts {
-		_, err := c.WS.NetConn().Write(p)
+		_, err := w.Write(p)
 		require.NoError(t, err)
 	}
 }
@@ -72,7 +74,7 @@ func TestReader_FragmentedMessageAndPings(t *testing.T) {
 	all = append(all, clientFrame(false, 0, msg[10:20], true)...)
 	all = append(all, clientFrame(true, 0, msg[20:], true)...)
 	for _, b := range all {
-		rawWrite(t, c, []byte{b})
+		rawWrite(t, c.WS.NetConn(), []byte{b})
 	}
 	f := c.Expect(t, wshub.CmdPong)
 	assert.Equal(t, "pong", f.Content)
@@ -102,7 +104,7 @@ func TestReader_ProtocolErrorsClose1002(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := srv.Dial(t, "mallory")
-			rawWrite(t, c, tt.bytes)
+			rawWrite(t, c.WS.NetConn(), tt.bytes)
 			assert.Equal(t, tt.code, c.ExpectClose(t))
 		})
 	}
@@ -112,7 +114,7 @@ func TestReader_ProtocolErrorsClose1002(t *testing.T) {
 func TestReader_EmptyCloseFrameIsAnswered(t *testing.T) {
 	srv := hubtest.New(t, wshub.Options{})
 	c := srv.Dial(t, "alice")
-	rawWrite(t, c, clientFrame(true, websocket.CloseMessage, nil, true))
+	rawWrite(t, c.WS.NetConn(), clientFrame(true, websocket.CloseMessage, nil, true))
 	c.WS.SetReadDeadline(time.Now().Add(hubtest.Timeout))
 	_, _, err := c.WS.ReadMessage()
 	var ce *websocket.CloseError
