@@ -483,6 +483,12 @@ func hubCases() []confCase {
 	return []confCase{
 		lightCase("x.1", sendAll(clientFrame(true, opText, pingCmd(helloWorld), false)), wantFail(1002)), // unmasked
 		lightCase("x.2", sendAll(topBit), wantClose(1002, 0), answerClose(2*time.Second+tcpCloseBound)),
+		// The edges of SPEC §1's close codes Autobahn leaves out: 1012 to
+		// 1014 may be sent, 1015 may not.
+		lightCase("x.5", sendAll(closeFrame(1012, "")), wantAnswer(1012)),
+		lightCase("x.6", sendAll(closeFrame(1013, "")), wantAnswer(1013)),
+		lightCase("x.7", sendAll(closeFrame(1014, "")), wantAnswer(1014)),
+		lightCase("x.8", sendAll(closeFrame(1015, "")), wantAnswer(1002)),
 		// A frame over the read limit, and a message over it in two frames.
 		heavyCase("x.3", func() []step {
 			return []step{sendAll(textFrame(bytes.Repeat([]byte("*"), confReadLimit+1))), wantFail(1009)}
