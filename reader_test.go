@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"encoding/binary"
 	"errors"
+	"io"
 	"log/slog"
 	"net/http/httptest"
 	"strings"
@@ -50,11 +51,12 @@ func clientFrame(fin bool, op byte, payload []byte, masked bool) []byte {
 	return out
 }
 
-// rawWrite writes bytes straight to the connection's socket.
-func rawWrite(t *testing.T, c *hubtest.Conn, parts ...[]byte) {
+// rawWrite writes the parts straight to a connection's socket (for a
+// hubtest.Conn, c.WS.NetConn()), one write each.
+func rawWrite(t testing.TB, w io.Writer, parts ...[]byte) {
 	t.Helper()
 	for _, p := range parts {
-		_, err := c.WS.NetConn().Write(p)
+		_, err := w.Write(p)
 		require.NoError(t, err)
 	}
 }
@@ -73,7 +75,7 @@ func TestReader_FragmentedMessageAndPings(t *testing.T) {
 	all = append(all, clientFrame(false, 0, msg[10:20], true)...)
 	all = append(all, clientFrame(true, 0, msg[20:], true)...)
 	for _, b := range all {
-		rawWrite(t, c, []byte{b})
+		rawWrite(t, c.WS.NetConn(), []byte{b})
 	}
 	f := c.Expect(t, wshub.CmdPong)
 	assert.Equal(t, "pong", f.Content)
@@ -103,7 +105,7 @@ func TestReader_ProtocolErrorsClose1002(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := srv.Dial(t, "mallory")
-			rawWrite(t, c, tt.bytes)
+			rawWrite(t, c.WS.NetConn(), tt.bytes)
 			assert.Equal(t, tt.code, c.ExpectClose(t))
 		})
 	}
@@ -113,7 +115,7 @@ func TestReader_ProtocolErrorsClose1002(t *testing.T) {
 func TestReader_EmptyCloseFrameIsAnswered(t *testing.T) {
 	srv := hubtest.New(t, wshub.Options{})
 	c := srv.Dial(t, "alice")
-	rawWrite(t, c, clientFrame(true, websocket.CloseMessage, nil, true))
+	rawWrite(t, c.WS.NetConn(), clientFrame(true, websocket.CloseMessage, nil, true))
 	c.WS.SetReadDeadline(time.Now().Add(hubtest.Timeout))
 	_, _, err := c.WS.ReadMessage()
 	var ce *websocket.CloseError
@@ -197,7 +199,7 @@ func TestReader_SlowPartialFrameClosed(t *testing.T) {
 	srv := hubtest.New(t, wshub.Options{FrameTimeout: 400 * time.Millisecond})
 	c := srv.Dial(t, "slowloris")
 	frame := clientFrame(true, websocket.TextMessage, []byte(`{"cmd":1,"content":"`+strings.Repeat("x", 4000)+`"}`), true)
-	rawWrite(t, c, frame[:3000])
+	rawWrite(t, c.WS.NetConn(), frame[:3000])
 	stop := make(chan struct{})
 	defer close(stop)
 	go func() { // a byte every 50 ms: the connection is never silent
@@ -225,7 +227,7 @@ func TestReader_SlowWholeMessagesAccepted(t *testing.T) {
 	for range 3 { // 3 messages of 0.6 s each: longer than FrameTimeout in all
 		frames := append(clientFrame(false, websocket.TextMessage, msg[:40], true), clientFrame(true, 0, msg[40:], true)...)
 		for i := 0; i < len(frames); i += len(frames) / 6 {
-			rawWrite(t, c, frames[i:min(i+len(frames)/6, len(frames))])
+			rawWrite(t, c.WS.NetConn(), frames[i:min(i+len(frames)/6, len(frames))])
 			time.Sleep(100 * time.Millisecond)
 		}
 		assert.Equal(t, "slow", c.Expect(t, wshub.CmdPong).CID)
@@ -283,7 +285,7 @@ func TestReader_OnDisconnectGetsTheFailure(t *testing.T) {
 	ended := make(chan error, 1)
 	srv := hubtest.New(t, wshub.Options{OnDisconnect: func(n *wshub.Node, err error) { ended <- err }})
 	c := srv.Dial(t, "mallory")
-	rawWrite(t, c, clientFrame(true, websocket.TextMessage, []byte("{\"cmd\":1,\"cid\":\"\xff\"}"), true))
+	rawWrite(t, c.WS.NetConn(), clientFrame(true, websocket.TextMessage, []byte("{\"cmd\":1,\"cid\":\"\xff\"}"), true))
 	assert.Equal(t, websocket.CloseInvalidFramePayloadData, c.ExpectClose(t))
 	select {
 	case err := <-ended:

@@ -444,7 +444,15 @@ func (c *Conn) fail(f *failure) {
 	if c.endErr == nil && !c.closing {
 		c.endErr = &CloseError{Code: f.code, Reason: f.reason}
 	}
+	// A bad close frame is still the peer's close: it will not answer
+	// ours, so the connection ends once ours is out.
+	c.peerClosed = c.peerClosed || f.closed
+	answered := f.closed && c.closeSent
 	c.mu.Unlock()
+	if answered { // the peer's close answered ours, badly: done all the same
+		c.finish(errPeerClose)
+		return
+	}
 	c.Close(f.code, f.reason, true)
 }
 

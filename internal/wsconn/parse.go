@@ -49,6 +49,9 @@ func validCloseCode(code int) bool {
 type failure struct {
 	code   int
 	reason string
+	// closed: the failing frame was the peer's close frame, so the peer
+	// has closed already and will not answer ours.
+	closed bool
 }
 
 func (f *failure) Error() string { return "wsconn: " + f.reason }
@@ -147,7 +150,7 @@ func (p *parser) feed(b []byte, s sink) ([]byte, *failure) {
 				p.frames++
 				p.units++
 				if !utf8.Valid(payload) {
-					fail = p.fail(fail, &failure{CloseInvalidData, "text message is not valid UTF-8"})
+					fail = p.fail(fail, &failure{code: CloseInvalidData, reason: "text message is not valid UTF-8"})
 					continue
 				}
 				s.message(payload)
@@ -174,7 +177,7 @@ func (p *parser) feed(b []byte, s sink) ([]byte, *failure) {
 					// Fail at the first bad byte: the rest of the frame is
 					// not awaited.
 					p.skip = true
-					fail = p.fail(fail, &failure{CloseInvalidData, "text message is not valid UTF-8"})
+					fail = p.fail(fail, &failure{code: CloseInvalidData, reason: "text message is not valid UTF-8"})
 				} else {
 					p.msg.write(chunk)
 				}
@@ -231,7 +234,7 @@ func (p *parser) header(b []byte) (int, *failure) {
 	}
 	if size>>63 != 0 {
 		p.dead = true
-		return hdr, &failure{CloseProtocolError, "frame length with the top bit set"}
+		return hdr, &failure{code: CloseProtocolError, reason: "frame length with the top bit set"}
 	}
 	if masked {
 		if len(b) < hdr+4 {
@@ -250,30 +253,32 @@ func (p *parser) header(b []byte) (int, *failure) {
 	var f *failure
 	switch {
 	case b0&0x70 != 0:
-		f = &failure{CloseProtocolError, "reserved bits set"}
+		f = &failure{code: CloseProtocolError, reason: "reserved bits set"}
 	case !masked:
-		f = &failure{CloseProtocolError, "client frame not masked"}
+		f = &failure{code: CloseProtocolError, reason: "client frame not masked"}
 	case op >= opClose:
 		switch {
 		case op > opPong:
-			f = &failure{CloseProtocolError, "unknown opcode"}
+			f = &failure{code: CloseProtocolError, reason: "unknown opcode"}
 		case !fin:
-			f = &failure{CloseProtocolError, "fragmented control frame"}
+			f = &failure{code: CloseProtocolError, reason: "fragmented control frame"}
 		case size > 125:
-			f = &failure{CloseProtocolError, "control frame longer than 125 bytes"}
+			f = &failure{code: CloseProtocolError, reason: "control frame longer than 125 bytes"}
 		}
 	case op > opBinary:
-		f = &failure{CloseProtocolError, "unknown opcode"}
+		f = &failure{code: CloseProtocolError, reason: "unknown opcode"}
 	case op == opContinuation && !p.inMsg:
-		f = &failure{CloseProtocolError, "continuation without a message"}
+		f = &failure{code: CloseProtocolError, reason: "continuation without a message"}
 	case op != opContinuation && p.inMsg:
-		f = &failure{CloseProtocolError, "new message inside a fragmented one"}
+		f = &failure{code: CloseProtocolError, reason: "new message inside a fragmented one"}
 	case op == opBinary:
-		f = &failure{CloseUnsupported, "binary frames are not supported"}
+		f = &failure{code: CloseUnsupported, reason: "binary frames are not supported"}
 	case size+uint64(p.msg.n) > uint64(p.limit):
-		f = &failure{CloseTooBig, "message larger than the read limit"}
+		f = &failure{code: CloseTooBig, reason: "message larger than the read limit"}
 	}
 	if f != nil {
+		// A bad close frame is still the peer's close.
+		f.closed = op == opClose
 		p.skip = true
 		return hdr, f
 	}
@@ -302,6 +307,9 @@ func (p *parser) endFrame(s sink) *failure {
 	case opPong:
 		// Liveness only.
 	case opClose:
+		// Nothing after the peer's close frame is read (RFC 6455 section
+		// 5.5.1): it is the end of the stream.
+		p.dead = true
 		c := p.ctl
 		switch {
 		case p.failed:
@@ -309,11 +317,11 @@ func (p *parser) endFrame(s sink) *failure {
 		case len(c) == 0:
 			s.closeFrame(closeNoStatus, "")
 		case len(c) == 1:
-			return &failure{CloseProtocolError, "close frame with a 1-byte payload"}
+			return &failure{code: CloseProtocolError, reason: "close frame with a 1-byte payload", closed: true}
 		case !validCloseCode(int(binary.BigEndian.Uint16(c))):
-			return &failure{CloseProtocolError, "close code that may not be sent"}
+			return &failure{code: CloseProtocolError, reason: "close code that may not be sent", closed: true}
 		case !utf8.Valid(c[2:]):
-			return &failure{CloseInvalidData, "close reason is not valid UTF-8"}
+			return &failure{code: CloseInvalidData, reason: "close reason is not valid UTF-8", closed: true}
 		default:
 			s.closeFrame(int(binary.BigEndian.Uint16(c)), string(c[2:]))
 		}
@@ -322,7 +330,7 @@ func (p *parser) endFrame(s sink) *failure {
 			return nil
 		}
 		if !p.utf8.complete() {
-			return &failure{CloseInvalidData, "text message ends inside a UTF-8 sequence"}
+			return &failure{code: CloseInvalidData, reason: "text message ends inside a UTF-8 sequence"}
 		}
 		p.inMsg = false
 		s.message(p.msg.bytes())
