@@ -345,7 +345,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	h.nodes.Add(1)
 	h.mu.Unlock()
-	conn, err := h.tr.Upgrade(w, r, (*nodeEvents)(n), q.Get("batch") == "1")
+	conn, err := h.tr.Upgrade(w, r, (*nodeEvents)(n), q.Get("batch") == "1", &n.mu)
 	if err != nil {
 		// The handshake was answered with an HTTP error.
 		h.log.Debug("wshub: upgrade failed", slog.Any("err", err))

@@ -53,6 +53,9 @@ type Node struct {
 	ack     bool // ack=1: pending messages leave the queue by cmd 14 only
 	created time.Time
 
+	// mu guards the fields below, and is the lock of conn too (given to
+	// it at upgrade), so that a frame passes the hub's rules (floors,
+	// holds) and enters the send queue under one lock.
 	mu sync.Mutex
 	// ctx and cancel are made on first use (most idle connections never
 	// need them), guarded by mu; finished says the connection ended.
@@ -175,7 +178,7 @@ func (n *Node) push(f outFrame, now bool, st *starter) bool {
 			}
 		}
 		if n.syncing || (n.holding != "" && f.conv == n.holding) {
-			if n.isClosing() {
+			if n.conn.ClosingLocked() {
 				n.mu.Unlock()
 				return false
 			}
@@ -189,7 +192,7 @@ func (n *Node) push(f outFrame, now bool, st *starter) bool {
 			return true
 		}
 	}
-	writer, err := n.conn.Queue(n.wire(f))
+	writer, err := n.conn.QueueLocked(n.wire(f))
 	n.mu.Unlock()
 	return n.queued(writer, err, st)
 }
@@ -249,7 +252,7 @@ func (n *Node) release(sent map[string]uint64) {
 			continue
 		}
 		var w bool
-		if w, err = n.conn.Queue(n.wire(f)); err != nil {
+		if w, err = n.conn.QueueLocked(n.wire(f)); err != nil {
 			break
 		}
 		writer = writer || w

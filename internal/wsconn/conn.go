@@ -147,8 +147,12 @@ func (t *Transport) Close() {
 // Upgrade answers a WebSocket handshake (RFC 6455 section 4; a bad one is
 // answered with an HTTP error and returned) and returns the connection,
 // which reads nothing until Serve. Its frames go to h; batch joins the
-// frames queued together into one text frame, separated by newlines.
-func (t *Transport) Upgrade(w http.ResponseWriter, r *http.Request, h Handler, batch bool) (*Conn, error) {
+// frames queued together into one text frame, separated by newlines. mu
+// is the connection's lock, shared with its owner, whose per-connection
+// state it may also guard (so that queueing a frame under the owner's
+// rules takes one lock: QueueLocked); nil gives the connection a lock of
+// its own.
+func (t *Transport) Upgrade(w http.ResponseWriter, r *http.Request, h Handler, batch bool, mu *sync.Mutex) (*Conn, error) {
 	hj := &hijacker{ResponseWriter: w, pool: &t.pool}
 	ws, err := t.upgrader.Upgrade(hj, r, nil)
 	if err != nil {
@@ -158,7 +162,10 @@ func (t *Transport) Upgrade(w http.ResponseWriter, r *http.Request, h Handler, b
 	// not used past here (it refuses a client that sent bytes before the
 	// handshake's answer, so none is lost in its reader).
 	_ = ws
-	c := &Conn{t: t, h: h, gc: hj.conn, batch: batch}
+	if mu == nil {
+		mu = new(sync.Mutex)
+	}
+	c := &Conn{t: t, h: h, gc: hj.conn, batch: batch, mu: mu}
 	c.lastFrame.Store(time.Now().UnixNano())
 	return c, nil
 }
@@ -176,7 +183,7 @@ type Conn struct {
 	gc    *gatherConn
 	batch bool
 
-	mu sync.Mutex
+	mu *sync.Mutex // see Upgrade
 	// queue holds frames waiting for the writer, qbytes their size;
 	// spare is a written batch's array kept for reuse.
 	queue   []Frame // guarded by mu
@@ -247,6 +254,9 @@ func (c *Conn) Closing() bool {
 	defer c.mu.Unlock()
 	return c.closing
 }
+
+// ClosingLocked is Closing for a caller that holds the connection's lock.
+func (c *Conn) ClosingLocked() bool { return c.closing }
 
 // Close closes the connection with a close frame of code and reason. With
 // drain, the frames already queued are written first; without, they are

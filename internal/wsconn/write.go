@@ -36,9 +36,15 @@ func frameCost(f Frame) int { return len(f.Data) + 10 }
 // Config.SendQueueBytes bytes already (the caller then closes the
 // connection: the transport does not decide what a full queue means).
 func (c *Conn) Queue(f Frame) (writer bool, err error) {
-	cfg := &c.t.cfg
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return c.QueueLocked(f)
+}
+
+// QueueLocked is Queue for a caller that holds the connection's lock (the
+// mutex given to Upgrade).
+func (c *Conn) QueueLocked(f Frame) (writer bool, err error) {
+	cfg := &c.t.cfg
 	switch {
 	case c.closing:
 		return false, ErrClosing
@@ -66,7 +72,7 @@ func (c *Conn) WaitRoom() bool {
 	defer c.mu.Unlock()
 	for (len(c.queue) >= cfg.SendQueue/2 || c.qbytes >= cfg.SendQueueBytes/2) && !c.closing {
 		if c.drained == nil {
-			c.drained = sync.NewCond(&c.mu)
+			c.drained = sync.NewCond(c.mu)
 		}
 		c.drained.Wait()
 	}
