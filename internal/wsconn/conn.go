@@ -631,15 +631,19 @@ func (c *Conn) lingerClose() {
 
 // appendFrame appends an unmasked server frame of op with payload p.
 func appendFrame(b []byte, op byte, p []byte) []byte {
+	return append(appendHeader(b, op, len(p)), p...)
+}
+
+// appendHeader appends the header of an unmasked, final server frame of op
+// with a payload of n bytes (RFC 6455 section 5.2).
+func appendHeader(b []byte, op byte, n int) []byte {
 	b = append(b, 0x80|op)
-	switch n := len(p); {
+	switch {
 	case n < 126:
-		b = append(b, byte(n))
+		return append(b, byte(n))
 	case n <= 0xFFFF:
-		b = append(b, 126, byte(n>>8), byte(n))
-	default:
-		b = append(b, 127)
-		b = binary.BigEndian.AppendUint64(b, uint64(n))
+		return append(b, 126, byte(n>>8), byte(n))
 	}
-	return append(b, p...)
+	b = append(b, 127)
+	return binary.BigEndian.AppendUint64(b, uint64(n))
 }

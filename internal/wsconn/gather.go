@@ -2,7 +2,6 @@ package wsconn
 
 import (
 	"bufio"
-	"encoding/binary"
 	"net"
 	"net/http"
 	"sync"
@@ -83,17 +82,7 @@ func (c *gatherConn) appendText(parts ...[]byte) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	b := *c.buf
-	b = append(b, 0x81) // FIN, text
-	switch {
-	case n < 126:
-		b = append(b, byte(n))
-	case n <= 0xFFFF:
-		b = append(b, 126, byte(n>>8), byte(n))
-	default:
-		b = append(b, 127)
-		b = binary.BigEndian.AppendUint64(b, uint64(n))
-	}
+	b := appendHeader(*c.buf, opText, n)
 	for i, p := range parts {
 		if i > 0 {
 			b = append(b, '\n')
