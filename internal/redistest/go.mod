@@ -1,0 +1,17 @@
+module github.com/wshub/wshub/internal/redistest
+
+go 1.26.0
+
+replace (
+	github.com/wshub/wshub => ../..
+	github.com/wshub/wshub/internal/browsertest => ../../internal/browsertest
+	github.com/wshub/wshub/store/redisstore => ../../store/redisstore
+)
+
+require github.com/redis/go-redis/v9 v9.23.0
+
+require (
+	github.com/cespare/xxhash/v2 v2.3.0 // indirect
+	go.uber.org/atomic v1.12.0 // indirect
+	golang.org/x/sys v0.48.0 // indirect
+)
