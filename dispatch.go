@@ -174,6 +174,13 @@ func (h *Hub) history(ctx context.Context, n *Node, f *Frame, conv string) error
 
 // errorFrame builds the cmd 40 answer to a failed frame.
 func (h *Hub) errorFrame(n *Node, f *Frame, err error) *Frame {
+	ef := h.buildErrorFrame(n, f, err)
+	h.stats.count(&h.stats.errors, ef.Code)
+	return ef
+}
+
+// buildErrorFrame is errorFrame without the counting.
+func (h *Hub) buildErrorFrame(n *Node, f *Frame, err error) *Frame {
 	var e *Error
 	if !errors.As(err, &e) || e.Code >= 500 {
 		h.log.Error("wshub: dispatch failed", slog.String("user", n.user), slog.String("conn", n.id), slog.Int("cmd", int(f.Cmd)), slog.Any("err", err))

@@ -157,6 +157,8 @@ type Hub struct {
 	feed     store.Feed
 	feedDone chan struct{} // closed by runFeed when it returns
 
+	stats hubStats // counters for Stats
+
 	mu        sync.Mutex // guards closed and feedReady
 	closed    bool
 	feedReady bool // the feed's subscription is active
@@ -255,6 +257,7 @@ func New(opts Options) (*Hub, error) {
 		SendQueueBytes: opts.SendQueueBytes,
 		Goroutines:     &h.nodes,
 		Logger:         h.log,
+		CloseSent:      func(code int) { h.stats.count(&h.stats.closes, code) },
 	})
 	if f, ok := h.store.(store.Feed); ok {
 		h.feed = f
@@ -314,24 +317,24 @@ func sameOrigin(r *http.Request) bool {
 // Shutdown began.
 func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if h.isClosed() {
-		http.Error(w, "hub is shutting down", http.StatusServiceUnavailable)
+		h.refuse(w, r, http.StatusServiceUnavailable, "hub is shutting down")
 		return
 	}
 	if !h.ready() {
-		http.Error(w, "hub is not ready: its store feed is not subscribed", http.StatusServiceUnavailable)
+		h.refuse(w, r, http.StatusServiceUnavailable, "hub is not ready: its store feed is not subscribed")
 		return
 	}
 	if !h.opts.CheckOrigin(r) {
-		http.Error(w, "origin not allowed", http.StatusForbidden)
+		h.refuse(w, r, http.StatusForbidden, "origin not allowed")
 		return
 	}
 	user, err := h.opts.Authenticate(r)
 	if err != nil || user == "" {
-		http.Error(w, "unauthorized", http.StatusUnauthorized)
+		h.refuse(w, r, http.StatusUnauthorized, "unauthorized")
 		return
 	}
 	if !websocket.IsWebSocketUpgrade(r) {
-		http.Error(w, "websocket upgrade required", http.StatusBadRequest)
+		h.refuse(w, r, http.StatusBadRequest, "websocket upgrade required")
 		return
 	}
 	q := r.URL.Query()
@@ -340,7 +343,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
-		http.Error(w, "hub is shutting down", http.StatusServiceUnavailable)
+		h.refuse(w, r, http.StatusServiceUnavailable, "hub is shutting down")
 		return
 	}
 	h.nodes.Add(1)
@@ -353,6 +356,8 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	n.conn = conn
+	h.stats.conns.Add(1)
+	h.stats.connsTotal.Add(1)
 	// Set the connection up on this goroutine, whose stack is large
 	// already, and read on a fresh one: an idle reader's stack stays
 	// small.
@@ -784,9 +789,10 @@ func (h *Hub) send(ctx context.Context, cmd Cmd, from, to string, f *Frame, orig
 	}
 	var m store.Message
 	var dup bool
+	start := time.Now()
 	if h.feed != nil {
 		// The feed delivers it, to every hub process, in seq order.
-		m, _, err = h.store.Append(ctx, req)
+		m, dup, err = h.store.Append(ctx, req)
 	} else {
 		// The conversation lock makes append-then-deliver one step per
 		// conversation, so connections receive it in seq order.
@@ -800,8 +806,12 @@ func (h *Hub) send(ctx context.Context, cmd Cmd, from, to string, f *Frame, orig
 		cl.Unlock()
 		h.writeOut(st)
 	}
+	h.stats.observeAppend(time.Since(start))
 	if err != nil {
 		return nil, h.storeErr(err)
+	}
+	if !dup {
+		h.stats.stored.Add(1)
 	}
 	return &Frame{Cmd: CmdReceipt, CID: f.CID, ID: m.ID, DstID: to, Seq: m.Seq, TS: m.TS}, nil
 }
@@ -825,22 +835,24 @@ func (h *Hub) deliver(m *store.Message, src *Frame, origin sender, st *starter) 
 		return err
 	}
 	of := outFrame{data: data, conv: m.Conv, seq: m.Seq}
+	count := 0
 	if Cmd(m.Cmd) == CmdRoom {
 		rs := h.roomShard(m.To)
 		rs.mu.RLock()
 		for n := range rs.rooms[m.To] {
-			if !origin.is(n) {
-				n.enqueue(of, st)
+			if !origin.is(n) && n.enqueue(of, st) {
+				count++
 			}
 		}
 		rs.mu.RUnlock()
-		return nil
+	} else {
+		if m.From != m.To {
+			count += h.pushUser(m.From, of, origin, st)
+		}
+		of.pendingID = m.ID
+		count += h.pushUser(m.To, of, sender{}, st)
 	}
-	if m.From != m.To {
-		h.pushUser(m.From, of, origin, st)
-	}
-	of.pendingID = m.ID
-	h.pushUser(m.To, of, sender{}, st)
+	h.stats.deliveries.Add(uint64(count))
 	return nil
 }
 
@@ -909,19 +921,21 @@ func (s sender) is(n *Node) bool {
 	return s.id != "" && s.id == n.id
 }
 
-// pushUser queues f for every connection of user but skip. See
-// Node.push for st.
-func (h *Hub) pushUser(user string, f outFrame, skip sender, st *starter) {
+// pushUser queues f for every connection of user but skip, and returns
+// to how many. See Node.push for st.
+func (h *Hub) pushUser(user string, f outFrame, skip sender, st *starter) int {
+	count := 0
 	s := h.userShard(user)
 	s.mu.RLock()
 	if u := s.users[user]; u != nil {
 		for _, n := range u.nodes {
-			if !skip.is(n) {
-				n.enqueue(f, st)
+			if !skip.is(n) && n.enqueue(f, st) {
+				count++
 			}
 		}
 	}
 	s.mu.RUnlock()
+	return count
 }
 
 // frameOf turns a stored message into its wire frame.

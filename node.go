@@ -142,6 +142,7 @@ func (n *Node) overflow() {
 	if n.isClosing() {
 		return
 	}
+	n.hub.stats.over.Add(1)
 	n.hub.log.Info("wshub: send queue full; closing the connection with 1013",
 		slog.String("user", n.user), slog.String("conn", n.id))
 	n.closeWith(CloseTryAgainLater, "send queue full")
@@ -312,6 +313,7 @@ func (e *nodeEvents) Closed(err error) {
 	}
 	n.mu.Unlock()
 	h.unregister(n)
+	h.stats.conns.Add(-1)
 	var ce *wsconn.CloseError
 	if errors.As(err, &ce) {
 		err = &websocket.CloseError{Code: ce.Code, Text: ce.Reason}

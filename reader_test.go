@@ -277,6 +277,9 @@ func TestHub_SendQueueBoundedInBytes(t *testing.T) {
 	}
 	t.Logf("dropped after %d MiB", sent>>20)
 	waitFor(t, func() bool { return !srv.Hub.IsOnline("sleeper") })
+	st := srv.Hub.Stats()
+	assert.EqualValues(t, 1, st.QueueOverflows)
+	assert.EqualValues(t, 1, st.CloseFrames[wshub.CloseTryAgainLater])
 }
 
 // OnDisconnect learns why the hub failed a connection: the close code it

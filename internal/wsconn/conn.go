@@ -90,6 +90,9 @@ type Config struct {
 	Goroutines *sync.WaitGroup
 	// Logger receives debug logs of failed connections. Required.
 	Logger *slog.Logger
+	// CloseSent, when set, is called with the code of every close frame
+	// a connection starts sending (once per connection), for metrics.
+	CloseSent func(code int)
 }
 
 // Handler receives one connection's events.
@@ -273,6 +276,9 @@ func (c *Conn) Close(code int, reason string, drain bool) {
 		reason = strings.ToValidUTF8(reason[:123], "")
 	}
 	c.closeMsg = websocket.FormatCloseMessage(code, reason)
+	if f := c.t.cfg.CloseSent; f != nil {
+		f(code)
+	}
 	if !drain {
 		clear(c.queue)
 		c.queue, c.qbytes = c.queue[:0], 0
