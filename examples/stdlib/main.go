@@ -21,8 +21,13 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"github.com/wshub/wshub"
 	"github.com/wshub/wshub/examples/internal/demo"
+	"github.com/wshub/wshub/metrics/wshubprom"
 )
 
 func main() {
@@ -63,9 +68,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(wshubprom.NewCollector(hub), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
 	mux := http.NewServeMux()
 	mux.Handle("/ws", hub)
 	mux.Handle("/chat", hub)
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.Handle("/", demo.Handler())
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 

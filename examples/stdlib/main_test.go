@@ -103,6 +103,16 @@ func TestExample_ServesPageAndHubAndExitsCleanly(t *testing.T) {
 			assert.Equal(t, "hello", m.Content)
 			assert.Equal(t, "1", m.UserID)
 
+			// /metrics: Prometheus text with the hub's counters (SPEC 6).
+			resp, err = http.Get("http://" + e.addr + "/metrics")
+			require.NoError(t, err)
+			body, _ = io.ReadAll(resp.Body)
+			resp.Body.Close()
+			assert.Equal(t, http.StatusOK, resp.StatusCode)
+			assert.Contains(t, string(body), "# TYPE wshub_connections gauge\nwshub_connections 2\n")
+			assert.Contains(t, string(body), "# TYPE wshub_messages_stored_total counter\nwshub_messages_stored_total 1\n")
+			assert.Contains(t, string(body), `wshub_upgrades_refused_total{code="401"} 1`)
+
 			require.NoError(t, e.cmd.Process.Signal(syscall.SIGTERM))
 			for _, ws := range []*websocket.Conn{alice, bob} {
 				ws.SetReadDeadline(time.Now().Add(10 * time.Second))
