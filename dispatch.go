@@ -45,7 +45,7 @@ func chain(d Dispatcher, mws []Middleware) Dispatcher {
 	return d
 }
 
-// router is the built-in Dispatcher for the commands of SPEC.md section 3.
+// router is the built-in Dispatcher for the commands of docs/protocol.md.
 // Commands from CmdApp up go to Options.Dispatcher.
 type router struct{ h *Hub }
 

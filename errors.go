@@ -12,6 +12,15 @@ type Error struct {
 
 func (e *Error) Error() string { return "wshub: " + e.Reason }
 
+// Is reports whether target is an *Error with the same Code and Reason, so
+// that errors.Is(err, ErrNotMember) holds for an equal error made
+// elsewhere (a copy, or one decoded from an error frame), not only for the
+// variable itself.
+func (e *Error) Is(target error) bool {
+	t, ok := target.(*Error)
+	return ok && t != nil && e != nil && t.Code == e.Code && t.Reason == e.Reason
+}
+
 // Errors of the hub. Those of type *Error are sent to clients as error
 // frames with their code; compare any of them with errors.Is.
 var (

@@ -271,7 +271,8 @@ func New(opts Options) (*Hub, error) {
 func (h *Hub) Store() store.Store { return h.store }
 
 // Token returns the token a client sent with its upgrade request: the
-// query parameter token, else authToken (the reference article's name),
+// query parameter token, else authToken (the name the original tutorial's
+// client uses),
 // else an "Authorization: Bearer" header.
 func Token(r *http.Request) string {
 	q := r.URL.Query()

@@ -9,7 +9,7 @@ import (
 	"unicode/utf8"
 )
 
-// Cmd is the command code of a frame (SPEC.md section 3).
+// Cmd is the command code of a frame (docs/protocol.md, "Frames").
 type Cmd int
 
 // Command codes of the wire protocol. Codes from CmdApp up belong to the
@@ -31,7 +31,7 @@ const (
 	CmdApp         Cmd = 100 // first application command code
 )
 
-// Frame is one JSON object of the wire protocol (SPEC.md section 2).
+// Frame is one JSON object of the wire protocol (docs/protocol.md).
 //
 // Empty fields are left out when a Frame is encoded. UserID and DstID accept a
 // JSON number as well as a string when decoded, because the reference

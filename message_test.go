@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -131,4 +132,11 @@ func FuzzFrameEncodeMatchesEncodingJSON(f *testing.F) {
 		require.NoError(t, err)
 		require.Equal(t, string(encodingJSON(t, fr)), string(got))
 	})
+}
+
+func TestError_IsComparesCodeAndReason(t *testing.T) {
+	copied := &wshub.Error{Code: wshub.ErrNotMember.Code, Reason: wshub.ErrNotMember.Reason}
+	assert.ErrorIs(t, fmt.Errorf("join: %w", copied), wshub.ErrNotMember)
+	assert.NotErrorIs(t, copied, wshub.ErrForbidden, "same code, other reason")
+	assert.NotErrorIs(t, wshub.ErrBadFrame, wshub.ErrMissingDst)
 }

@@ -15,7 +15,7 @@ import (
 	"github.com/wshub/wshub/internal/wsconn"
 )
 
-// Close codes of SPEC.md section 5 that the hub sends, besides those of
+// Close codes of docs/protocol.md that the hub sends, besides those of
 // RFC 6455 that gorilla/websocket names.
 const (
 	// CloseTryAgainLater: the connection's send queue was full.
@@ -292,7 +292,8 @@ func (e *nodeEvents) Message(data []byte) {
 }
 
 // Written marks the direct messages written to a connection without ack=1
-// as delivered (SPEC 4): they leave the user's pending queue.
+// as delivered (docs/protocol.md, the pending queue): they leave the
+// user's pending queue.
 func (e *nodeEvents) Written(ids []string) {
 	n := (*Node)(e)
 	if err := n.hub.store.Ack(n.hub.ctx, n.user, ids...); err != nil {
