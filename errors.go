@@ -51,4 +51,10 @@ var (
 	ErrClosed = errors.New("wshub: hub is closed")
 	// ErrUnauthorized: Authenticate refused the request (HTTP 401).
 	ErrUnauthorized = errors.New("wshub: unauthorized")
+	// ErrAuthUnavailable, wrapped by an error of Options.Authenticate,
+	// says the user could not be authenticated for now (the
+	// application's auth backend is down): the hub answers HTTP 503 with
+	// Retry-After, and clients try again, where a plain error answers 401
+	// and clients give up.
+	ErrAuthUnavailable = errors.New("wshub: authentication unavailable")
 )

@@ -8,12 +8,14 @@ package wshub
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"hash/maphash"
 	"log/slog"
 	"net/http"
 	"net/url"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -38,7 +40,10 @@ type Options struct {
 	Store store.Store
 
 	// Authenticate turns an upgrade request into the user id of the
-	// connection; an error or an empty id answers HTTP 401. Required: New
+	// connection; an error or an empty id answers HTTP 401, which tells
+	// clients to stop retrying. An error that wraps ErrAuthUnavailable (the
+	// application's auth backend is down, say) answers HTTP 503 with
+	// Retry-After instead, and clients keep trying. Required: New
 	// fails with ErrNoAuthenticate without it. Token extracts the token
 	// the way clients send it; DevAuthenticate takes the token as the user
 	// id, for development only.
@@ -270,6 +275,10 @@ func New(opts Options) (*Hub, error) {
 // Store returns the hub's store.
 func (h *Hub) Store() store.Store { return h.store }
 
+// authRetryAfter is the Retry-After of a 503 for an unavailable
+// authentication backend.
+const authRetryAfter = 5 * time.Second
+
 // Token returns the token a client sent with its upgrade request: the
 // query parameter token, else authToken (the name the original tutorial's
 // client uses),
@@ -330,6 +339,12 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	user, err := h.opts.Authenticate(r)
+	if errors.Is(err, ErrAuthUnavailable) {
+		// Not the client's fault: it should come back.
+		w.Header().Set("Retry-After", strconv.Itoa(int(authRetryAfter/time.Second)))
+		h.refuse(w, r, http.StatusServiceUnavailable, "authentication unavailable: "+err.Error())
+		return
+	}
 	if err != nil || user == "" {
 		h.refuse(w, r, http.StatusUnauthorized, "unauthorized")
 		return

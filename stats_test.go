@@ -2,8 +2,10 @@ package wshub_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
+	"sync/atomic"
 	"testing"
 
 	"github.com/gorilla/websocket"
@@ -56,4 +58,23 @@ func TestHub_StatsCountWhatHappened(t *testing.T) {
 	assert.Len(t, st.StoreAppend.Counts, len(st.StoreAppend.Bounds))
 	assert.LessOrEqual(t, st.StoreAppend.Counts[len(st.StoreAppend.Counts)-1], st.StoreAppend.Count)
 	assert.True(t, logs.has("upgrade refused", "status=401", "unauthorized"), "refusals are logged with their reason")
+}
+
+// An Authenticate that says its backend is down gets the client a 503 with
+// Retry-After (try again), not a 401 (give up).
+func TestHub_AuthUnavailableIs503(t *testing.T) {
+	var up atomic.Bool
+	srv := hubtest.New(t, wshub.Options{Authenticate: func(r *http.Request) (string, error) {
+		if !up.Load() {
+			return "", fmt.Errorf("auth backend: %w", wshub.ErrAuthUnavailable)
+		}
+		return wshub.DevAuthenticate(r)
+	}})
+	_, resp, err := websocket.DefaultDialer.Dial(srv.DialURL("alice"), nil)
+	require.Error(t, err)
+	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	assert.NotEmpty(t, resp.Header.Get("Retry-After"))
+	assert.Equal(t, map[int]uint64{503: 1}, srv.Hub.Stats().Refused)
+	up.Store(true)
+	srv.Dial(t, "alice")
 }
