@@ -34,7 +34,8 @@ import (
 // Config describes a workload.
 type Config struct {
 	// URLs are the hub's WebSocket URLs (normally through a proxy); user i
-	// dials URLs[i%len(URLs)].
+	// dials URLs[(i/2)%len(URLs)], so that users with and without ack=1
+	// are on every URL.
 	URLs []string
 	// Users is the number of users, one client each; the users with an
 	// even number connect with ack=1.
@@ -154,7 +155,7 @@ func Start(ctx context.Context, cfg Config) (*Workload, error) {
 // connect dials user i's client and joins its rooms.
 func (w *Workload) connect(ctx context.Context, i int, u *user) error {
 	hb := w.cfg.HeartbeatTimeout
-	c, err := client.Dial(ctx, w.cfg.URLs[i%len(w.cfg.URLs)], client.Options{
+	c, err := client.Dial(ctx, w.cfg.URLs[(i/2)%len(w.cfg.URLs)], client.Options{
 		Token: u.name,
 		Ack:   u.ack,
 		Dialer: &websocket.Dialer{
