@@ -14,6 +14,7 @@
 //	wshub-bench direct   [flags]   pairs exchanging direct messages (memory and bolt store)
 //	wshub-bench storm    [flags]   drop every connection at once, time until all are back
 //	wshub-bench slowloris [flags]  C connections each holding a partial frame, dripped a byte at a time
+//	wshub-bench soak     [flags]   steady traffic with churn for minutes: does the hub's RSS, goroutines, fds level off
 //
 // Every scenario is bounded in count and in time (-duration, -timeout),
 // prints a progress line to standard error every second and, at the end, a
@@ -71,6 +72,9 @@ commands:
   storm     drop every connection at once and time the reconnection
   slowloris C connections each holding a partial frame, dripped a byte at a
             time: how long the hub holds them, hub RSS per connection
+  soak      steady direct and room traffic with users leaving and coming
+            back, for -duration: hub RSS, goroutines and descriptors over
+            time, whether they level off; lost receipted messages
   worker    (internal) hold idle connections for the idle scenario
 
 Run "wshub-bench <command> -h" for the flags of a command.
@@ -91,6 +95,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return workerMain(ctx, rest, os.Stdin, stdout, stderr)
 	case "idle", "fanout", "saturate", "direct", "storm", "slowloris":
 		return scenarioMain(ctx, cmd, rest, stdout, stderr)
+	case "soak":
+		return soakMain(ctx, rest, stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil

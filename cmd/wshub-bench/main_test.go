@@ -364,3 +364,57 @@ func TestLineParsing(t *testing.T) {
 	assert.Equal(t, int64(3), s.missingFrom(&want), "1, 64 and 500 missing; 130 there")
 	assert.Zero(t, want.missingFrom(&s))
 }
+
+func TestSoak_TinyLosesNothingAndSamplesTheHub(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "report.json")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	err := run(ctx, []string{"soak", "-users", "10", "-rooms", "3", "-rate", "40", "-churn", "3", "-offline", "300ms",
+		"-duration", "6s", "-sample", "500ms", "-drain", "10s", "-progress", "1s", "-timeout", "45s", "-json", path}, &stdout, &stderr)
+	require.NoError(t, err, "stdout:\n%s\nstderr:\n%s", stdout.String(), stderr.String())
+	assert.Contains(t, stdout.String(), "#### soak over time", "the samples as a Markdown table")
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	var rep soakReport
+	require.NoError(t, json.Unmarshal(b, &rep))
+	require.Len(t, rep.Runs, 1)
+	r := rep.Runs[0]
+	require.Empty(t, r.Errors)
+	assert.Equal(t, "bolt", r.Params["store"])
+	assert.Positive(t, metric(t, r, "receipted"))
+	assert.Positive(t, metric(t, r, "direct_delivered"))
+	assert.Positive(t, metric(t, r, "room_deliveries"))
+	assert.Zero(t, metric(t, r, "lost"))
+	assert.Zero(t, metric(t, r, "strays"))
+	assert.Positive(t, metric(t, r, "churn_closed")+metric(t, r, "churn_cut"), "users came and went")
+	metric(t, r, "levels_off")
+	metric(t, r, "hub_fds_last_slope_per_min")
+	require.GreaterOrEqual(t, len(rep.Samples), 8, "a sample at the start, every 500 ms for 6 s, and after the drain")
+	for _, sm := range rep.Samples {
+		assert.Positive(t, sm.HubRSS, "sample at %.1f s", sm.T)
+		assert.Positive(t, sm.HubAnon, "sample at %.1f s", sm.T)
+		assert.Positive(t, sm.Goroutines, "sample at %.1f s", sm.T)
+		assert.Greater(t, sm.FDs, 3, "sample at %.1f s: the listener, the bbolt file, the connections", sm.T)
+	}
+	last := rep.Samples[len(rep.Samples)-1]
+	assert.Equal(t, metric(t, r, "receipted"), float64(last.Receipted))
+}
+
+func TestLevelOff_FlagsGrowthInTheLastThird(t *testing.T) {
+	flat, growing := newRun("flat"), newRun("growing")
+	var fs, gs []soakSample
+	for i := range 31 {
+		s := soakSample{T: float64(i * 10), HubRSS: 20, HubAnon: 10, HeapInuse: 5, Goroutines: 10, FDs: 30}
+		fs = append(fs, s)
+		s.FDs = 30 + 5*i // a descriptor leak
+		gs = append(gs, s)
+	}
+	levelOff(flat, fs)
+	levelOff(growing, gs)
+	assert.Equal(t, 1.0, metric(t, flat, "levels_off"))
+	assert.Equal(t, 0.0, metric(t, growing, "levels_off"))
+	assert.InDelta(t, 30.0, metric(t, growing, "hub_fds_last_slope_per_min"), 1e-6, "5 per 10 s")
+	assert.Contains(t, growing.Notes[0], "hub_fds")
+}
