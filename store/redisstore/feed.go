@@ -102,9 +102,13 @@ func decodeEvent(p string) (store.Event, error) {
 // to see every announcement: the connection failed or was killed (CLIENT
 // KILL, a Redis restart, Redis's pubsub output buffer limit for a
 // subscriber that reads too slowly), or it got no reply to a PING within
-// FeedCheckInterval. Subscribe never reconnects by itself, and keeps
-// go-redis from doing so (see noRedial): the caller subscribes again and
-// resynchronizes, as the hub does.
+// FeedCheckInterval. Subscribe never reconnects by itself: the caller
+// subscribes again and resynchronizes, as the hub does. Nor does it let
+// go-redis reconnect the broken subscription (which, against an address
+// that accepts connections and does not answer, would delay the report
+// by the client's dial and handshake timeouts): the first Subscribe of a
+// Store adds a redis.Hook to the client that refuses those dials, and
+// only those.
 func (s *Store) Subscribe(ctx context.Context, fn func(store.Event)) error {
 	if err := s.check(ctx); err != nil {
 		return err
