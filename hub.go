@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"runtime"
@@ -164,9 +165,14 @@ type Hub struct {
 
 	stats hubStats // counters for Stats
 
-	mu        sync.Mutex // guards closed and feedReady
-	closed    bool
-	feedReady bool // the feed's subscription is active
+	mu         sync.Mutex // guards closed, feedReady, readySince and readyCh
+	closed     bool
+	feedReady  bool      // the feed's subscription is active
+	readySince time.Time // when feedReady last turned true
+	// readyCh is closed when feedReady turns true (by setReady, its only
+	// closer) and replaced by an open one when it turns false; WaitReady
+	// waits on it. Nil when the store is not a Feed.
+	readyCh chan struct{}
 }
 
 // userShard indexes the online users whose id hashes to it.
@@ -267,6 +273,7 @@ func New(opts Options) (*Hub, error) {
 	if f, ok := h.store.(store.Feed); ok {
 		h.feed = f
 		h.feedDone = make(chan struct{})
+		h.readyCh = make(chan struct{})
 		go h.runFeed()
 	}
 	return h, nil
@@ -390,6 +397,42 @@ func (h *Hub) isClosed() bool {
 	return h.closed
 }
 
+// Ready reports whether the hub accepts connections: Shutdown has not
+// begun and, when its store is a store.Feed (a store shared by several
+// hub processes), the feed's subscription is active. While it is false
+// ServeHTTP answers 503: before the first subscription, and from the
+// moment a subscription breaks until a new one is active. It suits a
+// readiness probe; WaitReady waits for it.
+func (h *Hub) Ready() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return !h.closed && (h.feed == nil || h.feedReady)
+}
+
+// WaitReady returns nil as soon as Ready is true, ctx.Err() when ctx
+// ends first, and ErrClosed when Shutdown has been called. It does not
+// make the hub ready any sooner: the hub subscribes to its store's feed,
+// and resubscribes after the subscription breaks, by itself.
+func (h *Hub) WaitReady(ctx context.Context) error {
+	for {
+		h.mu.Lock()
+		closed, ready, changed := h.closed, h.feed == nil || h.feedReady, h.readyCh
+		h.mu.Unlock()
+		switch {
+		case closed:
+			return ErrClosed
+		case ready:
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-h.ctx.Done(): // Shutdown; closed is set
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
 // ready reports whether the hub can route messages: always, unless its
 // store is a Feed whose subscription is not active.
 func (h *Hub) ready() bool {
@@ -401,36 +444,77 @@ func (h *Hub) ready() bool {
 	return h.feedReady
 }
 
-func (h *Hub) setReady(ready bool) {
+// setReady records whether the feed's subscription is active and wakes
+// WaitReady when it became so. It returns when the subscription became
+// active if it was until now (the zero time otherwise).
+func (h *Hub) setReady(ready bool) (since time.Time) {
 	h.mu.Lock()
-	h.feedReady = ready
-	h.mu.Unlock()
+	defer h.mu.Unlock()
+	switch {
+	case ready && !h.feedReady:
+		h.feedReady, h.readySince = true, time.Now()
+		close(h.readyCh)
+	case !ready && h.feedReady:
+		h.feedReady, since = false, h.readySince
+		h.readyCh = make(chan struct{})
+	}
+	return since
+}
+
+// Resubscribing to the store's feed: the n-th attempt in a row waits
+// feedRetryMin doubled n-1 times, at most feedRetryMax, each wait drawn
+// at random from the upper half of that (so that hub processes that lost
+// Redis together do not come back in lockstep). The doubling starts over
+// once a subscription has been active for feedHealthy: the backoff slows
+// down a feed that keeps breaking at once, never the recovery from the
+// next, unrelated outage.
+const (
+	feedRetryMin = 100 * time.Millisecond
+	feedRetryMax = 5 * time.Second
+	feedHealthy  = time.Second
+)
+
+// feedPause is a wait of the resubscribe backoff: between d/2 and d.
+func feedPause(d time.Duration) time.Duration {
+	return d/2 + rand.N(d/2+1)
 }
 
 // runFeed keeps a subscription to the store's feed until Shutdown. When
 // the subscription breaks, events may have been missed: every local
 // connection is closed with 1013, so that its client reconnects and
-// catches up from the pending queue and the history.
+// catches up from the pending queue and the history. It subscribes again
+// with the backoff above, logging each failure.
 func (h *Hub) runFeed() {
 	defer close(h.feedDone)
-	const maxWait = 5 * time.Second
-	wait := 100 * time.Millisecond
+	wait := feedRetryMin
 	for {
 		err := h.feed.Subscribe(h.ctx, h.onEvent)
-		h.setReady(false)
+		since := h.setReady(false)
 		if h.ctx.Err() != nil {
 			return
 		}
-		h.log.Error("wshub: store feed broke; clients will reconnect", slog.Any("err", err))
+		if !since.IsZero() && time.Since(since) >= feedHealthy {
+			wait = feedRetryMin
+		}
+		pause := feedPause(wait)
+		if since.IsZero() {
+			h.log.Error("wshub: cannot subscribe to the store feed; not accepting connections until it works",
+				slog.Any("err", err), slog.Duration("retry_in", pause))
+		} else {
+			h.log.Error("wshub: store feed broke; clients will reconnect",
+				slog.Any("err", err), slog.Duration("retry_in", pause))
+		}
+		// Also when it never became active: a connection may have
+		// registered while the previous subscription was breaking.
 		for _, n := range h.allNodes() {
 			n.closeWith(CloseTryAgainLater, "hub resynchronizing")
 		}
 		select {
 		case <-h.ctx.Done():
 			return
-		case <-time.After(wait):
+		case <-time.After(pause):
 		}
-		wait = min(2*wait, maxWait)
+		wait = min(2*wait, feedRetryMax)
 	}
 }
 

@@ -14,10 +14,14 @@
 //
 // Every other path is the demo page (examples/internal/demo).
 //
-// Flags: -addr (default localhost:8080), -store mem|bolt (default bolt),
-// -db (bbolt file, default wshub.db). It prints "listening on http://ADDR"
-// once it accepts connections, and on SIGINT or SIGTERM closes every
-// connection with 1001, closes the store and exits 0.
+// Flags: -addr (default localhost:8080), -store mem|bolt|redis (default
+// bolt), -db (bbolt file, default wshub.db), -redis (default
+// 127.0.0.1:6379). It serves /healthz (200 while the process serves HTTP)
+// and /readyz (200 while the hub accepts connections, else 503 and why),
+// prints "listening on http://ADDR" once the hub accepts connections
+// (with -store redis: once its store feed is subscribed; Redis may be
+// down at start, the hub keeps trying), and on SIGINT or SIGTERM closes
+// every connection with 1001, closes the store and exits 0.
 package main
 
 import (
@@ -92,20 +96,39 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	srv := &http.Server{
-		Handler:           newEngine(hub, log),
+		Handler:           newEngine(ctx, hub, log),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	// Serve at once, so that /healthz and /readyz answer while the hub
+	// waits for its store's feed; announce the address once it accepts
+	// connections.
 	serveErr := make(chan error, 1) // written once by the serving goroutine
 	go func() { serveErr <- srv.Serve(ln) }()
-	fmt.Fprintf(stdout, "listening on http://%s\n", ln.Addr())
+	ready := make(chan error, 1) // written once by the waiting goroutine
+	go func() { ready <- hub.WaitReady(ctx) }()
+	if !hub.Ready() {
+		log.Info("serving /healthz and /readyz; waiting for the store feed before accepting connections",
+			slog.String("addr", ln.Addr().String()))
+	}
 
-	select {
-	case <-ctx.Done():
-	case err := <-serveErr:
+	serveFailed := func(err error) error {
 		_ = hub.Shutdown(context.Background())
 		_ = st.Close()
 		return err
+	}
+	select {
+	case err := <-serveErr:
+		return serveFailed(err)
+	case err := <-ready:
+		if err == nil {
+			fmt.Fprintf(stdout, "listening on http://%s\n", ln.Addr())
+		} // else ctx ended before the hub was ready: shut down
+	}
+	select {
+	case err := <-serveErr:
+		return serveFailed(err)
+	case <-ctx.Done():
 	}
 	log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -119,10 +142,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 }
 
 // newEngine builds the gin engine: the hub at /ws and /chat behind the
-// authentication middleware, the demo page everywhere else.
-func newEngine(hub *wshub.Hub, log *slog.Logger) *gin.Engine {
+// authentication middleware, /healthz and /readyz (whose 503 says
+// "shutting down" once ctx ended), the demo page everywhere else.
+func newEngine(ctx context.Context, hub *wshub.Hub, log *slog.Logger) *gin.Engine {
 	r := gin.New()
 	r.Use(gin.Recovery(), requestLog(log))
+	r.GET("/healthz", gin.WrapF(demo.Healthz))
+	r.GET("/readyz", gin.WrapH(demo.Readyz(ctx, hub)))
 	ws := r.Group("/", authenticate())
 	ws.GET("/ws", gin.WrapH(hub))
 	ws.GET("/chat", gin.WrapH(hub))

@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/wshub/wshub"
+	"github.com/wshub/wshub/internal/redistest"
 )
 
 // binary is the example built once by TestMain.
@@ -231,4 +232,80 @@ func TestGin_BadFlags(t *testing.T) {
 	require.True(t, errors.As(err, &ee), "exit error, got %v", err)
 	assert.NotEqual(t, 0, ee.ExitCode())
 	assert.Contains(t, string(out), "want mem, bolt or redis")
+}
+
+// get requests path at addr and returns the status and the body.
+func get(t *testing.T, addr, path string) (int, string) {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + path)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return resp.StatusCode, string(b)
+}
+
+// TestGin_HealthAndReadiness: /healthz and /readyz answer 200 while the
+// example serves (a memory store is ready at once), and neither needs a
+// token.
+func TestGin_HealthAndReadiness(t *testing.T) {
+	p := start(t, "-store", "mem")
+	for path, want := range map[string]string{"/healthz": "ok\n", "/readyz": "ready\n"} {
+		status, body := get(t, p.addr, path)
+		assert.Equal(t, http.StatusOK, status, path)
+		assert.Equal(t, want, body, path)
+	}
+}
+
+// TestGin_WaitsForRedis: started while Redis is down, the example serves
+// /healthz (200) and /readyz (503) and keeps trying; it prints its
+// listening line only once Redis is up and the hub accepts connections.
+func TestGin_WaitsForRedis(t *testing.T) {
+	rs := redistest.Start(t)
+	rs.Stop()
+	port, err := redistest.FreePort()
+	require.NoError(t, err)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	cmd := exec.Command(binary, "-addr", addr, "-store", "redis", "-redis", rs.Addr)
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	lines := make(chan string, 10) // closed by the reader at EOF
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+
+	require.Eventually(t, func() bool {
+		resp, err := http.Get("http://" + addr + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err == nil && resp.StatusCode == http.StatusOK
+	}, timeout, 20*time.Millisecond, "/healthz")
+	status, body := get(t, addr, "/readyz")
+	assert.Equal(t, http.StatusServiceUnavailable, status)
+	assert.Contains(t, body, "store feed not subscribed")
+	select {
+	case l, ok := <-lines:
+		t.Fatalf("printed %q (open %v) while Redis is down", l, ok)
+	default:
+	}
+
+	require.NoError(t, rs.Restart())
+	select {
+	case l := <-lines:
+		assert.Equal(t, "listening on http://"+addr, l)
+	case <-time.After(timeout):
+		t.Fatal("no listening line once Redis is up")
+	}
+	status, _ = get(t, addr, "/readyz")
+	assert.Equal(t, http.StatusOK, status)
+	p := &process{addr: addr}
+	_, welcome := p.dial(t, "/ws?token=alice", nil)
+	assert.Equal(t, "alice", welcome.UserID)
 }

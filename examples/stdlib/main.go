@@ -3,6 +3,13 @@
 //
 //	go run ./examples/stdlib [-addr localhost:8080] [-store bolt|mem|redis] [-db wshub.db] [-redis 127.0.0.1:6379]
 //
+// It also serves /healthz (200 while the process serves HTTP) and /readyz
+// (200 while the hub accepts connections, else 503 and why), and prints
+// "listening on http://ADDR" once the hub accepts connections: with
+// -store redis, once its store feed is subscribed. Redis may be down at
+// start: the example serves /healthz and /readyz meanwhile and keeps
+// trying.
+//
 // Authentication is development mode: the token is the user id. Do not
 // expose it to a network you do not trust.
 package main
@@ -75,6 +82,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	mux.Handle("/ws", hub)
 	mux.Handle("/chat", hub)
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", demo.Healthz)
+	mux.Handle("/readyz", demo.Readyz(ctx, hub))
 	mux.Handle("/", demo.Handler())
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 
@@ -82,10 +91,27 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "listening on http://%s\n", displayAddr(*addr, ln.Addr()))
-	serveErr := make(chan error, 1)
+	// Serve at once, so that /healthz and /readyz answer while the hub
+	// waits for its store's feed (with -store redis, Redis may be down:
+	// the hub retries, logging each failure); announce the address once
+	// the hub accepts connections.
+	serveErr := make(chan error, 1) // written once by the serving goroutine
 	go func() { serveErr <- srv.Serve(ln) }()
+	ready := make(chan error, 1) // written once by the waiting goroutine
+	go func() { ready <- hub.WaitReady(ctx) }()
+	if !hub.Ready() {
+		log.Info("serving /healthz and /readyz; waiting for the store feed before accepting connections",
+			slog.String("addr", ln.Addr().String()))
+	}
 
+	select {
+	case err := <-serveErr:
+		return err
+	case err := <-ready:
+		if err == nil {
+			fmt.Fprintf(stdout, "listening on http://%s\n", displayAddr(*addr, ln.Addr()))
+		} // else ctx ended before the hub was ready: shut down
+	}
 	select {
 	case err := <-serveErr:
 		return err

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net"
 	"sync/atomic"
 	"time"
 
@@ -95,19 +96,42 @@ func decodeEvent(p string) (store.Event, error) {
 // included), in the order Redis ran the writes that announced them.
 //
 // It returns ctx.Err() when ctx ends, store.ErrClosed when the Store is
-// closed, and otherwise an error wrapping ErrFeedBroken (and its cause)
-// as soon as the subscription can no longer promise to see every
-// announcement: the connection failed or was killed (CLIENT KILL, a Redis
-// restart, Redis's pubsub output buffer limit for a subscriber that reads
-// too slowly), or it got no reply to a PING within FeedCheckInterval.
-// Subscribe never reconnects by itself: the caller subscribes again and
-// resynchronizes, as the hub does.
+// closed, and otherwise an error wrapping ErrFeedBroken (and its cause):
+// at once when it cannot connect and subscribe within FeedCheckInterval,
+// and, once subscribed, as soon as the subscription can no longer promise
+// to see every announcement: the connection failed or was killed (CLIENT
+// KILL, a Redis restart, Redis's pubsub output buffer limit for a
+// subscriber that reads too slowly), or it got no reply to a PING within
+// FeedCheckInterval. Subscribe never reconnects by itself: the caller
+// subscribes again and resynchronizes, as the hub does. Nor does it let
+// go-redis reconnect the broken subscription (which, against an address
+// that accepts connections and does not answer, would delay the report
+// by the client's dial and handshake timeouts): the first Subscribe of a
+// Store adds a redis.Hook to the client that refuses those dials, and
+// only those.
 func (s *Store) Subscribe(ctx context.Context, fn func(store.Event)) error {
 	if err := s.check(ctx); err != nil {
 		return err
 	}
-	ps := s.client.Subscribe(ctx, s.channel)
+	s.hookFeed.Do(func() { s.client.AddHook(noRedial{}) })
+	subscribed := new(atomic.Bool) // set once SUBSCRIBE was sent: dials under ctx are refused from then on
+	ctx = context.WithValue(ctx, noRedialKey{}, subscribed)
+	ps := s.client.Subscribe(ctx) // no channel: no I/O yet
 	defer ps.Close()
+	setup, cancel := context.WithTimeout(ctx, s.opts.FeedCheckInterval)
+	err := ps.Subscribe(setup, s.channel) // dials, and sends SUBSCRIBE
+	cancel()
+	if err != nil {
+		switch {
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case s.closed.Load():
+			return store.ErrClosed
+		}
+		return fmt.Errorf("%w: subscribe: %w", ErrFeedBroken, err)
+	}
+	subscribed.Store(true)
+
 	var alive atomic.Bool              // set by the receive loop on every reply, cleared by the watcher
 	stop := make(chan struct{})        // closed by Subscribe when the receive loop ended
 	watcherDone := make(chan struct{}) // closed by the watcher goroutine
@@ -119,7 +143,7 @@ func (s *Store) Subscribe(ctx context.Context, fn func(store.Event)) error {
 			_ = ps.Close() // ends the receive loop's read
 		}
 	}()
-	err := s.receive(ctx, ps, fn, &alive)
+	err = s.receive(ctx, ps, fn, &alive)
 	close(stop)
 	<-watcherDone
 	switch {
@@ -131,6 +155,41 @@ func (s *Store) Subscribe(ctx context.Context, fn func(store.Event)) error {
 		err = reason
 	}
 	return fmt.Errorf("%w: %w", ErrFeedBroken, err)
+}
+
+// noRedialKey is the context key under which Subscribe passes its
+// *atomic.Bool "subscribed" to noRedial.
+type noRedialKey struct{}
+
+// errNoRedial is what noRedial answers a dial it refuses with.
+var errNoRedial = errors.New("wshub/redisstore: a broken feed subscription is not reconnected")
+
+// noRedial is a redis.Hook that Subscribe adds to the Store's client, once
+// per Store. When the connection of a go-redis PubSub fails, the PubSub
+// dials a new one and subscribes again before the failed read returns.
+// Subscribe reports the broken subscription instead (events may have
+// been missed) and its caller subscribes again, so that dial is of no
+// use; against a Redis that is gone it is refused at once, but against an
+// address that accepts connections and does not answer (a proxy in front
+// of a dead Redis) it would hold the broken subscription, reported as
+// alive, for the client's dial and handshake timeouts. noRedial refuses
+// the dials made under the ctx of a Subscribe that has subscribed; every
+// other dial of the client passes through.
+type noRedial struct{}
+
+func (noRedial) DialHook(next redis.DialHook) redis.DialHook {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if subscribed, _ := ctx.Value(noRedialKey{}).(*atomic.Bool); subscribed != nil && subscribed.Load() {
+			return nil, errNoRedial
+		}
+		return next(ctx, network, addr)
+	}
+}
+
+func (noRedial) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+
+func (noRedial) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
 }
 
 // errResubscribed reports that the PubSub subscribed again on a new

@@ -3,14 +3,18 @@ package redisstore_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"net"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/wshub/wshub/internal/redistest"
 	"github.com/wshub/wshub/store"
 	"github.com/wshub/wshub/store/redisstore"
 )
@@ -359,4 +363,143 @@ func TestFeed_SlowSubscriberIsCutOff(t *testing.T) {
 	case <-time.After(waitBound):
 		t.Fatal("Subscribe did not report the lost connection")
 	}
+}
+
+// TestFeed_StoppedServerBreaksSubscribe: a Redis that shuts down ends
+// Subscribe with ErrFeedBroken; while it is down Subscribe fails at once
+// (it does not wait for it); once it is back a new Subscribe works.
+func TestFeed_StoppedServerBreaksSubscribe(t *testing.T) {
+	srv := redistest.Start(t)
+	s, err := redisstore.Open(t.Context(), srv.Addr, redisstore.Options{Prefix: newPrefix("stopped")})
+	require.NoError(t, err)
+	t.Cleanup(func() { assert.NoError(t, s.Close()) })
+	sub := subscribe(t, s)
+	srv.Stop()
+	assert.ErrorIs(t, sub.result(t), redisstore.ErrFeedBroken)
+	for range 3 {
+		err = startSubscribe(t, s).result(t)
+		assert.ErrorIs(t, err, redisstore.ErrFeedBroken)
+		assert.ErrorContains(t, err, "subscribe")
+	}
+	require.NoError(t, srv.Restart())
+	again := subscribe(t, s)
+	m := appendOK(t, s, store.AppendRequest{Msg: dm("back", "alice", "bob")})
+	assert.Equal(t, m, again.next(t).Msg)
+}
+
+// holdingProxy forwards TCP connections to a Redis until cut: then it
+// closes them and accepts new ones without answering, as a load balancer
+// in front of a dead Redis, or a hung one, would.
+type holdingProxy struct {
+	ln net.Listener
+	to string
+
+	mu    sync.Mutex
+	held  bool       // guarded by mu
+	conns []net.Conn // guarded by mu: every connection, both sides
+}
+
+// startProxy starts a holdingProxy to addr, stopped when the test ends.
+func startProxy(t *testing.T, addr string) *holdingProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	p := &holdingProxy{ln: ln, to: addr}
+	done := make(chan struct{}) // closed by the accept loop
+	go func() {
+		defer close(done)
+		p.serve()
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+		p.cut()
+	})
+	return p
+}
+
+// Addr is the proxy's address.
+func (p *holdingProxy) Addr() string { return p.ln.Addr().String() }
+
+func (p *holdingProxy) serve() {
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		p.conns = append(p.conns, c)
+		held := p.held
+		p.mu.Unlock()
+		if held {
+			continue // accepted, never answered
+		}
+		u, err := net.Dial("tcp", p.to)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		p.mu.Lock()
+		p.conns = append(p.conns, u)
+		p.mu.Unlock()
+		go func() { _, _ = io.Copy(u, c); u.Close() }()
+		go func() { _, _ = io.Copy(c, u); c.Close() }()
+	}
+}
+
+// cut closes every connection and holds new ones from now on.
+func (p *holdingProxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.held = true
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+}
+
+// slowClient is a client of addr whose dials, handshakes and commands may
+// take a minute: longer than any wait of these tests.
+func slowClient(t *testing.T, addr string) *redis.Client {
+	c := redis.NewClient(&redis.Options{
+		Addr: addr, ContextTimeoutEnabled: true,
+		DialTimeout: time.Minute, ReadTimeout: time.Minute, WriteTimeout: time.Minute,
+	})
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// TestFeed_BrokenSubscriptionIsNotRedialed: when the subscription's
+// connection fails, Subscribe returns at once, even where a new
+// connection would be accepted and never answered: go-redis's PubSub
+// would dial again and wait for its handshake (5 s by default, here a
+// minute) before reporting the failure, and the subscription would pass
+// for alive all along. The client's other dials are not affected.
+func TestFeed_BrokenSubscriptionIsNotRedialed(t *testing.T) {
+	p := startProxy(t, needRedis(t).Addr)
+	client := slowClient(t, p.Addr())
+	s, err := redisstore.New(client, redisstore.Options{Prefix: newPrefix("redial"), FeedCheckInterval: time.Minute})
+	require.NoError(t, err)
+	t.Cleanup(func() { assert.NoError(t, s.Close()) })
+	sub := subscribe(t, s)
+	require.NoError(t, client.Ping(t.Context()).Err(), "the client dials its pool's first connection")
+
+	p.cut()
+	err = sub.result(t)
+	assert.ErrorIs(t, err, redisstore.ErrFeedBroken)
+	assert.NotErrorIs(t, err, context.DeadlineExceeded)
+}
+
+// TestFeed_UnansweredSubscribeGivesUp: a server that accepts the
+// connection and never answers makes Subscribe fail with ErrFeedBroken
+// after about FeedCheckInterval, however long the client's own dial and
+// handshake timeouts.
+func TestFeed_UnansweredSubscribeGivesUp(t *testing.T) {
+	p := startProxy(t, needRedis(t).Addr)
+	p.cut()
+	s, err := redisstore.New(slowClient(t, p.Addr()), redisstore.Options{FeedCheckInterval: 100 * time.Millisecond})
+	require.NoError(t, err)
+	t.Cleanup(func() { assert.NoError(t, s.Close()) })
+	err = startSubscribe(t, s).result(t)
+	assert.ErrorIs(t, err, redisstore.ErrFeedBroken)
 }

@@ -297,6 +297,9 @@ type Store struct {
 	epochBase string
 	epochSeq  atomic.Uint64
 
+	// hookFeed adds the noRedial hook to client on the first Subscribe.
+	hookFeed sync.Once
+
 	// closed is set by Close before anything else; methods check it first.
 	closed atomic.Bool
 	// done is closed by Close (after closed is set); it ends Subscribe.

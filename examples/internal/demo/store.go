@@ -1,9 +1,10 @@
 package demo
 
 import (
-	"context"
 	"fmt"
-	"time"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/wshub/wshub/store"
 	"github.com/wshub/wshub/store/boltstore"
@@ -14,7 +15,7 @@ import (
 // OpenStore opens the store the examples' -store flag names: "mem", "bolt"
 // (the bbolt file dbPath) or "redis" (the Redis at redisAddr: history,
 // pending queues and, with several example processes on one Redis,
-// routing between them).
+// routing between them). It does not wait for Redis: see openRedis.
 func OpenStore(kind, dbPath, redisAddr string) (store.Store, error) {
 	switch kind {
 	case "mem":
@@ -22,9 +23,33 @@ func OpenStore(kind, dbPath, redisAddr string) (store.Store, error) {
 	case "bolt":
 		return boltstore.Open(dbPath, boltstore.Options{})
 	case "redis":
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		return redisstore.Open(ctx, redisAddr, redisstore.Options{})
+		return openRedis(redisAddr)
 	}
 	return nil, fmt.Errorf("unknown -store %q: want mem, bolt or redis", kind)
+}
+
+// openRedis returns a Store on the Redis at addr ("host:port" or a URL
+// that redis.ParseURL understands) without connecting to it, so that an
+// example started while Redis is down keeps running: its hub subscribes
+// to the store's feed once Redis answers, retrying with backoff and
+// logging each failure, and answers 503 until then. (redisstore.Open
+// would check Redis at once and fail.)
+func openRedis(addr string) (store.Store, error) {
+	var ro *redis.Options
+	if strings.Contains(addr, "://") {
+		var err error
+		if ro, err = redis.ParseURL(addr); err != nil {
+			return nil, fmt.Errorf("-redis %s: %w", addr, err)
+		}
+	} else {
+		ro = &redis.Options{Addr: addr}
+	}
+	ro.ContextTimeoutEnabled = true // as Open does: every call honours its ctx
+	client := redis.NewClient(ro)
+	st, err := redisstore.New(client, redisstore.Options{CloseClient: true})
+	if err != nil {
+		_ = client.Close()
+		return nil, err
+	}
+	return st, nil
 }
