@@ -33,7 +33,7 @@ type conn struct {
 	busy atomic.Bool
 
 	rbuf  bytes.Buffer // reader only: the message being read
-	batch [][]byte     // writer only: frames taken from the outbox
+	batch []*entry     // writer only: entries taken from the outbox
 }
 
 // pingFrame is the heartbeat, cmd 1.
@@ -143,8 +143,23 @@ func (c *Client) connect(ctx context.Context) (time.Duration, error) {
 	readerDone := make(chan error, 1)
 	go c.read(cn, rest, readerDone)
 	err = c.serve(ctx, cn, rejoin, readerDone)
+	if ctx.Err() == nil { // when the client closes, finish fails them with ErrClosed
+		c.failLost()
+	}
 	c.closed(err)
 	return time.Since(openedAt), err
+}
+
+// failLost fails the Calls written on the connection that just ended, whose
+// answers can no longer come, with ErrConnectionLost. They are not written
+// again: the hub does not deduplicate application commands.
+func (c *Client) failLost() {
+	c.mu.Lock()
+	lost := c.out.takeLost()
+	c.mu.Unlock()
+	for _, e := range lost {
+		e.complete(result{err: ErrConnectionLost})
+	}
 }
 
 // closed reports the end of a connection to Options.OnClose.
@@ -280,8 +295,9 @@ func (c *Client) write(cn *conn, b []byte) error {
 
 // flush writes the pending acks and every outbox frame not yet written on
 // this connection. A frame whose write fails stays in the outbox (except
-// kindOnce frames, which are lost with the connection) and is written again
-// on the next one.
+// kindOnce frames, which are lost with the connection, and kindCall frames,
+// which may have reached the hub and fail with ErrConnectionLost) and is
+// written again on the next one; the frames after it count as not written.
 func (c *Client) flush(cn *conn) error {
 	c.mu.Lock()
 	cn.batch = c.out.takeUnsent(cn.batch[:0])
@@ -291,19 +307,31 @@ func (c *Client) flush(cn *conn) error {
 	defer clear(cn.batch)
 	if len(acks) > 0 {
 		b, err := (&wshub.Frame{Cmd: wshub.CmdAck, IDs: acks}).Encode()
-		if err != nil {
-			return err
+		if err == nil {
+			err = c.write(cn, b)
 		}
-		if err := c.write(cn, b); err != nil {
+		if err != nil {
+			c.unsent(cn.batch)
 			return err
 		}
 	}
-	for _, b := range cn.batch {
-		if err := c.write(cn, b); err != nil {
+	for i, e := range cn.batch {
+		if err := c.write(cn, e.data); err != nil {
+			c.unsent(cn.batch[i+1:])
 			return err
 		}
 	}
 	return nil
+}
+
+// unsent marks entries taken for writing as not written after all: a write
+// before them failed. (Harmless for those no longer in the outbox.)
+func (c *Client) unsent(es []*entry) {
+	c.mu.Lock()
+	for _, e := range es {
+		e.sent = false
+	}
+	c.mu.Unlock()
 }
 
 // writeFailed ends a connection after a failed write. Unless the write
@@ -446,7 +474,30 @@ func (c *Client) handle(cn *conn, f *wshub.Frame) bool {
 		}
 		return true
 	}
+	if f.Cmd >= wshub.CmdApp && f.CID != "" && c.answerCall(f) {
+		return true
+	}
 	return c.deliver(cn, f)
+}
+
+// answerCall hands f to the Call waiting for its cid and reports whether f
+// was such an answer (also the late answer of a Call whose ctx ended,
+// which is dropped): an answer is never delivered as a message.
+func (c *Client) answerCall(f *wshub.Frame) bool {
+	c.mu.Lock()
+	e := c.out.get(f.CID)
+	if e == nil || e.kind != kindCall {
+		late := c.abandoned.seen(f.CID)
+		c.mu.Unlock()
+		if late {
+			c.opts.Logger.Debug("wshub/client: dropped the late answer of an abandoned call", "cmd", f.Cmd, "cid", f.CID)
+		}
+		return late
+	}
+	c.out.unlink(e)
+	c.mu.Unlock()
+	e.complete(result{f: f})
+	return true
 }
 
 // handleJoin handles a join reply: the answer to a Join call, or to an

@@ -12,12 +12,13 @@ import (
 var (
 	// ErrClosed is returned by calls on a client whose Run has ended
 	// (after Close, after its context ended, or after a final error), and
-	// by Send calls still waiting when that happens.
+	// by the calls still waiting (Send, Join, History, Call) when that
+	// happens.
 	ErrClosed = errors.New("wshub/client: client is closed")
 	// ErrRunning is returned by a second call of Run.
 	ErrRunning = errors.New("wshub/client: Run already called")
-	// ErrOutboxFull is returned by Send and Post when Options.OutboxSize
-	// frames already wait for their receipt.
+	// ErrOutboxFull is returned by Send, Post and the other calls that use
+	// the outbox when Options.OutboxSize frames already wait in it.
 	ErrOutboxFull = errors.New("wshub/client: outbox is full")
 	// ErrHeartbeatTimeout is the cause reported (Options.OnError) when a
 	// connection was closed because nothing arrived within
@@ -27,6 +28,10 @@ var (
 	// attempts in a row failed, or after the first disconnection when
 	// Options.NoReconnect is set. It wraps the last failure.
 	ErrGaveUp = errors.New("wshub/client: gave up reconnecting")
+	// ErrConnectionLost is returned by Call when the connection its
+	// request was written on ended before the answer. The command may or
+	// may not have run on the hub; the client does not send it again.
+	ErrConnectionLost = errors.New("wshub/client: connection lost before the answer")
 	// ErrProtocol is reported when the server breaks the protocol (no
 	// welcome frame first).
 	ErrProtocol = errors.New("wshub/client: protocol error")

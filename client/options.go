@@ -71,9 +71,9 @@ type Options struct {
 	// dial. Without it those end Run.
 	ReconnectAlways bool
 
-	// OutboxSize bounds the frames waiting to be written or receipted
-	// (Send, Post, Join, History, Leave, Emit); beyond it those calls fail
-	// with ErrOutboxFull. 0 means DefaultOutboxSize.
+	// OutboxSize bounds the frames waiting to be written, receipted or
+	// answered (Send, Post, Join, History, Call, Leave, Emit); beyond it
+	// those calls fail with ErrOutboxFull. 0 means DefaultOutboxSize.
 	OutboxSize int
 	// InboxSize is the capacity of the Messages channel. 0 means
 	// DefaultInboxSize.
@@ -89,12 +89,13 @@ type Options struct {
 
 	// Callbacks. Each is optional and runs on one of the client's own
 	// goroutines, never two at a time: it must return quickly and must not
-	// call the waiting methods (Send, Join, History), whose answers that
+	// call the waiting methods (Send, Join, History, Call), whose answers that
 	// goroutine would have to read, nor Close, which waits for it (use
 	// "go c.Close()"). Post, Emit, Leave and State are fine.
 
 	// OnMessage, when set, receives every incoming message (cmd 10, 11,
-	// application commands) instead of the Messages channel, on the
+	// application commands other than answers to Call) instead of the
+	// Messages channel, on the
 	// reader goroutine: reading waits while it runs (backpressure).
 	OnMessage func(f *wshub.Frame)
 	// OnOpen is called when a connection is established and the welcome
