@@ -163,8 +163,8 @@ func New(rawURL string, opts Options) (*Client, error) {
 // first connection is open. It keeps retrying (per Options) until ctx
 // ends; ctx bounds only this wait, not the client's life, which lasts until
 // Close. It fails with the final error when the hub refuses for good (HTTP
-// 401, close code 4000 or 1008, unless Options.ReconnectAlways), or with
-// ctx.Err().
+// 401 or 403, close code 4000 or 1008, unless Options.ReconnectAlways), or
+// with ctx.Err().
 func Dial(ctx context.Context, rawURL string, opts Options) (*Client, error) {
 	c, err := New(rawURL, opts)
 	if err != nil {
@@ -482,8 +482,10 @@ func (c *Client) History(ctx context.Context, q HistoryRequest) (*wshub.Frame, e
 
 // Run connects and keeps the client connected until ctx ends (it returns
 // ctx.Err()), Close is called (it returns nil), or a final error: HTTP 401
-// on dial (wrapping wshub.ErrUnauthorized), a close with code 4000 or 1008
-// (a *CloseError), ErrGaveUp. Run may be called once.
+// or 403 on dial (a *HandshakeError wrapping wshub.ErrUnauthorized or
+// ErrForbidden), a close with code 4000 or 1008 (a *CloseError), ErrGaveUp.
+// Other refused handshakes are retried (see HandshakeError). Run may be
+// called once.
 func (c *Client) Run(ctx context.Context) error {
 	if !c.started.CompareAndSwap(false, true) {
 		return ErrRunning
@@ -525,7 +527,7 @@ func (c *Client) finish(err error) {
 
 // isFinal reports whether err ends Run without ReconnectAlways.
 func isFinal(err error) bool {
-	if errors.Is(err, wshub.ErrUnauthorized) {
+	if errors.Is(err, wshub.ErrUnauthorized) || errors.Is(err, ErrForbidden) {
 		return true
 	}
 	var ce *CloseError
@@ -559,6 +561,9 @@ func (c *Client) loop(ctx context.Context) error {
 		}
 		attempt++
 		delay := c.opts.Backoff.Next(attempt, c.rnd)
+		if he := (*HandshakeError)(nil); errors.As(err, &he) && he.RetryAfter > 0 {
+			delay = c.opts.Backoff.atLeast(delay, he.RetryAfter)
+		}
 		c.setState(StateReconnecting)
 		c.opts.Logger.Debug("wshub/client: reconnecting", "attempt", attempt, "delay", delay, "err", err)
 		if c.opts.OnReconnecting != nil {

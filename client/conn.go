@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -54,8 +56,8 @@ func (c *Client) reportErr(err error) {
 	}
 }
 
-// dial opens a WebSocket connection. An HTTP 401 answer wraps
-// wshub.ErrUnauthorized.
+// dial opens a WebSocket connection. An HTTP answer other than 101 is a
+// *HandshakeError.
 func (c *Client) dial(ctx context.Context) (*websocket.Conn, error) {
 	ws, resp, err := c.opts.Dialer.DialContext(ctx, c.url, c.opts.Header)
 	if err == nil {
@@ -66,10 +68,11 @@ func (c *Client) dial(ctx context.Context) (*websocket.Conn, error) {
 		host = u.Host // never put the token into an error message
 	}
 	if resp != nil {
-		if resp.StatusCode == http.StatusUnauthorized {
-			return nil, fmt.Errorf("wshub/client: dial %s: HTTP 401: %w", host, wshub.ErrUnauthorized)
+		return nil, &HandshakeError{
+			Host:       host,
+			StatusCode: resp.StatusCode,
+			RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()),
 		}
-		return nil, fmt.Errorf("wshub/client: dial %s: HTTP %d: %w", host, resp.StatusCode, err)
 	}
 	var ue *url.Error
 	if errors.As(err, &ue) {
@@ -77,6 +80,29 @@ func (c *Client) dial(ctx context.Context) (*websocket.Conn, error) {
 	}
 	return nil, fmt.Errorf("wshub/client: dial %s: %w", host, err)
 }
+
+// parseRetryAfter reads a Retry-After header: a number of seconds or an
+// HTTP date. It returns 0 when v is empty, malformed or in the past.
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if secs <= 0 {
+			return 0
+		}
+		return time.Duration(min(secs, int64(maxRetryAfter/time.Second))) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil && t.After(now) {
+		return min(t.Sub(now), maxRetryAfter)
+	}
+	return 0
+}
+
+// maxRetryAfter caps what parseRetryAfter returns, so that a huge value
+// cannot overflow; Backoff.Max bounds the wait anyway.
+const maxRetryAfter = 24 * time.Hour
 
 // connect runs one connection: dial, welcome, rejoin rooms, resend the
 // outbox, then read and write until it ends. It returns how long the

@@ -54,7 +54,8 @@ type Options struct {
 	HeartbeatTimeout time.Duration
 
 	// Backoff spaces reconnect attempts (full jitter, see Backoff). The
-	// zero value means 0.5 s doubling to a 30 s cap.
+	// zero value means 0.5 s doubling to a 30 s cap. A refused handshake's
+	// Retry-After raises the next delay to that much, up to Backoff.Max.
 	Backoff Backoff
 	// MaxAttempts is the number of reconnect attempts in a row after
 	// which Run gives up with ErrGaveUp; 0 means unlimited.
@@ -67,8 +68,8 @@ type Options struct {
 	// the first dial fails) instead of reconnecting.
 	NoReconnect bool
 	// ReconnectAlways makes the client reconnect even after a final
-	// refusal: close code 4000 (replaced) or 1008 (policy), or HTTP 401 on
-	// dial. Without it those end Run.
+	// refusal: close code 4000 (replaced) or 1008 (policy), or HTTP 401 or
+	// 403 on dial. Without it those end Run.
 	ReconnectAlways bool
 
 	// OutboxSize bounds the frames waiting to be written, receipted or
