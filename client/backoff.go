@@ -70,3 +70,11 @@ func (b Backoff) Next(attempt int, rnd *rand.Rand) time.Duration {
 	}
 	return time.Duration(rnd.Int64N(c))
 }
+
+// atLeast returns d, raised to floor (a server's Retry-After) but never
+// above Max: a server cannot make the client wait longer than its backoff
+// allows, nor retry sooner than it asked within that bound.
+func (b Backoff) atLeast(d, floor time.Duration) time.Duration {
+	_, maxd := b.bounds()
+	return max(d, min(floor, maxd))
+}

@@ -96,7 +96,14 @@ type Client struct {
 	ended   bool             // guarded by mu: Run has ended; nothing new is accepted
 	err     error            // guarded by mu: why Run ended (nil after Close)
 	cancel  func()           // guarded by mu: cancels Run's context; set by Run
+	// abandoned holds the cids of the latest Calls whose ctx ended before
+	// their answer, so that a late answer is dropped rather than
+	// delivered as a message. Guarded by mu.
+	abandoned *dedup
 }
+
+// abandonedSize is how many cids of abandoned Calls a client remembers.
+const abandonedSize = 256
 
 // room is the state of one joined room. Guarded by Client.mu.
 type room struct {
@@ -143,6 +150,7 @@ func New(rawURL string, opts Options) (*Client, error) {
 		opened:    make(chan struct{}),
 		done:      make(chan struct{}),
 		seen:      newDedup(opts.DedupSize),
+		abandoned: newDedup(abandonedSize),
 		rooms:     make(map[string]*room),
 	}
 	if opts.OnMessage == nil {
@@ -155,8 +163,8 @@ func New(rawURL string, opts Options) (*Client, error) {
 // first connection is open. It keeps retrying (per Options) until ctx
 // ends; ctx bounds only this wait, not the client's life, which lasts until
 // Close. It fails with the final error when the hub refuses for good (HTTP
-// 401, close code 4000 or 1008, unless Options.ReconnectAlways), or with
-// ctx.Err().
+// 401 or 403, close code 4000 or 1008, unless Options.ReconnectAlways), or
+// with ctx.Err().
 func Dial(ctx context.Context, rawURL string, opts Options) (*Client, error) {
 	c, err := New(rawURL, opts)
 	if err != nil {
@@ -209,8 +217,8 @@ func (c *Client) State() State { return State(c.state.Load()) }
 func (c *Client) setState(s State) { c.state.Store(int32(s)) }
 
 // Messages returns the channel of incoming messages (cmd 10, 11 and
-// application commands), each delivered once (duplicates by id are
-// dropped). It is closed when Run returns. It is nil when
+// application commands, except the answers to Call), each delivered once
+// (duplicates by id are dropped). It is closed when Run returns. It is nil when
 // Options.OnMessage is set.
 //
 // The channel holds Options.InboxSize messages. When the application does
@@ -243,7 +251,7 @@ func (c *Client) Rooms() map[string]RoomState {
 }
 
 // Pending returns the number of frames in the outbox: not yet written, or
-// waiting for their receipt or answer.
+// waiting for their receipt or answer (Send, Post, Join, History, Call).
 func (c *Client) Pending() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -311,6 +319,9 @@ func (c *Client) wait(ctx context.Context, e *entry) (*wshub.Frame, error) {
 	case <-ctx.Done():
 		c.mu.Lock()
 		removed := c.out.removeEntry(e)
+		if removed && e.kind == kindCall {
+			c.abandoned.add(e.cid)
+		}
 		c.mu.Unlock()
 		if !removed {
 			// Settled at the same moment: its result is there.
@@ -337,6 +348,42 @@ func (c *Client) wait(ctx context.Context, e *entry) (*wshub.Frame, error) {
 // safely, set f.CID yourself and Send the same cid again.
 func (c *Client) Send(ctx context.Context, f *wshub.Frame) (*wshub.Frame, error) {
 	e, err := c.enqueue(f, kindMessage, true)
+	if err != nil {
+		return nil, err
+	}
+	return c.wait(ctx, e)
+}
+
+// Call sends an application command (cmd 100 and up) as a request and
+// returns the hub's answer: the first frame that carries the request's cid
+// (by convention the handler answers with
+// n.Send(&wshub.Frame{Cmd: f.Cmd, CID: f.CID, ...})). The answer is not
+// delivered on Messages or OnMessage. An error frame (cmd 40) with the cid
+// fails Call with a *ServerError, which carries the code and reason and
+// matches the hub's errors (errors.Is(err, wshub.ErrUnknownCommand)) and an
+// application's own *wshub.Error values.
+//
+// f is not modified; the request is a copy with a fresh cid (f.CID is
+// ignored). Made while there is no connection, the request waits for the
+// next one. Once written it is never written again: if that connection
+// ends before the answer, Call fails with ErrConnectionLost, and the
+// command may or may not have run on the hub — it does not deduplicate
+// application commands, so resending could run it twice. Retry only what
+// is safe to run twice.
+//
+// When ctx ends first, Call returns ctx.Err(); an answer arriving later is
+// dropped. Call fails with ErrClosed when the client closes meanwhile.
+func (c *Client) Call(ctx context.Context, f *wshub.Frame) (*wshub.Frame, error) {
+	if f == nil {
+		return nil, fmt.Errorf("wshub/client: nil frame")
+	}
+	if f.Cmd < wshub.CmdApp {
+		return nil, fmt.Errorf("%w: Call is for application commands (%d and up), not cmd %d",
+			wshub.ErrBadRequest, wshub.CmdApp, f.Cmd)
+	}
+	req := *f
+	req.CID = c.newCID()
+	e, err := c.enqueue(&req, kindCall, true)
 	if err != nil {
 		return nil, err
 	}
@@ -435,8 +482,10 @@ func (c *Client) History(ctx context.Context, q HistoryRequest) (*wshub.Frame, e
 
 // Run connects and keeps the client connected until ctx ends (it returns
 // ctx.Err()), Close is called (it returns nil), or a final error: HTTP 401
-// on dial (wrapping wshub.ErrUnauthorized), a close with code 4000 or 1008
-// (a *CloseError), ErrGaveUp. Run may be called once.
+// or 403 on dial (a *HandshakeError wrapping wshub.ErrUnauthorized or
+// ErrForbidden), a close with code 4000 or 1008 (a *CloseError), ErrGaveUp.
+// Other refused handshakes are retried (see HandshakeError). Run may be
+// called once.
 func (c *Client) Run(ctx context.Context) error {
 	if !c.started.CompareAndSwap(false, true) {
 		return ErrRunning
@@ -478,7 +527,7 @@ func (c *Client) finish(err error) {
 
 // isFinal reports whether err ends Run without ReconnectAlways.
 func isFinal(err error) bool {
-	if errors.Is(err, wshub.ErrUnauthorized) {
+	if errors.Is(err, wshub.ErrUnauthorized) || errors.Is(err, ErrForbidden) {
 		return true
 	}
 	var ce *CloseError
@@ -512,6 +561,9 @@ func (c *Client) loop(ctx context.Context) error {
 		}
 		attempt++
 		delay := c.opts.Backoff.Next(attempt, c.rnd)
+		if he := (*HandshakeError)(nil); errors.As(err, &he) && he.RetryAfter > 0 {
+			delay = c.opts.Backoff.atLeast(delay, he.RetryAfter)
+		}
 		c.setState(StateReconnecting)
 		c.opts.Logger.Debug("wshub/client: reconnecting", "attempt", attempt, "delay", delay, "err", err)
 		if c.opts.OnReconnecting != nil {

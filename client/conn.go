@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -33,7 +35,7 @@ type conn struct {
 	busy atomic.Bool
 
 	rbuf  bytes.Buffer // reader only: the message being read
-	batch [][]byte     // writer only: frames taken from the outbox
+	batch []*entry     // writer only: entries taken from the outbox
 }
 
 // pingFrame is the heartbeat, cmd 1.
@@ -54,8 +56,8 @@ func (c *Client) reportErr(err error) {
 	}
 }
 
-// dial opens a WebSocket connection. An HTTP 401 answer wraps
-// wshub.ErrUnauthorized.
+// dial opens a WebSocket connection. An HTTP answer other than 101 is a
+// *HandshakeError.
 func (c *Client) dial(ctx context.Context) (*websocket.Conn, error) {
 	ws, resp, err := c.opts.Dialer.DialContext(ctx, c.url, c.opts.Header)
 	if err == nil {
@@ -66,10 +68,11 @@ func (c *Client) dial(ctx context.Context) (*websocket.Conn, error) {
 		host = u.Host // never put the token into an error message
 	}
 	if resp != nil {
-		if resp.StatusCode == http.StatusUnauthorized {
-			return nil, fmt.Errorf("wshub/client: dial %s: HTTP 401: %w", host, wshub.ErrUnauthorized)
+		return nil, &HandshakeError{
+			Host:       host,
+			StatusCode: resp.StatusCode,
+			RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()),
 		}
-		return nil, fmt.Errorf("wshub/client: dial %s: HTTP %d: %w", host, resp.StatusCode, err)
 	}
 	var ue *url.Error
 	if errors.As(err, &ue) {
@@ -77,6 +80,29 @@ func (c *Client) dial(ctx context.Context) (*websocket.Conn, error) {
 	}
 	return nil, fmt.Errorf("wshub/client: dial %s: %w", host, err)
 }
+
+// parseRetryAfter reads a Retry-After header: a number of seconds or an
+// HTTP date. It returns 0 when v is empty, malformed or in the past.
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if secs <= 0 {
+			return 0
+		}
+		return time.Duration(min(secs, int64(maxRetryAfter/time.Second))) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil && t.After(now) {
+		return min(t.Sub(now), maxRetryAfter)
+	}
+	return 0
+}
+
+// maxRetryAfter caps what parseRetryAfter returns, so that a huge value
+// cannot overflow; Backoff.Max bounds the wait anyway.
+const maxRetryAfter = 24 * time.Hour
 
 // connect runs one connection: dial, welcome, rejoin rooms, resend the
 // outbox, then read and write until it ends. It returns how long the
@@ -143,8 +169,23 @@ func (c *Client) connect(ctx context.Context) (time.Duration, error) {
 	readerDone := make(chan error, 1)
 	go c.read(cn, rest, readerDone)
 	err = c.serve(ctx, cn, rejoin, readerDone)
+	if ctx.Err() == nil { // when the client closes, finish fails them with ErrClosed
+		c.failLost()
+	}
 	c.closed(err)
 	return time.Since(openedAt), err
+}
+
+// failLost fails the Calls written on the connection that just ended, whose
+// answers can no longer come, with ErrConnectionLost. They are not written
+// again: the hub does not deduplicate application commands.
+func (c *Client) failLost() {
+	c.mu.Lock()
+	lost := c.out.takeLost()
+	c.mu.Unlock()
+	for _, e := range lost {
+		e.complete(result{err: ErrConnectionLost})
+	}
 }
 
 // closed reports the end of a connection to Options.OnClose.
@@ -280,8 +321,9 @@ func (c *Client) write(cn *conn, b []byte) error {
 
 // flush writes the pending acks and every outbox frame not yet written on
 // this connection. A frame whose write fails stays in the outbox (except
-// kindOnce frames, which are lost with the connection) and is written again
-// on the next one.
+// kindOnce frames, which are lost with the connection, and kindCall frames,
+// which may have reached the hub and fail with ErrConnectionLost) and is
+// written again on the next one; the frames after it count as not written.
 func (c *Client) flush(cn *conn) error {
 	c.mu.Lock()
 	cn.batch = c.out.takeUnsent(cn.batch[:0])
@@ -291,19 +333,31 @@ func (c *Client) flush(cn *conn) error {
 	defer clear(cn.batch)
 	if len(acks) > 0 {
 		b, err := (&wshub.Frame{Cmd: wshub.CmdAck, IDs: acks}).Encode()
-		if err != nil {
-			return err
+		if err == nil {
+			err = c.write(cn, b)
 		}
-		if err := c.write(cn, b); err != nil {
+		if err != nil {
+			c.unsent(cn.batch)
 			return err
 		}
 	}
-	for _, b := range cn.batch {
-		if err := c.write(cn, b); err != nil {
+	for i, e := range cn.batch {
+		if err := c.write(cn, e.data); err != nil {
+			c.unsent(cn.batch[i+1:])
 			return err
 		}
 	}
 	return nil
+}
+
+// unsent marks entries taken for writing as not written after all: a write
+// before them failed. (Harmless for those no longer in the outbox.)
+func (c *Client) unsent(es []*entry) {
+	c.mu.Lock()
+	for _, e := range es {
+		e.sent = false
+	}
+	c.mu.Unlock()
 }
 
 // writeFailed ends a connection after a failed write. Unless the write
@@ -446,7 +500,30 @@ func (c *Client) handle(cn *conn, f *wshub.Frame) bool {
 		}
 		return true
 	}
+	if f.Cmd >= wshub.CmdApp && f.CID != "" && c.answerCall(f) {
+		return true
+	}
 	return c.deliver(cn, f)
+}
+
+// answerCall hands f to the Call waiting for its cid and reports whether f
+// was such an answer (also the late answer of a Call whose ctx ended,
+// which is dropped): an answer is never delivered as a message.
+func (c *Client) answerCall(f *wshub.Frame) bool {
+	c.mu.Lock()
+	e := c.out.get(f.CID)
+	if e == nil || e.kind != kindCall {
+		late := c.abandoned.seen(f.CID)
+		c.mu.Unlock()
+		if late {
+			c.opts.Logger.Debug("wshub/client: dropped the late answer of an abandoned call", "cmd", f.Cmd, "cid", f.CID)
+		}
+		return late
+	}
+	c.out.unlink(e)
+	c.mu.Unlock()
+	e.complete(result{f: f})
+	return true
 }
 
 // handleJoin handles a join reply: the answer to a Join call, or to an

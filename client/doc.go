@@ -12,14 +12,20 @@
 //     Backoff (full jitter, 0.5 s doubling to a 30 s cap) and dials again,
 //     without limit unless Options.MaxAttempts says otherwise. A
 //     connection that stayed up Options.StableAfter (10 s) resets the
-//     attempt count. Close code 4000 (replaced) or 1008 (policy), and HTTP
-//     401 on dial, end the client instead, unless
+//     attempt count. A refused handshake (HTTP 429, 503 and the like) is
+//     retried the same way, waiting at least its Retry-After (up to the
+//     backoff's cap). Close code 4000 (replaced) or 1008 (policy), and
+//     HTTP 401 or 403 on dial, end the client instead, unless
 //     Options.ReconnectAlways.
 //   - Outbox: Send and Post put the frame, with a cid, in a bounded outbox;
 //     it is written now or after the next connect, and written again after
 //     every reconnect until its receipt (cmd 15) or an error frame (cmd 40)
 //     with its cid arrives. The hub stores a (sender, cid) once, so
 //     resending is safe.
+//   - Requests: Call sends an application command and returns the answer
+//     that carries its cid. The hub does not deduplicate application
+//     commands, so a request is written once: a connection lost before the
+//     answer fails it with ErrConnectionLost.
 //   - Incoming messages are delivered once: duplicates by id are dropped,
 //     and with Options.Ack every direct message is acknowledged (cmd 14)
 //     after the application got it, so the hub keeps it until then.

@@ -54,7 +54,8 @@ type Options struct {
 	HeartbeatTimeout time.Duration
 
 	// Backoff spaces reconnect attempts (full jitter, see Backoff). The
-	// zero value means 0.5 s doubling to a 30 s cap.
+	// zero value means 0.5 s doubling to a 30 s cap. A refused handshake's
+	// Retry-After raises the next delay to that much, up to Backoff.Max.
 	Backoff Backoff
 	// MaxAttempts is the number of reconnect attempts in a row after
 	// which Run gives up with ErrGaveUp; 0 means unlimited.
@@ -67,13 +68,13 @@ type Options struct {
 	// the first dial fails) instead of reconnecting.
 	NoReconnect bool
 	// ReconnectAlways makes the client reconnect even after a final
-	// refusal: close code 4000 (replaced) or 1008 (policy), or HTTP 401 on
-	// dial. Without it those end Run.
+	// refusal: close code 4000 (replaced) or 1008 (policy), or HTTP 401 or
+	// 403 on dial. Without it those end Run.
 	ReconnectAlways bool
 
-	// OutboxSize bounds the frames waiting to be written or receipted
-	// (Send, Post, Join, History, Leave, Emit); beyond it those calls fail
-	// with ErrOutboxFull. 0 means DefaultOutboxSize.
+	// OutboxSize bounds the frames waiting to be written, receipted or
+	// answered (Send, Post, Join, History, Call, Leave, Emit); beyond it
+	// those calls fail with ErrOutboxFull. 0 means DefaultOutboxSize.
 	OutboxSize int
 	// InboxSize is the capacity of the Messages channel. 0 means
 	// DefaultInboxSize.
@@ -89,12 +90,13 @@ type Options struct {
 
 	// Callbacks. Each is optional and runs on one of the client's own
 	// goroutines, never two at a time: it must return quickly and must not
-	// call the waiting methods (Send, Join, History), whose answers that
+	// call the waiting methods (Send, Join, History, Call), whose answers that
 	// goroutine would have to read, nor Close, which waits for it (use
 	// "go c.Close()"). Post, Emit, Leave and State are fine.
 
 	// OnMessage, when set, receives every incoming message (cmd 10, 11,
-	// application commands) instead of the Messages channel, on the
+	// application commands other than answers to Call) instead of the
+	// Messages channel, on the
 	// reader goroutine: reading waits while it runs (backpressure).
 	OnMessage func(f *wshub.Frame)
 	// OnOpen is called when a connection is established and the welcome

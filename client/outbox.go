@@ -18,6 +18,13 @@ const (
 	kindRequest
 	// kindOnce: a frame written once and then dropped (cmd 13, Emit).
 	kindOnce
+	// kindCall: an application request (Call) answered by a frame that
+	// carries its cid. It waits for a connection like the others, but is
+	// written only once: when the connection it was written on ends
+	// before the answer, it leaves the outbox and its caller gets
+	// ErrConnectionLost. The hub does not deduplicate application
+	// commands, so writing it again could run it twice.
+	kindCall
 )
 
 // result is what a waiting caller gets: the answering frame or an error.
@@ -146,14 +153,14 @@ func (o *outbox) firstRequest(cmd wshub.Cmd, dst string) *entry {
 	return nil
 }
 
-// takeUnsent appends the data of every entry not yet written on the
-// current connection to buf, marks them written, drops the kindOnce ones,
-// and returns buf.
-func (o *outbox) takeUnsent(buf [][]byte) [][]byte {
+// takeUnsent appends every entry not yet written on the current
+// connection to buf, marks them written, drops the kindOnce ones, and
+// returns buf.
+func (o *outbox) takeUnsent(buf []*entry) []*entry {
 	for e := o.head; e != nil; {
 		next := e.next
 		if !e.sent {
-			buf = append(buf, e.data)
+			buf = append(buf, e)
 			e.sent = true
 			if e.kind == kindOnce {
 				o.unlink(e)
@@ -162,6 +169,21 @@ func (o *outbox) takeUnsent(buf [][]byte) [][]byte {
 		e = next
 	}
 	return buf
+}
+
+// takeLost removes and returns the kindCall entries written on the
+// connection that just ended: their answers can no longer come.
+func (o *outbox) takeLost() []*entry {
+	var lost []*entry
+	for e := o.head; e != nil; {
+		next := e.next
+		if e.kind == kindCall && e.sent {
+			o.unlink(e)
+			lost = append(lost, e)
+		}
+		e = next
+	}
+	return lost
 }
 
 // resetSent marks every entry unwritten, for a new connection.

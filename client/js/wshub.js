@@ -8,6 +8,7 @@
 //   c.on('state', (s) => console.log('connection is', s));
 //   await c.send({ cmd: 10, dstid: 'bob', content: 'hi' }); // resolves with the receipt
 //   await c.join('lobby');
+//   const quote = await c.call({ cmd: 100, content: 'ACME' }); // the answer with the same cid
 //
 // What it does for the page:
 //   - heartbeat: cmd 1 every heartbeatInterval, and at once when the window
@@ -18,10 +19,14 @@
 //     from [0, min(max, base * factor^(attempt-1)))), so that thousands of
 //     pages that lost the same server do not come back in the same
 //     millisecond. The attempt counter resets once a connection stayed up for
-//     backoff.resetAfter. Close codes 4000 (replaced) and 1008 (policy) stop
-//     reconnecting unless shouldReconnect says otherwise or the page calls
-//     reconnect(). While the window is offline no attempt is made; the
-//     online event connects at once.
+//     backoff.resetAfter. Close codes 4000 (replaced) and 1008 (policy), and
+//     a handshake refused with HTTP 401 or 403, stop reconnecting unless
+//     shouldReconnect says otherwise or the page calls reconnect(). Browsers
+//     hide the HTTP status of a refused handshake, so after one the client
+//     asks for it with a plain GET of the same URL (the status probe); a
+//     Retry-After there is the shortest next delay (up to backoff.max).
+//     While the window is offline no attempt is made; the online event
+//     connects at once.
 //   - outbox: every message given to send() stays in a bounded outbox
 //     (optionally in localStorage / sessionStorage) until its receipt
 //     (cmd 15) arrives; after a reconnect it is sent again with the same cid,
@@ -31,6 +36,10 @@
 //   - rooms: joined rooms are remembered with the last contiguous seq and the
 //     epoch seen, and rejoined with since/epoch after a reconnect, so the
 //     server replays what was missed; the 'joined' event reports recovered.
+//   - requests: call() sends an application command with a fresh cid and
+//     resolves with the answer carrying that cid. It is written once: the
+//     hub does not deduplicate application commands, so when the socket
+//     closes before the answer the promise rejects with ConnectionLostError.
 
 /** Command codes of the wire protocol (SPEC.md section 3). */
 export const Cmd = Object.freeze({
@@ -62,6 +71,13 @@ export const State = Object.freeze({
 
 /** Close codes after which the client does not reconnect by default. */
 export const NoReconnectCodes = Object.freeze([4000, 1008]);
+
+/**
+ * HTTP statuses of a refused handshake after which the client does not
+ * reconnect by default: 401 (the token was refused) and 403 (the origin, or
+ * the application, refused the page). Every other status is retried.
+ */
+export const NoReconnectStatuses = Object.freeze([401, 403]);
 
 const defaultBackoff = Object.freeze({ base: 500, max: 30000, factor: 2, resetAfter: 10000 });
 
@@ -99,6 +115,18 @@ export function newCID() {
   return Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
 }
 
+/**
+ * ConnectionLostError is the rejection of a request whose socket closed
+ * before the answer came: call() (the command may or may not have run on
+ * the hub), and history().
+ */
+export class ConnectionLostError extends Error {
+  constructor(message = 'wshub: connection lost before the answer') {
+    super(message);
+    this.name = 'ConnectionLostError';
+  }
+}
+
 /** HubError is the rejection of a request that the server answered with cmd 40. */
 export class HubError extends Error {
   constructor(frame) {
@@ -110,10 +138,33 @@ export class HubError extends Error {
   }
 }
 
-// Error codes after which resending the same frame later can succeed.
+// Error codes of an error frame (cmd 40) after which resending the same
+// outbox frame later can succeed. (Handshake statuses: every one but
+// NoReconnectStatuses is retried.)
 const transientCodes = new Set([429, 500, 503]);
 
 const seenLimit = 10000; // ids remembered for duplicate detection
+const abandonedLimit = 256; // cids of timed-out calls whose late answers are dropped
+
+// closedError is the rejection of a call made on, or still waiting when, a
+// client that stopped.
+function closedError() {
+  const err = new Error('wshub: client closed');
+  err.name = 'ClosedError';
+  return err;
+}
+
+/**
+ * parseRetryAfter returns a Retry-After header value (seconds or an HTTP
+ * date) in ms, or 0 when it is missing, malformed or in the past.
+ */
+export function parseRetryAfter(value, now = Date.now()) {
+  const v = String(value ?? '').trim();
+  if (!v) return 0;
+  if (/^\d+$/.test(v)) return Number(v) * 1000;
+  const t = Date.parse(v);
+  return Number.isFinite(t) && t > now ? t - now : 0;
+}
 
 /**
  * WSHubClient is one logical connection to a hub that survives any number of
@@ -123,9 +174,12 @@ const seenLimit = 10000; // ids remembered for duplicate detection
  *   'state'        readyState changed: (state)
  *   'open'         a socket is open: ()
  *   'welcome'      the server's cmd 20: (frame); userId is set
- *   'close'        a socket closed: ({code, reason, wasClean, willReconnect})
+ *   'close'        a socket closed: ({code, reason, wasClean, willReconnect, status, retryAfter});
+ *                  after a refused handshake, status is what the status probe got (0 when
+ *                  unknown; 400 means the hub would have taken the socket) and retryAfter
+ *                  its Retry-After in ms
  *   'reconnecting' next attempt scheduled: ({attempt, delay})
- *   'message'      a new message (cmd 10, 11, 100+), duplicates removed: (frame)
+ *   'message'      a new message (cmd 10, 11, 100+ except answers to call()), duplicates removed: (frame)
  *   'receipt'      a sent message was stored: ({receipt, frame})
  *   'joined'       a room join answered: ({room, seq, epoch, recovered})
  *   'outbox'       the outbox size changed: (size)
@@ -144,9 +198,14 @@ export class WSHubClient {
    * @param {number} [options.pongTimeout]      ms to wait for any frame after a ping (default 10000)
    * @param {object} [options.backoff]          {base: 500, max: 30000, factor: 2, resetAfter: 10000} in ms
    * @param {number} [options.maxAttempts]      reconnect attempts before giving up (default Infinity)
-   * @param {function} [options.shouldReconnect] (closeEvent) => bool; default: not after 4000 or 1008
+   * @param {function} [options.shouldReconnect] (closeEvent) => bool; default: not after close code 4000
+   *                                            or 1008, nor after HTTP 401 or 403 (closeEvent.status)
    * @param {object} [options.outbox]           {max: 1000, storageKey: '', storage: localStorage}
-   * @param {number} [options.requestTimeout]   ms before join/history promises reject (default 15000)
+   * @param {number} [options.requestTimeout]   ms before join/history/call promises reject (default 15000)
+   * @param {boolean} [options.statusProbe]     after a refused handshake, GET the URL to learn the HTTP
+   *                                            status the browser hides (default true; needs same origin
+   *                                            or CORS on the hub)
+   * @param {function} [options.fetch]          fetch for the status probe (default globalThis.fetch)
    * @param {boolean} [options.connect]         connect at once (default true)
    * @param {function} [options.WebSocket]      WebSocket constructor (default globalThis.WebSocket)
    * @param {function} [options.random]         random source in [0, 1) for jitter (default Math.random)
@@ -162,8 +221,11 @@ export class WSHubClient {
       pongTimeout: o.pongTimeout ?? 10000,
       backoff: withDefaults(defaultBackoff, o.backoff),
       maxAttempts: o.maxAttempts ?? Infinity,
-      shouldReconnect: o.shouldReconnect ?? ((ev) => !NoReconnectCodes.includes(ev.code)),
+      shouldReconnect:
+        o.shouldReconnect ?? ((ev) => !NoReconnectCodes.includes(ev.code) && !NoReconnectStatuses.includes(ev.status)),
       requestTimeout: o.requestTimeout ?? 15000,
+      statusProbe: o.statusProbe ?? true,
+      fetch: o.fetch ?? (globalThis.fetch ? globalThis.fetch.bind(globalThis) : null),
       WebSocket: o.WebSocket ?? globalThis.WebSocket,
       random: o.random ?? Math.random,
     };
@@ -181,7 +243,7 @@ export class WSHubClient {
     this.attempt = 0;
     /** When readyState is 'reconnecting': Date.now() value of the next attempt. */
     this.nextRetryAt = 0;
-    /** The last close: {code, reason, wasClean, willReconnect}, or null. */
+    /** The last close: {code, reason, wasClean, willReconnect, status, retryAfter}, or null. */
     this.lastClose = null;
 
     this._handlers = new Map(); // event type -> Set of functions
@@ -192,6 +254,9 @@ export class WSHubClient {
     this._outbox = []; // [{cid, frame, ts, sent}] in send order
     this._waiters = new Map(); // cid -> {resolve, reject} of send()
     this._requests = new Map(); // cid -> {cmd, dstid, resolve, reject, timer} of join/history
+    this._calls = new Map(); // cid -> {frame, resolve, reject, timer, sent} of call()
+    this._abandoned = new Set(); // cids of calls that timed out, insertion ordered, bounded by abandonedLimit
+    this._probing = null; // the refused socket whose status probe is under way
     this._rooms = new Map(); // room -> {seq, epoch, ahead: Set<number>}
     this._leaving = new Set(); // rooms left while disconnected; cmd 13 goes out on reconnect
     this._seen = new Map(); // message id -> true, insertion ordered, bounded by seenLimit
@@ -271,12 +336,14 @@ export class WSHubClient {
    */
   close(code = 1000, reason = '') {
     this._stopped = true;
+    this._probing = null;
     if (globalThis.removeEventListener) {
       globalThis.removeEventListener('online', this._onOnline);
       globalThis.removeEventListener('offline', this._onOffline);
     }
     clearTimeout(this._timers.retry);
     if (this._ws) this._drop(code, reason, true);
+    this._failCalls(false, closedError);
     this._setState(State.CLOSED);
   }
 
@@ -293,6 +360,7 @@ export class WSHubClient {
 
   _open() {
     clearTimeout(this._timers.retry);
+    this._probing = null;
     this.nextRetryAt = 0;
     this._setState(State.CONNECTING);
     let ws;
@@ -304,19 +372,64 @@ export class WSHubClient {
       return;
     }
     this._ws = ws;
+    let opened = false;
     ws.onopen = () => {
+      opened = true;
       if (this._ws === ws) this._opened();
     };
     ws.onmessage = (ev) => {
       if (this._ws === ws) this._data(ev.data);
     };
     ws.onclose = (ev) => {
-      if (this._ws === ws) {
-        this._ws = null;
-        this._closed({ code: ev.code, reason: ev.reason, wasClean: ev.wasClean });
+      if (this._ws !== ws) return;
+      this._ws = null;
+      const info = { code: ev.code, reason: ev.reason, wasClean: ev.wasClean };
+      if (opened || this._stopped || !this.options.statusProbe || !this.options.fetch) {
+        this._closed(info);
+        return;
       }
+      // The handshake failed, and the browser does not say with which
+      // HTTP status: ask for it before deciding whether to come back.
+      this._probing = ws;
+      this._probeStatus().then(({ status, retryAfter }) => {
+        if (this._probing !== ws) return; // close(), connect() or the online event came first
+        this._probing = null;
+        if (status) Object.assign(info, { status, retryAfter, reason: info.reason || `HTTP ${status}` });
+        this._closed(info);
+      });
     };
     ws.onerror = () => {}; // onclose follows and carries what there is to know
+  }
+
+  // _probeStatus GETs the socket's URL over http(s) without the upgrade,
+  // which the hub answers like the handshake up to the upgrade itself: 401
+  // or 403 when it refuses the page, 503 (or 429) with Retry-After when it
+  // is busy, 400 when it would have let the socket in. It resolves with
+  // {status, retryAfter} (ms), status 0 when it cannot tell (a network error,
+  // a cross-origin hub without CORS).
+  async _probeStatus() {
+    const u = new URL(this._socketURL());
+    u.protocol = u.protocol === 'wss:' ? 'https:' : 'http:';
+    const ctl = typeof AbortController === 'function' ? new AbortController() : null;
+    const timer = ctl ? setTimeout(() => ctl.abort(), this.options.pongTimeout) : 0;
+    try {
+      const res = await this.options.fetch(u.toString(), {
+        cache: 'no-store',
+        credentials: 'same-origin',
+        redirect: 'manual',
+        signal: ctl ? ctl.signal : undefined,
+      });
+      try {
+        if (res.body) res.body.cancel().catch(() => {});
+      } catch {
+        // nothing to free
+      }
+      return { status: res.status || 0, retryAfter: parseRetryAfter(res.headers.get('Retry-After')) };
+    } catch {
+      return { status: 0, retryAfter: 0 };
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   _opened() {
@@ -346,6 +459,7 @@ export class WSHubClient {
       if (this._sendJoin(room, st, cid)) this._arm(cid);
     }
     this._flushOutbox();
+    this._flushCalls();
     this._schedulePing();
     this._emit('open');
   }
@@ -379,8 +493,11 @@ export class WSHubClient {
       }
       clearTimeout(r.timer);
       this._requests.delete(cid);
-      r.reject(new Error('wshub: connection lost'));
+      r.reject(new ConnectionLostError('wshub: connection lost'));
     }
+    // Calls written on this socket are not written again: the hub does not
+    // deduplicate application commands, so that could run one twice.
+    this._failCalls(true, () => new ConnectionLostError());
     let willReconnect = !stopped && !this._stopped;
     if (willReconnect && !this.options.shouldReconnect(ev)) {
       willReconnect = false;
@@ -391,16 +508,26 @@ export class WSHubClient {
       this._stopped = true;
       this._emit('error', new Error(`wshub: gave up after ${this.attempt} reconnect attempts`));
     }
-    this.lastClose = { code: ev.code, reason: ev.reason || '', wasClean: !!ev.wasClean, willReconnect };
+    this.lastClose = {
+      code: ev.code,
+      reason: ev.reason || '',
+      wasClean: !!ev.wasClean,
+      willReconnect,
+      status: ev.status || 0,
+      retryAfter: ev.retryAfter || 0,
+    };
     this._emit('close', this.lastClose);
     if (!willReconnect) {
+      this._failCalls(false, closedError);
       this._setState(State.CLOSED);
       return;
     }
-    this._scheduleReconnect();
+    this._scheduleReconnect(ev.retryAfter || 0);
   }
 
-  _scheduleReconnect() {
+  // _scheduleReconnect waits the backoff delay, raised to floor ms (a
+  // Retry-After) but never above backoff.max, before the next attempt.
+  _scheduleReconnect(floor = 0) {
     clearTimeout(this._timers.retry);
     if (this._offline) {
       this.nextRetryAt = 0;
@@ -408,7 +535,8 @@ export class WSHubClient {
       return;
     }
     this.attempt++;
-    const delay = backoffDelay(this.attempt, this.options.backoff, this.options.random);
+    let delay = backoffDelay(this.attempt, this.options.backoff, this.options.random);
+    if (floor > 0) delay = Math.max(delay, Math.min(floor, this.options.backoff.max));
     this.nextRetryAt = Date.now() + delay;
     this._setState(State.RECONNECTING);
     this._emit('reconnecting', { attempt: this.attempt, delay });
@@ -493,7 +621,7 @@ export class WSHubClient {
         this._emit('welcome', f);
         return;
       case Cmd.Receipt:
-        this._receipt(f);
+        if (!this._answer(f)) this._receipt(f);
         return;
       case Cmd.Error:
         this._error(f);
@@ -506,8 +634,21 @@ export class WSHubClient {
         this._reply(f);
         return;
       default:
+        if (f.cmd >= Cmd.App && f.cid && (this._answer(f) || this._abandoned.has(f.cid))) return;
         this._message(f);
     }
+  }
+
+  // _answer settles the call waiting for f.cid with f (a HubError for cmd
+  // 40) and reports whether there was one.
+  _answer(f) {
+    const c = f.cid ? this._calls.get(f.cid) : null;
+    if (!c) return false;
+    this._calls.delete(f.cid);
+    clearTimeout(c.timer);
+    if (f.cmd === Cmd.Error) c.reject(new HubError(f));
+    else c.resolve(f);
+    return true;
   }
 
   _message(f) {
@@ -563,6 +704,7 @@ export class WSHubClient {
   }
 
   _error(f) {
+    if (this._answer(f)) return;
     const err = new HubError(f);
     const r = f.cid ? this._requests.get(f.cid) : null;
     if (r) {
@@ -701,6 +843,65 @@ export class WSHubClient {
    */
   sendRaw(frame) {
     return this._write(frame);
+  }
+
+  /**
+   * call sends an application command (cmd 100 and up) as a request with a
+   * fresh cid (frame.cid is ignored) and resolves with the hub's answer: the
+   * first frame carrying that cid, which is not emitted as a 'message'. By
+   * convention the handler answers with
+   * n.Send(&wshub.Frame{Cmd: f.Cmd, CID: f.CID, ...}). It rejects with a
+   * HubError (code, reason) when the answer is an error frame (cmd 40); with
+   * a ConnectionLostError when the socket the request went out on closes
+   * before the answer (the request is not sent again: the hub does not
+   * deduplicate application commands, so it may or may not have run); with
+   * an Error named 'TimeoutError' after opts.timeout ms (default
+   * requestTimeout), counted from the call, after which a late answer is
+   * dropped; and with an Error named 'ClosedError' when the client is or
+   * becomes closed. Made while not connected, the request waits for the
+   * next connection.
+   */
+  call(frame, { timeout } = {}) {
+    const f = { ...frame, cid: newCID() };
+    if (!(f.cmd >= Cmd.App)) {
+      return Promise.reject(new Error(`wshub: call is for application commands (${Cmd.App} and up), not cmd ${f.cmd}`));
+    }
+    if (this.readyState === State.CLOSED) return Promise.reject(closedError());
+    const ms = timeout ?? this.options.requestTimeout;
+    return new Promise((resolve, reject) => {
+      const c = { frame: f, resolve, reject, sent: false, timer: 0 };
+      c.timer = setTimeout(() => {
+        if (this._calls.get(f.cid) !== c) return;
+        this._calls.delete(f.cid);
+        this._abandoned.add(f.cid);
+        if (this._abandoned.size > abandonedLimit) this._abandoned.delete(this._abandoned.values().next().value);
+        const err = new Error(`wshub: no answer to cmd ${f.cmd} within ${ms} ms`);
+        err.name = 'TimeoutError';
+        reject(err);
+      }, ms);
+      this._calls.set(f.cid, c);
+      c.sent = this._write(f);
+    });
+  }
+
+  // _flushCalls writes the calls made while there was no connection.
+  _flushCalls() {
+    for (const c of this._calls.values()) {
+      if (c.sent) continue;
+      if (!this._write(c.frame)) return;
+      c.sent = true;
+    }
+  }
+
+  // _failCalls rejects the calls already written (sentOnly) or all of them
+  // with makeErr().
+  _failCalls(sentOnly, makeErr) {
+    for (const [cid, c] of this._calls) {
+      if (sentOnly && !c.sent) continue;
+      this._calls.delete(cid);
+      clearTimeout(c.timer);
+      c.reject(makeErr());
+    }
   }
 
   _flushOutbox() {
