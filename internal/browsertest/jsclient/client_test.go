@@ -358,7 +358,9 @@ func TestClient_OfflinePausesOnlineResumesAtOnce(t *testing.T) {
 	var attempts atomic.Int32
 	fake := &fakeHub{}
 	ws := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		attempts.Add(1)
+		if websocket.IsWebSocketUpgrade(r) { // not the client's status probes
+			attempts.Add(1)
+		}
 		if refusing.Load() {
 			http.Error(w, "down", http.StatusServiceUnavailable)
 			return
