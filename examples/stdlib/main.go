@@ -1,7 +1,7 @@
 // Command stdlib serves the wshub demo chat with net/http: the page at /,
 // the hub at /ws and at /chat (the reference article's path).
 //
-//	go run ./examples/stdlib [-addr localhost:8080] [-store bolt|mem|redis] [-db wshub.db] [-redis 127.0.0.1:6379]
+//	go run ./examples/stdlib [-addr localhost:8080] [-store bolt|mem|redis] [-db wshub.db] [-redis 127.0.0.1:6379] [-tls-cert cert.pem -tls-key key.pem]
 //
 // It also serves /healthz (200 while the process serves HTTP) and /readyz
 // (200 while the hub accepts connections, else 503 and why), and prints
@@ -54,8 +54,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	storeKind := fs.String("store", "bolt", "store: mem, bolt or redis")
 	dbPath := fs.String("db", "wshub.db", "bbolt file for -store bolt")
 	redisAddr := fs.String("redis", "127.0.0.1:6379", "Redis address for -store redis")
+	tlsCert := fs.String("tls-cert", "", "TLS certificate file (PEM); with -tls-key, serve HTTPS and wss://")
+	tlsKey := fs.String("tls-key", "", "TLS private key file (PEM), with -tls-cert")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if (*tlsCert == "") != (*tlsKey == "") {
+		return errors.New("-tls-cert and -tls-key go together")
+	}
+	scheme := "http"
+	if *tlsCert != "" {
+		scheme = "https"
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 
@@ -96,7 +105,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	// the hub retries, logging each failure); announce the address once
 	// the hub accepts connections.
 	serveErr := make(chan error, 1) // written once by the serving goroutine
-	go func() { serveErr <- srv.Serve(ln) }()
+	go func() {
+		if scheme == "https" {
+			serveErr <- srv.ServeTLS(ln, *tlsCert, *tlsKey)
+			return
+		}
+		serveErr <- srv.Serve(ln)
+	}()
 	ready := make(chan error, 1) // written once by the waiting goroutine
 	go func() { ready <- hub.WaitReady(ctx) }()
 	if !hub.Ready() {
@@ -109,7 +124,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	case err := <-ready:
 		if err == nil {
-			fmt.Fprintf(stdout, "listening on http://%s\n", displayAddr(*addr, ln.Addr()))
+			fmt.Fprintf(stdout, "listening on %s://%s\n", scheme, displayAddr(*addr, ln.Addr()))
 		} // else ctx ended before the hub was ready: shut down
 	}
 	select {

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"net/url"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -23,9 +24,10 @@ import (
 
 // example is the built command, run as a child process like a user would.
 type example struct {
-	cmd  *exec.Cmd
-	addr string // host:port it printed
-	out  *strings.Builder
+	cmd    *exec.Cmd
+	addr   string // host:port it printed
+	scheme string // http, or https with -tls-cert
+	out    *strings.Builder
 }
 
 func buildExample(t *testing.T) string {
@@ -57,8 +59,10 @@ func startExample(t *testing.T, bin string, args ...string) *example {
 	}()
 	select {
 	case l := <-line:
-		require.True(t, strings.HasPrefix(l, "listening on http://"), "first line %q", l)
-		e.addr = strings.TrimPrefix(l, "listening on http://")
+		rest, ok := strings.CutPrefix(l, "listening on ")
+		u, err := url.Parse(rest)
+		require.True(t, ok && err == nil && (u.Scheme == "http" || u.Scheme == "https"), "first line %q", l)
+		e.addr, e.scheme = u.Host, u.Scheme
 	case <-time.After(20 * time.Second):
 		t.Fatalf("example did not print its address; stderr: %s", e.out)
 	}
