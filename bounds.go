@@ -413,7 +413,7 @@ func (t *quotaTable) spend(user, to string, now time.Time) error {
 		hk = maphash.String(t.seed, to)
 		if _, ok := q.recips[hk]; !ok {
 			if len(q.recips) >= t.maxRecips {
-				return fmt.Errorf("%w: direct messages to more than %d users per %v", ErrQuota, t.maxRecips, t.window)
+				return fmt.Errorf("%w: direct messages to more than %d users within %v", ErrQuota, t.maxRecips, t.window)
 			}
 			newRecip = true
 		}
@@ -421,7 +421,8 @@ func (t *quotaTable) spend(user, to string, now time.Time) error {
 	if t.rate > 0 {
 		t.refill(q, now)
 		if q.tokens < 1 {
-			return fmt.Errorf("%w: more than %g messages per second", ErrQuota, t.rate)
+			return fmt.Errorf("%w: too many messages (%g at once, then %s per second)",
+				ErrQuota, t.burst, strconv.FormatFloat(t.rate, 'g', 3, 64))
 		}
 		q.tokens--
 	}
