@@ -15,7 +15,8 @@
 // Every other path is the demo page (examples/internal/demo).
 //
 // Flags: -addr (default localhost:8080), -store mem|bolt (default bolt),
-// -db (bbolt file, default wshub.db). It prints "listening on http://ADDR"
+// -db (bbolt file, default wshub.db), -max-rooms (most rooms one user may
+// be in, default 1000). It prints "listening on http://ADDR"
 // once it accepts connections, and on SIGINT or SIGTERM closes every
 // connection with 1001, closes the store and exits 0.
 package main
@@ -64,6 +65,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	kind := fs.String("store", "bolt", "store: mem, bolt or redis")
 	db := fs.String("db", "wshub.db", "bbolt file for -store bolt")
 	redisAddr := fs.String("redis", "127.0.0.1:6379", "Redis address for -store redis")
+	maxRooms := fs.Int("max-rooms", 1000, "most rooms one user may be in; a join beyond: error 429 (negative: no limit)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -80,6 +82,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Store:        st,
 		Authenticate: authenticated,
 		Logger:       log,
+		MaxRooms:     *maxRooms,
 	})
 	if err != nil {
 		_ = st.Close()

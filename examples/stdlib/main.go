@@ -1,7 +1,7 @@
 // Command stdlib serves the wshub demo chat with net/http: the page at /,
 // the hub at /ws and at /chat (the reference article's path).
 //
-//	go run ./examples/stdlib [-addr localhost:8080] [-store bolt|mem|redis] [-db wshub.db] [-redis 127.0.0.1:6379]
+//	go run ./examples/stdlib [-addr localhost:8080] [-store bolt|mem|redis] [-db wshub.db] [-redis 127.0.0.1:6379] [-max-rooms 1000]
 //
 // Authentication is development mode: the token is the user id. Do not
 // expose it to a network you do not trust.
@@ -42,6 +42,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	storeKind := fs.String("store", "bolt", "store: mem, bolt or redis")
 	dbPath := fs.String("db", "wshub.db", "bbolt file for -store bolt")
 	redisAddr := fs.String("redis", "127.0.0.1:6379", "Redis address for -store redis")
+	maxRooms := fs.Int("max-rooms", 1000, "most rooms one user may be in; a join beyond: error 429 (negative: no limit)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -58,6 +59,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Store:        st,
 		Authenticate: wshub.DevAuthenticate,
 		Logger:       log,
+		MaxRooms:     *maxRooms,
 	})
 	if err != nil {
 		return err
