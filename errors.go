@@ -23,7 +23,8 @@ var (
 	ErrBadRequest = &Error{Code: 400, Reason: "bad request"}
 	// ErrBadID: a user or room id (a frame's dstid, or an id given to
 	// the Hub's methods) is empty, longer than MaxIDLen bytes or not
-	// valid UTF-8. An empty dstid in a frame is ErrMissingDst.
+	// valid UTF-8. A missing target (an empty dstid, an empty to of
+	// SendToUser or room of SendToRoom) is ErrMissingDst instead.
 	ErrBadID = &Error{Code: 400, Reason: "bad id"}
 	// ErrNotMember: a room command from a user who is not a member.
 	ErrNotMember = &Error{Code: 403, Reason: "not a member of the room"}
