@@ -27,6 +27,11 @@ import (
 // upper bound of the hub's cost per message. docs/benchmarks.md has the
 // figures; cmd/wshub-bench measures the hub in a process of its own.
 
+// unlimitedQuota is the message quota of a benchmark's sender, which
+// sends as fast as the hub answers: so high that it never refuses, while
+// the hub still checks and charges it for every message.
+const unlimitedQuota = 1e9
+
 // roomFrame is a typical room message as the hub sends it.
 var roomFrame = []byte(`{"cmd":11,"id":"0192f7a4-6b1c-7d2e-8f3a-4b5c6d7e8f90","userid":"alice","dstid":"room42","media":1,"content":"hello, this is a typical chat message","seq":12345,"ts":1732590000000}`)
 
@@ -60,7 +65,7 @@ func BenchmarkFrameEncode(b *testing.B) {
 // it and answers the receipt. The sender keeps 16 frames without a receipt
 // in flight.
 func BenchmarkDispatchDirect(b *testing.B) {
-	srv := hubtest.New(b, wshub.Options{})
+	srv := hubtest.New(b, wshub.Options{MessageRate: unlimitedQuota, MessageBurst: unlimitedQuota})
 	alice := srv.Dial(b, "alice")
 	bob := srv.Dial(b, "bob")
 	prefix := []byte(`{"cmd":10,"dstid":"bob","content":"hello, this is a typical chat message","cid":"`)
@@ -71,7 +76,7 @@ func BenchmarkDispatchDirect(b *testing.B) {
 // BenchmarkDispatchRoom measures one room message (cmd 11 with a cid) to
 // a room of two members: the sender and one receiver.
 func BenchmarkDispatchRoom(b *testing.B) {
-	srv := hubtest.New(b, wshub.Options{})
+	srv := hubtest.New(b, wshub.Options{MessageRate: unlimitedQuota, MessageBurst: unlimitedQuota})
 	alice := srv.Dial(b, "alice")
 	bob := srv.Dial(b, "bob")
 	join(b, alice, "room")
@@ -89,7 +94,11 @@ func BenchmarkRoomFanout1000(b *testing.B) {
 	const members = 1000
 	for _, batch := range []bool{false, true} {
 		b.Run("batch="+strconv.FormatBool(batch), func(b *testing.B) {
-			srv := hubtest.New(b, wshub.Options{})
+			srv := hubtest.New(b, wshub.Options{
+				MessageRate: unlimitedQuota, MessageBurst: unlimitedQuota,
+				// 1,001 connections from 127.0.0.1.
+				MaxConnsPerIP: -1, UpgradeRate: -1,
+			})
 			pub := srv.Dial(b, "pub")
 			join(b, pub, "room")
 			var q []string

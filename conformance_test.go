@@ -195,6 +195,8 @@ func startConfServer(t *testing.T, useTLS bool) confServer {
 		Authenticate: wshub.DevAuthenticate,
 		ReadLimit:    int64(confReadLimit),
 		PingInterval: time.Hour, // no hub ping in the middle of a case
+		// Every case dials from 127.0.0.1, over 300 in a few seconds.
+		UpgradeRate: -1,
 	})
 	require.NoError(t, err)
 	var srv *httptest.Server

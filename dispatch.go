@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/wshub/wshub/store"
 )
@@ -57,17 +58,13 @@ func (rt router) Dispatch(ctx context.Context, n *Node, f *Frame) error {
 	case CmdPing:
 		return n.Send(&Frame{Cmd: CmdPong, CID: f.CID, Content: "pong"})
 	case CmdSingle:
-		if f.DstID == "" {
-			return ErrMissingDst
-		}
-		r, err := h.send(ctx, CmdSingle, n.user, f.DstID, f, n)
-		if err != nil {
+		if err := checkDst(f.DstID); err != nil {
 			return err
 		}
-		return n.Send(r)
+		return h.sendFrame(ctx, n, f)
 	case CmdRoom:
-		if f.DstID == "" {
-			return ErrMissingDst
+		if err := checkDst(f.DstID); err != nil {
+			return err
 		}
 		if !h.isMember(n.user, f.DstID) {
 			return ErrNotMember
@@ -75,22 +72,18 @@ func (rt router) Dispatch(ctx context.Context, n *Node, f *Frame) error {
 		if err := h.authorize(ctx, n, f.Cmd, f.DstID); err != nil {
 			return err
 		}
-		r, err := h.send(ctx, CmdRoom, n.user, f.DstID, f, n)
-		if err != nil {
-			return err
-		}
-		return n.Send(r)
+		return h.sendFrame(ctx, n, f)
 	case CmdJoin:
-		if f.DstID == "" {
-			return ErrMissingDst
+		if err := checkDst(f.DstID); err != nil {
+			return err
 		}
 		if err := h.authorize(ctx, n, f.Cmd, f.DstID); err != nil {
 			return err
 		}
 		return h.joinAndReplay(ctx, n, f)
 	case CmdLeave:
-		if f.DstID == "" {
-			return ErrMissingDst
+		if err := checkDst(f.DstID); err != nil {
+			return err
 		}
 		return h.Leave(ctx, n.user, f.DstID)
 	case CmdAck:
@@ -103,13 +96,13 @@ func (rt router) Dispatch(ctx context.Context, n *Node, f *Frame) error {
 		}
 		return h.storeErr(h.store.Ack(ctx, n.user, ids...))
 	case CmdHistory:
-		if f.DstID == "" {
-			return ErrMissingDst
+		if err := checkDst(f.DstID); err != nil {
+			return err
 		}
 		return h.history(ctx, n, f, store.DirectConv(n.user, f.DstID))
 	case CmdRoomHistory:
-		if f.DstID == "" {
-			return ErrMissingDst
+		if err := checkDst(f.DstID); err != nil {
+			return err
 		}
 		if !h.isMember(n.user, f.DstID) {
 			return ErrNotMember
@@ -123,6 +116,32 @@ func (rt router) Dispatch(ctx context.Context, n *Node, f *Frame) error {
 		return h.opts.Dispatcher.Dispatch(ctx, n, f)
 	}
 	return fmt.Errorf("%w: %d", ErrUnknownCommand, f.Cmd)
+}
+
+// sendFrame stores and delivers a client's direct (cmd 10) or room (cmd
+// 11) message, within its user's quota (Options.MessageRate,
+// MaxRecipients), and answers the receipt. A message over the quota is
+// refused with ErrQuota before anything is stored; one that stored
+// nothing (a resend of a stored cid, a store failure) gives its charge
+// back.
+func (h *Hub) sendFrame(ctx context.Context, n *Node, f *Frame) error {
+	if h.quotas != nil {
+		to := ""
+		if f.Cmd == CmdSingle {
+			to = f.DstID
+		}
+		if err := h.quotas.spend(n.user, to, time.Now()); err != nil {
+			return err
+		}
+	}
+	r, dup, err := h.send(ctx, f.Cmd, n.user, f.DstID, f, n)
+	if h.quotas != nil && (dup || err != nil) {
+		h.quotas.refund(n.user, time.Now())
+	}
+	if err != nil {
+		return err
+	}
+	return n.Send(r)
 }
 
 // authorize asks Options.AuthorizeRoom, if set. A refusal that is not an

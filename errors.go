@@ -30,6 +30,11 @@ var (
 	ErrMissingDst = &Error{Code: 400, Reason: "missing dstid"}
 	// ErrBadRequest: the frame's fields do not fit its command.
 	ErrBadRequest = &Error{Code: 400, Reason: "bad request"}
+	// ErrBadID: a user or room id (a frame's dstid, or an id given to
+	// the Hub's methods) is empty, longer than MaxIDLen bytes or not
+	// valid UTF-8. A missing target (an empty dstid, an empty to of
+	// SendToUser or room of SendToRoom) is ErrMissingDst instead.
+	ErrBadID = &Error{Code: 400, Reason: "bad id"}
 	// ErrNotMember: a room command from a user who is not a member.
 	ErrNotMember = &Error{Code: 403, Reason: "not a member of the room"}
 	// ErrForbidden: the application's authorization refused the command.
@@ -38,6 +43,13 @@ var (
 	ErrUnknownCommand = &Error{Code: 404, Reason: "unknown command"}
 	// ErrRateLimited: the connection sends faster than allowed.
 	ErrRateLimited = &Error{Code: 429, Reason: "rate limited"}
+	// ErrQuota: the user sent more messages than Options.MessageRate and
+	// MessageBurst allow, or direct messages to more users than
+	// Options.MaxRecipients per RecipientWindow; nothing was stored.
+	ErrQuota = &Error{Code: 429, Reason: "quota exceeded"}
+	// ErrTooManyRooms: a join would make the user a member of more than
+	// Options.MaxRooms rooms; it was not made.
+	ErrTooManyRooms = &Error{Code: 429, Reason: "too many rooms"}
 	// ErrInternal: the hub failed to handle the frame (a store error);
 	// details go to the log, not to the client.
 	ErrInternal = &Error{Code: 500, Reason: "internal error"}
@@ -47,6 +59,9 @@ var (
 	// ErrNoAuthenticate: Options.Authenticate is nil; New refuses to
 	// build a hub that lets anyone in.
 	ErrNoAuthenticate = errors.New("wshub: Options.Authenticate is required")
+	// ErrBadOption: New was given options it cannot use (a malformed
+	// AllowedOrigins pattern, AllowedOrigins with CheckOrigin).
+	ErrBadOption = errors.New("wshub: invalid option")
 	// ErrClosed: the hub was shut down.
 	ErrClosed = errors.New("wshub: hub is closed")
 	// ErrUnauthorized: Authenticate refused the request (HTTP 401).

@@ -14,8 +14,8 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
-	"net/url"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -51,9 +51,39 @@ type Options struct {
 	Authenticate func(r *http.Request) (userID string, err error)
 
 	// CheckOrigin decides whether a browser's cross-origin request may
-	// connect; false answers HTTP 403. Default: same origin only (requests
-	// without an Origin header, which browsers always send, are allowed).
+	// connect; false answers HTTP 403. Default: AllowedOrigins when set,
+	// else same origin only: the Origin header's scheme, host and port
+	// equal the request's own (scheme https when the request came over
+	// TLS, r.TLS != nil, else http; ports 80 and 443 when not given).
+	// Requests without an Origin header are allowed: browsers always send
+	// one on a WebSocket upgrade, other clients need not.
+	//
+	// Behind a proxy that terminates TLS the request arrives as plain
+	// http while the page's origin is https: same origin refuses it, so
+	// set AllowedOrigins there.
 	CheckOrigin func(r *http.Request) bool
+	// AllowedOrigins, when not empty, replaces the same-origin default
+	// (New fails with ErrBadOption if CheckOrigin is set too): a request
+	// with an Origin header may connect only when its origin matches one
+	// of these patterns, whatever the request's Host. A pattern is
+	// "scheme://host" or "scheme://host:port", scheme http or https, as
+	// browsers write origins ("https://chat.example.com"); the host may
+	// start with "*." to match any name below a domain
+	// ("https://*.example.com" matches a.example.com and a.b.example.com,
+	// not example.com). Scheme and port must match exactly, a missing port
+	// meaning the scheme's default (80, 443); hosts compare case-blind.
+	//
+	// Same origin cannot tell a DNS-rebinding page from the real one: a
+	// page at http://evil.example whose name the attacker pointed at the
+	// hub's address sends "Host: evil.example" with a matching Origin.
+	// That page gets whatever the hub grants by where a request comes
+	// from, or by what the browser attaches to it by itself (cookies, HTTP
+	// authentication, client certificates). A hub reachable on an intranet
+	// or on localhost, or whose Authenticate reads cookies, should list
+	// its pages' origins here: a rebinding page's origin never matches.
+	// (A list of allowed Host values would do the same for browsers; the
+	// origins are what an application knows anyway, and pin the scheme.)
+	AllowedOrigins []string
 
 	// Dispatcher handles application commands (cmd >= CmdApp). Without it
 	// they are answered with ErrUnknownCommand.
@@ -102,6 +132,79 @@ type Options struct {
 	// MaxConnsPerUser is how many connections one user may hold; the
 	// oldest is closed with 4000 when one more connects. Default 8.
 	MaxConnsPerUser int
+	// MaxConnsPerIP is how many connections (and upgrades under way) one
+	// client address may hold: one more is answered with HTTP 429 and a
+	// Retry-After header before any upgrade, before Authenticate runs.
+	// The address is the host of the request's RemoteAddr, an IPv6
+	// address's /64 prefix (one host or network usually has the whole
+	// prefix). Default 256: the users of a small office or a campus
+	// building behind one NAT address, with a few tabs and devices each,
+	// get through, while one host cannot hold more than 256 sockets,
+	// sessions and store loads. A hub behind a reverse proxy sees every
+	// client at the proxy's address: raise the cap or disable it there
+	// (trusted-proxy handling is not built yet); a hub serving mobile
+	// networks behind carrier-grade NAT may need more. Negative: no cap.
+	MaxConnsPerIP int
+	// UpgradeRate bounds the upgrade requests one client address (as for
+	// MaxConnsPerIP) may make per second, a token bucket holding
+	// UpgradeBurst: past it, HTTP 429 with a Retry-After header (the
+	// seconds until a token is back) before any upgrade, before
+	// Authenticate runs. Refused requests cost no token. Default 10 per
+	// second; negative (or rate.Inf): no limit. The hub keeps one entry
+	// per address that connected lately: it goes once the address holds
+	// no connection and its bucket is full again.
+	UpgradeRate rate.Limit
+	// UpgradeBurst is the bucket size of UpgradeRate. Default
+	// MaxConnsPerIP (256 by default; 256 when that cap is off), so that
+	// every connection an address may hold can come back at once, as
+	// after a restart of the hub, and the rate bounds only what comes
+	// after.
+	UpgradeBurst int
+	// MaxRooms is how many rooms one user may be a member of: a join
+	// (cmd 12, Hub.Join) that would make it one more is refused with
+	// ErrTooManyRooms (error frame 429); joining a room the user is in
+	// already is always allowed. Every connect loads all of a user's rooms,
+	// so this bounds that too. An online user's rooms are counted from the
+	// hub's membership cache; an offline user's from Store.Rooms (the
+	// store has no cheaper count: a list of at most MaxRooms ids).
+	// Default 1,000; negative: no limit.
+	MaxRooms int
+	// MessageRate is the quota of messages (cmd 10 and 11 from clients)
+	// one user may have stored: a token bucket refilled at MessageRate
+	// per second and holding MessageBurst, per user across all its
+	// connections, kept when the user disconnects (reconnecting does not
+	// refill it). A message over it is answered with ErrQuota (error
+	// frame 429) and nothing of it is stored. A bucket rather than a count
+	// per fixed window: a client may spend its whole burst at once (after
+	// a reconnect, say), but not twice across a window's edge. Default 2
+	// per second, 120 a minute: more than anyone types for long, and with
+	// the burst one account can have about 174,000 messages a day stored,
+	// where the audit of issue 10 saw 200,000 in 24 seconds. A resend of
+	// a cid already stored, and a message the store failed to take, give
+	// their charge back. Messages the application sends (SendToUser,
+	// SendToRoom) are not counted. Negative (or rate.Inf): no quota. The
+	// quota is per hub process: n processes sharing a store allow up to n
+	// times as much.
+	MessageRate rate.Limit
+	// MessageBurst is the bucket size of MessageRate. Default 1,000, the
+	// Go client's default outbox: a client that comes back with a full
+	// outbox is not refused.
+	MessageBurst int
+	// MaxRecipients bounds the distinct users one user may send direct
+	// messages (cmd 10) to within RecipientWindow; a message to one more
+	// is answered with ErrQuota (error frame 429) and nothing is stored,
+	// while messages to the users already counted go on. It is the bound
+	// on fan-out: each new recipient is a new pending queue and a new
+	// conversation in the store, and a client can name any number of
+	// users, existing or not. Default 100 per hour: more people than one
+	// person starts conversations with in an hour; an application that
+	// needs more (a support desk, a bot) raises it or sends from the
+	// server side (SendToUser is not counted). The window starts with the
+	// user's first direct message and restarts after RecipientWindow.
+	// Negative: no bound. Per hub process, like MessageRate.
+	MaxRecipients int
+	// RecipientWindow is the window of MaxRecipients. Default 1 hour.
+	RecipientWindow time.Duration
 	// MaxHistory caps the items of one history reply (cmd 16, 17).
 	// Default 200.
 	MaxHistory int
@@ -112,7 +215,9 @@ type Options struct {
 	// per second (with bursts of RateBurst, default twice the rate). A
 	// frame over the limit is answered with ErrRateLimited (429) and not
 	// handled; a connection that goes on sending over the limit, RateBurst
-	// frames in a row, is closed with 1008. Default 0: no limit.
+	// frames in a row, is closed with 1008. Default 0: no limit. What a
+	// user can make the hub store is bounded by MessageRate and
+	// MaxRecipients whether or not this is set.
 	RateLimit rate.Limit
 	// RateBurst is the burst of RateLimit.
 	RateBurst int
@@ -135,6 +240,9 @@ type Hub struct {
 	store    store.Store
 	ownStore bool
 	log      *slog.Logger
+	origins  []originPattern   // Options.AllowedOrigins, parsed
+	ips      *ipTable          // nil when MaxConnsPerIP and UpgradeRate are off
+	quotas   *quotaTable       // nil when MessageRate and MaxRecipients are off
 	tr       *wsconn.Transport // the WebSocket connections' transport
 	dispatch Dispatcher        // middleware around router
 	seed     maphash.Seed
@@ -238,13 +346,52 @@ func New(opts Options) (*Hub, error) {
 	if opts.RateLimit > 0 && opts.RateBurst <= 0 {
 		opts.RateBurst = max(1, int(2*opts.RateLimit))
 	}
+	// The bounds: zero means the default, negative no bound.
+	defBound := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	defBound(&opts.MaxConnsPerIP, 256)
+	defBound(&opts.MaxRooms, 1000)
+	defBound(&opts.MaxRecipients, 100)
+	defDur(&opts.RecipientWindow, time.Hour)
+	if opts.UpgradeRate == 0 {
+		opts.UpgradeRate = 10
+	}
+	if opts.UpgradeBurst <= 0 {
+		opts.UpgradeBurst = 256
+		if opts.MaxConnsPerIP > 0 {
+			opts.UpgradeBurst = opts.MaxConnsPerIP
+		}
+	}
+	if opts.MessageRate == 0 {
+		opts.MessageRate = 2
+	}
+	def(&opts.MessageBurst, 1000)
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	if opts.CheckOrigin == nil {
-		opts.CheckOrigin = sameOrigin
-	}
 	h := &Hub{opts: opts, store: opts.Store, log: opts.Logger, seed: maphash.MakeSeed()}
+	if len(opts.AllowedOrigins) > 0 {
+		if opts.CheckOrigin != nil {
+			return nil, fmt.Errorf("%w: AllowedOrigins and CheckOrigin are both set", ErrBadOption)
+		}
+		var err error
+		if h.origins, err = parseOriginPatterns(opts.AllowedOrigins); err != nil {
+			return nil, err
+		}
+		h.opts.CheckOrigin = h.allowedOrigin
+	}
+	if h.opts.CheckOrigin == nil {
+		h.opts.CheckOrigin = sameOrigin
+	}
+	if opts.MaxConnsPerIP > 0 || limited(opts.UpgradeRate) {
+		h.ips = newIPTable(&opts)
+	}
+	if limited(opts.MessageRate) || opts.MaxRecipients > 0 {
+		h.quotas = newQuotaTable(&opts)
+	}
 	if h.store == nil {
 		h.store = memstore.New(memstore.Options{})
 		h.ownStore = true
@@ -315,23 +462,13 @@ func DevAuthenticate(r *http.Request) (string, error) {
 	return t, nil
 }
 
-// sameOrigin allows requests without an Origin header and those whose
-// Origin host equals the request's Host.
-func sameOrigin(r *http.Request) bool {
-	origin := r.Header.Get("Origin")
-	if origin == "" {
-		return true
-	}
-	u, err := url.Parse(origin)
-	if err != nil {
-		return false
-	}
-	return strings.EqualFold(u.Host, r.Host)
-}
-
-// ServeHTTP upgrades a request to a WebSocket connection: 403 when the
-// origin policy refuses it, 401 when Authenticate does, 503 after
-// Shutdown began.
+// ServeHTTP upgrades a request to a WebSocket connection. Before any
+// upgrade it answers 503 after Shutdown began (or while the store's feed
+// is not subscribed), 403 when the origin policy refuses the request, 429
+// with Retry-After when the client's address holds MaxConnsPerIP
+// connections or upgrades faster than UpgradeRate, 401 when Authenticate
+// refuses it, and 400 when the user id is longer than MaxIDLen bytes (or
+// not UTF-8) or the request is no WebSocket upgrade.
 func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if h.isClosed() {
 		h.refuse(w, r, http.StatusServiceUnavailable, "hub is shutting down")
@@ -345,15 +482,35 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, r, http.StatusForbidden, "origin not allowed")
 		return
 	}
+	var ipKey string // counted in h.ips until released
+	if h.ips != nil {
+		ipKey = clientKey(r)
+		if wait, ok := h.ips.admit(ipKey, time.Now()); !ok {
+			w.Header().Set("Retry-After", retryAfter(wait))
+			h.refuse(w, r, http.StatusTooManyRequests, "too many connections or upgrades from your address")
+			return
+		}
+		// Released here unless a connection took it over, which
+		// releases it when it ends.
+		defer func() {
+			if ipKey != "" {
+				h.ips.release(ipKey, time.Now())
+			}
+		}()
+	}
 	user, err := h.opts.Authenticate(r)
 	if errors.Is(err, ErrAuthUnavailable) {
 		// Not the client's fault: it should come back.
 		w.Header().Set("Retry-After", strconv.Itoa(int(authRetryAfter/time.Second)))
-		h.refuse(w, r, http.StatusServiceUnavailable, "authentication unavailable: "+err.Error())
+		h.refuse(w, r, http.StatusServiceUnavailable, "authentication unavailable")
 		return
 	}
 	if err != nil || user == "" {
 		h.refuse(w, r, http.StatusUnauthorized, "unauthorized")
+		return
+	}
+	if err := checkID("user id", user); err != nil {
+		h.refuse(w, r, http.StatusBadRequest, trimPrefix(err.Error()))
 		return
 	}
 	if !websocket.IsWebSocketUpgrade(r) {
@@ -362,6 +519,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	q := r.URL.Query()
 	n := newNode(h, user, q.Get("ack") == "1")
+	n.ipKey = ipKey
 	// Counted under mu, so that no node starts once Shutdown waits.
 	h.mu.Lock()
 	if h.closed {
@@ -381,6 +539,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	n.conn = conn
 	h.stats.conns.Add(1)
 	h.stats.connsTotal.Add(1)
+	ipKey = "" // the connection's now: Closed releases it
 	// Set the connection up on this goroutine, whose stack is large
 	// already, and read on a fresh one: an idle reader's stack stays
 	// small.
@@ -760,7 +919,10 @@ func (h *Hub) isMember(user, room string) bool {
 }
 
 // Join makes user a member of room, in the store and, when the user is
-// online, for its connections here. Joining again is harmless.
+// online, for its connections here. Joining again is harmless. It returns
+// ErrBadID for an id that is empty, longer than MaxIDLen bytes or not
+// UTF-8, and ErrTooManyRooms when the user is a member of
+// Options.MaxRooms rooms already (and not of this one).
 func (h *Hub) Join(ctx context.Context, user, room string) error {
 	_, err := h.join(ctx, user, room)
 	return err
@@ -768,16 +930,55 @@ func (h *Hub) Join(ctx context.Context, user, room string) error {
 
 // join returns the user's connections that were added to the room index.
 func (h *Hub) join(ctx context.Context, user, room string) ([]*Node, error) {
-	if user == "" || room == "" {
-		return nil, ErrBadRequest
+	if err := checkID("user id", user); err != nil {
+		return nil, err
+	}
+	if err := checkID("room id", room); err != nil {
+		return nil, err
 	}
 	ul := h.userLock(user)
 	ul.Lock()
 	defer ul.Unlock()
+	if err := h.checkMaxRooms(ctx, user, room); err != nil {
+		return nil, err
+	}
 	if err := h.store.Join(ctx, room, user); err != nil {
 		return nil, h.storeErr(err)
 	}
 	return h.indexJoin(user, room), nil
+}
+
+// checkMaxRooms returns ErrTooManyRooms when user is a member of
+// Options.MaxRooms rooms or more, not counting room. It counts an online
+// user's rooms in the membership cache, an offline user's with
+// Store.Rooms. The caller holds the user's lock, so that no join of the
+// user's slips in between the count and the join.
+func (h *Hub) checkMaxRooms(ctx context.Context, user, room string) error {
+	limit := h.opts.MaxRooms
+	if limit < 0 {
+		return nil
+	}
+	s := h.userShard(user)
+	s.mu.RLock()
+	u := s.users[user]
+	var count int
+	var in bool
+	if u != nil {
+		_, in = u.rooms[room]
+		count = len(u.rooms)
+	}
+	s.mu.RUnlock()
+	if u == nil {
+		rooms, err := h.store.Rooms(ctx, user)
+		if err != nil {
+			return h.storeErr(err)
+		}
+		count, in = len(rooms), slices.Contains(rooms, room)
+	}
+	if in || count < limit {
+		return nil
+	}
+	return fmt.Errorf("%w: a user may be in at most %d", ErrTooManyRooms, limit)
 }
 
 // indexJoin records that user is a member of room, if the user is online
@@ -804,10 +1005,14 @@ func (h *Hub) indexJoin(user, room string) []*Node {
 }
 
 // Leave removes user from room, in the store and for its connections
-// here. Leaving a room one is not in is harmless.
+// here. Leaving a room one is not in is harmless. It returns ErrBadID for
+// an id that is empty, longer than MaxIDLen bytes or not UTF-8.
 func (h *Hub) Leave(ctx context.Context, user, room string) error {
-	if user == "" || room == "" {
-		return ErrBadRequest
+	if err := checkID("user id", user); err != nil {
+		return err
+	}
+	if err := checkID("room id", room); err != nil {
+		return err
 	}
 	ul := h.userLock(user)
 	ul.Lock()
@@ -834,45 +1039,62 @@ func (h *Hub) indexLeave(user, room string) {
 	}
 }
 
-// Members lists the members of room, online or not.
+// Members lists the members of room, online or not. It returns ErrBadID
+// for a room id that is empty, longer than MaxIDLen bytes or not UTF-8.
 func (h *Hub) Members(ctx context.Context, room string) ([]string, error) {
+	if err := checkID("room id", room); err != nil {
+		return nil, err
+	}
 	return h.store.Members(ctx, room)
 }
 
 // SendToUser stores a direct message from user from (an application may
 // use a reserved id such as "system" for its own notices) to user to and delivers it like a cmd 10 frame;
 // f's payload fields and CID are used. It returns the receipt (cmd 15).
+// An empty to is ErrMissingDst; an id longer than MaxIDLen bytes, not
+// UTF-8, or an empty from is ErrBadID. The message quota of clients
+// (Options.MessageRate, MaxRecipients) does not apply.
 func (h *Hub) SendToUser(ctx context.Context, from, to string, f *Frame) (*Frame, error) {
-	if to == "" {
-		return nil, ErrMissingDst
+	if err := checkDst(to); err != nil {
+		return nil, err
 	}
-	return h.send(ctx, CmdSingle, from, to, f, nil)
+	if err := checkID("sender id", from); err != nil {
+		return nil, err
+	}
+	r, _, err := h.send(ctx, CmdSingle, from, to, f, nil)
+	return r, err
 }
 
 // SendToRoom stores a message from user from to room and delivers it to
 // the room's members like a cmd 11 frame, without checking that from is a
-// member. It returns the receipt (cmd 15).
+// member. It returns the receipt (cmd 15). Ids are checked as by
+// SendToUser, and the message quota of clients does not apply either.
 func (h *Hub) SendToRoom(ctx context.Context, from, room string, f *Frame) (*Frame, error) {
-	if room == "" {
-		return nil, ErrMissingDst
+	if err := checkDst(room); err != nil {
+		return nil, err
 	}
-	return h.send(ctx, CmdRoom, from, room, f, nil)
+	if err := checkID("sender id", from); err != nil {
+		return nil, err
+	}
+	r, _, err := h.send(ctx, CmdRoom, from, room, f, nil)
+	return r, err
 }
 
 // send stores and delivers a direct (CmdSingle) or room (CmdRoom) message
-// and returns its receipt. origin, the sending connection, if any, gets
-// the receipt instead of the message.
-func (h *Hub) send(ctx context.Context, cmd Cmd, from, to string, f *Frame, origin *Node) (*Frame, error) {
+// and returns its receipt; dup reports a resend of a (from, cid) stored
+// before, which stored nothing. origin, the sending connection, if any,
+// gets the receipt instead of the message.
+func (h *Hub) send(ctx context.Context, cmd Cmd, from, to string, f *Frame, origin *Node) (receipt *Frame, dup bool, err error) {
 	if h.isClosed() {
-		return nil, ErrUnavailable
+		return nil, false, ErrUnavailable
 	}
 	body, err := json.Marshal(f.payload())
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadRequest, err)
+		return nil, false, fmt.Errorf("%w: %v", ErrBadRequest, err)
 	}
 	id, err := uuid.NewV7()
 	if err != nil {
-		return nil, fmt.Errorf("%w: message id: %w", ErrInternal, err)
+		return nil, false, fmt.Errorf("%w: message id: %w", ErrInternal, err)
 	}
 	req := store.AppendRequest{
 		Msg: store.Message{ID: id.String(), TS: time.Now().UnixMilli(), Cmd: int(cmd), From: from, To: to, Body: body},
@@ -888,7 +1110,6 @@ func (h *Hub) send(ctx context.Context, cmd Cmd, from, to string, f *Frame, orig
 		req.Msg.Conv = store.RoomConv(to)
 	}
 	var m store.Message
-	var dup bool
 	start := time.Now()
 	if h.feed != nil {
 		// The feed delivers it, to every hub process, in seq order.
@@ -908,12 +1129,12 @@ func (h *Hub) send(ctx context.Context, cmd Cmd, from, to string, f *Frame, orig
 	}
 	h.stats.observeAppend(time.Since(start))
 	if err != nil {
-		return nil, h.storeErr(err)
+		return nil, false, h.storeErr(err)
 	}
 	if !dup {
 		h.stats.stored.Add(1)
 	}
-	return &Frame{Cmd: CmdReceipt, CID: f.CID, ID: m.ID, DstID: to, Seq: m.Seq, TS: m.TS}, nil
+	return &Frame{Cmd: CmdReceipt, CID: f.CID, ID: m.ID, DstID: to, Seq: m.Seq, TS: m.TS}, dup, nil
 }
 
 // deliver pushes a stored message to the local connections that receive

@@ -52,6 +52,7 @@ type Node struct {
 	user    string
 	ack     bool // ack=1: pending messages leave the queue by cmd 14 only
 	created time.Time
+	ipKey   string // the client's address in Hub.ips, released by Closed; "" without
 
 	// mu guards the fields below, and is the lock of conn too (given to
 	// it at upgrade), so that a frame passes the hub's rules (floors,
@@ -315,6 +316,9 @@ func (e *nodeEvents) Closed(err error) {
 	n.mu.Unlock()
 	h.unregister(n)
 	h.stats.conns.Add(-1)
+	if n.ipKey != "" {
+		h.ips.release(n.ipKey, time.Now())
+	}
 	var ce *wsconn.CloseError
 	if errors.As(err, &ce) {
 		err = &websocket.CloseError{Code: ce.Code, Text: ce.Reason}

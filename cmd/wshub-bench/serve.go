@@ -282,6 +282,13 @@ func newBenchHub(mux *http.ServeMux, st store.Store, c serveConfig, log *slog.Lo
 		MaxConnsPerUser: c.maxConns,
 		PingInterval:    c.pingInterval,
 		Logger:          log,
+		// The load comes from one loopback address, thousands of
+		// connections and a few users sending as fast as they can: the
+		// bounds for the open internet would refuse it.
+		MaxConnsPerIP: -1,
+		UpgradeRate:   -1,
+		MessageRate:   -1,
+		MaxRecipients: -1,
 	})
 	if err != nil {
 		return nil, err

@@ -16,7 +16,8 @@
 //
 // Flags: -addr (default localhost:8080), -store mem|bolt|redis (default
 // bolt), -db (bbolt file, default wshub.db), -redis (default
-// 127.0.0.1:6379). It serves /healthz (200 while the process serves HTTP)
+// 127.0.0.1:6379), -max-rooms (most rooms one user may be in, default
+// 1000). It serves /healthz (200 while the process serves HTTP)
 // and /readyz (200 while the hub accepts connections, else 503 and why),
 // prints "listening on http://ADDR" once the hub accepts connections
 // (with -store redis: once its store feed is subscribed; Redis may be
@@ -68,6 +69,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	kind := fs.String("store", "bolt", "store: mem, bolt or redis")
 	db := fs.String("db", "wshub.db", "bbolt file for -store bolt")
 	redisAddr := fs.String("redis", "127.0.0.1:6379", "Redis address for -store redis")
+	maxRooms := fs.Int("max-rooms", 1000, "most rooms one user may be in; a join beyond: error 429 (negative: no limit)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -84,6 +86,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Store:        st,
 		Authenticate: authenticated,
 		Logger:       log,
+		MaxRooms:     *maxRooms,
 	})
 	if err != nil {
 		_ = st.Close()

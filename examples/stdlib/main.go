@@ -1,7 +1,7 @@
 // Command stdlib serves the wshub demo chat with net/http: the page at /,
 // the hub at /ws and at /chat (the reference article's path).
 //
-//	go run ./examples/stdlib [-addr localhost:8080] [-store bolt|mem|redis] [-db wshub.db] [-redis 127.0.0.1:6379] [-tls-cert cert.pem -tls-key key.pem]
+//	go run ./examples/stdlib [-addr localhost:8080] [-store bolt|mem|redis] [-db wshub.db] [-redis 127.0.0.1:6379] [-max-rooms 1000] [-tls-cert cert.pem -tls-key key.pem]
 //
 // It also serves /healthz (200 while the process serves HTTP) and /readyz
 // (200 while the hub accepts connections, else 503 and why), and prints
@@ -56,6 +56,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	redisAddr := fs.String("redis", "127.0.0.1:6379", "Redis address for -store redis")
 	tlsCert := fs.String("tls-cert", "", "TLS certificate file (PEM); with -tls-key, serve HTTPS and wss://")
 	tlsKey := fs.String("tls-key", "", "TLS private key file (PEM), with -tls-cert")
+	maxRooms := fs.Int("max-rooms", 1000, "most rooms one user may be in; a join beyond: error 429 (negative: no limit)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -79,6 +80,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Store:        st,
 		Authenticate: wshub.DevAuthenticate,
 		Logger:       log,
+		MaxRooms:     *maxRooms,
 	})
 	if err != nil {
 		return err
