@@ -136,12 +136,15 @@ func (p originPattern) match(scheme, host, port string) bool {
 	return len(host) > len(p.host)+1 && strings.HasSuffix(host, p.host) && host[len(host)-len(p.host)-1] == '.'
 }
 
-// sameOrigin is the default origin policy (SPEC section 1): a request
+// sameOrigin is the default origin policy (docs/protocol.md): a request
 // without an Origin header is allowed (it does not come from a browser
 // page); one with an Origin must name the request's own scheme (https
 // when it came over TLS, else http), host and port, default ports
 // normalized (80 for http, 443 for https).
-func sameOrigin(r *http.Request) bool {
+//
+// Behind a trusted proxy (Options.TrustedProxies) the request's own scheme
+// and host are those the proxy forwarded.
+func (hub *Hub) sameOrigin(r *http.Request) bool {
 	origin := r.Header.Get("Origin")
 	if origin == "" {
 		return true
@@ -150,11 +153,19 @@ func sameOrigin(r *http.Request) bool {
 	if !ok {
 		return false
 	}
-	own := "http"
+	own, ownHost := "http", r.Host
 	if r.TLS != nil {
 		own = "https"
 	}
-	h := url.URL{Host: r.Host}
+	if hub.fromProxy(r) {
+		if p := forwarded(r, "proto", "X-Forwarded-Proto"); p == "http" || p == "https" {
+			own = p
+		}
+		if fh := forwarded(r, "host", "X-Forwarded-Host"); fh != "" {
+			ownHost = fh
+		}
+	}
+	h := url.URL{Host: ownHost}
 	ownPort := h.Port()
 	if ownPort == "" {
 		ownPort = defaultPort(own)
@@ -191,10 +202,10 @@ func (h *Hub) allowedOrigin(r *http.Request) bool {
 // address per connection would be free to get). Requests through a proxy
 // all count as the proxy's address until trusted-proxy handling exists:
 // this is the one place to teach it.
-func clientKey(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
+func (hub *Hub) clientKey(r *http.Request) string {
+	host, _, err := net.SplitHostPort(hub.clientAddr(r))
 	if err != nil {
-		host = r.RemoteAddr
+		host = hub.clientAddr(r)
 	}
 	ip, err := netip.ParseAddr(host)
 	if err != nil {
@@ -462,4 +473,134 @@ func (t *quotaTable) sweepLocked(s *quotaShard, now time.Time) {
 			delete(s.m, k)
 		}
 	}
+}
+
+// parsePrefixes parses Options.TrustedProxies: IP addresses (taken as
+// single-address prefixes) or CIDR prefixes.
+func parsePrefixes(list []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range list {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		ip, err := netip.ParseAddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("%w: TrustedProxies: %q is neither an IP address nor a CIDR prefix", ErrBadOption, s)
+		}
+		ip = ip.Unmap()
+		out = append(out, netip.PrefixFrom(ip, ip.BitLen()))
+	}
+	return out, nil
+}
+
+// trusted reports whether addr (an IP address, maybe with a port, maybe
+// in brackets) is a trusted proxy.
+func (hub *Hub) trusted(addr string) bool {
+	if len(hub.proxies) == 0 {
+		return false
+	}
+	if h, _, err := net.SplitHostPort(addr); err == nil {
+		addr = h
+	}
+	ip, err := netip.ParseAddr(strings.Trim(addr, "[]"))
+	if err != nil {
+		return false
+	}
+	ip = ip.Unmap().WithZone("")
+	for _, p := range hub.proxies {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// fromProxy reports whether r's TCP peer is a trusted proxy.
+func (hub *Hub) fromProxy(r *http.Request) bool { return hub.trusted(r.RemoteAddr) }
+
+// clientAddr is the address of the client that sent r: its TCP peer's
+// host:port, or, when that peer is a trusted proxy, the rightmost
+// address of the proxies' chain (Forwarded for=, else X-Forwarded-For,
+// else X-Real-IP) that is not itself a trusted proxy.
+func (hub *Hub) clientAddr(r *http.Request) string {
+	if !hub.fromProxy(r) {
+		return r.RemoteAddr
+	}
+	chain := forwardedFor(r)
+	for i := len(chain) - 1; i >= 0; i-- {
+		a := chain[i]
+		if _, err := netip.ParseAddr(strings.Trim(a, "[]")); err != nil {
+			if h, _, err := net.SplitHostPort(a); err == nil {
+				a = h
+			} else {
+				break // "unknown", an obfuscated name: nothing to go on
+			}
+		}
+		if !hub.trusted(a) {
+			return strings.Trim(a, "[]")
+		}
+	}
+	return r.RemoteAddr
+}
+
+// forwardedFor lists the client addresses the proxies recorded, the
+// client first: Forwarded's for= values, else X-Forwarded-For's, else
+// X-Real-IP.
+func forwardedFor(r *http.Request) []string {
+	var chain []string
+	for _, v := range r.Header.Values("Forwarded") {
+		for _, elem := range strings.Split(v, ",") {
+			if f := forwardedParam(elem, "for"); f != "" {
+				chain = append(chain, f)
+			}
+		}
+	}
+	if len(chain) > 0 {
+		return chain
+	}
+	for _, v := range r.Header.Values("X-Forwarded-For") {
+		for _, a := range strings.Split(v, ",") {
+			if a = strings.TrimSpace(a); a != "" {
+				chain = append(chain, a)
+			}
+		}
+	}
+	if len(chain) > 0 {
+		return chain
+	}
+	if a := strings.TrimSpace(r.Header.Get("X-Real-IP")); a != "" {
+		return []string{a}
+	}
+	return nil
+}
+
+// forwarded returns the parameter name of the last Forwarded element that
+// has it (the one the nearest proxy added), else the last value of the
+// header xHeader.
+func forwarded(r *http.Request, name, xHeader string) string {
+	vals := r.Header.Values("Forwarded")
+	for i := len(vals) - 1; i >= 0; i-- {
+		elems := strings.Split(vals[i], ",")
+		for j := len(elems) - 1; j >= 0; j-- {
+			if v := forwardedParam(elems[j], name); v != "" {
+				return strings.ToLower(v)
+			}
+		}
+	}
+	xs := strings.Split(r.Header.Get(xHeader), ",")
+	return strings.ToLower(strings.TrimSpace(xs[len(xs)-1]))
+}
+
+// forwardedParam returns the value of parameter name in one element of a
+// Forwarded header (RFC 7239 section 4: pairs separated by ";", values
+// maybe quoted).
+func forwardedParam(elem, name string) string {
+	for _, pair := range strings.Split(elem, ";") {
+		k, v, ok := strings.Cut(strings.TrimSpace(pair), "=")
+		if ok && strings.EqualFold(k, name) {
+			return strings.Trim(v, `"`)
+		}
+	}
+	return ""
 }

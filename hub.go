@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"net/netip"
 	"runtime"
 	"slices"
 	"strconv"
@@ -58,9 +59,11 @@ type Options struct {
 	// Requests without an Origin header are allowed: browsers always send
 	// one on a WebSocket upgrade, other clients need not.
 	//
-	// Behind a proxy that terminates TLS the request arrives as plain
-	// http while the page's origin is https: same origin refuses it, so
-	// set AllowedOrigins there.
+	// Behind a proxy that terminates TLS, or rewrites Host (nginx's
+	// default proxy_set_header Host $proxy_host), the request's own
+	// scheme and host are not the page's: list the proxy in
+	// TrustedProxies (same origin then compares with the scheme and host
+	// the proxy forwarded), or set AllowedOrigins.
 	CheckOrigin func(r *http.Request) bool
 	// AllowedOrigins, when not empty, replaces the same-origin default
 	// (New fails with ErrBadOption if CheckOrigin is set too): a request
@@ -84,6 +87,19 @@ type Options struct {
 	// (A list of allowed Host values would do the same for browsers; the
 	// origins are what an application knows anyway, and pin the scheme.)
 	AllowedOrigins []string
+	// TrustedProxies lists the reverse proxies in front of the hub, as IP
+	// addresses or CIDR prefixes ("10.0.0.0/8", "127.0.0.1"); New fails
+	// with ErrBadOption on an entry that is neither. For a request whose
+	// TCP peer is one of them, the hub takes the client's address from
+	// the Forwarded header (RFC 7239: for=), else X-Forwarded-For, else
+	// X-Real-IP — the rightmost address that is not itself a trusted
+	// proxy, so a client cannot forge its address by sending the header
+	// itself — and the request's scheme and host, for the same-origin
+	// check, from Forwarded's proto= and host=, else X-Forwarded-Proto
+	// and X-Forwarded-Host. That address is Node.RemoteAddr and the key
+	// of the per-address bounds. Headers from any other peer are ignored.
+	// Default: none.
+	TrustedProxies []string
 
 	// Dispatcher handles application commands (cmd >= CmdApp). Without it
 	// they are answered with ErrUnknownCommand.
@@ -241,6 +257,7 @@ type Hub struct {
 	ownStore bool
 	log      *slog.Logger
 	origins  []originPattern   // Options.AllowedOrigins, parsed
+	proxies  []netip.Prefix    // Options.TrustedProxies, parsed
 	ips      *ipTable          // nil when MaxConnsPerIP and UpgradeRate are off
 	quotas   *quotaTable       // nil when MessageRate and MaxRecipients are off
 	tr       *wsconn.Transport // the WebSocket connections' transport
@@ -383,8 +400,12 @@ func New(opts Options) (*Hub, error) {
 		}
 		h.opts.CheckOrigin = h.allowedOrigin
 	}
+	var err error
+	if h.proxies, err = parsePrefixes(opts.TrustedProxies); err != nil {
+		return nil, err
+	}
 	if h.opts.CheckOrigin == nil {
-		h.opts.CheckOrigin = sameOrigin
+		h.opts.CheckOrigin = h.sameOrigin
 	}
 	if opts.MaxConnsPerIP > 0 || limited(opts.UpgradeRate) {
 		h.ips = newIPTable(&opts)
@@ -484,7 +505,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	var ipKey string // counted in h.ips until released
 	if h.ips != nil {
-		ipKey = clientKey(r)
+		ipKey = h.clientKey(r)
 		if wait, ok := h.ips.admit(ipKey, time.Now()); !ok {
 			w.Header().Set("Retry-After", retryAfter(wait))
 			h.refuse(w, r, http.StatusTooManyRequests, "too many connections or upgrades from your address")
@@ -519,6 +540,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	q := r.URL.Query()
 	n := newNode(h, user, q.Get("ack") == "1")
+	n.remote = h.clientAddr(r)
 	n.ipKey = ipKey
 	// Counted under mu, so that no node starts once Shutdown waits.
 	h.mu.Lock()

@@ -51,6 +51,7 @@ type Node struct {
 	id      string
 	user    string
 	ack     bool // ack=1: pending messages leave the queue by cmd 14 only
+	remote  string // the client's address (RemoteAddr)
 	created time.Time
 	ipKey   string // the client's address in Hub.ips, released by Closed; "" without
 
@@ -105,8 +106,10 @@ func (n *Node) Context() context.Context {
 	return n.ctx
 }
 
-// RemoteAddr returns the network address of the peer.
-func (n *Node) RemoteAddr() string { return n.conn.RemoteAddr().String() }
+// RemoteAddr returns the client's network address: the TCP peer's
+// host:port, or, behind a proxy listed in Options.TrustedProxies, the
+// address the proxy forwarded (an IP address, without a port).
+func (n *Node) RemoteAddr() string { return n.remote }
 
 // AckMode reports whether the connection opted into explicit acks (ack=1).
 func (n *Node) AckMode() bool { return n.ack }
