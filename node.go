@@ -50,7 +50,7 @@ type Node struct {
 	conn    *wsconn.Conn // the WebSocket transport
 	id      string
 	user    string
-	ack     bool // ack=1: pending messages leave the queue by cmd 14 only
+	ack     bool   // ack=1: pending messages leave the queue by cmd 14 only
 	remote  string // the client's address (RemoteAddr)
 	created time.Time
 	ipKey   string // the client's address in Hub.ips, released by Closed; "" without

@@ -121,4 +121,3 @@ func TestProxy_BadTrustedProxiesRefusedByNew(t *testing.T) {
 	_, err := wshub.New(wshub.Options{Authenticate: wshub.DevAuthenticate, TrustedProxies: []string{"10.0.0.0/8", "nginx.internal"}})
 	require.ErrorIs(t, err, wshub.ErrBadOption)
 }
-
