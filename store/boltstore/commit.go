@@ -42,9 +42,10 @@ type request struct {
 	ids  []string
 
 	// Set by the committer.
-	rec any           // the appendRec or ackRec logged, for the overlay; nil if none
-	out store.Message // opAppend result
-	dup bool          // opAppend result
+	rec     any           // the appendRec or ackRec logged, for the overlay; nil if none
+	out     store.Message // opAppend result
+	dup     bool          // opAppend result
+	refused error         // opAppend: wraps store.ErrPendingFull; nothing was logged
 
 	res chan error // buffered 1
 }
@@ -85,7 +86,7 @@ func newAppendRequest(req store.AppendRequest) (*request, error) {
 		r.cid = string(cidKey(m.From, req.CID))
 	}
 	for i, u := range req.Pending {
-		if u == "" || len(u) > bolt.MaxKeySize {
+		if u == "" || pairKeyLen(u, m.ID) > bolt.MaxKeySize || pairKeyLen(u, m.From) > bolt.MaxKeySize {
 			return nil, fmt.Errorf("%w: pending user %q", store.ErrInvalid, u)
 		}
 		seen := false
@@ -253,7 +254,7 @@ func (s *Store) notifyLoop(done chan<- struct{}) {
 	defer close(done)
 	for batch := range s.notify {
 		for _, r := range batch {
-			r.res <- nil
+			r.res <- r.refused
 		}
 	}
 }
@@ -328,9 +329,10 @@ func (s *Store) commit(batch []*request) {
 	for len(live) > 0 {
 		now := time.Now()
 		failed, ferr := -1, error(nil)
+		var w *writer
 		err := s.safely(func() error {
 			return s.db.Update(func(tx *bolt.Tx) error {
-				w := s.newWriter(tx, now)
+				w = s.newWriter(tx, now, s.counts)
 				for i, r := range live {
 					if err := w.logRequest(r); err != nil {
 						failed, ferr = i, err
@@ -352,6 +354,9 @@ func (s *Store) commit(batch []*request) {
 				r.res <- err
 			}
 			return
+		}
+		if w.counts != nil {
+			w.counts.commit()
 		}
 		s.lastCommit = time.Since(now)
 		s.stats.commits.Add(1)
@@ -390,7 +395,7 @@ func (s *Store) checkpoint() {
 	now := time.Now()
 	err := s.safely(func() error {
 		return s.db.Update(func(tx *bolt.Tx) error {
-			return s.newWriter(tx, now).checkpoint(ov)
+			return s.newWriter(tx, now, nil).checkpoint(ov)
 		})
 	})
 	if err != nil {
@@ -404,4 +409,5 @@ func (s *Store) checkpoint() {
 	s.mu.Lock()
 	s.ov = newOverlay(ov.gen + 1)
 	s.mu.Unlock()
+	s.counts = newQueueCounts() // the index holds the same numbers now
 }
