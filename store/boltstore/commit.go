@@ -54,6 +54,10 @@ type request struct {
 // so that the batch can be committed again without it.
 var errRetryBatch = errors.New("retry batch")
 
+// errNothingWritten makes bbolt roll back a batch that wrote nothing (only
+// duplicates and refused appends), which saves the commit's syncs.
+var errNothingWritten = errors.New("nothing written")
+
 // Append implements store.Store. It returns once the message is committed
 // to the file and synced (see the package documentation).
 func (s *Store) Append(ctx context.Context, req store.AppendRequest) (store.Message, bool, error) {
@@ -333,15 +337,24 @@ func (s *Store) commit(batch []*request) {
 		err := s.safely(func() error {
 			return s.db.Update(func(tx *bolt.Tx) error {
 				w = s.newWriter(tx, now, s.counts)
+				wrote := false
 				for i, r := range live {
 					if err := w.logRequest(r); err != nil {
 						failed, ferr = i, err
 						return errRetryBatch
 					}
+					wrote = wrote || r.rec != nil || r.kind == opJoin || r.kind == opLeave
+				}
+				if !wrote {
+					return errNothingWritten
 				}
 				return nil
 			})
 		})
+		committed := !errors.Is(err, errNothingWritten)
+		if !committed {
+			err = nil
+		}
 		if failed >= 0 {
 			live[failed].res <- ferr
 			live = append(live[:failed], live[failed+1:]...)
@@ -358,10 +371,12 @@ func (s *Store) commit(batch []*request) {
 		if w.counts != nil {
 			w.counts.commit()
 		}
-		s.lastCommit = time.Since(now)
-		s.stats.commits.Add(1)
-		s.stats.requests.Add(uint64(len(live)))
-		s.stats.commitNanos.Add(uint64(time.Since(now)))
+		if committed {
+			s.lastCommit = time.Since(now)
+			s.stats.commits.Add(1)
+			s.stats.requests.Add(uint64(len(live)))
+			s.stats.commitNanos.Add(uint64(time.Since(now)))
+		}
 		s.mu.Lock()
 		for _, r := range live {
 			switch rec := r.rec.(type) {

@@ -138,3 +138,37 @@ func TestCommit_RefusedAppendDoesNotFailItsBatch(t *testing.T) {
 	assert.Equal(t, uint64(2), s.counts.senders[string(pairKey("b", "a"))], "of a's messages in it")
 	assert.Equal(t, uint64(2), s.counts.senders[string(pairKey("b", "c"))], "of c's messages in it")
 }
+
+// TestCommit_BatchOfRefusalsCommitsNothing: a batch whose appends are all
+// refused (or duplicates) is rolled back instead of committed and synced,
+// and its callers are answered all the same.
+func TestCommit_BatchOfRefusalsCommitsNothing(t *testing.T) {
+	s, err := openFile(filepath.Join(t.TempDir(), "hub.db"), Options{MaxPendingPerSender: 1})
+	require.NoError(t, err)
+	defer func() { require.NoError(t, s.db.Close()) }()
+	run := func(ids ...string) []*request {
+		var batch []*request
+		for _, id := range ids {
+			r, err := newAppendRequest(store.AppendRequest{
+				Msg:     store.Message{ID: id, Conv: "c", From: "a", To: "b"},
+				Pending: []string{"b"},
+				CID:     "cid-" + id,
+			})
+			require.NoError(t, err)
+			r.ctx, r.res = context.Background(), make(chan error, 1)
+			batch = append(batch, r)
+		}
+		reqs := append([]*request(nil), batch...)
+		s.commit(batch)
+		require.Len(t, <-s.notify, len(reqs))
+		return reqs
+	}
+	run("1")
+	require.Equal(t, uint64(1), s.stats.commits.Load())
+	reqs := run("2", "1", "3") // refused, duplicate, refused
+	assert.Equal(t, uint64(1), s.stats.commits.Load(), "nothing to commit")
+	assert.ErrorIs(t, reqs[0].refused, store.ErrPendingFull)
+	assert.True(t, reqs[1].dup)
+	assert.Equal(t, "1", reqs[1].out.ID)
+	assert.ErrorIs(t, reqs[2].refused, store.ErrPendingFull)
+}
