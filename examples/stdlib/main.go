@@ -2,6 +2,7 @@
 // the hub at /ws and at /chat (the reference article's path).
 //
 //	go run ./examples/stdlib [-addr localhost:8080] [-store bolt|mem|redis] [-db wshub.db] [-redis 127.0.0.1:6379]
+//	    [-max-pending 10000] [-max-pending-per-sender 1000]
 //
 // Authentication is development mode: the token is the user id. Do not
 // expose it to a network you do not trust.
@@ -42,12 +43,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	storeKind := fs.String("store", "bolt", "store: mem, bolt or redis")
 	dbPath := fs.String("db", "wshub.db", "bbolt file for -store bolt")
 	redisAddr := fs.String("redis", "127.0.0.1:6379", "Redis address for -store redis")
+	var bounds demo.Bounds
+	fs.IntVar(&bounds.MaxPending, "max-pending", 10000, "most messages queued for one user; past it a message gets error 507 (negative: unbounded)")
+	fs.IntVar(&bounds.MaxPendingPerSender, "max-pending-per-sender", 1000, "most messages queued for one user from one sender; past it error 507 (negative: unbounded)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 
-	st, err := demo.OpenStore(*storeKind, *dbPath, *redisAddr)
+	st, err := demo.OpenStore(*storeKind, *dbPath, *redisAddr, bounds)
 	if err != nil {
 		return err
 	}
