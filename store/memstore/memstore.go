@@ -266,21 +266,48 @@ func (s *Store) Append(ctx context.Context, req store.AppendRequest) (store.Mess
 			return *rec.msg, true, nil
 		}
 	}
-	// The recipients' queues stay locked from the check of their bounds to
-	// the enqueue, so that concurrent Appends cannot both take the last
-	// place.
+	stored, err := s.appendQueued(c, &req)
+	if err != nil {
+		return store.Message{}, false, err
+	}
+	if cs != nil {
+		cs.addLocked(key, stored, now)
+	}
+	return withBody(stored, req.Msg.Body), false, nil
+}
+
+// appendQueued appends req.Msg to c and enqueues it for req.Pending, unless
+// a queue is at a bound. The recipients' queues stay locked from the check
+// to the enqueue, so that concurrent Appends cannot both take the last
+// place. c.mu is held for writing.
+func (s *Store) appendQueued(c *conversation, req *store.AppendRequest) (*store.Message, error) {
+	if len(req.Pending) == 1 {
+		// A direct message: one queue, looked up once.
+		u := req.Pending[0]
+		sh := &s.users[s.shard(u)%numShards]
+		sh.mu.Lock()
+		defer sh.mu.Unlock()
+		q := sh.pending[u]
+		if err := s.roomIn(q, u, req.Msg.From); err != nil {
+			return nil, err
+		}
+		stored := c.appendLocked(req.Msg, s.historyLimit)
+		if q == nil {
+			q = s.newQueue()
+			sh.pending[u] = q
+		}
+		q.push(stored)
+		return stored, nil
+	}
 	var locked queueLocks
 	s.lockQueues(&locked, req.Pending)
 	defer s.unlockQueues(&locked)
 	if err := s.checkRoomLocked(req.Pending, req.Msg.From); err != nil {
-		return store.Message{}, false, err
+		return nil, err
 	}
 	stored := c.appendLocked(req.Msg, s.historyLimit)
-	if cs != nil {
-		cs.addLocked(key, stored, now)
-	}
 	s.enqueueLocked(req.Pending, stored)
-	return withBody(stored, req.Msg.Body), false, nil
+	return stored, nil
 }
 
 // queueLocks lists the user shards an Append holds locked, in shard order.
@@ -332,20 +359,31 @@ func (s *Store) unlockQueues(l *queueLocks) {
 // queue of one of users is at a bound for a message from from. The users'
 // shards are locked.
 func (s *Store) checkRoomLocked(users []string, from string) error {
-	if s.maxPending == 0 && s.maxPerSender == 0 {
-		return nil
-	}
 	for _, u := range users {
-		q := s.users[s.shard(u)%numShards].pending[u]
-		switch {
-		case q == nil:
-		case s.maxPending > 0 && q.live >= s.maxPending:
-			return fmt.Errorf("%w: %q holds %d messages (MaxPending)", store.ErrPendingFull, u, q.live)
-		case s.maxPerSender > 0 && q.from[from] >= s.maxPerSender:
-			return fmt.Errorf("%w: %q holds %d messages from %q (MaxPendingPerSender)", store.ErrPendingFull, u, q.from[from], from)
+		if err := s.roomIn(s.users[s.shard(u)%numShards].pending[u], u, from); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// roomIn returns an error wrapping store.ErrPendingFull if q, user's queue
+// (nil when empty), is at a bound for a message from from. Its shard is
+// locked.
+func (s *Store) roomIn(q *pendingQueue, user, from string) error {
+	switch {
+	case q == nil:
+	case s.maxPending > 0 && q.live >= s.maxPending:
+		return fmt.Errorf("%w: %q holds %d messages (MaxPending)", store.ErrPendingFull, user, q.live)
+	case q.from != nil && q.from[from] >= s.maxPerSender:
+		return fmt.Errorf("%w: %q holds %d messages from %q (MaxPendingPerSender)", store.ErrPendingFull, user, q.from[from], from)
+	}
+	return nil
+}
+
+// newQueue returns an empty pending queue.
+func (s *Store) newQueue() *pendingQueue {
+	return &pendingQueue{index: make(map[string]int), perSender: s.maxPerSender}
 }
 
 // withBody returns a copy of the stored *m with the caller's body, which
@@ -390,10 +428,7 @@ func (s *Store) enqueueLocked(users []string, m *store.Message) {
 		sh := &s.users[s.shard(u)%numShards]
 		q := sh.pending[u]
 		if q == nil {
-			q = &pendingQueue{index: make(map[string]int)}
-			if s.maxPerSender > 0 {
-				q.from = make(map[string]int)
-			}
+			q = s.newQueue()
 			sh.pending[u] = q
 		}
 		q.push(m)
@@ -632,7 +667,14 @@ type pendingQueue struct {
 	base  int              // position of items[0]: positions survive compaction
 	index map[string]int   // message id -> position of its live entry
 	live  int              // number of live entries
-	from  map[string]int   // sender -> its live entries; nil if not bounded
+
+	// from counts the live entries per sender, for the bound perSender
+	// (0: unbounded). No sender can be at the bound while fewer than
+	// perSender entries are live, so from is only kept from when live
+	// reaches perSender until it falls below half of it: nil means
+	// live < perSender. A queue that stays short counts nothing.
+	perSender int
+	from      map[string]int
 }
 
 // push appends m. A message already in the queue is not added again.
@@ -644,8 +686,16 @@ func (q *pendingQueue) push(m *store.Message) {
 	q.index[m.ID] = q.base + len(q.items)
 	q.items = append(q.items, m)
 	q.live++
-	if q.from != nil {
+	switch {
+	case q.from != nil:
 		q.from[m.From]++
+	case q.perSender > 0 && q.live >= q.perSender:
+		q.from = make(map[string]int)
+		for _, it := range q.items[q.head:] {
+			if it != nil {
+				q.from[it.From]++
+			}
+		}
 	}
 }
 
@@ -664,9 +714,10 @@ func (q *pendingQueue) remove(id string) {
 // the end) and tombstones at most about as many as live entries.
 func (q *pendingQueue) tombstone(i int) {
 	if q.from != nil {
-		from := q.items[i].From
-		if n := q.from[from] - 1; n > 0 {
-			q.from[from] = n
+		if q.live-1 < q.perSender/2 {
+			q.from = nil
+		} else if from := q.items[i].From; q.from[from] > 1 {
+			q.from[from]--
 		} else {
 			delete(q.from, from)
 		}

@@ -2,6 +2,7 @@ package memstore_test
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -395,4 +396,43 @@ func TestStore_ConcurrentTrimming(t *testing.T) {
 			require.NoError(t, err, "u%d, message %d after the acks", w, i)
 		}
 	}
+}
+
+// TestStore_PendingBoundsAgainstModel appends from a few senders and acks
+// at random, and checks every decision and the queue against a plain
+// model: the per-sender counts start when a queue reaches the bound and
+// stop when it falls below half, which must never show.
+func TestStore_PendingBoundsAgainstModel(t *testing.T) {
+	const maxPending, perSender = 10, 4
+	s := memstore.New(memstore.Options{MaxPending: maxPending, MaxPendingPerSender: perSender})
+	defer s.Close()
+	rng := rand.New(rand.NewPCG(1, 2))
+	var model []store.Message // bob's queue
+	for i := range 3000 {
+		if rng.IntN(3) == 0 && len(model) > 0 {
+			// Ack a random message, sometimes with an unknown id or twice.
+			j := rng.IntN(len(model))
+			require.NoError(t, s.Ack(t.Context(), "bob", model[j].ID, "unknown", model[j].ID))
+			model = append(model[:j], model[j+1:]...)
+			continue
+		}
+		from := []string{"alice", "carol", "dave"}[rng.IntN(3)]
+		m := store.Message{ID: fmt.Sprint("m", i), Conv: "c-" + from, From: from, To: "bob"}
+		n := 0
+		for _, q := range model {
+			if q.From == from {
+				n++
+			}
+		}
+		_, _, err := s.Append(t.Context(), store.AppendRequest{Msg: m, Pending: []string{"bob"}})
+		if len(model) >= maxPending || n >= perSender {
+			require.ErrorIs(t, err, store.ErrPendingFull, "step %d: %d queued, %d from %s", i, len(model), n, from)
+			continue
+		}
+		require.NoError(t, err, "step %d: %d queued, %d from %s", i, len(model), n, from)
+		model = append(model, m)
+	}
+	q, err := s.Pending(t.Context(), "bob")
+	require.NoError(t, err)
+	assert.Equal(t, ids(model), ids(q))
 }
