@@ -280,7 +280,7 @@ type Store struct {
 	cids *cidIndex
 	// counts counts the pending queues for the bounds (see counts.go).
 	// Committer only.
-	counts *queueCounts
+	counts *counter
 	// inflight counts the requests queued or being committed whose
 	// callers wait (see linger).
 	inflight atomic.Int64
@@ -496,7 +496,7 @@ func prepare(db *bolt.DB, path string, opts Options) (epoch string, err error) {
 // checkpoint: the log after meta/applied and the acks bucket, merged in
 // position order; and the committer's counts of the queues, which are the
 // index's plus the replayed records'.
-func replay(db *bolt.DB, path string, opts Options) (ov *overlay, cids *cidIndex, counts *queueCounts, err error) {
+func replay(db *bolt.DB, path string, opts Options) (ov *overlay, cids *cidIndex, counts *counter, err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
@@ -511,8 +511,8 @@ func replay(db *bolt.DB, path string, opts Options) (ov *overlay, cids *cidIndex
 		}
 		meta := tx.Bucket(bucketMeta)
 		ov = newOverlay(seqOf(meta.Get(keyGen)) + 1)
-		counts = newQueueCounts()
-		c := newCounter(tx, counts, ov)
+		counts = newCounter()
+		counts.begin(tx, ov)
 		logC := tx.Bucket(bucketLog).Cursor()
 		ackC := tx.Bucket(bucketAcks).Cursor()
 		lk, lv := logC.Seek(seqKey(seqOf(meta.Get(keyApplied)) + 1))
@@ -542,14 +542,14 @@ func replay(db *bolt.DB, path string, opts Options) (ov *overlay, cids *cidIndex
 				if rec.e.seq != want+1 {
 					return fmt.Errorf("%w: %s: record %d: seq %d after %d", ErrCorrupt, path, seqOf(k), rec.e.seq, want)
 				}
-				c.enqueue(rec.pending, rec.e.from, rec.e.id)
+				counts.enqueue(rec.pending, rec.e.from, rec.e.id)
 				ov.applyAppend(rec, now)
 			case ackRec:
-				c.ack(rec.user, rec.ids)
+				counts.ack(rec.user, rec.ids)
 				ov.applyAck(rec, now)
 			}
 		}
-		c.commit()
+		counts.commit()
 		return nil
 	})
 	return ov, cids, counts, err

@@ -95,10 +95,7 @@ func pairKeyLen(a, b string) int {
 // pairKey is the key of the pair (a, b): a is length-prefixed so that no
 // two pairs share a key whatever bytes they hold.
 func pairKey(a, b string) []byte {
-	k := make([]byte, 0, binary.MaxVarintLen64+len(a)+len(b))
-	k = binary.AppendUvarint(k, uint64(len(a)))
-	k = append(k, a...)
-	return append(k, b...)
+	return appendPair(make([]byte, 0, binary.MaxVarintLen64+len(a)+len(b)), a, b)
 }
 
 // Message encoding:

@@ -355,6 +355,13 @@ func (s *Store) commit(batch []*request) {
 		if !committed {
 			err = nil
 		}
+		if w != nil && w.counts != nil {
+			if failed >= 0 || err != nil {
+				w.counts.rollback()
+			} else {
+				w.counts.commit()
+			}
+		}
 		if failed >= 0 {
 			live[failed].res <- ferr
 			live = append(live[:failed], live[failed+1:]...)
@@ -367,9 +374,6 @@ func (s *Store) commit(batch []*request) {
 				r.res <- err
 			}
 			return
-		}
-		if w.counts != nil {
-			w.counts.commit()
 		}
 		if committed {
 			s.lastCommit = time.Since(now)
@@ -424,5 +428,5 @@ func (s *Store) checkpoint() {
 	s.mu.Lock()
 	s.ov = newOverlay(ov.gen + 1)
 	s.mu.Unlock()
-	s.counts = newQueueCounts() // the index holds the same numbers now
+	s.counts.reset() // the index holds the same numbers now
 }

@@ -63,6 +63,8 @@ func TestCommit_FailingRequestDoesNotFailItsBatch(t *testing.T) {
 	pend, err := s.Pending(t.Context(), "b")
 	require.NoError(t, err)
 	assert.Len(t, pend, 4)
+	assert.Equal(t, uint64(4), *s.counts.totals["b"], "the retried transactions' counts were rolled back")
+	assert.Equal(t, uint64(4), *s.counts.senders[string(pairKey("b", "a"))])
 }
 
 // TestCommit_RefusedAppendDoesNotFailItsBatch runs one batch by hand in
@@ -134,9 +136,9 @@ func TestCommit_RefusedAppendDoesNotFailItsBatch(t *testing.T) {
 		ids = append(ids, m.ID)
 	}
 	assert.Equal(t, []string{"a2", "c1", "a4", "c2"}, ids)
-	assert.Equal(t, uint64(4), s.counts.totals["b"], "the committer's count of b's queue")
-	assert.Equal(t, uint64(2), s.counts.senders[string(pairKey("b", "a"))], "of a's messages in it")
-	assert.Equal(t, uint64(2), s.counts.senders[string(pairKey("b", "c"))], "of c's messages in it")
+	assert.Equal(t, uint64(4), *s.counts.totals["b"], "the committer's count of b's queue")
+	assert.Equal(t, uint64(2), *s.counts.senders[string(pairKey("b", "a"))], "of a's messages in it")
+	assert.Equal(t, uint64(2), *s.counts.senders[string(pairKey("b", "c"))], "of c's messages in it")
 }
 
 // TestCommit_BatchOfRefusalsCommitsNothing: a batch whose appends are all

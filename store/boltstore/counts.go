@@ -1,6 +1,7 @@
 package boltstore
 
 import (
+	"encoding/binary"
 	"fmt"
 
 	bolt "go.etcd.io/bbolt"
@@ -15,97 +16,120 @@ import (
 // sender. The index keeps these numbers next to the queues (pendn, pendc)
 // and checkpoints change both in one transaction, so they agree on disk;
 // the records since the last checkpoint change them in the overlay's
-// view. The committer decides with queueCounts: the index's numbers plus
+// view. The committer decides with a counter: the index's numbers plus
 // the overlay's changes, loaded when first needed and kept up to date by
 // every Append and Ack it logs. Open rebuilds it while replaying the log,
-// so after a crash it counts exactly the queues the index and the
+// so after a crash it counts exactly the queues that the index and the
 // replayed records hold.
 
-// queueCounts holds the number of messages in pending queues, in total per
+// counter holds the number of messages in pending queues, in total per
 // user and per (user, sender), as the index and the overlay hold them
-// together. A user or pair not in the maps has the index's numbers. It is
-// dropped with the overlay at each checkpoint, which writes the same
-// numbers into the index. Committer only (and Open, before the committer
-// starts).
-type queueCounts struct {
-	totals  map[string]uint64 // user -> messages queued
-	senders map[string]uint64 // string(pairKey(user, sender)) -> messages queued
-}
-
-func newQueueCounts() *queueCounts {
-	return &queueCounts{totals: make(map[string]uint64), senders: make(map[string]uint64)}
-}
-
-// counter counts the queues in one transaction of the committer (or of
-// replay): it reads queueCounts, the overlay and the index, and keeps this
-// transaction's changes apart, so that a rolled-back transaction leaves
-// queueCounts as it was. commit makes them queueCounts'.
+// together; a user or pair it does not hold has the index's numbers. A
+// checkpoint writes the same numbers into the index and resets it. It is
+// used by the committer only (and by Open before the committer starts).
+//
+// Within a transaction (begin ... commit or rollback) it also knows the
+// entries the transaction enqueued and acked, which the overlay learns
+// only once the transaction committed; rollback restores the counts.
 type counter struct {
-	base                       *queueCounts
-	ov                         *overlay
+	totals  map[string]*uint64 // user -> messages queued
+	senders map[string]*uint64 // string(pairKey(user, sender)) -> messages queued
+
+	// The transaction's state, reset by begin. The buckets are opened
+	// when first needed: opening one costs allocations, and mostly the
+	// counts are in the maps already.
+	tx                         *bolt.Tx
 	pend, pendN, pendC, pendID *bolt.Bucket
-
-	totals  map[string]uint64
-	senders map[string]uint64
-	// enq lists the entries this transaction enqueued, pairKey(user, id)
-	// -> sender, and acked the ones it removed: the overlay does not have
-	// them yet.
-	enq   map[string]string
-	acked map[string]struct{}
-	// byID indexes the overlay's entries of a user whose userLog has no
-	// byID yet (no ack in this generation), built at the first ack.
-	byID map[string]map[string]*pendEntry
+	ov                         *overlay
+	undo                       []undoCount // the counts before the transaction changed them
+	added                      []enqueued  // entries the transaction enqueued, in order
+	enq                        map[string]string
+	acked                      map[string]struct{}
+	byID                       map[string]map[string]*pendEntry
+	key                        []byte // scratch for index keys
 }
 
-func newCounter(tx *bolt.Tx, base *queueCounts, ov *overlay) *counter {
-	return &counter{
-		base:    base,
-		ov:      ov,
-		pend:    tx.Bucket(bucketPend),
-		pendN:   tx.Bucket(bucketPendN),
-		pendC:   tx.Bucket(bucketPendC),
-		pendID:  tx.Bucket(bucketPendID),
-		totals:  make(map[string]uint64),
-		senders: make(map[string]uint64),
-		enq:     make(map[string]string),
-		acked:   make(map[string]struct{}),
-	}
+type undoCount struct {
+	p   *uint64
+	old uint64
 }
 
-// total returns the number of messages in user's queue.
-func (c *counter) total(user string) uint64 {
-	if n, ok := c.totals[user]; ok {
-		return n
-	}
-	if n, ok := c.base.totals[user]; ok {
-		return n
-	}
-	return seqOf(c.pendN.Get([]byte(user)))
+type enqueued struct{ user, from, id string }
+
+func newCounter() *counter {
+	return &counter{totals: make(map[string]*uint64), senders: make(map[string]*uint64)}
 }
 
-// fromSender returns the number of messages in a queue from one sender;
-// pair is pairKey(user, sender).
-func (c *counter) fromSender(pair []byte) uint64 {
-	if n, ok := c.senders[string(pair)]; ok {
-		return n
+// reset forgets every count: the index holds them now.
+func (c *counter) reset() {
+	c.totals = make(map[string]*uint64)
+	c.senders = make(map[string]*uint64)
+}
+
+// begin starts counting in tx, on top of the overlay ov.
+func (c *counter) begin(tx *bolt.Tx, ov *overlay) {
+	c.tx = tx
+	c.pend, c.pendN, c.pendC, c.pendID = nil, nil, nil, nil
+	c.ov = ov
+	c.undo, c.added = c.undo[:0], c.added[:0]
+	c.enq, c.acked, c.byID = nil, nil, nil
+}
+
+// commit keeps the transaction's counts: it committed.
+func (c *counter) commit() { c.undo = c.undo[:0] }
+
+// rollback restores the counts the transaction changed: it was rolled back.
+func (c *counter) rollback() {
+	for i := len(c.undo) - 1; i >= 0; i-- {
+		*c.undo[i].p = c.undo[i].old
 	}
-	if n, ok := c.base.senders[string(pair)]; ok {
-		return n
+	c.undo = c.undo[:0]
+}
+
+func (c *counter) set(p *uint64, v uint64) {
+	c.undo = append(c.undo, undoCount{p, *p})
+	*p = v
+}
+
+// total returns the count of user's queue.
+func (c *counter) total(user string) *uint64 {
+	if p := c.totals[user]; p != nil {
+		return p
 	}
-	return seqOf(c.pendC.Get(pair))
+	if c.pendN == nil {
+		c.pendN = c.tx.Bucket(bucketPendN)
+	}
+	c.key = append(c.key[:0], user...)
+	n := seqOf(c.pendN.Get(c.key))
+	c.totals[user] = &n
+	return &n
+}
+
+// fromSender returns the count of from's messages in user's queue.
+func (c *counter) fromSender(user, from string) *uint64 {
+	c.key = appendPair(c.key[:0], user, from)
+	if p := c.senders[string(c.key)]; p != nil {
+		return p
+	}
+	if c.pendC == nil {
+		c.pendC = c.tx.Bucket(bucketPendC)
+	}
+	n := seqOf(c.pendC.Get(c.key))
+	c.senders[string(c.key)] = &n
+	return &n
 }
 
 // check returns an error wrapping store.ErrPendingFull if a queue of users
 // is at a bound for a message from from; 0 means unbounded.
 func (c *counter) check(users []string, from string, maxTotal, maxFrom uint64) error {
 	for _, u := range users {
-		if n := c.total(u); maxTotal > 0 && n >= maxTotal {
+		if n := *c.total(u); maxTotal > 0 && n >= maxTotal {
 			return fmt.Errorf("%w: %q holds %d messages (MaxPending)", store.ErrPendingFull, u, n)
 		}
 		if maxFrom == 0 {
 			continue
 		}
-		if n := c.fromSender(pairKey(u, from)); n >= maxFrom {
+		if n := *c.fromSender(u, from); n >= maxFrom {
 			return fmt.Errorf("%w: %q holds %d messages from %q (MaxPendingPerSender)", store.ErrPendingFull, u, n, from)
 		}
 	}
@@ -115,15 +139,22 @@ func (c *counter) check(users []string, from string, maxTotal, maxFrom uint64) e
 // enqueue counts message id from from in the queues of users.
 func (c *counter) enqueue(users []string, from, id string) {
 	for _, u := range users {
-		c.totals[u] = c.total(u) + 1
-		pair := pairKey(u, from)
-		c.senders[string(pair)] = c.fromSender(pair) + 1
-		c.enq[string(pairKey(u, id))] = from
+		p := c.total(u)
+		c.set(p, *p+1)
+		p = c.fromSender(u, from)
+		c.set(p, *p+1)
+		c.added = append(c.added, enqueued{u, from, id})
+		if c.enq != nil {
+			c.enq[string(pairKey(u, id))] = from
+		}
 	}
 }
 
 // ack uncounts the messages ids that are in user's queue, each once.
 func (c *counter) ack(user string, ids []string) {
+	if c.acked == nil {
+		c.acked = make(map[string]struct{})
+	}
 	for _, id := range ids {
 		key := string(pairKey(user, id))
 		if _, ok := c.acked[key]; ok {
@@ -134,12 +165,11 @@ func (c *counter) ack(user string, ids []string) {
 			continue
 		}
 		c.acked[key] = struct{}{}
-		if n := c.total(user); n > 0 {
-			c.totals[user] = n - 1
+		if p := c.total(user); *p > 0 {
+			c.set(p, *p-1)
 		}
-		pair := pairKey(user, from)
-		if n := c.fromSender(pair); n > 0 {
-			c.senders[string(pair)] = n - 1
+		if p := c.fromSender(user, from); *p > 0 {
+			c.set(p, *p-1)
 		}
 	}
 }
@@ -148,6 +178,12 @@ func (c *counter) ack(user string, ids []string) {
 // sender: enqueued by this transaction, in the overlay, or in the index
 // and not acked in this generation. key is pairKey(user, id).
 func (c *counter) queued(user, id, key string) (string, bool) {
+	if c.enq == nil && len(c.added) > 0 {
+		c.enq = make(map[string]string, len(c.added))
+		for _, e := range c.added {
+			c.enq[string(pairKey(e.user, e.id))] = e.from
+		}
+	}
 	if from, ok := c.enq[key]; ok {
 		return from, true
 	}
@@ -156,7 +192,7 @@ func (c *counter) queued(user, id, key string) (string, bool) {
 			return "", false // acked in this generation already
 		}
 		byID := ul.byID
-		if byID == nil {
+		if byID == nil { // no ack in this generation yet: every entry is live
 			if byID = c.byID[user]; byID == nil {
 				byID = make(map[string]*pendEntry, len(ul.ents))
 				for _, pe := range ul.ents {
@@ -172,11 +208,15 @@ func (c *counter) queued(user, id, key string) (string, bool) {
 			return pe.e.from, true
 		}
 	}
+	if c.pendID == nil {
+		c.pend, c.pendID = c.tx.Bucket(bucketPend), c.tx.Bucket(bucketPendID)
+	}
 	pos := c.pendID.Get([]byte(key))
 	if pos == nil {
 		return "", false
 	}
-	q := c.pend.Bucket([]byte(user))
+	c.key = append(c.key[:0], user...)
+	q := c.pend.Bucket(c.key)
 	if q == nil {
 		return "", false
 	}
@@ -187,13 +227,9 @@ func (c *counter) queued(user, id, key string) (string, bool) {
 	return string(from), true
 }
 
-// commit makes this transaction's counts the committer's, once it
-// committed.
-func (c *counter) commit() {
-	for u, n := range c.totals {
-		c.base.totals[u] = n
-	}
-	for pair, n := range c.senders {
-		c.base.senders[pair] = n
-	}
+// appendPair appends pairKey(a, b) to k.
+func appendPair(k []byte, a, b string) []byte {
+	k = binary.AppendUvarint(k, uint64(len(a)))
+	k = append(k, a...)
+	return append(k, b...)
 }

@@ -21,21 +21,23 @@ type writer struct {
 	now                    time.Time
 	meta, log, acks        *bolt.Bucket
 	hist, pend, pendN      *bolt.Bucket
-	pendC, pendID, kept    *bolt.Bucket
+	pendC, pendID, kept    *bolt.Bucket // checkpoints only
 	rooms, userRooms       *bolt.Bucket
 	maxHistory, maxPending uint64 // 0: unbounded
 	maxPerSender           uint64 // 0: unbounded
 	counts                 *counter
 	keys                   []byte   // slab for the 8-byte keys of this transaction
+	slab                   []byte   // slab for other keys and values of this transaction
 	trimmed                []uint64 // checkpoint: log positions of messages that left their history
 	lastSeq                map[string]uint64
 	newCIDs                map[string]*entry
 }
 
 // newWriter returns a writer for tx. counts, when not nil, counts the
-// queues for the pending bounds (batch transactions; nil in checkpoints
-// and when both bounds are off).
-func (s *Store) newWriter(tx *bolt.Tx, now time.Time, counts *queueCounts) *writer {
+// queues for the pending bounds in batch transactions (nil in checkpoints);
+// the caller commits or rolls back w.counts with tx. It is not used when
+// both bounds are off.
+func (s *Store) newWriter(tx *bolt.Tx, now time.Time, counts *counter) *writer {
 	w := &writer{
 		s:         s,
 		tx:        tx,
@@ -46,9 +48,6 @@ func (s *Store) newWriter(tx *bolt.Tx, now time.Time, counts *queueCounts) *writ
 		hist:      tx.Bucket(bucketHist),
 		pend:      tx.Bucket(bucketPend),
 		pendN:     tx.Bucket(bucketPendN),
-		pendC:     tx.Bucket(bucketPendC),
-		pendID:    tx.Bucket(bucketPendID),
-		kept:      tx.Bucket(bucketKept),
 		rooms:     tx.Bucket(bucketRooms),
 		userRooms: tx.Bucket(bucketUserRooms),
 		lastSeq:   make(map[string]uint64),
@@ -68,7 +67,8 @@ func (s *Store) newWriter(tx *bolt.Tx, now time.Time, counts *queueCounts) *writ
 		w.maxPerSender = uint64(s.opts.MaxPendingPerSender)
 	}
 	if counts != nil && (w.maxPending > 0 || w.maxPerSender > 0) {
-		w.counts = newCounter(tx, counts, s.ov)
+		w.counts = counts
+		w.counts.begin(tx, s.ov)
 	}
 	return w
 }
@@ -166,6 +166,29 @@ func (w *writer) key(n uint64) []byte {
 	return k
 }
 
+// pairKey returns pairKey(a, b) from a slab.
+func (w *writer) pairKey(a, b string) []byte {
+	return appendPair(w.bytes(pairKeyLen(a, b))[:0], a, b)
+}
+
+// bytesOf returns a copy of s from a slab.
+func (w *writer) bytesOf(s string) []byte {
+	b := w.bytes(len(s))
+	copy(b, s)
+	return b
+}
+
+// bytes returns n bytes from a slab: bbolt keeps the keys and values it is
+// given until the commit.
+func (w *writer) bytes(n int) []byte {
+	if len(w.slab) < n {
+		w.slab = make([]byte, max(n, 32<<10))
+	}
+	b := w.slab[:n:n]
+	w.slab = w.slab[n:]
+	return b
+}
+
 // findCID looks up the message recorded with cidKey key: in this batch,
 // then in the log.
 func (w *writer) findCID(key string) (store.Message, bool, error) {
@@ -192,6 +215,9 @@ func (w *writer) findCID(key string) (store.Message, bool, error) {
 // and advances meta/gen and meta/applied. Keys are written in sorted
 // order, which keeps bbolt's page splits cheap.
 func (w *writer) checkpoint(ov *overlay) error {
+	// Only checkpoints write these: a batch does not open them (opening a
+	// bucket costs allocations).
+	w.pendC, w.pendID, w.kept = w.tx.Bucket(bucketPendC), w.tx.Bucket(bucketPendID), w.tx.Bucket(bucketKept)
 	for _, conv := range sortedKeys(ov.convs) {
 		if err := w.writeHistory(conv, ov.convs[conv]); err != nil {
 			return err
@@ -329,6 +355,9 @@ func (w *writer) updateQueue(user string, acked map[string]struct{}, ents []*ent
 		}
 	}
 	q.FillPercent = appendFill
+	// A user's message ids are time-ordered (the hub's UUIDv7s), so its
+	// keys in pendid come last in its range as well.
+	w.pendID.FillPercent = appendFill
 	count := seqOf(w.pendN.Get(ub))
 	senders := make(map[string]int64) // changes of pendc
 	for id := range acked {
@@ -356,10 +385,10 @@ func (w *writer) updateQueue(user string, acked map[string]struct{}, ents []*ent
 	}
 	for _, e := range ents {
 		key := w.key(e.pos)
-		if err := q.Put(key, []byte(e.from)); err != nil {
+		if err := q.Put(key, w.bytesOf(e.from)); err != nil {
 			return err
 		}
-		if err := w.pendID.Put(pairKey(user, e.id), key); err != nil {
+		if err := w.pendID.Put(w.pairKey(user, e.id), key); err != nil {
 			return err
 		}
 		senders[e.from]++
