@@ -517,27 +517,37 @@ func TestStore_RejectsEmptyNames(t *testing.T) {
 
 // TestStore_WrongTypeKeyWritesNothing: a key of the wrong type (written
 // by another program) fails the Append before any write, so the Append
-// stays all or nothing.
+// stays all or nothing: carol's pending hash, her queue, or her counts
+// (which are read when her queue is not empty).
 func TestStore_WrongTypeKeyWritesNothing(t *testing.T) {
-	prefix := newPrefix("wrongtype")
-	s, client := newStore(t, redisstore.Options{Prefix: prefix})
-	require.NoError(t, client.Set(t.Context(), prefix+"m:carol", "not a hash", 0).Err())
-	_, _, err := s.Append(t.Context(), store.AppendRequest{
-		Msg: dm("m1", "alice", "bob"), Pending: []string{"bob", "carol"}, CID: "c1",
-	})
-	require.Error(t, err)
-	assert.Contains(t, err.Error(), "WRONGTYPE")
+	for _, key := range []string{"m:carol", "p:carol", "n:carol"} {
+		t.Run(key, func(t *testing.T) {
+			prefix := newPrefix("wrongtype")
+			s, client := newStore(t, redisstore.Options{Prefix: prefix})
+			appendOK(t, s, store.AppendRequest{Msg: dm("d1", "dave", "carol"), Pending: []string{"carol"}})
+			require.NoError(t, client.Del(t.Context(), prefix+key).Err())
+			require.NoError(t, client.Set(t.Context(), prefix+key, "not the right type", 0).Err())
+			_, _, err := s.Append(t.Context(), store.AppendRequest{
+				Msg: dm("m1", "alice", "bob"), Pending: []string{"bob", "carol"}, CID: "c1",
+			})
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), "WRONGTYPE")
 
-	p, err := s.History(t.Context(), store.DirectConv("alice", "bob"), store.Query{})
-	require.NoError(t, err)
-	assert.Empty(t, p.Items)
-	assert.Zero(t, p.Last, "no seq was taken")
-	q, err := s.Pending(t.Context(), "bob")
-	require.NoError(t, err)
-	assert.Empty(t, q, "bob's queue is untouched")
-	require.NoError(t, client.Del(t.Context(), prefix+"m:carol").Err())
-	m := appendOK(t, s, store.AppendRequest{Msg: dm("m2", "alice", "bob"), Pending: []string{"bob", "carol"}, CID: "c1"})
-	assert.Equal(t, uint64(1), m.Seq, "the cid was not recorded")
+			p, err := s.History(t.Context(), store.DirectConv("alice", "bob"), store.Query{})
+			require.NoError(t, err)
+			assert.Empty(t, p.Items)
+			assert.Zero(t, p.Last, "no seq was taken")
+			q, err := s.Pending(t.Context(), "bob")
+			require.NoError(t, err)
+			assert.Empty(t, q, "bob's queue is untouched")
+			n, err := client.Exists(t.Context(), prefix+"n:bob").Result()
+			require.NoError(t, err)
+			assert.Zero(t, n, "bob's counts are untouched")
+			require.NoError(t, client.Del(t.Context(), prefix+key).Err())
+			m := appendOK(t, s, store.AppendRequest{Msg: dm("m2", "alice", "bob"), Pending: []string{"bob", "carol"}, CID: "c1"})
+			assert.Equal(t, uint64(1), m.Seq, "the cid was not recorded")
+		})
+	}
 }
 
 func TestStore_DamagedValueIsErrCorrupt(t *testing.T) {

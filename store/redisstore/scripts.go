@@ -72,10 +72,13 @@ end
 local err = want(conv, 'hash')
 if err then return err end
 for i = k, #KEYS, 3 do
-  err = want(KEYS[i], 'zset') or want(KEYS[i + 1], 'hash') or want(KEYS[i + 2], 'hash')
+  err = want(KEYS[i + 1], 'hash')
   if err then return err end
 end
 
+-- The bounds. ZCARD and HGET also fail on a key of the wrong type, before
+-- the first write; a counts hash is only read, and so checked, when its
+-- queue is not empty, and deleted before it is written when it is.
 local from = ARGV[12]
 local maxp, maxs = tonumber(ARGV[6]), tonumber(ARGV[13])
 local queued = {}
@@ -85,9 +88,9 @@ for i = k, #KEYS, 3 do
   if maxp > 0 and n >= maxp then
     return {2, 'total', n, (i - k) / 3}
   end
-  if maxs > 0 and n > 0 then
+  if n > 0 then
     local c = tonumber(redis.call('HGET', KEYS[i + 2], from)) or 0
-    if c >= maxs then
+    if maxs > 0 and c >= maxs then
       return {2, 'sender', c, (i - k) / 3}
     end
   end
