@@ -162,10 +162,13 @@ func (h *Hub) authorize(ctx context.Context, n *Node, cmd Cmd, room string) erro
 }
 
 // storeErr turns a store failure into ErrInternal, keeping the cause for
-// the log.
+// the log; a full pending queue becomes ErrPendingFull.
 func (h *Hub) storeErr(err error) error {
 	if err == nil {
 		return nil
+	}
+	if errors.Is(err, store.ErrPendingFull) {
+		return fmt.Errorf("%w: %w", ErrPendingFull, err)
 	}
 	if errors.Is(err, context.Canceled) || errors.Is(err, store.ErrClosed) {
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)

@@ -55,6 +55,11 @@ var (
 	ErrInternal = &Error{Code: 500, Reason: "internal error"}
 	// ErrUnavailable: the hub is shutting down.
 	ErrUnavailable = &Error{Code: 503, Reason: "hub is shutting down"}
+	// ErrPendingFull: the recipient's pending queue is full, in total or
+	// for this sender (store.ErrPendingFull); the message was not stored
+	// and gets no receipt. It can be sent again once the recipient took
+	// delivery of queued messages.
+	ErrPendingFull = &Error{Code: 507, Reason: "the recipient's pending queue is full"}
 
 	// ErrNoAuthenticate: Options.Authenticate is nil; New refuses to
 	// build a hub that lets anyone in.

@@ -3,6 +3,13 @@
 // (sender, cid) receipt records that make resends safe, and room
 // membership.
 //
+// A pending queue is a promise: a message in it was receipted and leaves it
+// only by delivery (Ack), never to make room. Its room is bounded instead:
+// an Append that would take a recipient's queue past its implementation's
+// bound in total, or past the bound for that one sender, is refused with
+// ErrPendingFull and stores nothing. The per-sender bound keeps one sender
+// from filling another user's queue and so locking everyone else out.
+//
 // Implementations: store/memstore (memory, for tests and throwaway
 // processes), store/boltstore (one durable bbolt file), store/redisstore
 // (several hub processes sharing one Redis). Every implementation must pass
@@ -22,6 +29,12 @@ var (
 	// ErrInvalid is returned when a request lacks a required field
 	// (an empty conversation, sender or message id).
 	ErrInvalid = errors.New("wshub/store: invalid request")
+	// ErrPendingFull is returned by Append when the pending queue of one
+	// of the recipients is full: it holds its implementation's bound of
+	// messages in total (MaxPending), or from this sender
+	// (MaxPendingPerSender). Nothing of the message was stored. An Ack by
+	// that recipient makes room again.
+	ErrPendingFull = errors.New("wshub/store: pending queue is full")
 )
 
 // Message is one stored message. The store keeps every field as given,
@@ -101,7 +114,17 @@ type Store interface {
 	// If req.CID is not empty and (req.Msg.From, req.CID) was recorded by
 	// an earlier Append still retained, nothing is written and Append
 	// returns that earlier stored message with dup true. Records are kept
-	// for at least the retention the implementation documents.
+	// for at least the retention the implementation documents. This check
+	// comes first: a resend of a stored message is a duplicate even when
+	// the recipient's queue is full.
+	//
+	// Otherwise, if the pending queue of any user in req.Pending holds the
+	// implementation's bound of messages in total, or of messages from
+	// req.Msg.From, Append writes nothing (no history, no queue, no cid
+	// record) and returns an error wrapping ErrPendingFull. The bounds
+	// count per recipient and per (recipient, sender); a message leaves
+	// a queue only by Ack, which makes room for its sender again. A
+	// message without Pending (a room message) is never refused for them.
 	//
 	// On success the returned message is req.Msg with its assigned Seq.
 	Append(ctx context.Context, req AppendRequest) (m Message, dup bool, err error)
@@ -117,12 +140,14 @@ type Store interface {
 	History(ctx context.Context, conv string, q Query) (Page, error)
 
 	// Pending returns the user's pending queue, in the order the messages
-	// were enqueued. It does not remove them. The queue is bounded by the
-	// implementation's retention.
+	// were enqueued. It does not remove them. Every message Append put
+	// there stays until Ack removes it: the queue's bounds refuse new
+	// messages (see Append) instead of dropping old ones.
 	Pending(ctx context.Context, user string) ([]Message, error)
 
 	// Ack removes the messages with the given ids from the user's pending
-	// queue. Ids not in the queue are ignored.
+	// queue, which makes room for their senders under the bounds (see
+	// Append). Ids not in the queue are ignored.
 	Ack(ctx context.Context, user string, ids ...string) error
 
 	// Join makes user a member of room. Joining twice is harmless.

@@ -70,6 +70,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	db := fs.String("db", "wshub.db", "bbolt file for -store bolt")
 	redisAddr := fs.String("redis", "127.0.0.1:6379", "Redis address for -store redis")
 	maxRooms := fs.Int("max-rooms", 1000, "most rooms one user may be in; a join beyond: error 429 (negative: no limit)")
+	var bounds demo.Bounds
+	fs.IntVar(&bounds.MaxPending, "max-pending", 10000, "most messages queued for one user; past it a message gets error 507 (negative: unbounded)")
+	fs.IntVar(&bounds.MaxPendingPerSender, "max-pending-per-sender", 1000, "most messages queued for one user from one sender; past it error 507 (negative: unbounded)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -78,7 +81,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 
-	st, err := demo.OpenStore(*kind, *db, *redisAddr)
+	st, err := demo.OpenStore(*kind, *db, *redisAddr, bounds)
 	if err != nil {
 		return err
 	}

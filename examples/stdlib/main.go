@@ -1,7 +1,8 @@
 // Command stdlib serves the wshub demo chat with net/http: the page at /,
 // the hub at /ws and at /chat (the reference article's path).
 //
-//	go run ./examples/stdlib [-addr localhost:8080] [-store bolt|mem|redis] [-db wshub.db] [-redis 127.0.0.1:6379] [-max-rooms 1000] [-tls-cert cert.pem -tls-key key.pem]
+//	go run ./examples/stdlib [-addr localhost:8080] [-store bolt|mem|redis] [-db wshub.db] [-redis 127.0.0.1:6379]
+//	    [-max-pending 10000] [-max-pending-per-sender 1000] [-max-rooms 1000] [-tls-cert cert.pem -tls-key key.pem]
 //
 // It also serves /healthz (200 while the process serves HTTP) and /readyz
 // (200 while the hub accepts connections, else 503 and why), and prints
@@ -57,6 +58,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	tlsCert := fs.String("tls-cert", "", "TLS certificate file (PEM); with -tls-key, serve HTTPS and wss://")
 	tlsKey := fs.String("tls-key", "", "TLS private key file (PEM), with -tls-cert")
 	maxRooms := fs.Int("max-rooms", 1000, "most rooms one user may be in; a join beyond: error 429 (negative: no limit)")
+	var bounds demo.Bounds
+	fs.IntVar(&bounds.MaxPending, "max-pending", 10000, "most messages queued for one user; past it a message gets error 507 (negative: unbounded)")
+	fs.IntVar(&bounds.MaxPendingPerSender, "max-pending-per-sender", 1000, "most messages queued for one user from one sender; past it error 507 (negative: unbounded)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -69,7 +73,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 
-	st, err := demo.OpenStore(*storeKind, *dbPath, *redisAddr)
+	st, err := demo.OpenStore(*storeKind, *dbPath, *redisAddr, bounds)
 	if err != nil {
 		return err
 	}

@@ -31,7 +31,9 @@
 // take turns. Every caller still waits for the commit that holds its own
 // write. A request that fails (which validation before queueing makes
 // rare) is answered with its error and the others of its batch are
-// committed without it.
+// committed without it. An Append refused for a full pending queue (see
+// Bounds and retention) writes nothing and holds up nothing: the rest of
+// its batch commits in the same transaction.
 //
 // A commit writes little: each Append adds one record to the end of a log
 // (the message, its pending users, its cid), so a batch of hundreds of
@@ -47,25 +49,31 @@
 // ctx was done before the committer picked it up). Retrying an Append with
 // the same CID is safe.
 //
-// # Retention
+// # Bounds and retention
 //
+//   - pending: each user's queue holds at most Options.MaxPending messages
+//     (default 10,000), and at most Options.MaxPendingPerSender from one
+//     sender (default 1,000). An Append that would go past either for any
+//     of its recipients is refused with store.ErrPendingFull and writes
+//     nothing. A queued message leaves its queue only by Ack. The bounds
+//     are counted per user and per (user, sender) next to the queues, in
+//     the same transactions, so a crash cannot make them disagree.
 //   - history: each conversation keeps its newest Options.MaxHistory
 //     messages (default 100,000); Page.First tells how far back it reaches.
-//     A message leaves the file when it leaves its history.
-//   - pending: each user's queue keeps its newest Options.MaxPending
-//     messages (default 10,000), trimmed by the checkpoints, so between
-//     two of them a queue may hold up to CheckpointEvery more. A queued
-//     message that its conversation's history no longer holds leaves the
-//     queue too (it would take MaxHistory newer messages in that
-//     conversation while the recipient stays away).
+//     A message leaves the file when it has left its history and every
+//     pending queue.
 //   - (sender, cid) records: kept at least Options.CIDRetention (default
 //     24 h) unless half of Options.MaxCIDs (default 100,000) newer ones
-//     exist, and as long as the message is in its history. They are kept
+//     exist, and as long as the message is in the file. They are kept
 //     in memory (rebuilt from the log by Open), about 100 bytes each, never
 //     more than MaxCIDs.
 //
 // Memory: besides the cid records, the store holds the records since the
-// last checkpoint, at most CheckpointEvery (default 50,000) messages.
+// last checkpoint, at most CheckpointEvery (default 50,000) messages, and
+// the counts of the queues they touched.
+//
+// A file of the previous layout (wshub-boltstore-4, which kept no counts)
+// is upgraded by Open in one transaction.
 //
 // # Epoch
 //
@@ -85,6 +93,7 @@
 package boltstore
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -93,6 +102,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -130,6 +140,7 @@ const (
 	DefaultOpenTimeout  = 2 * time.Second
 	DefaultMaxHistory   = 100_000
 	DefaultMaxPending   = 10_000
+	DefaultMaxPerSender = 1_000
 	DefaultCIDRetention = 24 * time.Hour
 	DefaultMaxCIDs      = 100_000
 	DefaultMaxBatch     = 1000
@@ -157,10 +168,15 @@ type Options struct {
 	// MaxHistory is the number of newest messages kept per conversation.
 	// Zero means DefaultMaxHistory (100,000); negative means unbounded.
 	MaxHistory int
-	// MaxPending is the number of newest messages kept in each user's
-	// pending queue. Zero means DefaultMaxPending (10,000); negative means
-	// unbounded.
+	// MaxPending is the most messages one user's pending queue holds; an
+	// Append past it is refused with store.ErrPendingFull. Zero means
+	// DefaultMaxPending (10,000); negative means unbounded.
 	MaxPending int
+	// MaxPendingPerSender is the most messages from one sender that one
+	// user's pending queue holds, so that one sender cannot fill it for
+	// everyone; an Append past it is refused with store.ErrPendingFull.
+	// Zero means DefaultMaxPerSender (1,000); negative means unbounded.
+	MaxPendingPerSender int
 	// CIDRetention is how long a (sender, cid) record is kept at least
 	// (unless MaxCIDs pushes it out or its message leaves the history).
 	// Zero means DefaultCIDRetention (24 h).
@@ -185,9 +201,10 @@ type Options struct {
 	MaxBatch int
 
 	// VerifyOnOpen walks every page of the file in Open and fails with
-	// ErrCorrupt if the tree is inconsistent. Its cost grows with the file
-	// size. Without it Open checks the meta pages, the file length and the
-	// layout only.
+	// ErrCorrupt if the tree is inconsistent, or if the pending queues
+	// disagree with their counts (see the bounds). Its cost grows with the
+	// file size. Without it Open checks the meta pages, the file length and
+	// the layout only.
 	VerifyOnOpen bool
 
 	// FileMode is the permission of a file Open creates. Zero means 0600.
@@ -206,6 +223,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MaxPending == 0 {
 		o.MaxPending = DefaultMaxPending
+	}
+	if o.MaxPendingPerSender == 0 {
+		o.MaxPendingPerSender = DefaultMaxPerSender
 	}
 	if o.CIDRetention <= 0 {
 		o.CIDRetention = DefaultCIDRetention
@@ -258,6 +278,9 @@ type Store struct {
 	ov *overlay
 	// cids is the (sender, cid) index. Committer only.
 	cids *cidIndex
+	// counts counts the pending queues for the bounds (see counts.go).
+	// Committer only.
+	counts *counter
 	// inflight counts the requests queued or being committed whose
 	// callers wait (see linger).
 	inflight atomic.Int64
@@ -310,7 +333,7 @@ func openFile(path string, opts Options) (*Store, error) {
 		_ = db.Close()
 		return nil, err
 	}
-	ov, cids, err := replay(db, path, opts)
+	ov, cids, counts, err := replay(db, path, opts)
 	if err != nil {
 		_ = db.Close()
 		return nil, err
@@ -322,6 +345,7 @@ func openFile(path string, opts Options) (*Store, error) {
 		opts:    opts,
 		ov:      ov,
 		cids:    cids,
+		counts:  counts,
 		log:     opts.Logger.With("store", "boltstore", "path", path),
 		reqs:    make(chan *request, opts.MaxBatch),
 		quit:    make(chan struct{}),
@@ -387,7 +411,7 @@ func prepare(db *bolt.DB, path string, opts Options) (epoch string, err error) {
 			err = fmt.Errorf("%w: %s: %v", ErrCorrupt, path, r)
 		}
 	}()
-	fresh := false
+	fresh, upgrade := false, false
 	err = db.View(func(tx *bolt.Tx) error {
 		fi, err := os.Stat(path)
 		if err != nil {
@@ -416,7 +440,11 @@ func prepare(db *bolt.DB, path string, opts Options) (epoch string, err error) {
 			fresh = true
 			return nil
 		}
-		if v := meta.Get(keyFormat); string(v) != formatVersion {
+		switch v := meta.Get(keyFormat); string(v) {
+		case formatVersion:
+		case formatVersion4:
+			upgrade = true
+		default:
 			return fmt.Errorf("%w: %s: unknown layout %q", ErrCorrupt, path, v)
 		}
 		epoch = string(meta.Get(keyEpoch))
@@ -424,12 +452,22 @@ func prepare(db *bolt.DB, path string, opts Options) (epoch string, err error) {
 			return fmt.Errorf("%w: %s: no epoch", ErrCorrupt, path)
 		}
 		for _, name := range allBuckets {
-			if tx.Bucket(name) == nil {
+			if tx.Bucket(name) == nil && !(upgrade && slices.ContainsFunc(buckets5, func(b []byte) bool { return bytes.Equal(b, name) })) {
 				return fmt.Errorf("%w: %s: bucket %q missing", ErrCorrupt, path, name)
+			}
+		}
+		if opts.VerifyOnOpen && !upgrade {
+			if err := checkQueues(tx); err != nil {
+				return fmt.Errorf("%w: %s: %v", ErrCorrupt, path, err)
 			}
 		}
 		return nil
 	})
+	if err == nil && upgrade {
+		if err = db.Update(func(tx *bolt.Tx) error { return migrate4(tx) }); err != nil {
+			err = fmt.Errorf("wshub/boltstore: upgrade %s from %s: %w", path, formatVersion4, err)
+		}
+	}
 	if err != nil || !fresh {
 		return epoch, err
 	}
@@ -456,8 +494,9 @@ func prepare(db *bolt.DB, path string, opts Options) (epoch string, err error) {
 
 // replay rebuilds the overlay from the records committed since the last
 // checkpoint: the log after meta/applied and the acks bucket, merged in
-// position order.
-func replay(db *bolt.DB, path string, opts Options) (ov *overlay, cids *cidIndex, err error) {
+// position order; and the committer's counts of the queues, which are the
+// index's plus the replayed records'.
+func replay(db *bolt.DB, path string, opts Options) (ov *overlay, cids *cidIndex, counts *counter, err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
@@ -472,6 +511,8 @@ func replay(db *bolt.DB, path string, opts Options) (ov *overlay, cids *cidIndex
 		}
 		meta := tx.Bucket(bucketMeta)
 		ov = newOverlay(seqOf(meta.Get(keyGen)) + 1)
+		counts = newCounter()
+		counts.begin(tx, ov)
 		logC := tx.Bucket(bucketLog).Cursor()
 		ackC := tx.Bucket(bucketAcks).Cursor()
 		lk, lv := logC.Seek(seqKey(seqOf(meta.Get(keyApplied)) + 1))
@@ -501,14 +542,17 @@ func replay(db *bolt.DB, path string, opts Options) (ov *overlay, cids *cidIndex
 				if rec.e.seq != want+1 {
 					return fmt.Errorf("%w: %s: record %d: seq %d after %d", ErrCorrupt, path, seqOf(k), rec.e.seq, want)
 				}
+				counts.enqueue(rec.pending, rec.e.from, rec.e.id)
 				ov.applyAppend(rec, now)
 			case ackRec:
+				counts.ack(rec.user, rec.ids)
 				ov.applyAck(rec, now)
 			}
 		}
+		counts.commit()
 		return nil
 	})
-	return ov, cids, err
+	return ov, cids, counts, err
 }
 
 // Path returns the file name the store was opened with.

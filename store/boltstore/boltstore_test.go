@@ -333,74 +333,119 @@ func TestStore_HistoryRetention(t *testing.T) {
 	assert.True(t, p.More)
 }
 
-func TestStore_PendingRetention(t *testing.T) {
-	// The bound is enforced when the log is checkpointed, which Close
-	// does.
+// TestStore_PendingBoundsAcrossReopen: the bounds' counts live in the
+// file: after Close and Open a full queue is still full, and an ack made
+// before the reopen still counts.
+func TestStore_PendingBoundsAcrossReopen(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "hub.db")
-	opts := boltstore.Options{MaxPending: 3}
+	opts := boltstore.Options{MaxPending: 3, MaxPendingPerSender: 2}
 	s, err := boltstore.Open(path, opts)
 	require.NoError(t, err)
 	reopen := func() {
+		t.Helper()
 		require.NoError(t, s.Close())
+		require.NoError(t, boltstore.CheckQueues(path))
 		s, err = boltstore.Open(path, opts)
 		require.NoError(t, err)
 	}
 	defer func() { _ = s.Close() }()
-	for i := 1; i <= 7; i++ {
-		_, _, err := s.Append(t.Context(), direct("a", "b", fmt.Sprint(i), ""))
-		require.NoError(t, err)
+	appendErr := func(from, id string) error {
+		_, _, err := s.Append(t.Context(), direct(from, "b", id, ""))
+		return err
 	}
+	require.NoError(t, appendErr("a", "1"))
+	require.NoError(t, appendErr("a", "2"))
+	require.ErrorIs(t, appendErr("a", "3"), store.ErrPendingFull)
+	require.NoError(t, appendErr("c", "4"))
 	reopen()
+	require.ErrorIs(t, appendErr("a", "5"), store.ErrPendingFull, "a's share, after reopen")
+	require.ErrorIs(t, appendErr("d", "6"), store.ErrPendingFull, "the total, after reopen")
+
+	require.NoError(t, s.Ack(t.Context(), "b", "1"))
+	reopen()
+	require.NoError(t, appendErr("a", "7"))
+	require.ErrorIs(t, appendErr("a", "8"), store.ErrPendingFull)
 	pend, err := s.Pending(t.Context(), "b")
 	require.NoError(t, err)
-	assert.Equal(t, []string{"5", "6", "7"}, ids(pend), "the newest are kept")
+	assert.Equal(t, []string{"2", "4", "7"}, ids(pend))
 
-	// Acking a dropped id is harmless; acking the rest empties the queue.
-	require.NoError(t, s.Ack(t.Context(), "b", "1", "5", "6"))
-	reopen()
-	require.NoError(t, s.Ack(t.Context(), "b", "7"))
-	pend, err = s.Pending(t.Context(), "b")
-	require.NoError(t, err)
-	assert.Empty(t, pend)
+	require.NoError(t, s.Ack(t.Context(), "b", "2", "4", "7"))
 	reopen()
 	pend, err = s.Pending(t.Context(), "b")
 	require.NoError(t, err)
 	assert.Empty(t, pend)
-	_, _, err = s.Append(t.Context(), direct("a", "b", "8", ""))
-	require.NoError(t, err)
-	reopen()
-	pend, err = s.Pending(t.Context(), "b")
-	require.NoError(t, err)
-	assert.Equal(t, []string{"8"}, ids(pend))
+	require.NoError(t, appendErr("d", "9"))
 }
 
-func TestStore_PendingRetentionAtCheckpoint(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "hub.db")
-	s, err := boltstore.Open(path, boltstore.Options{MaxPending: 3})
-	require.NoError(t, err)
-	for i := 1; i <= 3; i++ {
-		_, _, err := s.Append(t.Context(), direct("a", "b", fmt.Sprint(i), ""))
-		require.NoError(t, err)
-	}
-	require.NoError(t, s.Close()) // checkpoints
-	s = open(t, path, boltstore.Options{MaxPending: 3, CheckpointInterval: time.Hour})
-	// Between checkpoints the queue may exceed the bound...
-	require.NoError(t, s.Ack(t.Context(), "b", "2"))
-	for i := 4; i <= 7; i++ {
-		_, _, err := s.Append(t.Context(), direct("a", "b", fmt.Sprint(i), ""))
-		require.NoError(t, err)
-	}
-	require.NoError(t, s.Ack(t.Context(), "b", "5"))
-	pend, err := s.Pending(t.Context(), "b")
-	require.NoError(t, err)
-	assert.Equal(t, []string{"1", "3", "4", "6", "7"}, ids(pend))
-	require.NoError(t, s.Close())
+// TestStore_QueuedMessageOutlivesHistory: a message its history no longer
+// holds stays in the log while a queue holds it, and leaves with the last
+// ack. The history is trimmed by a later checkpoint (Index) or in the
+// checkpoint that indexes the message (AtOnce).
+func TestStore_QueuedMessageOutlivesHistory(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		every int
+	}{{"Index", 1}, {"AtOnce", 0}} {
+		t.Run(c.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "hub.db")
+			opts := boltstore.Options{MaxHistory: 3, CheckpointEvery: c.every}
+			s, err := boltstore.Open(path, opts)
+			require.NoError(t, err)
+			// reopen closes the store, checks the file and returns the
+			// number of its log records, and opens it again.
+			reopen := func() int {
+				t.Helper()
+				require.NoError(t, s.Close())
+				require.NoError(t, boltstore.CheckQueues(path))
+				n := countLog(t, path)
+				s, err = boltstore.Open(path, opts)
+				require.NoError(t, err)
+				return n
+			}
+			defer func() { _ = s.Close() }()
+			conv := store.DirectConv("a", "b")
+			for i := 1; i <= 5; i++ {
+				req := direct("a", "b", fmt.Sprint(i), fmt.Sprintf("c%d", i))
+				req.Pending = []string{"b", "c"}
+				_, _, err := s.Append(t.Context(), req)
+				require.NoError(t, err)
+			}
+			assert.Equal(t, 5, reopen(), "log records")
+			p, err := s.History(t.Context(), conv, store.Query{})
+			require.NoError(t, err)
+			assert.Equal(t, []string{"3", "4", "5"}, ids(p.Items))
+			for _, u := range []string{"b", "c"} {
+				pend, err := s.Pending(t.Context(), u)
+				require.NoError(t, err)
+				assert.Equal(t, []string{"1", "2", "3", "4", "5"}, ids(pend), "pending of %s", u)
+			}
 
-	// ...and the checkpoint trims it to the newest.
-	s = open(t, path, boltstore.Options{MaxPending: 3})
-	pend, err = s.Pending(t.Context(), "b")
+			require.NoError(t, s.Ack(t.Context(), "b", "1", "2"))
+			require.NoError(t, s.Ack(t.Context(), "c", "1"))
+			assert.Equal(t, 4, reopen(), "1 left the last queue, 2 is still in c's")
+			pend, err := s.Pending(t.Context(), "c")
+			require.NoError(t, err)
+			assert.Equal(t, []string{"2", "3", "4", "5"}, ids(pend))
+
+			require.NoError(t, s.Ack(t.Context(), "c", "2", "3"))
+			assert.Equal(t, 3, reopen(), "the history's three")
+		})
+	}
+}
+
+// countLog returns the number of records in the log of the store file at
+// path, which must be closed.
+func countLog(t *testing.T, path string) int {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})
 	require.NoError(t, err)
-	assert.Equal(t, []string{"4", "6", "7"}, ids(pend))
+	defer db.Close()
+	n := 0
+	require.NoError(t, db.View(func(tx *bolt.Tx) error {
+		n = tx.Bucket([]byte("log")).Stats().KeyN
+		return nil
+	}))
+	return n
 }
 
 func TestStore_CIDRecordsBounded(t *testing.T) {
@@ -658,4 +703,73 @@ func seqIndex(id string) int {
 	var i int
 	_, _ = fmt.Sscanf(id, "m%03d", &i)
 	return i
+}
+
+// TestOpen_UpgradesLayout4: a file of the previous layout (no senders in
+// the queues, no counts, no index by id; history trimming could leave a
+// queue entry without its message) is upgraded by Open: the queues keep
+// their messages in order, the dangling entry goes, and the bounds count
+// what was queued before.
+func TestOpen_UpgradesLayout4(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "hub.db")
+	s, err := boltstore.Open(path, boltstore.Options{})
+	require.NoError(t, err)
+	for i, from := range []string{"a", "a", "a", "c"} {
+		_, _, err := s.Append(t.Context(), direct(from, "b", fmt.Sprint(i+1), ""))
+		require.NoError(t, err)
+	}
+	require.NoError(t, s.Ack(t.Context(), "b", "1"))
+	require.NoError(t, s.Close())
+
+	// Turn the file into layout 4.
+	db, err := bolt.Open(path, 0o600, nil)
+	require.NoError(t, err)
+	require.NoError(t, db.Update(func(tx *bolt.Tx) error {
+		for _, name := range []string{"pendc", "pendid", "kept"} {
+			if err := tx.DeleteBucket([]byte(name)); err != nil {
+				return err
+			}
+		}
+		q := tx.Bucket([]byte("pend")).Bucket([]byte("b"))
+		var keys [][]byte
+		if err := q.ForEach(func(k, _ []byte) error {
+			keys = append(keys, append([]byte(nil), k...))
+			return nil
+		}); err != nil {
+			return err
+		}
+		for _, k := range keys {
+			if err := q.Put(k, []byte{}); err != nil {
+				return err
+			}
+		}
+		dangling := make([]byte, 8)
+		dangling[0] = 0x7f
+		if err := q.Put(dangling, []byte{}); err != nil {
+			return err
+		}
+		n := make([]byte, 8)
+		n[7] = byte(len(keys) + 1)
+		if err := tx.Bucket([]byte("pendn")).Put([]byte("b"), n); err != nil {
+			return err
+		}
+		return tx.Bucket([]byte("meta")).Put([]byte("format"), []byte("wshub-boltstore-4"))
+	}))
+	require.NoError(t, db.Close())
+
+	opts := boltstore.Options{MaxPendingPerSender: 3}
+	s = open(t, path, opts)
+	pend, err := s.Pending(t.Context(), "b")
+	require.NoError(t, err)
+	assert.Equal(t, []string{"2", "3", "4"}, ids(pend))
+	_, _, err = s.Append(t.Context(), direct("a", "b", "5", ""))
+	require.NoError(t, err, "a has 2 of 3 queued")
+	_, _, err = s.Append(t.Context(), direct("a", "b", "6", ""))
+	require.ErrorIs(t, err, store.ErrPendingFull, "a has 3 of 3 queued")
+	require.NoError(t, s.Close())
+	require.NoError(t, boltstore.CheckQueues(path))
+	s = open(t, path, opts)
+	require.NoError(t, s.Ack(t.Context(), "b", "2"))
+	_, _, err = s.Append(t.Context(), direct("a", "b", "7", ""))
+	require.NoError(t, err)
 }

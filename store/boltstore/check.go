@@ -1,11 +1,14 @@
 package boltstore
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/fnv"
 	"os"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // bbolt's file format (version 2), as far as checkFile reads it. Integers
@@ -163,4 +166,107 @@ func checkFile(path string) error {
 		return fmt.Errorf("%w: %s: freelist page %d holds more ids than fit", ErrCorrupt, path, m.freelist)
 	}
 	return nil
+}
+
+// checkQueues verifies that the index's pending queues and their counts
+// agree, as checkpoints keep them (tx holds a checkpointed state; records
+// since are in the log only): for every user, pendn holds the number of
+// entries of pend / <user>, pendc the number per sender, and pendid each
+// entry by message id; every entry's log record exists and carries that
+// id and sender; every kept record is still held by a queue. It returns a
+// description of the first disagreement found.
+func checkQueues(tx *bolt.Tx) error {
+	log, pend, pendN := tx.Bucket(bucketLog), tx.Bucket(bucketPend), tx.Bucket(bucketPendN)
+	pendC, pendID, kept := tx.Bucket(bucketPendC), tx.Bucket(bucketPendID), tx.Bucket(bucketKept)
+	senders := make(map[string]uint64) // string(pairKey(user, sender)) -> entries
+	entries := 0
+	err := pend.ForEachBucket(func(user []byte) error {
+		q := pend.Bucket(user)
+		var n uint64
+		err := q.ForEach(func(k, from []byte) error {
+			n++
+			rec := log.Get(k)
+			if rec == nil {
+				return fmt.Errorf("queue %q: entry %d has no log record", user, seqOf(k))
+			}
+			id, recFrom, err := logMessageIDFrom(rec)
+			if err != nil {
+				return fmt.Errorf("queue %q: log record %d: %v", user, seqOf(k), err)
+			}
+			if recFrom != string(from) {
+				return fmt.Errorf("queue %q: entry %d names sender %q, its record %q", user, seqOf(k), from, recFrom)
+			}
+			if pos := pendID.Get(pairKey(string(user), id)); !bytes.Equal(pos, k) {
+				return fmt.Errorf("queue %q: message %q at %d, pendid says %d", user, id, seqOf(k), seqOf(pos))
+			}
+			senders[string(pairKey(string(user), string(from)))]++
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return fmt.Errorf("queue %q is empty but kept", user)
+		}
+		if c := seqOf(pendN.Get(user)); c != n {
+			return fmt.Errorf("queue %q holds %d messages, pendn says %d", user, n, c)
+		}
+		entries += int(n)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	err = pendN.ForEach(func(user, _ []byte) error {
+		if pend.Bucket(user) == nil {
+			return fmt.Errorf("pendn counts queue %q, which does not exist", user)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	err = pendC.ForEach(func(pair, v []byte) error {
+		if want, got := senders[string(pair)], seqOf(v); want != got {
+			user, from := splitPair(pair)
+			return fmt.Errorf("queue %q holds %d messages from %q, pendc says %d", user, want, from, got)
+		}
+		delete(senders, string(pair))
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for pair, n := range senders {
+		user, from := splitPair([]byte(pair))
+		return fmt.Errorf("queue %q holds %d messages from %q, pendc has none", user, n, from)
+	}
+	if n := pendID.Stats().KeyN; n != entries {
+		return fmt.Errorf("pendid has %d entries, the queues %d", n, entries)
+	}
+	return kept.ForEach(func(k, _ []byte) error {
+		rec := log.Get(k)
+		if rec == nil {
+			return fmt.Errorf("kept record %d is not in the log", seqOf(k))
+		}
+		users, err := recordPending(rec)
+		if err != nil {
+			return fmt.Errorf("kept record %d: %v", seqOf(k), err)
+		}
+		for _, u := range users {
+			if q := pend.Bucket([]byte(u)); q != nil && q.Get(k) != nil {
+				return nil
+			}
+		}
+		return fmt.Errorf("kept record %d is in no queue", seqOf(k))
+	})
+}
+
+// splitPair returns the two parts of a pairKey.
+func splitPair(k []byte) (a, b string) {
+	n, w := binary.Uvarint(k)
+	if w <= 0 || uint64(len(k)-w) < n {
+		return "", string(k)
+	}
+	return string(k[w : w+int(n)]), string(k[w+int(n):])
 }

@@ -16,18 +16,26 @@ import (
 //	log                 seqKey(pos) -> append record: every stored message
 //	                    (with its pending users and cid), in commit order.
 //	                    The bucket's Sequence() numbers log and ack records
-//	                    alike. A message stays until its history trims it.
+//	                    alike. A message stays until its history trims it
+//	                    and no pending queue holds it.
 //	acks                seqKey(pos) -> ack record, since the last checkpoint
 //	hist / <conv>       seqKey(seq) -> seqKey(pos) of the message in log;
 //	                    the bucket's Sequence() is the last seq assigned
-//	pend / <user>       seqKey(pos) -> empty: the user's queue, in enqueue
+//	pend / <user>       seqKey(pos) -> sender: the user's queue, in enqueue
 //	                    (= log) order
 //	pendn               user -> number of entries in pend / <user>
+//	pendc               pairKey(user, sender) -> number of entries in
+//	                    pend / <user> from sender (no zeros)
+//	pendid              pairKey(user, message id) -> seqKey(pos): the
+//	                    entries of pend / <user> by message id
+//	kept                seqKey(pos) -> empty: log records that left their
+//	                    history but are still in a pending queue
 //	rooms / <room>      user -> empty
 //	userrooms / <user>  room -> empty
 //
 // The log is written by every commit; the other buckets except rooms and
-// userrooms (the index) are written by checkpoints (see overlay.go). A
+// userrooms (the index) are written by checkpoints (see overlay.go), which
+// keep pend, pendn, pendc and pendid consistent (check.go verifies it). A
 // message is written once, in the log; the index refers to it. The
 // (sender, cid) records are the cids of the log records (see cids.go).
 //
@@ -41,11 +49,14 @@ var (
 	bucketHist      = []byte("hist")
 	bucketPend      = []byte("pend")
 	bucketPendN     = []byte("pendn")
+	bucketPendC     = []byte("pendc")
+	bucketPendID    = []byte("pendid")
+	bucketKept      = []byte("kept")
 	bucketRooms     = []byte("rooms")
 	bucketUserRooms = []byte("userrooms")
 
 	allBuckets = [][]byte{bucketMeta, bucketLog, bucketAcks, bucketHist, bucketPend, bucketPendN,
-		bucketRooms, bucketUserRooms}
+		bucketPendC, bucketPendID, bucketKept, bucketRooms, bucketUserRooms}
 
 	keyFormat  = []byte("format")
 	keyEpoch   = []byte("epoch")
@@ -55,8 +66,12 @@ var (
 	emptyValue = []byte{}
 )
 
-// formatVersion is the layout version written into meta/format.
-const formatVersion = "wshub-boltstore-4"
+// formatVersion is the layout version written into meta/format. Open
+// upgrades a file of formatVersion4 (see migrate4).
+const (
+	formatVersion  = "wshub-boltstore-5"
+	formatVersion4 = "wshub-boltstore-4"
+)
 
 // errBadRecord reports a stored value that does not decode.
 var errBadRecord = errors.New("undecodable record")
@@ -68,13 +83,19 @@ func seqKey(n uint64) []byte {
 	return k
 }
 
-// cidKey is the key of the (from, cid) record: from is length-prefixed so
-// that no two pairs share a key whatever bytes they hold.
-func cidKey(from, cid string) []byte {
-	k := make([]byte, 0, binary.MaxVarintLen64+len(from)+len(cid))
-	k = binary.AppendUvarint(k, uint64(len(from)))
-	k = append(k, from...)
-	return append(k, cid...)
+// cidKey is the key of the (from, cid) record.
+func cidKey(from, cid string) []byte { return pairKey(from, cid) }
+
+// pairKeyLen returns len(pairKey(a, b)).
+func pairKeyLen(a, b string) int {
+	var buf [binary.MaxVarintLen64]byte
+	return binary.PutUvarint(buf[:], uint64(len(a))) + len(a) + len(b)
+}
+
+// pairKey is the key of the pair (a, b): a is length-prefixed so that no
+// two pairs share a key whatever bytes they hold.
+func pairKey(a, b string) []byte {
+	return appendPair(make([]byte, 0, binary.MaxVarintLen64+len(a)+len(b)), a, b)
 }
 
 // Message encoding:
@@ -234,7 +255,7 @@ func decodeRecord(b []byte) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		r.e = &entry{enc: append([]byte(nil), rest...), id: m.ID, conv: m.Conv, seq: m.Seq,
+		r.e = &entry{enc: append([]byte(nil), rest...), id: m.ID, conv: m.Conv, from: m.From, seq: m.Seq,
 			bodyLen: len(m.Body), created: created}
 		return r, nil
 	case recAck:
@@ -292,6 +313,22 @@ func recordMessage(rec []byte) ([]byte, error) {
 	return rest, nil
 }
 
+// recordPending returns the pending users of an append record.
+func recordPending(rec []byte) ([]string, error) {
+	if len(rec) < 9 || rec[0] != recAppend {
+		return nil, errBadRecord
+	}
+	_, rest, ok := readString(rec[9:]) // cid
+	if !ok {
+		return nil, errBadRecord
+	}
+	users, _, ok := readStrings(rest)
+	if !ok {
+		return nil, errBadRecord
+	}
+	return users, nil
+}
+
 // logMessage decodes the message of an append record.
 func logMessage(rec []byte) (store.Message, error) {
 	enc, err := recordMessage(rec)
@@ -301,27 +338,30 @@ func logMessage(rec []byte) (store.Message, error) {
 	return decodeMessage(enc)
 }
 
-// logMessageID returns the message id of an append record, without
-// decoding the rest.
-func logMessageID(rec []byte) (string, error) {
+// logMessageIDFrom returns the message id and sender of an append record,
+// without decoding the rest.
+func logMessageIDFrom(rec []byte) (id, from string, err error) {
 	enc, err := recordMessage(rec)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	if len(enc) < 10 || enc[0] != msgVersion {
-		return "", errBadRecord
+		return "", "", errBadRecord
 	}
 	rest := enc[10:]
 	for range 2 { // TS, Cmd
 		_, n := binary.Varint(rest)
 		if n <= 0 {
-			return "", errBadRecord
+			return "", "", errBadRecord
 		}
 		rest = rest[n:]
 	}
-	id, _, ok := readString(rest)
-	if !ok {
-		return "", errBadRecord
+	var fields [3]string // ID, Conv, From
+	for i := range fields {
+		var ok bool
+		if fields[i], rest, ok = readString(rest); !ok {
+			return "", "", errBadRecord
+		}
 	}
-	return id, nil
+	return fields[0], fields[2], nil
 }

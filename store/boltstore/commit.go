@@ -42,9 +42,10 @@ type request struct {
 	ids  []string
 
 	// Set by the committer.
-	rec any           // the appendRec or ackRec logged, for the overlay; nil if none
-	out store.Message // opAppend result
-	dup bool          // opAppend result
+	rec     any           // the appendRec or ackRec logged, for the overlay; nil if none
+	out     store.Message // opAppend result
+	dup     bool          // opAppend result
+	refused error         // opAppend: wraps store.ErrPendingFull; nothing was logged
 
 	res chan error // buffered 1
 }
@@ -52,6 +53,10 @@ type request struct {
 // errRetryBatch makes bbolt roll back a batch in which one request failed,
 // so that the batch can be committed again without it.
 var errRetryBatch = errors.New("retry batch")
+
+// errNothingWritten makes bbolt roll back a batch that wrote nothing (only
+// duplicates and refused appends), which saves the commit's syncs.
+var errNothingWritten = errors.New("nothing written")
 
 // Append implements store.Store. It returns once the message is committed
 // to the file and synced (see the package documentation).
@@ -85,7 +90,7 @@ func newAppendRequest(req store.AppendRequest) (*request, error) {
 		r.cid = string(cidKey(m.From, req.CID))
 	}
 	for i, u := range req.Pending {
-		if u == "" || len(u) > bolt.MaxKeySize {
+		if u == "" || pairKeyLen(u, m.ID) > bolt.MaxKeySize || pairKeyLen(u, m.From) > bolt.MaxKeySize {
 			return nil, fmt.Errorf("%w: pending user %q", store.ErrInvalid, u)
 		}
 		seen := false
@@ -253,7 +258,7 @@ func (s *Store) notifyLoop(done chan<- struct{}) {
 	defer close(done)
 	for batch := range s.notify {
 		for _, r := range batch {
-			r.res <- nil
+			r.res <- r.refused
 		}
 	}
 }
@@ -328,18 +333,35 @@ func (s *Store) commit(batch []*request) {
 	for len(live) > 0 {
 		now := time.Now()
 		failed, ferr := -1, error(nil)
+		var w *writer
 		err := s.safely(func() error {
 			return s.db.Update(func(tx *bolt.Tx) error {
-				w := s.newWriter(tx, now)
+				w = s.newWriter(tx, now, s.counts)
+				wrote := false
 				for i, r := range live {
 					if err := w.logRequest(r); err != nil {
 						failed, ferr = i, err
 						return errRetryBatch
 					}
+					wrote = wrote || r.rec != nil || r.kind == opJoin || r.kind == opLeave
+				}
+				if !wrote {
+					return errNothingWritten
 				}
 				return nil
 			})
 		})
+		committed := !errors.Is(err, errNothingWritten)
+		if !committed {
+			err = nil
+		}
+		if w != nil && w.counts != nil {
+			if failed >= 0 || err != nil {
+				w.counts.rollback()
+			} else {
+				w.counts.commit()
+			}
+		}
 		if failed >= 0 {
 			live[failed].res <- ferr
 			live = append(live[:failed], live[failed+1:]...)
@@ -353,10 +375,12 @@ func (s *Store) commit(batch []*request) {
 			}
 			return
 		}
-		s.lastCommit = time.Since(now)
-		s.stats.commits.Add(1)
-		s.stats.requests.Add(uint64(len(live)))
-		s.stats.commitNanos.Add(uint64(time.Since(now)))
+		if committed {
+			s.lastCommit = time.Since(now)
+			s.stats.commits.Add(1)
+			s.stats.requests.Add(uint64(len(live)))
+			s.stats.commitNanos.Add(uint64(time.Since(now)))
+		}
 		s.mu.Lock()
 		for _, r := range live {
 			switch rec := r.rec.(type) {
@@ -390,7 +414,7 @@ func (s *Store) checkpoint() {
 	now := time.Now()
 	err := s.safely(func() error {
 		return s.db.Update(func(tx *bolt.Tx) error {
-			return s.newWriter(tx, now).checkpoint(ov)
+			return s.newWriter(tx, now, nil).checkpoint(ov)
 		})
 	})
 	if err != nil {
@@ -404,4 +428,5 @@ func (s *Store) checkpoint() {
 	s.mu.Lock()
 	s.ov = newOverlay(ov.gen + 1)
 	s.mu.Unlock()
+	s.counts.reset() // the index holds the same numbers now
 }

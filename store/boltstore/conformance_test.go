@@ -4,6 +4,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/wshub/wshub/store"
@@ -34,6 +35,37 @@ func TestBoltStore_Conformance(t *testing.T) {
 			})
 		})
 	}
+}
+
+func TestBoltStore_PendingBounds(t *testing.T) {
+	for _, c := range checkpointings {
+		t.Run(c.name, func(t *testing.T) {
+			storetest.RunPendingBounds(t, func(t *testing.T, b storetest.Bounds) store.Store {
+				path := filepath.Join(t.TempDir(), "hub.db")
+				s, err := boltstore.Open(path, boltstore.Options{
+					CheckpointEvery: c.every, MaxPending: b.MaxPending, MaxPendingPerSender: b.MaxPendingPerSender,
+				})
+				require.NoError(t, err)
+				return &checked{Store: s, t: t, path: path}
+			})
+		})
+	}
+}
+
+// checked checks, once the suite closed the store, that the file's queues
+// agree with their counts.
+type checked struct {
+	*boltstore.Store
+	t    *testing.T
+	path string
+}
+
+func (c *checked) Close() error {
+	err := c.Store.Close()
+	if err == nil {
+		assert.NoError(c.t, boltstore.CheckQueues(c.path), "queues and counts after the subtest")
+	}
+	return err
 }
 
 func TestBoltStore_Durable(t *testing.T) {

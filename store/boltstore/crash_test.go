@@ -36,7 +36,14 @@ var crashModes = map[string]boltstore.Options{
 	"Default":     {},
 	"LogOnly":     {CheckpointEvery: 1 << 30, CheckpointInterval: time.Hour},
 	"EveryCommit": {CheckpointEvery: 1},
+
+	"BoundedLogOnly":     {MaxPendingPerSender: crashBound, CheckpointEvery: 1 << 30, CheckpointInterval: time.Hour},
+	"BoundedEveryCommit": {MaxPendingPerSender: crashBound, CheckpointEvery: 1},
+	"BoundedMixed":       {MaxPendingPerSender: crashBound, CheckpointEvery: 7},
 }
+
+// crashBound is MaxPendingPerSender of the Bounded crash modes.
+const crashBound = 20
 
 // TestCrash_ReceiptedMessagesSurviveSIGKILL: a hub process on a bbolt
 // file receipts direct messages for an offline user and is killed with
@@ -104,6 +111,78 @@ func crashAndRecover(t *testing.T, mode string) {
 		assert.NotEqual(t, wshub.CmdSingle, f.Cmd, "message %s delivered twice", f.ID)
 	}
 	second.kill(t)
+}
+
+// TestCrash_PendingBoundsSurviveSIGKILL: the counts behind the pending
+// bounds come back from the file after SIGKILL, from the index, the log or
+// both: a queue that was full for a sender is still full, an ack made
+// before the kill still made room, and the file's queues agree with their
+// counts.
+func TestCrash_PendingBoundsSurviveSIGKILL(t *testing.T) {
+	for _, mode := range []string{"BoundedLogOnly", "BoundedEveryCommit", "BoundedMixed"} {
+		t.Run(mode, func(t *testing.T) { crashWithBounds(t, mode) })
+	}
+}
+
+func crashWithBounds(t *testing.T, mode string) {
+	db := filepath.Join(t.TempDir(), "hub.db")
+	sent := 0
+	// send makes alice send messages to bob until one is refused and
+	// returns how many were receipted; the refusal is error 507 with the
+	// frame's cid.
+	send := func(alice *websocket.Conn) int {
+		t.Helper()
+		for n := 0; ; n++ {
+			sent++
+			cid := fmt.Sprintf("c-%03d", sent)
+			require.NoError(t, alice.WriteJSON(&wshub.Frame{Cmd: wshub.CmdSingle, DstID: "bob", Content: cid, CID: cid}))
+			f := readFrame(t, alice)
+			for f.Cmd == wshub.CmdWelcome {
+				f = readFrame(t, alice)
+			}
+			require.Equal(t, cid, f.CID)
+			if f.Cmd == wshub.CmdError {
+				require.Equal(t, 507, f.Code, "refused: %+v", f)
+				return n
+			}
+			require.Equal(t, wshub.CmdReceipt, f.Cmd, "%+v", f)
+		}
+	}
+
+	first := startHub(t, db, mode)
+	require.Equal(t, crashBound, send(dial(t, first.addr, "alice")), "alice fills her share")
+	first.kill(t)
+
+	second := startHub(t, db, mode)
+	require.Equal(t, 0, send(dial(t, second.addr, "alice")), "still full after the kill")
+	bob := dial(t, second.addr, "bob")
+	var queued []string
+	for len(queued) < crashBound {
+		if f := readFrame(t, bob); f.Cmd == wshub.CmdSingle {
+			queued = append(queued, f.ID)
+		}
+	}
+	require.NoError(t, bob.WriteJSON(&wshub.Frame{Cmd: wshub.CmdAck, IDs: queued[:5]}))
+	require.NoError(t, bob.WriteJSON(&wshub.Frame{Cmd: wshub.CmdPing}))
+	for f := readFrame(t, bob); f.Cmd != wshub.CmdPong; f = readFrame(t, bob) {
+		// the ack was handled before the ping
+	}
+	require.Equal(t, 5, send(dial(t, second.addr, "alice")), "the ack made room for 5")
+	second.kill(t)
+	require.NoError(t, boltstore.CheckQueues(db), "the file's queues and counts after the kill")
+
+	third := startHub(t, db, mode)
+	require.Equal(t, 0, send(dial(t, third.addr, "alice")), "full again after the second kill")
+	bob = dial(t, third.addr, "bob")
+	var got []string
+	for len(got) < crashBound {
+		if f := readFrame(t, bob); f.Cmd == wshub.CmdSingle {
+			got = append(got, f.ID)
+		}
+	}
+	assert.Equal(t, queued[5:], got[:crashBound-5], "the unacked ones, in order")
+	third.kill(t)
+	require.NoError(t, boltstore.CheckQueues(db))
 }
 
 // TestHelperHubProcess is the child of TestCrash_...: with childEnv set it

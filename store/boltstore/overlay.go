@@ -61,6 +61,7 @@ type entry struct {
 	enc     []byte // appendMessage encoding, seq included (part of the log record)
 	id      string
 	conv    string
+	from    string
 	seq     uint64
 	bodyLen int   // len(Body): enc ends with it
 	created int64 // Unix ms of the commit, the age of its cid record

@@ -21,17 +21,23 @@ type writer struct {
 	now                    time.Time
 	meta, log, acks        *bolt.Bucket
 	hist, pend, pendN      *bolt.Bucket
+	pendC, pendID, kept    *bolt.Bucket // checkpoints only
 	rooms, userRooms       *bolt.Bucket
 	maxHistory, maxPending uint64 // 0: unbounded
-
-	keys []byte // slab for the 8-byte keys of this transaction
-
-	// Logged by this transaction, not yet in the overlay.
-	lastSeq map[string]uint64 // conv -> last seq assigned
-	newCIDs map[string]*entry // cidKey -> message
+	maxPerSender           uint64 // 0: unbounded
+	counts                 *counter
+	keys                   []byte   // slab for the 8-byte keys of this transaction
+	slab                   []byte   // slab for other keys and values of this transaction
+	trimmed                []uint64 // checkpoint: log positions of messages that left their history
+	lastSeq                map[string]uint64
+	newCIDs                map[string]*entry
 }
 
-func (s *Store) newWriter(tx *bolt.Tx, now time.Time) *writer {
+// newWriter returns a writer for tx. counts, when not nil, counts the
+// queues for the pending bounds in batch transactions (nil in checkpoints);
+// the caller commits or rolls back w.counts with tx. It is not used when
+// both bounds are off.
+func (s *Store) newWriter(tx *bolt.Tx, now time.Time, counts *counter) *writer {
 	w := &writer{
 		s:         s,
 		tx:        tx,
@@ -57,6 +63,13 @@ func (s *Store) newWriter(tx *bolt.Tx, now time.Time) *writer {
 	if s.opts.MaxPending > 0 {
 		w.maxPending = uint64(s.opts.MaxPending)
 	}
+	if s.opts.MaxPendingPerSender > 0 {
+		w.maxPerSender = uint64(s.opts.MaxPendingPerSender)
+	}
+	if counts != nil && (w.maxPending > 0 || w.maxPerSender > 0) {
+		w.counts = counts
+		w.counts.begin(tx, s.ov)
+	}
 	return w
 }
 
@@ -64,7 +77,7 @@ func (s *Store) newWriter(tx *bolt.Tx, now time.Time) *writer {
 // Append becomes a log record, an Ack an ack record (r.rec), a Join or Leave
 // is written to the index directly.
 func (w *writer) logRequest(r *request) error {
-	r.rec, r.dup = nil, false
+	r.rec, r.dup, r.refused = nil, false, nil
 	switch r.kind {
 	case opAppend:
 		return w.logAppend(r)
@@ -77,6 +90,9 @@ func (w *writer) logRequest(r *request) error {
 		if err := w.acks.Put(w.key(pos), encodeAckRec(rec)); err != nil {
 			return err
 		}
+		if w.counts != nil {
+			w.counts.ack(r.user, r.ids)
+		}
 		r.rec = rec
 		return nil
 	case opJoin:
@@ -87,11 +103,20 @@ func (w *writer) logRequest(r *request) error {
 	return fmt.Errorf("wshub/boltstore: unknown request kind %d", r.kind)
 }
 
+// logAppend logs an Append, unless it is a duplicate (r.dup) or a queue is
+// full (r.refused): then it writes nothing and the rest of the batch goes
+// on.
 func (w *writer) logAppend(r *request) error {
 	if r.cid != "" {
 		if m, ok, err := w.findCID(r.cid); err != nil || ok {
 			r.out, r.dup = m, ok
 			return err
+		}
+	}
+	if w.counts != nil && len(r.pending) > 0 {
+		if err := w.counts.check(r.pending, r.msg.From, w.maxPending, w.maxPerSender); err != nil {
+			r.refused = err
+			return nil
 		}
 	}
 	conv := r.msg.Conv
@@ -115,8 +140,11 @@ func (w *writer) logAppend(r *request) error {
 	if err := w.log.Put(w.key(pos), r.logRec); err != nil {
 		return err
 	}
-	e := &entry{pos: pos, enc: enc, id: r.msg.ID, conv: conv, seq: seq, bodyLen: len(r.msg.Body), created: created}
+	e := &entry{pos: pos, enc: enc, id: r.msg.ID, conv: conv, from: r.msg.From, seq: seq, bodyLen: len(r.msg.Body), created: created}
 	rec := appendRec{e: e, pending: r.pending, cid: r.cid}
+	if w.counts != nil {
+		w.counts.enqueue(r.pending, r.msg.From, r.msg.ID)
+	}
 	w.lastSeq[conv] = seq
 	if r.cid != "" {
 		w.newCIDs[r.cid] = e
@@ -136,6 +164,29 @@ func (w *writer) key(n uint64) []byte {
 	w.keys = w.keys[8:]
 	binary.BigEndian.PutUint64(k, n)
 	return k
+}
+
+// pairKey returns pairKey(a, b) from a slab.
+func (w *writer) pairKey(a, b string) []byte {
+	return appendPair(w.bytes(pairKeyLen(a, b))[:0], a, b)
+}
+
+// bytesOf returns a copy of s from a slab.
+func (w *writer) bytesOf(s string) []byte {
+	b := w.bytes(len(s))
+	copy(b, s)
+	return b
+}
+
+// bytes returns n bytes from a slab: bbolt keeps the keys and values it is
+// given until the commit.
+func (w *writer) bytes(n int) []byte {
+	if len(w.slab) < n {
+		w.slab = make([]byte, max(n, 32<<10))
+	}
+	b := w.slab[:n:n]
+	w.slab = w.slab[n:]
+	return b
 }
 
 // findCID looks up the message recorded with cidKey key: in this batch,
@@ -164,6 +215,9 @@ func (w *writer) findCID(key string) (store.Message, bool, error) {
 // and advances meta/gen and meta/applied. Keys are written in sorted
 // order, which keeps bbolt's page splits cheap.
 func (w *writer) checkpoint(ov *overlay) error {
+	// Only checkpoints write these: a batch does not open them (opening a
+	// bucket costs allocations).
+	w.pendC, w.pendID, w.kept = w.tx.Bucket(bucketPendC), w.tx.Bucket(bucketPendID), w.tx.Bucket(bucketKept)
 	for _, conv := range sortedKeys(ov.convs) {
 		if err := w.writeHistory(conv, ov.convs[conv]); err != nil {
 			return err
@@ -177,7 +231,14 @@ func (w *writer) checkpoint(ov *overlay) error {
 				live = append(live, pe.e)
 			}
 		}
-		if err := w.updateQueue([]byte(user), ul.indexAcks, live); err != nil {
+		if err := w.updateQueue(user, ul.indexAcks, live); err != nil {
+			return err
+		}
+	}
+	// The messages that left their history leave the log, unless a
+	// queue still holds them: they stay until acked.
+	for _, pos := range w.trimmed {
+		if err := w.release(pos, false); err != nil {
 			return err
 		}
 	}
@@ -206,7 +267,9 @@ func sortedKeys[V any](m map[string]V) []string {
 }
 
 // writeHistory indexes cl's messages in conv's history and trims it to
-// MaxHistory, deleting the trimmed messages from the log.
+// MaxHistory. The trimmed messages' log positions go to w.trimmed: the
+// checkpoint deletes them from the log once the queues are written, unless
+// a queue holds them.
 func (w *writer) writeHistory(conv string, cl *convLog) error {
 	if len(cl.ents) == 0 {
 		return nil
@@ -222,10 +285,7 @@ func (w *writer) writeHistory(conv string, cl *convLog) error {
 	}
 	for _, e := range cl.ents {
 		if w.maxHistory > 0 && e.seq+w.maxHistory <= last {
-			// Trimmed at once.
-			if err := w.log.Delete(seqKey(e.pos)); err != nil {
-				return err
-			}
+			w.trimmed = append(w.trimmed, e.pos) // trimmed at once
 			continue
 		}
 		if err := hb.Put(seqKey(e.seq), seqKey(e.pos)); err != nil {
@@ -239,9 +299,7 @@ func (w *writer) writeHistory(conv string, cl *convLog) error {
 		limit := last - w.maxHistory
 		c := hb.Cursor()
 		for k, v := c.First(); k != nil && seqOf(k) <= limit; k, v = c.First() {
-			if err := w.log.Delete(append([]byte(nil), v...)); err != nil {
-				return err
-			}
+			w.trimmed = append(w.trimmed, seqOf(v))
 			if err := c.Delete(); err != nil {
 				return err
 			}
@@ -250,68 +308,112 @@ func (w *writer) writeHistory(conv string, cl *convLog) error {
 	return nil
 }
 
-// updateQueue removes the acked ids from user's pending queue, appends
-// ents, and drops the oldest entries beyond MaxPending.
-func (w *writer) updateQueue(user []byte, acked map[string]struct{}, ents []*entry) error {
-	q := w.pend.Bucket(user)
+// release deletes the log record at pos, which is in no history, unless a
+// pending queue still holds it; then it is marked kept (once queued is
+// false: the record just left its history). A kept record is released
+// again when a queue drops it, and goes with the last one.
+func (w *writer) release(pos uint64, wasKept bool) error {
+	key := seqKey(pos)
+	rec := w.log.Get(key)
+	if rec == nil {
+		return w.kept.Delete(key)
+	}
+	users, err := recordPending(rec)
+	if err != nil {
+		return corruptf(w.s.path, "log record %d: %v", pos, err)
+	}
+	for _, u := range users {
+		if q := w.pend.Bucket([]byte(u)); q != nil && q.Get(key) != nil {
+			if wasKept {
+				return nil
+			}
+			return w.kept.Put(key, emptyValue)
+		}
+	}
+	if err := w.log.Delete(key); err != nil {
+		return err
+	}
+	if wasKept {
+		return w.kept.Delete(key)
+	}
+	return nil
+}
+
+// updateQueue removes the acked ids from user's pending queue and appends
+// ents, keeping pendn, pendc and pendid in step with it. Nothing else
+// leaves a queue.
+func (w *writer) updateQueue(user string, acked map[string]struct{}, ents []*entry) error {
+	ub := []byte(user)
+	q := w.pend.Bucket(ub)
 	if q == nil && len(ents) == 0 {
 		return nil
 	}
 	if q == nil {
 		var err error
-		if q, err = w.pend.CreateBucket(user); err != nil {
+		if q, err = w.pend.CreateBucket(ub); err != nil {
 			return err
 		}
 	}
 	q.FillPercent = appendFill
-	count := seqOf(w.pendN.Get(user))
-	if len(acked) > 0 {
-		// Entries whose message left the history go too.
-		left := len(acked)
-		c := q.Cursor()
-		for k, _ := c.First(); k != nil && left > 0; {
-			rec := w.log.Get(k)
-			if rec != nil {
-				id, err := logMessageID(rec)
-				if err != nil {
-					return corruptf(w.s.path, "log record %d: %v", seqOf(k), err)
-				}
-				if _, ok := acked[id]; !ok {
-					k, _ = c.Next()
-					continue
-				}
-				left--
-			}
+	// A user's message ids are time-ordered (the hub's UUIDv7s), so its
+	// keys in pendid come last in its range as well.
+	w.pendID.FillPercent = appendFill
+	count := seqOf(w.pendN.Get(ub))
+	senders := make(map[string]int64) // changes of pendc
+	for id := range acked {
+		idKey := pairKey(user, id)
+		v := w.pendID.Get(idKey)
+		if v == nil {
+			continue // not in the queue
+		}
+		key := append([]byte(nil), v...)
+		if from := q.Get(key); from != nil {
+			senders[string(from)]--
 			count--
-			deleted := append([]byte(nil), k...)
-			if err := c.Delete(); err != nil {
+			if err := q.Delete(key); err != nil {
 				return err
 			}
-			k, _ = c.Seek(deleted) // the key after the deleted one
+			if w.kept.Get(key) != nil {
+				if err := w.release(seqOf(key), true); err != nil {
+					return err
+				}
+			}
+		}
+		if err := w.pendID.Delete(idKey); err != nil {
+			return err
 		}
 	}
 	for _, e := range ents {
-		if err := q.Put(w.key(e.pos), emptyValue); err != nil {
+		key := w.key(e.pos)
+		if err := q.Put(key, w.bytesOf(e.from)); err != nil {
 			return err
 		}
+		if err := w.pendID.Put(w.pairKey(user, e.id), key); err != nil {
+			return err
+		}
+		senders[e.from]++
 		count++
 	}
-	if w.maxPending > 0 && count > w.maxPending {
-		c := q.Cursor()
-		for k, _ := c.First(); k != nil && count > w.maxPending; k, _ = c.First() {
-			if err := c.Delete(); err != nil {
-				return err
-			}
-			count--
+	for _, from := range sortedKeys(senders) {
+		pair := pairKey(user, from)
+		n := int64(seqOf(w.pendC.Get(pair))) + senders[from]
+		var err error
+		if n > 0 {
+			err = w.pendC.Put(pair, seqKey(uint64(n)))
+		} else {
+			err = w.pendC.Delete(pair)
 		}
-	}
-	if k, _ := q.Cursor().First(); k == nil {
-		if err := w.pend.DeleteBucket(user); err != nil {
+		if err != nil {
 			return err
 		}
-		return w.pendN.Delete(user)
 	}
-	return w.pendN.Put(user, seqKey(count))
+	if count == 0 {
+		if err := w.pend.DeleteBucket(ub); err != nil {
+			return err
+		}
+		return w.pendN.Delete(ub)
+	}
+	return w.pendN.Put(ub, seqKey(count))
 }
 
 func (w *writer) join(room, user []byte) error {

@@ -17,10 +17,12 @@
 //     10,000). An Append beyond that drops the conversation's oldest
 //     message: Page.First moves up by one, Page.Last keeps counting, and a
 //     Query reaching below First returns what is still retained.
-//   - per user, the newest Options.PendingLimit pending messages (default
-//     10,000). An enqueue beyond that drops the user's oldest pending
-//     message from the queue only; it stays in history (as long as the
-//     history bound keeps it), where the user can still read it.
+//   - per user, at most Options.MaxPending pending messages (default
+//     10,000), and at most Options.MaxPendingPerSender of them from one
+//     sender (default 1,000). An Append that would go past either bound for
+//     any of its recipients is refused with store.ErrPendingFull and stores
+//     nothing; a pending message leaves its queue only by Ack. A queued
+//     message holds its copy even after history dropped it.
 //   - (sender, cid) records for Options.CIDTTL (default 24 h) and at most
 //     Options.CIDLimit of them (default 100,000); see Options.CIDLimit for
 //     which record goes first when the store is full. After a record is
@@ -49,6 +51,7 @@ import (
 	"context"
 	"fmt"
 	"hash/maphash"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -63,9 +66,11 @@ const (
 	// DefaultHistoryLimit is the default number of messages kept per
 	// conversation.
 	DefaultHistoryLimit = 10_000
-	// DefaultPendingLimit is the default number of pending messages kept
-	// per user.
-	DefaultPendingLimit = 10_000
+	// DefaultMaxPending is the default bound of one user's pending queue.
+	DefaultMaxPending = 10_000
+	// DefaultMaxPendingPerSender is the default bound of the messages of
+	// one sender in one user's pending queue.
+	DefaultMaxPendingPerSender = 1_000
 	// DefaultCIDTTL is the default time a (sender, cid) record is kept.
 	DefaultCIDTTL = 24 * time.Hour
 	// DefaultCIDLimit is the default number of (sender, cid) records kept.
@@ -87,10 +92,16 @@ type Options struct {
 	// conversation; older ones fall off. Zero or less means
 	// DefaultHistoryLimit.
 	HistoryLimit int
-	// PendingLimit is the number of newest pending messages kept per user;
-	// older ones leave the queue (not the history). Zero or less means
-	// DefaultPendingLimit.
-	PendingLimit int
+	// MaxPending is the most messages one user's pending queue holds; an
+	// Append past it is refused with store.ErrPendingFull. Zero means
+	// DefaultMaxPending (10,000); negative means unbounded.
+	MaxPending int
+	// MaxPendingPerSender is the most messages from one sender that one
+	// user's pending queue holds, so that one sender cannot fill it for
+	// everyone; an Append past it is refused with store.ErrPendingFull.
+	// Zero means DefaultMaxPendingPerSender (1,000); negative means
+	// unbounded.
+	MaxPendingPerSender int
 	// CIDTTL is how long a (sender, cid) record is kept after the Append
 	// that made it. Zero or less means DefaultCIDTTL.
 	CIDTTL time.Duration
@@ -115,12 +126,14 @@ type Options struct {
 // different conversations proceed in parallel.
 //
 // Lock order (never acquired in the other direction): conversation.mu,
-// then cidShard.mu, then userShard.mu; roomShard.mu, then userShard.mu
-// (membership). convShard.mu is never held while acquiring another lock.
+// then cidShard.mu, then userShard.mu, several of them in shard order;
+// roomShard.mu, then userShard.mu (membership). convShard.mu is never held
+// while acquiring another lock.
 type Store struct {
 	epoch        string
 	historyLimit int
-	pendingLimit int
+	maxPending   int // 0: unbounded
+	maxPerSender int // 0: unbounded
 	cidTTL       time.Duration
 	now          func() time.Time
 	seed         maphash.Seed
@@ -141,16 +154,14 @@ func New(opts Options) *Store {
 	s := &Store{
 		epoch:        uuid.NewString(),
 		historyLimit: opts.HistoryLimit,
-		pendingLimit: opts.PendingLimit,
+		maxPending:   bound(opts.MaxPending, DefaultMaxPending),
+		maxPerSender: bound(opts.MaxPendingPerSender, DefaultMaxPendingPerSender),
 		cidTTL:       opts.CIDTTL,
 		now:          opts.Now,
 		seed:         maphash.MakeSeed(),
 	}
 	if s.historyLimit <= 0 {
 		s.historyLimit = DefaultHistoryLimit
-	}
-	if s.pendingLimit <= 0 {
-		s.pendingLimit = DefaultPendingLimit
 	}
 	if s.cidTTL <= 0 {
 		s.cidTTL = DefaultCIDTTL
@@ -189,6 +200,18 @@ func New(opts Options) *Store {
 	return s
 }
 
+// bound returns the bound an option v means: def for zero, 0 (unbounded)
+// for a negative v.
+func bound(v, def int) int {
+	switch {
+	case v == 0:
+		return def
+	case v < 0:
+		return 0
+	}
+	return v
+}
+
 // Epoch returns the epoch of every conversation of s: a UUID chosen by New.
 func (s *Store) Epoch() string { return s.epoch }
 
@@ -224,25 +247,143 @@ func (s *Store) Append(ctx context.Context, req store.AppendRequest) (store.Mess
 
 	// The cid shard stays locked until the write is complete, so a
 	// concurrent duplicate (possibly to another conversation) waits and
-	// then sees the whole write.
+	// then sees the whole write. The duplicate check comes before the
+	// bounds: a resend of a stored message gets it back even when the
+	// queue is full.
+	var (
+		cs  *cidShard
+		key cidKey
+		now time.Time
+	)
 	if req.CID != "" {
-		key := cidKey{from: req.Msg.From, cid: req.CID}
-		cs := &s.cids[maphash.Comparable(s.seed, key)&s.cidMask]
+		key = cidKey{from: req.Msg.From, cid: req.CID}
+		cs = &s.cids[maphash.Comparable(s.seed, key)&s.cidMask]
 		cs.mu.Lock()
 		defer cs.mu.Unlock()
-		now := s.now()
+		now = s.now()
 		cs.expireLocked(now, s.cidTTL)
 		if rec, ok := cs.m[key]; ok {
 			return *rec.msg, true, nil
 		}
-		stored := c.appendLocked(req.Msg, s.historyLimit)
+	}
+	stored, err := s.appendQueued(c, &req)
+	if err != nil {
+		return store.Message{}, false, err
+	}
+	if cs != nil {
 		cs.addLocked(key, stored, now)
-		s.enqueue(req.Pending, stored)
-		return withBody(stored, req.Msg.Body), false, nil
+	}
+	return withBody(stored, req.Msg.Body), false, nil
+}
+
+// appendQueued appends req.Msg to c and enqueues it for req.Pending, unless
+// a queue is at a bound. The recipients' queues stay locked from the check
+// to the enqueue, so that concurrent Appends cannot both take the last
+// place. c.mu is held for writing.
+func (s *Store) appendQueued(c *conversation, req *store.AppendRequest) (*store.Message, error) {
+	if len(req.Pending) == 1 {
+		// A direct message: one queue, looked up once.
+		u := req.Pending[0]
+		sh := &s.users[s.shard(u)%numShards]
+		sh.mu.Lock()
+		defer sh.mu.Unlock()
+		q := sh.pending[u]
+		if err := s.roomIn(q, u, req.Msg.From); err != nil {
+			return nil, err
+		}
+		stored := c.appendLocked(req.Msg, s.historyLimit)
+		if q == nil {
+			q = s.newQueue()
+			sh.pending[u] = q
+		}
+		q.push(stored)
+		return stored, nil
+	}
+	var locked queueLocks
+	s.lockQueues(&locked, req.Pending)
+	defer s.unlockQueues(&locked)
+	if err := s.checkRoomLocked(req.Pending, req.Msg.From); err != nil {
+		return nil, err
 	}
 	stored := c.appendLocked(req.Msg, s.historyLimit)
-	s.enqueue(req.Pending, stored)
-	return withBody(stored, req.Msg.Body), false, nil
+	s.enqueueLocked(req.Pending, stored)
+	return stored, nil
+}
+
+// queueLocks lists the user shards an Append holds locked, in shard order.
+// It lives on the caller's stack: up to four shards take no allocation.
+type queueLocks struct {
+	n    int
+	buf  [4]uint64
+	more []uint64 // all of them when there are more than len(buf)
+}
+
+func (l *queueLocks) list() []uint64 {
+	if l.more != nil {
+		return l.more
+	}
+	return l.buf[:l.n]
+}
+
+// lockQueues locks the user shards of users, each once, in shard order
+// (the lock order of several userShard.mu), and lists them in l.
+func (s *Store) lockQueues(l *queueLocks, users []string) {
+	for _, u := range users {
+		i := s.shard(u) % numShards
+		switch all := l.list(); {
+		case slices.Contains(all, i):
+		case l.more == nil && l.n < len(l.buf):
+			l.buf[l.n] = i
+			l.n++
+		case l.more == nil:
+			l.more = append(append(make([]uint64, 0, 2*len(l.buf)), l.buf[:]...), i)
+		default:
+			l.more = append(l.more, i)
+		}
+	}
+	all := l.list()
+	slices.Sort(all)
+	for _, i := range all {
+		s.users[i].mu.Lock()
+	}
+}
+
+// unlockQueues unlocks the shards lockQueues locked.
+func (s *Store) unlockQueues(l *queueLocks) {
+	for _, i := range slices.Backward(l.list()) {
+		s.users[i].mu.Unlock()
+	}
+}
+
+// checkRoomLocked returns an error wrapping store.ErrPendingFull if the
+// queue of one of users is at a bound for a message from from. The users'
+// shards are locked.
+func (s *Store) checkRoomLocked(users []string, from string) error {
+	for _, u := range users {
+		if err := s.roomIn(s.users[s.shard(u)%numShards].pending[u], u, from); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// roomIn returns an error wrapping store.ErrPendingFull if q, user's queue
+// (nil when empty), is at a bound for a message from from. Its shard is
+// locked.
+func (s *Store) roomIn(q *pendingQueue, user, from string) error {
+	switch {
+	case q == nil:
+	case s.maxPending > 0 && q.live >= s.maxPending:
+		return fmt.Errorf("%w: %q holds %d messages (MaxPending)", store.ErrPendingFull, user, q.live)
+	case q.from != nil && q.from[from] >= s.maxPerSender:
+		return fmt.Errorf("%w: %q holds %d messages from %q (MaxPendingPerSender)", store.ErrPendingFull, user, q.from[from], from)
+	}
+	return nil
+}
+
+// newQueue returns an empty pending queue.
+func (s *Store) newQueue() *pendingQueue {
+	return &pendingQueue{index: make(map[string]int), perSender: s.maxPerSender}
 }
 
 // withBody returns a copy of the stored *m with the caller's body, which
@@ -279,20 +420,18 @@ func (s *Store) lookup(conv string) *conversation {
 	return sh.m[conv]
 }
 
-// enqueue adds m to the pending queue of every user in users. The caller
-// holds the lock of m's conversation, so that queues receive one
-// conversation's messages in seq order.
-func (s *Store) enqueue(users []string, m *store.Message) {
+// enqueueLocked adds m to the pending queue of every user in users, whose
+// shards are locked. The caller holds the lock of m's conversation, so that
+// queues receive one conversation's messages in seq order.
+func (s *Store) enqueueLocked(users []string, m *store.Message) {
 	for _, u := range users {
 		sh := &s.users[s.shard(u)%numShards]
-		sh.mu.Lock()
 		q := sh.pending[u]
 		if q == nil {
-			q = &pendingQueue{index: make(map[string]int)}
+			q = s.newQueue()
 			sh.pending[u] = q
 		}
-		q.push(m, s.pendingLimit)
-		sh.mu.Unlock()
+		q.push(m)
 	}
 }
 
@@ -528,21 +667,35 @@ type pendingQueue struct {
 	base  int              // position of items[0]: positions survive compaction
 	index map[string]int   // message id -> position of its live entry
 	live  int              // number of live entries
+
+	// from counts the live entries per sender, for the bound perSender
+	// (0: unbounded). No sender can be at the bound while fewer than
+	// perSender entries are live, so from is only kept from when live
+	// reaches perSender until it falls below half of it: nil means
+	// live < perSender. A queue that stays short counts nothing.
+	perSender int
+	from      map[string]int
 }
 
-// push appends m, then drops the oldest entries beyond limit. A message
-// already in the queue is not added again.
-func (q *pendingQueue) push(m *store.Message, limit int) {
+// push appends m. A message already in the queue is not added again.
+// Nothing is ever dropped: the caller checked the bounds.
+func (q *pendingQueue) push(m *store.Message) {
 	if _, ok := q.index[m.ID]; ok {
 		return
 	}
 	q.index[m.ID] = q.base + len(q.items)
 	q.items = append(q.items, m)
 	q.live++
-	for q.live > limit {
-		// items[head] is live: skip keeps head on a live entry.
-		delete(q.index, q.items[q.head].ID)
-		q.tombstone(q.head)
+	switch {
+	case q.from != nil:
+		q.from[m.From]++
+	case q.perSender > 0 && q.live >= q.perSender:
+		q.from = make(map[string]int)
+		for _, it := range q.items[q.head:] {
+			if it != nil {
+				q.from[it.From]++
+			}
+		}
 	}
 }
 
@@ -560,6 +713,15 @@ func (q *pendingQueue) remove(id string) {
 // as removed, then restores the invariants: head on a live entry (or at
 // the end) and tombstones at most about as many as live entries.
 func (q *pendingQueue) tombstone(i int) {
+	if q.from != nil {
+		if q.live-1 < q.perSender/2 {
+			q.from = nil
+		} else if from := q.items[i].From; q.from[from] > 1 {
+			q.from[from]--
+		} else {
+			delete(q.from, from)
+		}
+	}
 	q.items[i] = nil
 	q.live--
 	for q.head < len(q.items) && q.items[q.head] == nil {

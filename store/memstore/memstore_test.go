@@ -2,6 +2,7 @@ package memstore_test
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -19,11 +20,18 @@ func TestStore_Conformance(t *testing.T) {
 	storetest.Run(t, func(*testing.T) store.Store { return memstore.New(memstore.Options{}) })
 }
 
+func TestStore_PendingBounds(t *testing.T) {
+	storetest.RunPendingBounds(t, func(_ *testing.T, b storetest.Bounds) store.Store {
+		return memstore.New(memstore.Options{MaxPending: b.MaxPending, MaxPendingPerSender: b.MaxPendingPerSender})
+	})
+}
+
 // TestStore_ConformanceWithTightBounds runs the suite with bounds just large
-// enough for it, so that the trimming code paths run under every check.
+// enough for it, so that the trimming code paths and the pending bounds'
+// counting run under every check.
 func TestStore_ConformanceWithTightBounds(t *testing.T) {
 	storetest.Run(t, func(*testing.T) store.Store {
-		return memstore.New(memstore.Options{HistoryLimit: 1600, PendingLimit: 1280, CIDLimit: 1600})
+		return memstore.New(memstore.Options{HistoryLimit: 1600, MaxPending: 1280, MaxPendingPerSender: 160, CIDLimit: 1600})
 	})
 }
 
@@ -134,42 +142,43 @@ func TestStore_DefaultHistoryLimit(t *testing.T) {
 	assert.Equal(t, []string{"m2"}, ids(p.Items))
 }
 
-func TestStore_PendingTrimmedToLimit(t *testing.T) {
-	s := memstore.New(memstore.Options{PendingLimit: 3})
+// TestStore_PendingKeepsMessagesPastHistory: a queued message stays in its
+// queue after the history bound dropped it, and is refused, not dropped,
+// when the queue is full.
+func TestStore_PendingKeepsMessagesPastHistory(t *testing.T) {
+	s := memstore.New(memstore.Options{HistoryLimit: 2, MaxPending: 3})
 	defer s.Close()
-	add := func(id string) {
-		appendMsg(t, s, store.AppendRequest{Msg: msg("c", id), Pending: []string{"bob", "carol"}})
+	add := func(id string) error {
+		_, _, err := s.Append(t.Context(), store.AppendRequest{Msg: msg("c", id), Pending: []string{"bob", "carol"}})
+		return err
 	}
 	pendingIDs := func(user string) []string {
 		q, err := s.Pending(t.Context(), user)
 		require.NoError(t, err)
 		return ids(q)
 	}
-	for i := 1; i <= 5; i++ {
-		add(fmt.Sprintf("m%d", i))
+	for i := 1; i <= 3; i++ {
+		require.NoError(t, add(fmt.Sprintf("m%d", i)))
 	}
-	assert.Equal(t, []string{"m3", "m4", "m5"}, pendingIDs("bob"), "the oldest pending were dropped")
+	require.ErrorIs(t, add("m4"), store.ErrPendingFull)
+	assert.Equal(t, []string{"m1", "m2", "m3"}, pendingIDs("bob"), "nothing was dropped")
 	p, err := s.History(t.Context(), "c", store.Query{})
 	require.NoError(t, err)
-	assert.Len(t, p.Items, 5, "dropped pending messages stay in history")
+	assert.Equal(t, []string{"m2", "m3"}, ids(p.Items), "history keeps its own bound")
 
-	// An ack frees a place: nothing more is dropped until the queue is full.
-	require.NoError(t, s.Ack(t.Context(), "bob", "m4"))
-	add("m6")
-	assert.Equal(t, []string{"m3", "m5", "m6"}, pendingIDs("bob"))
-	add("m7")
-	assert.Equal(t, []string{"m5", "m6", "m7"}, pendingIDs("bob"))
-	assert.Equal(t, []string{"m5", "m6", "m7"}, pendingIDs("carol"))
-
-	// A dropped message's ack is ignored.
-	require.NoError(t, s.Ack(t.Context(), "bob", "m1", "m6"))
-	assert.Equal(t, []string{"m5", "m7"}, pendingIDs("bob"))
+	// An ack by one recipient is not enough: carol's queue is full too.
+	require.NoError(t, s.Ack(t.Context(), "bob", "m1"))
+	require.ErrorIs(t, add("m4"), store.ErrPendingFull)
+	require.NoError(t, s.Ack(t.Context(), "carol", "m2"))
+	require.NoError(t, add("m4"))
+	assert.Equal(t, []string{"m2", "m3", "m4"}, pendingIDs("bob"))
+	assert.Equal(t, []string{"m1", "m3", "m4"}, pendingIDs("carol"), "m1 is queued after history dropped it")
 }
 
 // TestStore_PendingAckManyKeepsOrder acks in a scattered order through the
 // compaction thresholds and checks the queue against a plain model.
 func TestStore_PendingAckManyKeepsOrder(t *testing.T) {
-	s := memstore.New(memstore.Options{PendingLimit: 500})
+	s := memstore.New(memstore.Options{MaxPending: -1, MaxPendingPerSender: -1})
 	defer s.Close()
 	var model []string
 	for round := range 4 {
@@ -177,9 +186,6 @@ func TestStore_PendingAckManyKeepsOrder(t *testing.T) {
 			id := fmt.Sprintf("r%d-m%d", round, i)
 			appendMsg(t, s, store.AppendRequest{Msg: msg("c", id), Pending: []string{"bob"}})
 			model = append(model, id)
-		}
-		if len(model) > 500 {
-			model = model[len(model)-500:]
 		}
 		// Ack every third live message, then a block at the front.
 		var acks []string
@@ -324,10 +330,13 @@ func TestStore_ListedTwiceQueuedOnce(t *testing.T) {
 }
 
 // TestStore_ConcurrentTrimming appends, reads and acks concurrently with
-// small bounds, so the race detector sees trimming and compaction.
+// small bounds, so the race detector sees history trimming, the pending
+// bounds and compaction; afterwards the bounds' counts match the queue.
 func TestStore_ConcurrentTrimming(t *testing.T) {
-	s := memstore.New(memstore.Options{HistoryLimit: 50, PendingLimit: 40, CIDLimit: 30})
+	const maxPending, perSender = 40, 15
+	s := memstore.New(memstore.Options{HistoryLimit: 50, MaxPending: maxPending, MaxPendingPerSender: perSender, CIDLimit: 30})
 	defer s.Close()
+	var stored atomic.Int64
 	var wg sync.WaitGroup
 	for w := range 4 {
 		wg.Go(func() {
@@ -337,7 +346,11 @@ func TestStore_ConcurrentTrimming(t *testing.T) {
 					Pending: []string{"bob"},
 					CID:     fmt.Sprintf("%d", i),
 				})
-				assert.NoError(t, err)
+				if err == nil {
+					stored.Add(1)
+				} else {
+					assert.ErrorIs(t, err, store.ErrPendingFull)
+				}
 			}
 		})
 	}
@@ -353,14 +366,73 @@ func TestStore_ConcurrentTrimming(t *testing.T) {
 		}
 	})
 	wg.Wait()
+	var last uint64
 	for _, conv := range []string{"c0", "c1"} {
 		p, err := s.History(t.Context(), conv, store.Query{Limit: 100})
 		require.NoError(t, err)
-		assert.Equal(t, uint64(600), p.Last)
-		assert.Equal(t, uint64(551), p.First)
-		assert.Len(t, p.Items, 50)
+		last += p.Last
+		assert.LessOrEqual(t, len(p.Items), 50)
+	}
+	assert.Equal(t, uint64(stored.Load()), last, "a seq for every stored message, none for a refused one")
+	q, err := s.Pending(t.Context(), "bob")
+	require.NoError(t, err)
+	assert.LessOrEqual(t, len(q), maxPending)
+	from := map[string]int{}
+	for _, m := range q {
+		from[m.From]++
+	}
+	for u, n := range from {
+		assert.LessOrEqual(t, n, perSender, "messages from %s", u)
+	}
+
+	// Once everything is acked, every sender has its whole share again.
+	require.NoError(t, s.Ack(t.Context(), "bob", ids(q)...))
+	for w := range 2 {
+		for i := range perSender {
+			_, _, err := s.Append(t.Context(), store.AppendRequest{
+				Msg:     store.Message{ID: fmt.Sprintf("after-w%d-%d", w, i), Conv: "c2", From: fmt.Sprintf("u%d", w)},
+				Pending: []string{"bob"},
+			})
+			require.NoError(t, err, "u%d, message %d after the acks", w, i)
+		}
+	}
+}
+
+// TestStore_PendingBoundsAgainstModel appends from a few senders and acks
+// at random, and checks every decision and the queue against a plain
+// model: the per-sender counts start when a queue reaches the bound and
+// stop when it falls below half, which must never show.
+func TestStore_PendingBoundsAgainstModel(t *testing.T) {
+	const maxPending, perSender = 10, 4
+	s := memstore.New(memstore.Options{MaxPending: maxPending, MaxPendingPerSender: perSender})
+	defer s.Close()
+	rng := rand.New(rand.NewPCG(1, 2))
+	var model []store.Message // bob's queue
+	for i := range 3000 {
+		if rng.IntN(3) == 0 && len(model) > 0 {
+			// Ack a random message, sometimes with an unknown id or twice.
+			j := rng.IntN(len(model))
+			require.NoError(t, s.Ack(t.Context(), "bob", model[j].ID, "unknown", model[j].ID))
+			model = append(model[:j], model[j+1:]...)
+			continue
+		}
+		from := []string{"alice", "carol", "dave"}[rng.IntN(3)]
+		m := store.Message{ID: fmt.Sprint("m", i), Conv: "c-" + from, From: from, To: "bob"}
+		n := 0
+		for _, q := range model {
+			if q.From == from {
+				n++
+			}
+		}
+		_, _, err := s.Append(t.Context(), store.AppendRequest{Msg: m, Pending: []string{"bob"}})
+		if len(model) >= maxPending || n >= perSender {
+			require.ErrorIs(t, err, store.ErrPendingFull, "step %d: %d queued, %d from %s", i, len(model), n, from)
+			continue
+		}
+		require.NoError(t, err, "step %d: %d queued, %d from %s", i, len(model), n, from)
+		model = append(model, m)
 	}
 	q, err := s.Pending(t.Context(), "bob")
 	require.NoError(t, err)
-	assert.LessOrEqual(t, len(q), 40)
+	assert.Equal(t, ids(model), ids(q))
 }

@@ -23,6 +23,20 @@ func TestRedisStore_Conformance(t *testing.T) {
 	})
 }
 
+// TestRedisStore_PendingBounds runs the bounds suite, a fresh key prefix
+// per subtest.
+func TestRedisStore_PendingBounds(t *testing.T) {
+	srv := needRedis(t)
+	client := srv.Client(t)
+	storetest.RunPendingBounds(t, func(t *testing.T, b storetest.Bounds) store.Store {
+		s, err := redisstore.New(client, redisstore.Options{
+			Prefix: newPrefix("bounds"), MaxPending: b.MaxPending, MaxPendingPerSender: b.MaxPendingPerSender,
+		})
+		require.NoError(t, err)
+		return s
+	})
+}
+
 // TestRedisStore_Durable runs the durability suite: reopening is what a
 // restarted hub process does, a new connection and Store on the same Redis
 // with the same prefix (derived from the subtest's dir).

@@ -47,9 +47,10 @@
 // # Atomicity
 //
 // Append is one Lua script (EVALSHA; EVAL when the server's script cache
-// lost it): it checks the (sender, cid) record, takes the conversation's
-// next seq, stores the message, enqueues it for every recipient, records
-// the cid and applies the retention bounds. Redis runs a script alone, so
+// lost it): it checks the (sender, cid) record, then the pending bounds,
+// takes the conversation's next seq, stores the message, enqueues and
+// counts it for every recipient, records the cid and applies the history
+// bound. Redis runs a script alone, so
 // concurrent Appends from any number of processes get distinct seqs
 // without gaps, and a concurrent resend with the same cid either finds the
 // whole first write or none of it. Before its first write the script checks
@@ -61,8 +62,8 @@
 // (a block cut off at the end of the file by a crash is dropped).
 //
 // Join and Leave are scripts as well (both sets and the announcement in
-// one step), Ack is a MULTI/EXEC transaction, History and Pending are read
-// scripts, so each sees one consistent state.
+// one step), so is Ack (the queue and its counts), and History and Pending
+// are read scripts, so each sees one consistent state.
 //
 // # Durability
 //
@@ -112,9 +113,16 @@
 //     When the bound is lowered, each Append deletes at most 100 of the
 //     excess, so the conversation shrinks over the following Appends
 //     instead of in one long script.
-//   - pending: each user's queue keeps its newest Options.MaxPending
-//     messages (default 10,000); the oldest leave the queue (not the
-//     history) when it overflows.
+//   - pending: each user's queue holds at most Options.MaxPending messages
+//     (default 10,000), and at most Options.MaxPendingPerSender from one
+//     sender (default 1,000). An Append that would go past either for any
+//     of its recipients is refused with store.ErrPendingFull and writes
+//     nothing; a queued message leaves its queue only by Ack (a queue
+//     holds its own copy of each message, which history trimming does not
+//     touch). The per-sender counts are a hash per recipient, written in
+//     the same script as the queue. Queues written by a version without
+//     counts count toward MaxPending at once, and toward
+//     MaxPendingPerSender once they were emptied.
 //   - (sender, cid) records: kept Options.CIDRetention (default 24 h) with a
 //     Redis TTL. A record holds a copy of its message, so a duplicate
 //     returns the first message even after history dropped it.
@@ -138,6 +146,7 @@
 //	                   "e" epoch, "<seq>" message
 //	<prefix>p:<user>   sorted set: pending message ids by enqueue order
 //	<prefix>m:<user>   hash: pending message id -> message
+//	<prefix>n:<user>   hash: sender -> number of its messages in the queue
 //	<prefix>k:<len(from)>:<from><cid>   string: the first message, with TTL
 //	<prefix>r:<room>   set: members of room
 //	<prefix>u:<user>   set: rooms of user
@@ -154,7 +163,7 @@
 // Redis Cluster would place in different slots, so a Store needs one Redis
 // server (or a primary with replicas, or Sentinel): New refuses a
 // *redis.ClusterClient and a *redis.Ring. The scripts use commands of
-// Redis 5.0 and later (ZPOPMIN); the tests run against Redis 7.0.
+// Redis 3.0.2 and later (ZADD NX); the tests run against Redis 7.0.
 //
 // Each Subscribe holds one Redis connection of its own (a go-redis
 // PubSub), and Redis sends every announcement to every subscribed
@@ -176,6 +185,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -202,6 +212,7 @@ const (
 	DefaultPrefix       = "wshub:"
 	DefaultMaxHistory   = 10_000
 	DefaultMaxPending   = 10_000
+	DefaultMaxPerSender = 1_000
 	DefaultCIDRetention = 24 * time.Hour
 )
 
@@ -231,10 +242,15 @@ type Options struct {
 	// MaxHistory is the number of newest messages kept per conversation.
 	// Zero means DefaultMaxHistory (10,000); negative means unbounded.
 	MaxHistory int
-	// MaxPending is the number of newest messages kept in each user's
-	// pending queue. Zero means DefaultMaxPending (10,000); negative means
-	// unbounded.
+	// MaxPending is the most messages one user's pending queue holds; an
+	// Append past it is refused with store.ErrPendingFull. Zero means
+	// DefaultMaxPending (10,000); negative means unbounded.
 	MaxPending int
+	// MaxPendingPerSender is the most messages from one sender that one
+	// user's pending queue holds, so that one sender cannot fill it for
+	// everyone; an Append past it is refused with store.ErrPendingFull.
+	// Zero means DefaultMaxPerSender (1,000); negative means unbounded.
+	MaxPendingPerSender int
 	// CIDRetention is how long a (sender, cid) record is kept. Zero means
 	// DefaultCIDRetention (24 h).
 	CIDRetention time.Duration
@@ -265,6 +281,9 @@ func (o Options) withDefaults() Options {
 	if o.MaxPending == 0 {
 		o.MaxPending = DefaultMaxPending
 	}
+	if o.MaxPendingPerSender == 0 {
+		o.MaxPendingPerSender = DefaultMaxPerSender
+	}
 	if o.CIDRetention <= 0 {
 		o.CIDRetention = DefaultCIDRetention
 	}
@@ -286,7 +305,7 @@ type Store struct {
 
 	// Script arguments derived from opts, formatted (and boxed in an
 	// interface, which allocates) once.
-	maxHistory, maxPending, cidTTL, historyTTL any
+	maxHistory, maxPending, maxPerSender, cidTTL, historyTTL any
 	// channel is the feed's pub/sub channel: Prefix + "feed"; channelArg
 	// is the same, boxed once for the scripts.
 	channel    string
@@ -328,16 +347,17 @@ func New(client redis.UniversalClient, opts Options) (*Store, error) {
 	var rnd [8]byte
 	_, _ = rand.Read(rnd[:]) // never fails (crypto/rand)
 	s := &Store{
-		client:     client,
-		opts:       opts,
-		maxHistory: strconv.Itoa(max(opts.MaxHistory, 0)),
-		maxPending: strconv.Itoa(max(opts.MaxPending, 0)),
-		cidTTL:     strconv.FormatInt(max(opts.CIDRetention.Milliseconds(), 1), 10),
-		historyTTL: "0",
-		epochBase:  hex.EncodeToString(rnd[:]) + ".",
-		channel:    opts.Prefix + "feed",
-		channelArg: opts.Prefix + "feed",
-		done:       make(chan struct{}),
+		client:       client,
+		opts:         opts,
+		maxHistory:   strconv.Itoa(max(opts.MaxHistory, 0)),
+		maxPending:   strconv.Itoa(max(opts.MaxPending, 0)),
+		maxPerSender: strconv.Itoa(max(opts.MaxPendingPerSender, 0)),
+		cidTTL:       strconv.FormatInt(max(opts.CIDRetention.Milliseconds(), 1), 10),
+		historyTTL:   "0",
+		epochBase:    hex.EncodeToString(rnd[:]) + ".",
+		channel:      opts.Prefix + "feed",
+		channelArg:   opts.Prefix + "feed",
+		done:         make(chan struct{}),
 	}
 	if opts.HistoryTTL > 0 {
 		s.historyTTL = strconv.FormatInt(max(opts.HistoryTTL.Milliseconds(), 1), 10)
@@ -408,6 +428,7 @@ func (s *Store) wrap(op string, err error) error {
 func (s *Store) convKey(conv string) string    { return s.opts.Prefix + "c:" + conv }
 func (s *Store) pendingKey(user string) string { return s.opts.Prefix + "p:" + user }
 func (s *Store) pmsgKey(user string) string    { return s.opts.Prefix + "m:" + user }
+func (s *Store) pcountKey(user string) string  { return s.opts.Prefix + "n:" + user }
 func (s *Store) roomKey(room string) string    { return s.opts.Prefix + "r:" + room }
 func (s *Store) userKey(user string) string    { return s.opts.Prefix + "u:" + user }
 func (s *Store) cidKey(from, cid string) string {
@@ -421,9 +442,11 @@ func (s *Store) newEpoch() string {
 
 // Append implements store.Store in one Lua script (see the package doc),
 // which also announces a stored message, with req.Origin, to the feed
-// (never a duplicate). An empty conversation, sender, message id or pending user is rejected
-// with an error wrapping store.ErrInvalid. The returned message of a first
-// Append carries the caller's own Body; a duplicate's is a copy.
+// (never a duplicate or a refused message). An empty conversation, sender,
+// message id or pending user is rejected with an error wrapping
+// store.ErrInvalid; a full pending queue with one wrapping
+// store.ErrPendingFull. The returned message of a first Append carries the
+// caller's own Body; a duplicate's is a copy.
 func (s *Store) Append(ctx context.Context, req store.AppendRequest) (store.Message, bool, error) {
 	if err := s.check(ctx); err != nil {
 		return store.Message{}, false, err
@@ -436,26 +459,32 @@ func (s *Store) Append(ctx context.Context, req store.AppendRequest) (store.Mess
 	case req.Msg.ID == "":
 		return store.Message{}, false, fmt.Errorf("%w: empty message id", store.ErrInvalid)
 	}
-	keys := make([]string, 0, 2+2*len(req.Pending))
+	keys := make([]string, 0, 2+3*len(req.Pending))
 	keys = append(keys, s.convKey(req.Msg.Conv))
 	var hasCID any = "0" // a constant: no allocation
 	if req.CID != "" {
 		hasCID = "1"
 		keys = append(keys, s.cidKey(req.Msg.From, req.CID))
 	}
-	for _, u := range req.Pending {
+	for i, u := range req.Pending {
 		if u == "" {
 			return store.Message{}, false, fmt.Errorf("%w: empty pending user", store.ErrInvalid)
 		}
-		keys = append(keys, s.pendingKey(u), s.pmsgKey(u))
+		if slices.Contains(req.Pending[:i], u) {
+			continue // enqueued and counted once
+		}
+		keys = append(keys, s.pendingKey(u), s.pmsgKey(u), s.pcountKey(u))
 	}
 	res, err := appendScript.Run(ctx, s.client, keys,
 		hasCID, req.Msg.ID, encode(&req.Msg), s.newEpoch(),
 		s.maxHistory, s.maxPending, s.cidTTL, s.historyTTL, trimBatch,
-		s.channelArg, encodeMessageHeader(req.Origin),
+		s.channelArg, encodeMessageHeader(req.Origin), req.Msg.From, s.maxPerSender,
 	).Slice()
 	if err != nil {
 		return store.Message{}, false, s.wrap("append", err)
+	}
+	if len(res) == 4 {
+		return store.Message{}, false, refusal(res, req.Pending, req.Msg.From)
 	}
 	if len(res) != 2 {
 		return store.Message{}, false, fmt.Errorf("wshub/redisstore: append: unexpected reply %v", res)
@@ -475,6 +504,29 @@ func (s *Store) Append(ctx context.Context, req store.AppendRequest) (store.Mess
 	m := req.Msg
 	m.Seq = uint64(seq)
 	return m, false, nil
+}
+
+// refusal returns the error of appendScript's reply {2, bound, queued,
+// recipient}: ErrPendingFull naming the recipient (an index into pending
+// without repeats) and the bound.
+func refusal(res []any, pending []string, from string) error {
+	code, _ := res[0].(int64)
+	bound, _ := res[1].(string)
+	queued, _ := res[2].(int64)
+	i, _ := res[3].(int64)
+	var recipients []string
+	for _, u := range pending {
+		if !slices.Contains(recipients, u) {
+			recipients = append(recipients, u)
+		}
+	}
+	if code != 2 || i < 0 || i >= int64(len(recipients)) {
+		return fmt.Errorf("wshub/redisstore: append: unexpected reply %v", res)
+	}
+	if bound == "sender" {
+		return fmt.Errorf("%w: %q holds %d messages from %q (MaxPendingPerSender)", store.ErrPendingFull, recipients[i], queued, from)
+	}
+	return fmt.Errorf("%w: %q holds %d messages (MaxPending)", store.ErrPendingFull, recipients[i], queued)
 }
 
 // History implements store.Store. A History of a never-written
@@ -551,8 +603,8 @@ func (s *Store) Pending(ctx context.Context, user string) ([]store.Message, erro
 	return out, nil
 }
 
-// Ack implements store.Store: ZREM and HDEL of the ids in one MULTI/EXEC,
-// O(log n) per id.
+// Ack implements store.Store in one script: the ids leave the queue and
+// their senders' counts, O(log n) per id.
 func (s *Store) Ack(ctx context.Context, user string, ids ...string) error {
 	if err := s.check(ctx); err != nil {
 		return err
@@ -563,15 +615,11 @@ func (s *Store) Ack(ctx context.Context, user string, ids ...string) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	members := make([]any, len(ids))
+	args := make([]any, len(ids))
 	for i, id := range ids {
-		members[i] = id
+		args[i] = id
 	}
-	_, err := s.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.ZRem(ctx, s.pendingKey(user), members...)
-		p.HDel(ctx, s.pmsgKey(user), ids...)
-		return nil
-	})
+	err := ackScript.Run(ctx, s.client, []string{s.pendingKey(user), s.pmsgKey(user), s.pcountKey(user)}, args...).Err()
 	return s.wrap("ack", err)
 }
 

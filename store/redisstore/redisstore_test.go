@@ -198,29 +198,45 @@ func TestStore_LoweredHistoryBoundTrimsGradually(t *testing.T) {
 	}
 }
 
-func TestStore_PendingKeepsNewestMaxPending(t *testing.T) {
-	s, _ := newStore(t, redisstore.Options{MaxPending: 3})
-	for i := 1; i <= 5; i++ {
-		appendOK(t, s, store.AppendRequest{Msg: dm(fmt.Sprint("m", i), "alice", "bob"), Pending: []string{"bob"}})
+// TestStore_PendingCountsKeys: the per-sender counts live in one hash per
+// recipient that follows the queue: written by Append and Ack, gone with
+// the queue's last message, and rebuilt from scratch when a count was left
+// behind without its queue.
+func TestStore_PendingCountsKeys(t *testing.T) {
+	prefix := newPrefix("counts")
+	s, client := newStore(t, redisstore.Options{Prefix: prefix, MaxPending: 10, MaxPendingPerSender: 2})
+	counts := func() map[string]string {
+		t.Helper()
+		m, err := client.HGetAll(t.Context(), prefix+"n:bob").Result()
+		require.NoError(t, err)
+		return m
 	}
-	q, err := s.Pending(t.Context(), "bob")
-	require.NoError(t, err)
-	assert.Equal(t, []string{"m3", "m4", "m5"}, ids(q))
-	p, err := s.History(t.Context(), store.DirectConv("alice", "bob"), store.Query{})
-	require.NoError(t, err)
-	assert.Len(t, p.Items, 5, "dropped from the queue, not from history")
+	appendOK(t, s, store.AppendRequest{Msg: dm("m1", "alice", "bob"), Pending: []string{"bob", "bob"}})
+	appendOK(t, s, store.AppendRequest{Msg: dm("m2", "alice", "bob"), Pending: []string{"bob"}})
+	appendOK(t, s, store.AppendRequest{Msg: dm("c1", "carol", "bob"), Pending: []string{"bob"}})
+	assert.Equal(t, map[string]string{"alice": "2", "carol": "1"}, counts(), "a recipient listed twice counts once")
+	_, _, err := s.Append(t.Context(), store.AppendRequest{Msg: dm("m3", "alice", "bob"), Pending: []string{"bob"}})
+	require.ErrorIs(t, err, store.ErrPendingFull)
+	assert.Contains(t, err.Error(), `"bob" holds 2 messages from "alice"`)
 
-	require.NoError(t, s.Ack(t.Context(), "bob", "m4", "m1"))
-	appendOK(t, s, store.AppendRequest{Msg: dm("m6", "alice", "bob"), Pending: []string{"bob"}})
-	q, err = s.Pending(t.Context(), "bob")
+	require.NoError(t, s.Ack(t.Context(), "bob", "m1", "m1", "nope", "c1"))
+	assert.Equal(t, map[string]string{"alice": "1"}, counts())
+	require.NoError(t, s.Ack(t.Context(), "bob", "m2"))
+	n, err := client.Exists(t.Context(), prefix+"p:bob", prefix+"m:bob", prefix+"n:bob").Result()
 	require.NoError(t, err)
-	assert.Equal(t, []string{"m3", "m5", "m6"}, ids(q))
+	assert.Zero(t, n, "an empty queue leaves no keys")
+
+	// A count left without its queue (a partial loss of keys) does not
+	// block the sender: an empty queue starts its counts afresh.
+	require.NoError(t, client.HSet(t.Context(), prefix+"n:bob", "alice", "2").Err())
+	appendOK(t, s, store.AppendRequest{Msg: dm("m4", "alice", "bob"), Pending: []string{"bob"}})
+	assert.Equal(t, map[string]string{"alice": "1"}, counts())
 }
 
 // TestStore_LargeReads reads a queue and a window of more values than one
 // HMGET of the scripts takes.
 func TestStore_LargeReads(t *testing.T) {
-	s, _ := newStore(t, redisstore.Options{MaxPending: -1})
+	s, _ := newStore(t, redisstore.Options{MaxPending: -1, MaxPendingPerSender: -1})
 	const n = 2500
 	var wg sync.WaitGroup
 	for w := range 5 {
@@ -501,27 +517,37 @@ func TestStore_RejectsEmptyNames(t *testing.T) {
 
 // TestStore_WrongTypeKeyWritesNothing: a key of the wrong type (written
 // by another program) fails the Append before any write, so the Append
-// stays all or nothing.
+// stays all or nothing: carol's pending hash, her queue, or her counts
+// (which are read when her queue is not empty).
 func TestStore_WrongTypeKeyWritesNothing(t *testing.T) {
-	prefix := newPrefix("wrongtype")
-	s, client := newStore(t, redisstore.Options{Prefix: prefix})
-	require.NoError(t, client.Set(t.Context(), prefix+"m:carol", "not a hash", 0).Err())
-	_, _, err := s.Append(t.Context(), store.AppendRequest{
-		Msg: dm("m1", "alice", "bob"), Pending: []string{"bob", "carol"}, CID: "c1",
-	})
-	require.Error(t, err)
-	assert.Contains(t, err.Error(), "WRONGTYPE")
+	for _, key := range []string{"m:carol", "p:carol", "n:carol"} {
+		t.Run(key, func(t *testing.T) {
+			prefix := newPrefix("wrongtype")
+			s, client := newStore(t, redisstore.Options{Prefix: prefix})
+			appendOK(t, s, store.AppendRequest{Msg: dm("d1", "dave", "carol"), Pending: []string{"carol"}})
+			require.NoError(t, client.Del(t.Context(), prefix+key).Err())
+			require.NoError(t, client.Set(t.Context(), prefix+key, "not the right type", 0).Err())
+			_, _, err := s.Append(t.Context(), store.AppendRequest{
+				Msg: dm("m1", "alice", "bob"), Pending: []string{"bob", "carol"}, CID: "c1",
+			})
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), "WRONGTYPE")
 
-	p, err := s.History(t.Context(), store.DirectConv("alice", "bob"), store.Query{})
-	require.NoError(t, err)
-	assert.Empty(t, p.Items)
-	assert.Zero(t, p.Last, "no seq was taken")
-	q, err := s.Pending(t.Context(), "bob")
-	require.NoError(t, err)
-	assert.Empty(t, q, "bob's queue is untouched")
-	require.NoError(t, client.Del(t.Context(), prefix+"m:carol").Err())
-	m := appendOK(t, s, store.AppendRequest{Msg: dm("m2", "alice", "bob"), Pending: []string{"bob", "carol"}, CID: "c1"})
-	assert.Equal(t, uint64(1), m.Seq, "the cid was not recorded")
+			p, err := s.History(t.Context(), store.DirectConv("alice", "bob"), store.Query{})
+			require.NoError(t, err)
+			assert.Empty(t, p.Items)
+			assert.Zero(t, p.Last, "no seq was taken")
+			q, err := s.Pending(t.Context(), "bob")
+			require.NoError(t, err)
+			assert.Empty(t, q, "bob's queue is untouched")
+			n, err := client.Exists(t.Context(), prefix+"n:bob").Result()
+			require.NoError(t, err)
+			assert.Zero(t, n, "bob's counts are untouched")
+			require.NoError(t, client.Del(t.Context(), prefix+key).Err())
+			m := appendOK(t, s, store.AppendRequest{Msg: dm("m2", "alice", "bob"), Pending: []string{"bob", "carol"}, CID: "c1"})
+			assert.Equal(t, uint64(1), m.Seq, "the cid was not recorded")
+		})
+	}
 }
 
 func TestStore_DamagedValueIsErrCorrupt(t *testing.T) {

@@ -20,25 +20,38 @@ import "github.com/redis/go-redis/v9"
 //
 // KEYS[1]   the conversation hash
 // KEYS[2]   the (sender, cid) record, when ARGV[1] == '1'
-// KEYS[k..] pairs of (pending zset, pending hash), one pair per recipient
+// KEYS[k..] triples of (pending zset, pending hash, pending counts hash),
+//
+//	one triple per recipient, no recipient twice
 //
 // ARGV[1] '1' with a cid record, '0' without
 // ARGV[2] message id
 // ARGV[3] encoded message (without seq)
 // ARGV[4] epoch to use if the conversation has none
 // ARGV[5] history bound (0 = unbounded)
-// ARGV[6] pending bound (0 = unbounded)
+// ARGV[6] pending bound per recipient (0 = unbounded)
 // ARGV[7] cid record TTL, ms
 // ARGV[8] conversation TTL, ms (0 = none)
 // ARGV[9] most history fields deleted by one call
 // ARGV[10] feed channel
 // ARGV[11] announcement header (kind and origin, see encodeMessageHeader)
+// ARGV[12] sender
+// ARGV[13] pending bound per (recipient, sender) (0 = unbounded)
+//
+// The duplicate check comes first; then the pending bounds, before any
+// write, so that a refused message stores nothing. A recipient's counts
+// hash holds, per sender, the number of its messages in the queue; it is
+// written with the queue, here and in ackScript, and deleted with it when
+// the queue is empty (which also drops counts a partial loss of keys left
+// behind).
 //
 // A stored message (not a duplicate) is announced last: PUBLISH of the
 // header followed by the stored value, inside the script, so that the feed
 // announces a conversation's messages in seq order.
 //
-// Returns {1, stored value} for a duplicate, {0, seq} otherwise.
+// Returns {1, stored value} for a duplicate; {2, bound ('total' or
+// 'sender'), messages queued, recipient's index from 0} for a refusal;
+// {0, seq} otherwise.
 var appendScript = redis.NewScript(`
 local conv = KEYS[1]
 local k = 2
@@ -58,9 +71,29 @@ local function want(key, typ)
 end
 local err = want(conv, 'hash')
 if err then return err end
-for i = k, #KEYS, 2 do
-  err = want(KEYS[i], 'zset') or want(KEYS[i + 1], 'hash')
+for i = k, #KEYS, 3 do
+  err = want(KEYS[i + 1], 'hash')
   if err then return err end
+end
+
+-- The bounds. ZCARD and HGET also fail on a key of the wrong type, before
+-- the first write; a counts hash is only read, and so checked, when its
+-- queue is not empty, and deleted before it is written when it is.
+local from = ARGV[12]
+local maxp, maxs = tonumber(ARGV[6]), tonumber(ARGV[13])
+local queued = {}
+for i = k, #KEYS, 3 do
+  local n = redis.call('ZCARD', KEYS[i])
+  queued[i] = n
+  if maxp > 0 and n >= maxp then
+    return {2, 'total', n, (i - k) / 3}
+  end
+  if n > 0 then
+    local c = tonumber(redis.call('HGET', KEYS[i + 2], from)) or 0
+    if maxs > 0 and c >= maxs then
+      return {2, 'sender', c, (i - k) / 3}
+    end
+  end
 end
 
 local h = redis.call('HMGET', conv, 'n', 'f', 'e')
@@ -93,22 +126,15 @@ elseif seq == 1 then
 end
 
 local id = ARGV[2]
-local maxp = tonumber(ARGV[6])
-for i = k, #KEYS, 2 do
-  local q, m = KEYS[i], KEYS[i + 1]
+for i = k, #KEYS, 3 do
+  local q, m, c = KEYS[i], KEYS[i + 1], KEYS[i + 2]
   local last = redis.call('ZREVRANGE', q, 0, 0, 'WITHSCORES')
   local score = 1
   if last[2] then score = tonumber(last[2]) + 1 end
-  redis.call('ZADD', q, string.format('%d', score), id)
-  redis.call('HSET', m, id, v)
-  if maxp > 0 then
-    local over = redis.call('ZCARD', q) - maxp
-    if over > 0 then
-      local gone = redis.call('ZPOPMIN', q, over)
-      for j = 1, #gone, 2 do
-        redis.call('HDEL', m, gone[j])
-      end
-    end
+  if redis.call('ZADD', q, 'NX', string.format('%d', score), id) == 1 then
+    redis.call('HSET', m, id, v)
+    if queued[i] == 0 then redis.call('DEL', c) end
+    redis.call('HINCRBY', c, from, 1)
   end
 end
 
@@ -117,6 +143,75 @@ if k == 3 then
 end
 redis.call('PUBLISH', ARGV[10], ARGV[11] .. v)
 return {0, seq}
+`)
+
+// ackScript removes messages from a user's pending queue. See Store.Ack.
+//
+// KEYS[1] the pending zset, KEYS[2] the pending hash, KEYS[3] the pending
+// counts hash
+// ARGV    the message ids
+//
+// Each id removed from the queue is uncounted for its sender, which the
+// script reads from the stored value ("<seq>:", the version byte, then
+// uvarint-prefixed ID, Conv, From: see encode). An empty queue leaves no
+// keys behind.
+//
+// Returns the number of messages removed.
+var ackScript = redis.NewScript(`
+for i = 1, 3 do
+  local t = redis.call('TYPE', KEYS[i])['ok']
+  local typ = 'hash'
+  if i == 1 then typ = 'zset' end
+  if t ~= 'none' and t ~= typ then
+    return redis.error_reply('WRONGTYPE wshub/redisstore: key ' .. KEYS[i] .. ' holds a ' .. t .. ', not a ' .. typ)
+  end
+end
+
+local function uvarint(s, i)
+  local x, mul = 0, 1
+  for j = i, i + 9 do
+    local b = string.byte(s, j)
+    if not b then return nil end
+    if b < 128 then return x + b * mul, j + 1 end
+    x = x + (b - 128) * mul
+    mul = mul * 128
+  end
+  return nil
+end
+
+local function sender(v)
+  local i = string.find(v, ':', 1, true)
+  if not i then return nil end
+  i = i + 2
+  for f = 1, 3 do
+    local n
+    n, i = uvarint(v, i)
+    if not n then return nil end
+    if f == 3 then return string.sub(v, i, i + n - 1) end
+    i = i + n
+  end
+end
+
+local q, m, c = KEYS[1], KEYS[2], KEYS[3]
+local removed = 0
+for x = 1, #ARGV do
+  local id = ARGV[x]
+  local v = redis.call('HGET', m, id)
+  if v then
+    redis.call('HDEL', m, id)
+  end
+  if redis.call('ZREM', q, id) == 1 then
+    removed = removed + 1
+    local from = v and sender(v)
+    if from and redis.call('HINCRBY', c, from, -1) <= 0 then
+      redis.call('HDEL', c, from)
+    end
+  end
+end
+if removed > 0 and redis.call('ZCARD', q) == 0 then
+  redis.call('DEL', c, m)
+end
+return removed
 `)
 
 // membershipScript adds a user to a room or removes it, and announces the

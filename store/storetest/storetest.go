@@ -8,8 +8,11 @@
 //	}
 //
 // Run checks the promises of the store.Store doc comments that hold for any
-// implementation; RunDurable checks that what a store acknowledged survives
-// Close and reopen. Bounds and retention are each implementation's own and
+// implementation; RunPendingBounds checks that a pending queue at its
+// bounds refuses new messages (store.ErrPendingFull) instead of dropping
+// old ones, with small bounds the implementation is opened with;
+// RunDurable checks that what a store acknowledged survives Close and
+// reopen. Other bounds and retention are each implementation's own and
 // are tested by its own tests.
 package storetest
 

@@ -2,6 +2,7 @@ package storetest_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -124,12 +125,41 @@ func TestRun_HandlePasses(t *testing.T) {
 // mutant is a store with one deliberate bug, which the suite must catch.
 type mutant struct {
 	store.Store
-	bug   string
-	calls atomic.Int64 // History calls, for "epoch-per-call"
+	bug    string
+	bounds storetest.Bounds // under RunPendingBounds
+	calls  atomic.Int64     // History calls, for "epoch-per-call"
 }
 
 func (m *mutant) Append(ctx context.Context, req store.AppendRequest) (store.Message, bool, error) {
 	switch m.bug {
+	case "trims-pending":
+		// The old way: take everything, drop the oldest past MaxPending
+		// (the inner store is unbounded).
+		msg, dup, err := m.Store.Append(ctx, req)
+		if err != nil || dup || m.bounds.MaxPending <= 0 {
+			return msg, dup, err
+		}
+		for _, u := range req.Pending {
+			q, err := m.Store.Pending(ctx, u)
+			if err != nil {
+				return msg, dup, err
+			}
+			for ; len(q) > m.bounds.MaxPending; q = q[1:] {
+				if err := m.Store.Ack(ctx, u, q[0].ID); err != nil {
+					return msg, dup, err
+				}
+			}
+		}
+		return msg, dup, nil
+	case "history-for-refused":
+		// Refuses the queue, but writes the history (and cid) first.
+		msg, dup, err := m.Store.Append(ctx, req)
+		if errors.Is(err, store.ErrPendingFull) {
+			h := req
+			h.Pending = nil
+			_, _, _ = m.Store.Append(ctx, h)
+		}
+		return msg, dup, err
 	case "seq-off-by-one":
 		msg, dup, err := m.Store.Append(ctx, req)
 		msg.Seq++
@@ -208,6 +238,13 @@ func TestMutantHelper(t *testing.T) {
 	storetest.Run(t, func(*testing.T) store.Store {
 		return &mutant{Store: memstore.New(memstore.Options{}), bug: bug}
 	})
+	storetest.RunPendingBounds(t, func(_ *testing.T, b storetest.Bounds) store.Store {
+		opts := memstore.Options{MaxPending: b.MaxPending, MaxPendingPerSender: b.MaxPendingPerSender}
+		if bug == "trims-pending" {
+			opts = memstore.Options{MaxPending: -1, MaxPendingPerSender: -1}
+		}
+		return &mutant{Store: memstore.New(opts), bug: bug, bounds: b}
+	})
 }
 
 // TestRun_CatchesBrokenStores runs the suite against stores with one bug
@@ -230,6 +267,8 @@ func TestRun_CatchesBrokenStores(t *testing.T) {
 		{"members-after-leave", "Membership", "Membership/JoinTwiceIsHarmless"},
 		{"close-noop", "Close", "Close/MethodsReturnErrClosed"},
 		{"forget-on-reopen", "HistoryAndSeq", "HistoryAndSeq"},
+		{"trims-pending", "PendingBounds", "PendingBounds/FloodDoesNotEraseOthers"},
+		{"history-for-refused", "PendingBounds", "PendingBounds/RefusedStoresNothing"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.bug, func(t *testing.T) {

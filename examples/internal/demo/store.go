@@ -12,18 +12,26 @@ import (
 	"github.com/wshub/wshub/store/redisstore"
 )
 
+// Bounds are the store's bounds the examples' flags set. Zero means the
+// store's default, negative unbounded.
+type Bounds struct {
+	MaxPending          int // -max-pending: most messages queued for one user
+	MaxPendingPerSender int // -max-pending-per-sender: most of them from one sender
+}
+
 // OpenStore opens the store the examples' -store flag names: "mem", "bolt"
 // (the bbolt file dbPath) or "redis" (the Redis at redisAddr: history,
 // pending queues and, with several example processes on one Redis,
-// routing between them). It does not wait for Redis: see openRedis.
-func OpenStore(kind, dbPath, redisAddr string) (store.Store, error) {
+// routing between them), with bounds b. It does not wait for Redis: see
+// openRedis.
+func OpenStore(kind, dbPath, redisAddr string, b Bounds) (store.Store, error) {
 	switch kind {
 	case "mem":
-		return memstore.New(memstore.Options{}), nil
+		return memstore.New(memstore.Options{MaxPending: b.MaxPending, MaxPendingPerSender: b.MaxPendingPerSender}), nil
 	case "bolt":
-		return boltstore.Open(dbPath, boltstore.Options{})
+		return boltstore.Open(dbPath, boltstore.Options{MaxPending: b.MaxPending, MaxPendingPerSender: b.MaxPendingPerSender})
 	case "redis":
-		return openRedis(redisAddr)
+		return openRedis(redisAddr, b)
 	}
 	return nil, fmt.Errorf("unknown -store %q: want mem, bolt or redis", kind)
 }
@@ -34,7 +42,7 @@ func OpenStore(kind, dbPath, redisAddr string) (store.Store, error) {
 // to the store's feed once Redis answers, retrying with backoff and
 // logging each failure, and answers 503 until then. (redisstore.Open
 // would check Redis at once and fail.)
-func openRedis(addr string) (store.Store, error) {
+func openRedis(addr string, b Bounds) (store.Store, error) {
 	var ro *redis.Options
 	if strings.Contains(addr, "://") {
 		var err error
@@ -46,7 +54,7 @@ func openRedis(addr string) (store.Store, error) {
 	}
 	ro.ContextTimeoutEnabled = true // as Open does: every call honours its ctx
 	client := redis.NewClient(ro)
-	st, err := redisstore.New(client, redisstore.Options{CloseClient: true})
+	st, err := redisstore.New(client, redisstore.Options{CloseClient: true, MaxPending: b.MaxPending, MaxPendingPerSender: b.MaxPendingPerSender})
 	if err != nil {
 		_ = client.Close()
 		return nil, err

@@ -1,0 +1,225 @@
+package wshub_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/wshub/wshub"
+	"github.com/wshub/wshub/hubtest"
+	"github.com/wshub/wshub/internal/redistest"
+	"github.com/wshub/wshub/store"
+	"github.com/wshub/wshub/store/boltstore"
+	"github.com/wshub/wshub/store/memstore"
+	"github.com/wshub/wshub/store/redisstore"
+)
+
+// The bounds of the pending queues in these tests: small, so that a flood
+// is a few dozen frames.
+const (
+	testMaxPending   = 50
+	testMaxPerSender = 10
+)
+
+// pendingStores are the stores the pending-queue tests run on, each opened
+// with the test bounds and closed after the hub shut down. The Redis one
+// skips without redis-server (unless CI=true).
+var pendingStores = []struct {
+	name string
+	open func(t *testing.T) store.Store
+}{
+	{"mem", func(*testing.T) store.Store {
+		return memstore.New(memstore.Options{MaxPending: testMaxPending, MaxPendingPerSender: testMaxPerSender})
+	}},
+	{"bolt", func(t *testing.T) store.Store {
+		st, err := boltstore.Open(filepath.Join(t.TempDir(), "hub.db"),
+			boltstore.Options{MaxPending: testMaxPending, MaxPendingPerSender: testMaxPerSender})
+		require.NoError(t, err)
+		return st
+	}},
+	{"redis", func(t *testing.T) store.Store {
+		srv := redistest.Start(t)
+		st, err := redisstore.Open(t.Context(), srv.Addr, redisstore.Options{
+			Prefix: fmt.Sprintf("pending%d:", redisPrefixes.Add(1)), MaxPending: testMaxPending, MaxPendingPerSender: testMaxPerSender,
+		})
+		require.NoError(t, err)
+		return st
+	}},
+}
+
+var redisPrefixes atomic.Int64
+
+// pendingHub starts a hub on a store of pendingStores and waits until it
+// accepts connections (a hub on Redis answers 503 until its feed is
+// subscribed).
+func pendingHub(t *testing.T, open func(t *testing.T) store.Store) *hubtest.Server {
+	t.Helper()
+	st := open(t)
+	t.Cleanup(func() { assert.NoError(t, st.Close()) }) // after the hub's Shutdown
+	// Refusals are answered with 507, which the hub logs as an error.
+	srv := hubtest.New(t, wshub.Options{Store: st, Logger: slog.New(slog.DiscardHandler)})
+	waitFor(t, func() bool {
+		resp, err := http.Get(srv.HTTP.URL + "/ws")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode != http.StatusServiceUnavailable
+	})
+	return srv
+}
+
+// sendBurst sends n direct messages to dst, with cids prefix-1 ... prefix-n,
+// all at once, then reads their answers: each is the receipt or an error
+// frame, carrying the frame's cid, in the order sent. It returns them by
+// cid order.
+func sendBurst(t *testing.T, c *hubtest.Conn, dst, prefix string, n int) []*wshub.Frame {
+	t.Helper()
+	for i := 1; i <= n; i++ {
+		cid := fmt.Sprintf("%s-%d", prefix, i)
+		c.Send(t, &wshub.Frame{Cmd: wshub.CmdSingle, DstID: dst, CID: cid, Content: cid})
+	}
+	out := make([]*wshub.Frame, 0, n)
+	for i := 1; i <= n; i++ {
+		f := c.Recv(t)
+		require.Contains(t, []wshub.Cmd{wshub.CmdReceipt, wshub.CmdError}, f.Cmd, "answer %d: %+v", i, f)
+		require.Equal(t, fmt.Sprintf("%s-%d", prefix, i), f.CID, "answers come in order")
+		out = append(out, f)
+	}
+	return out
+}
+
+// TestHub_PendingFloodDoesNotEraseReceiptedMessages is the case of issue
+// 10 over real WebSockets, on every store: alice's receipted messages to
+// an offline bob survive mallory's flood; mallory gets her share
+// receipted and error 507 for the rest; bob receives alice's messages
+// first, all of them, in order, then mallory's share, and nothing of the
+// refused ones, which are not in the history either.
+func TestHub_PendingFloodDoesNotEraseReceiptedMessages(t *testing.T) {
+	for _, ps := range pendingStores {
+		t.Run(ps.name, func(t *testing.T) {
+			srv := pendingHub(t, ps.open)
+			alice := srv.Dial(t, "alice")
+			var want []string // ids of the receipted messages, in the order bob gets them
+			for _, f := range sendBurst(t, alice, "bob", "a", 5) {
+				require.Equal(t, wshub.CmdReceipt, f.Cmd, "alice's %s", f.CID)
+				want = append(want, f.ID)
+			}
+
+			mallory := srv.Dial(t, "mallory")
+			const flood = 3 * testMaxPending
+			answers := sendBurst(t, mallory, "bob", "m", flood)
+			for i, f := range answers {
+				if i < testMaxPerSender {
+					require.Equal(t, wshub.CmdReceipt, f.Cmd, "mallory's %s, within her share: %+v", f.CID, f)
+					want = append(want, f.ID)
+					continue
+				}
+				require.Equal(t, wshub.CmdError, f.Cmd, "mallory's %s, past her share: %+v", f.CID, f)
+				assert.Equal(t, 507, f.Code, "mallory's %s", f.CID)
+				assert.Equal(t, wshub.ErrPendingFull.Reason, f.Reason)
+				assert.Empty(t, f.ID, "no message id for a refused frame")
+			}
+			// A resend of a stored cid still gets its first receipt.
+			mallory.Send(t, &wshub.Frame{Cmd: wshub.CmdSingle, DstID: "bob", CID: "m-1", Content: "m-1"})
+			r := mallory.Expect(t, wshub.CmdReceipt)
+			assert.Equal(t, answers[0].ID, r.ID)
+			assert.Equal(t, answers[0].Seq, r.Seq)
+			// Nothing of the refused frames is in the history.
+			mallory.Send(t, &wshub.Frame{Cmd: wshub.CmdHistory, DstID: "bob", Limit: flood})
+			h := mallory.Expect(t, wshub.CmdHistory)
+			assert.Len(t, h.Items, testMaxPerSender)
+			assert.Equal(t, uint64(testMaxPerSender), h.Seq, "refused frames took no seq")
+			mallory.ExpectNothing(t)
+
+			bob := srv.Dial(t, "bob", "ack=1")
+			var got []string
+			for range want {
+				m := bob.Expect(t, wshub.CmdSingle)
+				got = append(got, m.ID)
+			}
+			assert.Equal(t, want, got, "alice's 5, then mallory's share")
+			bob.ExpectNothing(t)
+		})
+	}
+}
+
+// TestHub_PendingRoomComesBackWithDelivery: a sender refused with 507 can
+// send again once the recipient took delivery: on a connection with ack=1
+// only by cmd 14, on one without once the messages were written.
+func TestHub_PendingRoomComesBackWithDelivery(t *testing.T) {
+	for _, ps := range pendingStores {
+		t.Run(ps.name, func(t *testing.T) {
+			srv := pendingHub(t, ps.open)
+			mallory := srv.Dial(t, "mallory")
+			answers := sendBurst(t, mallory, "bob", "m", testMaxPerSender+1)
+			require.Equal(t, wshub.CmdError, answers[testMaxPerSender].Cmd)
+			require.Equal(t, 507, answers[testMaxPerSender].Code)
+
+			bob := srv.Dial(t, "bob", "ack=1")
+			var ids []string
+			for range testMaxPerSender {
+				ids = append(ids, bob.Expect(t, wshub.CmdSingle).ID)
+			}
+			bob.ExpectNothing(t)
+			answer := sendBurst(t, mallory, "bob", "delivered-not-acked", 1)[0]
+			assert.Equal(t, 507, answer.Code, "with ack=1, written is not delivered")
+
+			bob.Send(t, &wshub.Frame{Cmd: wshub.CmdAck, IDs: ids[:2]})
+			bob.ExpectNothing(t) // the ack was handled
+			answers = sendBurst(t, mallory, "bob", "after-ack", 3)
+			assert.Equal(t, []wshub.Cmd{wshub.CmdReceipt, wshub.CmdReceipt, wshub.CmdError}, cmdsOf(answers), "an ack of 2 makes room for 2")
+			assert.Equal(t, 507, answers[2].Code)
+			bob.WS.Close()
+
+			// Without ack=1 the pending queue is delivered once written.
+			bob = srv.Dial(t, "bob")
+			for range testMaxPerSender {
+				bob.Expect(t, wshub.CmdSingle)
+			}
+			bob.ExpectNothing(t)
+			waitFor(t, func() bool {
+				q, err := srv.Hub.Store().Pending(context.Background(), "bob")
+				return err == nil && len(q) == 0
+			})
+			answers = sendBurst(t, mallory, "bob", "after-write", testMaxPerSender)
+			for _, f := range answers {
+				assert.Equal(t, wshub.CmdReceipt, f.Cmd, "%+v", f)
+			}
+		})
+	}
+}
+
+func cmdsOf(fs []*wshub.Frame) []wshub.Cmd {
+	out := make([]wshub.Cmd, len(fs))
+	for i, f := range fs {
+		out[i] = f.Cmd
+	}
+	return out
+}
+
+// TestHub_SendToUserPendingFull: the server-side API reports a refusal
+// as ErrPendingFull (and the store's error under it), without a receipt.
+func TestHub_SendToUserPendingFull(t *testing.T) {
+	srv := pendingHub(t, pendingStores[0].open)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i := range testMaxPerSender {
+		_, err := srv.Hub.SendToUser(ctx, "system", "bob", &wshub.Frame{Content: fmt.Sprint(i)})
+		require.NoError(t, err)
+	}
+	r, err := srv.Hub.SendToUser(ctx, "system", "bob", &wshub.Frame{Content: "one too many"})
+	require.ErrorIs(t, err, wshub.ErrPendingFull)
+	assert.ErrorIs(t, err, store.ErrPendingFull)
+	assert.Nil(t, r)
+	_, err = srv.Hub.SendToUser(ctx, "other", "bob", &wshub.Frame{Content: "another sender"})
+	assert.NoError(t, err, "the bound is per sender")
+}
