@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net/http"
 	"path/filepath"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,11 +14,9 @@ import (
 
 	"github.com/wshub/wshub"
 	"github.com/wshub/wshub/hubtest"
-	"github.com/wshub/wshub/internal/redistest"
 	"github.com/wshub/wshub/store"
 	"github.com/wshub/wshub/store/boltstore"
 	"github.com/wshub/wshub/store/memstore"
-	"github.com/wshub/wshub/store/redisstore"
 )
 
 // The bounds of the pending queues in these tests: small, so that a flood
@@ -30,8 +27,9 @@ const (
 )
 
 // pendingStores are the stores the pending-queue tests run on, each opened
-// with the test bounds and closed after the hub shut down. The Redis one
-// skips without redis-server (unless CI=true).
+// with the test bounds and closed after the hub shut down. (Redis, in a
+// module of its own: store/redisstore's hub_pending_test.go, and
+// storetest.RunPendingBounds there.)
 var pendingStores = []struct {
 	name string
 	open func(t *testing.T) store.Store
@@ -45,17 +43,7 @@ var pendingStores = []struct {
 		require.NoError(t, err)
 		return st
 	}},
-	{"redis", func(t *testing.T) store.Store {
-		srv := redistest.Start(t)
-		st, err := redisstore.Open(t.Context(), srv.Addr, redisstore.Options{
-			Prefix: fmt.Sprintf("pending%d:", redisPrefixes.Add(1)), MaxPending: testMaxPending, MaxPendingPerSender: testMaxPerSender,
-		})
-		require.NoError(t, err)
-		return st
-	}},
 }
-
-var redisPrefixes atomic.Int64
 
 // pendingHub starts a hub on a store of pendingStores and waits until it
 // accepts connections (a hub on Redis answers 503 until its feed is

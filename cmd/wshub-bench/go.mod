@@ -17,6 +17,8 @@ require (
 
 require (
 	github.com/google/uuid v1.6.0 // indirect
+	github.com/wshub/wshub/internal/redistest v0.0.0-00010101000000-000000000000 // indirect
+	github.com/wshub/wshub/store/redisstore v0.0.0-00010101000000-000000000000 // indirect
 	go.etcd.io/bbolt v1.5.0 // indirect
 	go.yaml.in/yaml/v3 v3.0.5 // indirect
 	golang.org/x/sys v0.48.0 // indirect
