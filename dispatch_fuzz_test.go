@@ -66,6 +66,13 @@ func FuzzDispatchLive(f *testing.F) {
 	srv := hubtest.New(f, wshub.Options{
 		ReadLimit: fuzzReadLimit,
 		Logger:    slog.New(slog.DiscardHandler),
+		// The fuzzer redials after every close, thousands of times a
+		// minute, from one address: the per-address bounds and the
+		// message quota are tested in bounds_test.go, not here.
+		UpgradeRate:   -1,
+		MaxConnsPerIP: -1,
+		MessageRate:   -1,
+		MaxRecipients: -1,
 		Dispatcher: wshub.DispatcherFunc(func(ctx context.Context, n *wshub.Node, fr *wshub.Frame) error {
 			if fr.Cmd != wshub.CmdApp {
 				return wshub.ErrUnknownCommand
