@@ -2,7 +2,8 @@
 // the hub at /ws and at /chat (the reference article's path).
 //
 //	go run ./examples/stdlib [-addr localhost:8080] [-store bolt|mem|redis] [-db wshub.db] [-redis 127.0.0.1:6379]
-//	    [-max-pending 10000] [-max-pending-per-sender 1000] [-max-rooms 1000] [-tls-cert cert.pem -tls-key key.pem]
+//	    [-max-pending 10000] [-max-pending-per-sender 1000] [-max-rooms 1000]
+//	    [-tls-cert cert.pem -tls-key key.pem] [-trusted-proxies 127.0.0.1] [-allowed-origins https://chat.example.com]
 //
 // It also serves /healthz (200 while the process serves HTTP) and /readyz
 // (200 while the hub accepts connections, else 503 and why), and prints
@@ -26,6 +27,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -58,6 +60,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	tlsCert := fs.String("tls-cert", "", "TLS certificate file (PEM); with -tls-key, serve HTTPS and wss://")
 	tlsKey := fs.String("tls-key", "", "TLS private key file (PEM), with -tls-cert")
 	maxRooms := fs.Int("max-rooms", 1000, "most rooms one user may be in; a join beyond: error 429 (negative: no limit)")
+	trusted := fs.String("trusted-proxies", "", "comma-separated IPs or CIDRs of reverse proxies whose X-Forwarded-*/Forwarded headers are believed")
+	origins := fs.String("allowed-origins", "", "comma-separated origin patterns (https://chat.example.com, https://*.example.com) instead of same origin")
 	var bounds demo.Bounds
 	fs.IntVar(&bounds.MaxPending, "max-pending", 10000, "most messages queued for one user; past it a message gets error 507 (negative: unbounded)")
 	fs.IntVar(&bounds.MaxPendingPerSender, "max-pending-per-sender", 1000, "most messages queued for one user from one sender; past it error 507 (negative: unbounded)")
@@ -81,10 +85,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	log.Warn("DEVELOPMENT AUTHENTICATION: the token is the user id, anyone can sign in as anyone; never expose this example to untrusted networks")
 	hub, err := wshub.New(wshub.Options{
-		Store:        st,
-		Authenticate: wshub.DevAuthenticate,
-		Logger:       log,
-		MaxRooms:     *maxRooms,
+		Store:          st,
+		Authenticate:   wshub.DevAuthenticate,
+		Logger:         log,
+		MaxRooms:       *maxRooms,
+		TrustedProxies: splitList(*trusted),
+		AllowedOrigins: splitList(*origins),
 	})
 	if err != nil {
 		return err
@@ -158,4 +164,15 @@ func displayAddr(flagAddr string, bound net.Addr) string {
 		return bound.String()
 	}
 	return net.JoinHostPort(host, port)
+}
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(v string) []string {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
 }
