@@ -4,10 +4,8 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"testing"
 	"time"
 
@@ -21,31 +19,9 @@ import (
 	"github.com/wshub/wshub/store/boltstore"
 )
 
-// chaosDuration is how long faults are injected: WSHUB_CHAOS_DURATION
-// (a Go duration) or 10 s.
-func chaosDuration(t *testing.T) time.Duration {
-	if s := os.Getenv("WSHUB_CHAOS_DURATION"); s != "" {
-		d, err := time.ParseDuration(s)
-		require.NoError(t, err, "WSHUB_CHAOS_DURATION")
-		return d
-	}
-	return 10 * time.Second
-}
-
-// chaosSeed is WSHUB_CHAOS_SEED or 1: the choices of recipients and of
-// faults (not their timing, which the scheduler decides).
-func chaosSeed(t *testing.T) uint64 {
-	if s := os.Getenv("WSHUB_CHAOS_SEED"); s != "" {
-		n, err := strconv.ParseUint(s, 10, 64)
-		require.NoError(t, err, "WSHUB_CHAOS_SEED")
-		return n
-	}
-	return 1
-}
-
 // 20 users (half with ack=1) exchange direct and room messages with a
 // hub on a bbolt store, through a proxy that delays, cuts, resets and
-// blackholes their connections at random for chaosDuration. Then the
+// blackholes their connections at random for chaostest.Duration. Then the
 // faults stop, every client reconnects and drains, and every receipted
 // direct message to an ack=1 user must have been delivered exactly once,
 // in order per conversation; every room message must have reached every
@@ -53,7 +29,10 @@ func chaosSeed(t *testing.T) uint64 {
 // recovered false. Once the clients left, the hub's goroutines and heap
 // must be back near where they started.
 func TestChaos_FaultyNetworkLosesNothingReceipted(t *testing.T) {
-	seed, dur := chaosSeed(t), chaosDuration(t)
+	seed, err := chaostest.Seed()
+	require.NoError(t, err, "WSHUB_CHAOS_SEED")
+	dur, err := chaostest.Duration()
+	require.NoError(t, err, "WSHUB_CHAOS_DURATION")
 	st, err := boltstore.Open(filepath.Join(t.TempDir(), "chaos.db"), boltstore.Options{NoSync: true})
 	require.NoError(t, err)
 	defer st.Close()

@@ -3,8 +3,6 @@ package main_test
 import (
 	"context"
 	"net/url"
-	"os"
-	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -32,7 +30,10 @@ import (
 // connection is found by the client's heartbeat (the hub's own check is
 // the default 25 s ping and 60 s pong timeout, longer than the run).
 func TestExample_ChaosOverTwoProcessesAndARedisRestart(t *testing.T) {
-	seed, dur := exampleChaosSeed(t), exampleChaosDuration(t)
+	seed, err := chaostest.Seed()
+	require.NoError(t, err, "WSHUB_CHAOS_SEED")
+	dur, err := chaostest.Duration()
+	require.NoError(t, err, "WSHUB_CHAOS_DURATION")
 	rs := redistest.Start(t, "--appendonly", "yes", "--appendfsync", "always")
 	bin := buildExample(t)
 	a := startExample(t, bin, "-addr", "127.0.0.1:0", "-store", "redis", "-redis", rs.Addr)
@@ -125,24 +126,4 @@ func TestExample_ChaosOverTwoProcessesAndARedisRestart(t *testing.T) {
 			t.Fatalf("example did not exit after SIGTERM; stderr: %s", e.out)
 		}
 	}
-}
-
-// exampleChaosDuration is WSHUB_CHAOS_DURATION (a Go duration) or 10 s.
-func exampleChaosDuration(t *testing.T) time.Duration {
-	if s := os.Getenv("WSHUB_CHAOS_DURATION"); s != "" {
-		d, err := time.ParseDuration(s)
-		require.NoError(t, err, "WSHUB_CHAOS_DURATION")
-		return d
-	}
-	return 10 * time.Second
-}
-
-// exampleChaosSeed is WSHUB_CHAOS_SEED or 1.
-func exampleChaosSeed(t *testing.T) uint64 {
-	if s := os.Getenv("WSHUB_CHAOS_SEED"); s != "" {
-		n, err := strconv.ParseUint(s, 10, 64)
-		require.NoError(t, err, "WSHUB_CHAOS_SEED")
-		return n
-	}
-	return 1
 }
