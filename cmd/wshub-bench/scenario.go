@@ -371,3 +371,41 @@ func (s *session) addRSS(name string) (int64, bool) {
 	}
 	return rss, ok
 }
+
+// sampler takes a sample with take every interval, on a goroutine of its
+// own, from startSampler (which takes the first at once) until stop.
+type sampler[T any] struct {
+	mu      sync.Mutex
+	samples []T // guarded by mu
+	quit    chan struct{}
+	done    chan struct{} // closed by the sampling goroutine when it returns
+}
+
+// startSampler takes a first sample and starts sampling every interval.
+func startSampler[T any](every time.Duration, take func() T) *sampler[T] {
+	s := &sampler[T]{samples: []T{take()}, quit: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				sm := take()
+				s.mu.Lock()
+				s.samples = append(s.samples, sm)
+				s.mu.Unlock()
+			case <-s.quit:
+				return
+			}
+		}
+	}()
+	return s
+}
+
+// stop ends the sampling and returns the samples, oldest first.
+func (s *sampler[T]) stop() []T {
+	close(s.quit)
+	<-s.done
+	return s.samples
+}

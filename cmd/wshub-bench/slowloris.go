@@ -248,26 +248,7 @@ func (s *session) slowloris() error {
 		}
 		return sm
 	}
-	var samplesMu sync.Mutex
-	samples := []Sample{sample()} // guarded by samplesMu
-	stopSampling := make(chan struct{})
-	samplerDone := make(chan struct{})
-	go func() {
-		defer close(samplerDone)
-		t := time.NewTicker(c.sample)
-		defer t.Stop()
-		for {
-			select {
-			case <-t.C:
-				sm := sample()
-				samplesMu.Lock()
-				samples = append(samples, sm)
-				samplesMu.Unlock()
-			case <-stopSampling:
-				return
-			}
-		}
-	}()
+	smp := startSampler(c.sample, sample)
 
 	endWindow := s.window()
 	prog := startProgress(s.stderr, c.every, r.Name, func() string {
@@ -330,8 +311,7 @@ func (s *session) slowloris() error {
 			}
 		}
 	}
-	close(stopSampling)
-	<-samplerDone
+	samples := smp.stop()
 	prog.end()
 	endWindow()
 	if last := sample(); last.T-samples[len(samples)-1].T < c.sample.Seconds()/10 {

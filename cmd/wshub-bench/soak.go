@@ -304,27 +304,10 @@ func (k *soak) run() ([]soakSample, error) {
 		}
 		return sm
 	}
-	samples := []soakSample{sample()}
-	var samplesMu sync.Mutex // guards samples while the sampler runs
+	smp := startSampler(c.sample, sample)
 	stop := make(chan struct{})
 	var bg sync.WaitGroup
-	bg.Add(3)
-	go func() { // sampler
-		defer bg.Done()
-		t := time.NewTicker(c.sample)
-		defer t.Stop()
-		for {
-			select {
-			case <-t.C:
-				sm := sample()
-				samplesMu.Lock()
-				samples = append(samples, sm)
-				samplesMu.Unlock()
-			case <-stop:
-				return
-			}
-		}
-	}()
+	bg.Add(2)
 	endWindow := s.window()
 	prog := startProgress(s.stderr, c.every, r.Name, func() string {
 		rss, _ := s.hub.rss()
@@ -366,6 +349,7 @@ func (k *soak) run() ([]soakSample, error) {
 	}
 	close(stop)
 	bg.Wait()
+	samples := smp.stop()
 	churning.Wait()
 	tStop := time.Now()
 	prog.end()
