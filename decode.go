@@ -234,6 +234,10 @@ func (d *fastDecoder) field(f *Frame, key []byte) bool {
 		v, ok := d.int(strconv.IntSize)
 		f.Code = int(v)
 		return ok
+	case "room":
+		v, ok := d.bool()
+		f.Room = v
+		return ok
 	case "more":
 		v, ok := d.bool()
 		f.More = v

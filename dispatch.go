@@ -111,6 +111,8 @@ func (rt router) Dispatch(ctx context.Context, n *Node, f *Frame) error {
 			return err
 		}
 		return h.history(ctx, n, f, store.RoomConv(f.DstID))
+	case CmdTyping:
+		return h.typing(ctx, n, f)
 	}
 	if f.Cmd >= CmdApp && h.opts.Dispatcher != nil {
 		return h.opts.Dispatcher.Dispatch(ctx, n, f)

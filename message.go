@@ -27,6 +27,7 @@ const (
 	CmdHistory     Cmd = 16  // direct-message history with user DstID
 	CmdRoomHistory Cmd = 17  // history of room DstID
 	CmdWelcome     Cmd = 20  // first frame after connect
+	CmdTyping      Cmd = 22  // the user is typing to user or room DstID; ephemeral
 	CmdError       Cmd = 40  // error answer; the connection stays open
 	CmdApp         Cmd = 100 // first application command code
 )
@@ -42,6 +43,8 @@ type Frame struct {
 	CID    string `json:"cid,omitempty"`
 	UserID string `json:"userid,omitempty"`
 	DstID  string `json:"dstid,omitempty"`
+	// Room says that DstID names a room rather than a user (cmd 22).
+	Room bool `json:"room,omitempty"`
 
 	// Application payload, passed through unchanged.
 	Media   json.Number `json:"media,omitempty"`
@@ -104,6 +107,7 @@ type wireFrame struct {
 	CID       string          `json:"cid"`
 	UserID    flexID          `json:"userid"`
 	DstID     flexID          `json:"dstid"`
+	Room      bool            `json:"room"`
 	Media     json.Number     `json:"media"`
 	Content   string          `json:"content"`
 	Pic       string          `json:"pic"`
@@ -132,7 +136,7 @@ func (f *Frame) UnmarshalJSON(b []byte) error {
 		return err
 	}
 	*f = Frame{
-		Cmd: w.Cmd, ID: w.ID, CID: w.CID, UserID: string(w.UserID), DstID: string(w.DstID),
+		Cmd: w.Cmd, ID: w.ID, CID: w.CID, UserID: string(w.UserID), DstID: string(w.DstID), Room: w.Room,
 		Media: w.Media, Content: w.Content, Pic: w.Pic, URL: w.URL, Memo: w.Memo, Amount: w.Amount, Data: w.Data,
 		Seq: w.Seq, TS: w.TS, IDs: w.IDs, Since: w.Since, Before: w.Before, Limit: w.Limit, Items: w.Items,
 		More: w.More, Epoch: w.Epoch, Recovered: w.Recovered, Code: w.Code, Reason: w.Reason,
@@ -178,6 +182,9 @@ func (f *Frame) AppendJSON(b []byte) ([]byte, error) {
 	b = appendStrField(b, `,"cid":`, f.CID)
 	b = appendStrField(b, `,"userid":`, f.UserID)
 	b = appendStrField(b, `,"dstid":`, f.DstID)
+	if f.Room {
+		b = append(b, `,"room":true`...)
+	}
 	var err error
 	if b, err = appendNumField(b, `,"media":`, f.Media); err != nil {
 		return nil, err

@@ -77,6 +77,9 @@ type Node struct {
 	// connection, one at a time.
 	limiter   *rate.Limiter // nil without Options.RateLimit
 	overLimit int           // frames refused in a row
+	// typing bounds the connection's typing frames (cmd 22); made on
+	// the first one, used by the goroutine reading the connection only.
+	typing *rate.Limiter
 }
 
 func newNode(h *Hub, user string, ack bool) *Node {

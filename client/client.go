@@ -216,8 +216,9 @@ func (c *Client) State() State { return State(c.state.Load()) }
 
 func (c *Client) setState(s State) { c.state.Store(int32(s)) }
 
-// Messages returns the channel of incoming messages (cmd 10, 11 and
-// application commands, except the answers to Call), each delivered once
+// Messages returns the channel of incoming messages (cmd 10, 11, typing
+// indicators (cmd 22, see Typing) and application commands, except the
+// answers to Call), each delivered once
 // (duplicates by id are dropped). It is closed when Run returns. It is nil when
 // Options.OnMessage is set.
 //
@@ -270,7 +271,7 @@ func (c *Client) enqueue(f *wshub.Frame, k kind, wait bool) (*entry, error) {
 		return nil, fmt.Errorf("wshub/client: nil frame")
 	}
 	cp := *f
-	if cp.CID == "" && k != kindOnce {
+	if cp.CID == "" && k != kindOnce && k != kindLive {
 		cp.CID = c.newCID()
 	}
 	data, err := cp.Encode()
@@ -278,7 +279,7 @@ func (c *Client) enqueue(f *wshub.Frame, k kind, wait bool) (*entry, error) {
 		return nil, fmt.Errorf("wshub/client: encode frame: %w", err)
 	}
 	e := &entry{cid: cp.CID, kind: k, cmd: cp.Cmd, dst: cp.DstID, data: data}
-	if k == kindOnce {
+	if k == kindOnce || k == kindLive {
 		e.cid = "" // never matched by an answer
 	}
 	if wait {
@@ -408,6 +409,37 @@ func (c *Client) Post(f *wshub.Frame) (cid string, err error) {
 // are not answered with cmd 15).
 func (c *Client) Emit(f *wshub.Frame) error {
 	_, err := c.enqueue(f, kindOnce, false)
+	return err
+}
+
+// Typing tells dstid that the user is typing: the hub forwards
+// {"cmd":22,"userid":<this user>,"dstid":dstid,"room":room} to the
+// connections of user dstid, or, with room, to the connections of room
+// dstid's members but this one (the user must be a member, or an error
+// frame 403 comes to Options.OnError). Other clients get it as a frame
+// with Cmd wshub.CmdTyping on Messages or OnMessage.
+//
+// It is fire and forget: it returns without waiting for anything, and
+// nothing answers it. A typing indicator is ephemeral: when no connection
+// is open, or the one open ends before the frame is written, it is
+// dropped, never written on a later connection. The hub drops more than
+// five a second per connection; call it when the user starts typing and
+// then every few seconds while they go on, not on every keystroke.
+func (c *Client) Typing(ctx context.Context, dstid string, room bool) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if dstid == "" {
+		return fmt.Errorf("%w: empty dstid", wshub.ErrMissingDst)
+	}
+	switch c.State() {
+	case StateClosed:
+		return ErrClosed
+	case StateOpen:
+	default:
+		return nil // ephemeral: nothing to keep for the next connection
+	}
+	_, err := c.enqueue(&wshub.Frame{Cmd: wshub.CmdTyping, DstID: dstid, Room: room}, kindLive, false)
 	return err
 }
 

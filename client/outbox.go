@@ -25,6 +25,11 @@ const (
 	// ErrConnectionLost. The hub does not deduplicate application
 	// commands, so writing it again could run it twice.
 	kindCall
+	// kindLive: an ephemeral frame (cmd 22, Typing) for the connection
+	// open when it was made. Written once like kindOnce, and dropped
+	// unwritten when that connection ends first: it never waits for the
+	// next one.
+	kindLive
 )
 
 // result is what a waiting caller gets: the answering frame or an error.
@@ -154,15 +159,15 @@ func (o *outbox) firstRequest(cmd wshub.Cmd, dst string) *entry {
 }
 
 // takeUnsent appends every entry not yet written on the current
-// connection to buf, marks them written, drops the kindOnce ones, and
-// returns buf.
+// connection to buf, marks them written, drops the kindOnce and kindLive
+// ones, and returns buf.
 func (o *outbox) takeUnsent(buf []*entry) []*entry {
 	for e := o.head; e != nil; {
 		next := e.next
 		if !e.sent {
 			buf = append(buf, e)
 			e.sent = true
-			if e.kind == kindOnce {
+			if e.kind == kindOnce || e.kind == kindLive {
 				o.unlink(e)
 			}
 		}
@@ -186,10 +191,16 @@ func (o *outbox) takeLost() []*entry {
 	return lost
 }
 
-// resetSent marks every entry unwritten, for a new connection.
+// resetSent marks every entry unwritten, for a new connection, and drops
+// the kindLive ones, which were for the connection that ended.
 func (o *outbox) resetSent() {
-	for e := o.head; e != nil; e = e.next {
+	for e := o.head; e != nil; {
+		next := e.next
 		e.sent = false
+		if e.kind == kindLive {
+			o.unlink(e)
+		}
+		e = next
 	}
 }
 

@@ -55,6 +55,7 @@ export const Cmd = Object.freeze({
   History: 16,
   RoomHistory: 17,
   Welcome: 20,
+  Typing: 22,
   Error: 40,
   App: 100,
 });
@@ -182,6 +183,8 @@ export function parseRetryAfter(value, now = Date.now()) {
  *   'message'      a new message (cmd 10, 11, 100+ except answers to call()), duplicates removed: (frame)
  *   'receipt'      a sent message was stored: ({receipt, frame})
  *   'joined'       a room join answered: ({room, seq, epoch, recovered})
+ *   'typing'       someone is typing (cmd 22): ({userid, dstid, room}); dstid is this user, or
+ *                  with room true a room this user is in
  *   'outbox'       the outbox size changed: (size)
  *   'error'        an error frame without a waiting request, or a client error: (HubError | Error)
  *   'frame'        every frame received, before any processing: (frame)
@@ -633,6 +636,9 @@ export class WSHubClient {
       case Cmd.RoomHistory:
         this._reply(f);
         return;
+      case Cmd.Typing:
+        this._emit('typing', { userid: String(f.userid ?? ''), dstid: String(f.dstid ?? ''), room: f.room === true });
+        return;
       default:
         if (f.cmd >= Cmd.App && f.cid && (this._answer(f) || this._abandoned.has(f.cid))) return;
         this._message(f);
@@ -993,6 +999,23 @@ export class WSHubClient {
     // When not connected, the rejoin on open sends it.
     if (this._sendJoin(room, st, cid)) this._arm(cid);
     return p;
+  }
+
+  /**
+   * typing tells dstid that this user is typing (cmd 22): a user, or with
+   * {room: true} a room this user is a member of (otherwise an 'error'
+   * event with a HubError 403 follows). Fire and forget: no receipt, no
+   * answer. Typing is ephemeral, so it never enters the outbox: when not
+   * connected it is dropped. It returns whether the frame was written. The
+   * hub drops more than 5 a second per connection; call it when the user
+   * starts typing and every few seconds while they go on.
+   */
+  typing(dstid, { room = false } = {}) {
+    if (dstid == null || dstid === '') throw new Error('wshub: typing needs a dstid');
+    if (this.readyState !== State.OPEN) return false;
+    const f = { cmd: Cmd.Typing, dstid: String(dstid) };
+    if (room) f.room = true;
+    return this._write(f);
   }
 
   /** leave leaves a room and forgets it (sent on reconnect if not connected now). */
