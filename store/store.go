@@ -165,6 +165,74 @@ type Store interface {
 	Close() error
 }
 
+// Inbox is the per-user view of conversations that a hub needs for cmd 18
+// (a user's conversations, most recent first) and cmd 19 (read markers).
+// Every Store in this module implements it; a hub type-asserts a Store to
+// Inbox and answers cmd 18 and 19 with an error when it is missing.
+//
+// The store maintains it from Append: a message whose Conv is
+// DirectConv(From, To) puts that conversation at the top of the index of
+// From and of To (one entry when From == To), with the message's Seq and
+// TS; every Append moves From's read marker on Msg.Conv to the new seq.
+// Both happen in the Append's atomic step. A duplicate Append (dup true)
+// changes neither. Room messages are not indexed per member: a user's
+// rooms come from the memberships (Join, Leave), their latest seq and ts
+// from the room's history (RoomConv).
+type Inbox interface {
+	// Conversations returns up to limit of user's conversations, most
+	// recent first, and more true when there were others. They are the
+	// direct conversations with at least one message and every room user
+	// is a member of (a room without messages has Seq 0 and TS 0).
+	// Recency is the latest message's TS, then its Seq, descending; ties
+	// are broken by Conv, ascending. limit <= 0 means
+	// DefaultConversations; a limit above MaxConversations is lowered to
+	// it.
+	//
+	// Cost: O(limit + R) work and reads, R the number of rooms user is a
+	// member of, whatever the number of direct conversations; it does
+	// not grow with the number of other users or conversations.
+	Conversations(ctx context.Context, user string, limit int) (items []ConvInfo, more bool, err error)
+
+	// MarkRead moves user's read marker on conv forward to seq, capped at
+	// conv's latest seq, and returns the stored marker and whether it
+	// moved. A seq at or below the stored marker changes nothing; on a
+	// conversation without messages the marker stays 0. The marker is
+	// stored as durably as an Append. The store does not check that user
+	// belongs to conv: that is the hub's job.
+	MarkRead(ctx context.Context, user, conv string, seq uint64) (marker uint64, moved bool, err error)
+}
+
+// Default and maximum limits of Inbox.Conversations.
+const (
+	DefaultConversations = 100
+	MaxConversations     = 1000
+)
+
+// ConvKind tells what kind of conversation a ConvInfo describes.
+type ConvKind int
+
+// Kinds of conversations.
+const (
+	ConvDirect ConvKind = 1 // direct messages between two users (DirectConv)
+	ConvRoom   ConvKind = 2 // a room's messages (RoomConv)
+)
+
+// ConvInfo is one conversation of a user, as Inbox.Conversations lists it.
+// The unread count is Seq - Read (seqs have no gaps).
+type ConvInfo struct {
+	Conv string   // conversation key (DirectConv or RoomConv)
+	Kind ConvKind // ConvDirect or ConvRoom
+	Peer string   // ConvDirect: the other user (the user itself for a self-conversation); ConvRoom: the room id
+	Seq  uint64   // latest seq of Conv, 0 if it has no messages
+	TS   int64    // TS of that message, 0 if none
+	Read uint64   // the user's read marker on Conv
+	Seen uint64   // ConvDirect: Peer's read marker on Conv; 0 for rooms
+}
+
+// IsDirect reports whether m belongs to a direct conversation that an
+// Inbox indexes: m.To is set and m.Conv is DirectConv(m.From, m.To).
+func IsDirect(m *Message) bool { return m.To != "" && m.Conv == DirectConv(m.From, m.To) }
+
 // DirectConv is the conversation key of the direct messages between users
 // a and b, whoever sent them: DirectConv(a, b) == DirectConv(b, a).
 func DirectConv(a, b string) string {

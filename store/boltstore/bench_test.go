@@ -16,6 +16,7 @@ import (
 
 	"github.com/wshub/wshub/store"
 	"github.com/wshub/wshub/store/boltstore"
+	"github.com/wshub/wshub/store/storetest"
 )
 
 // The benchmarks send direct messages from w concurrent writers: writer i
@@ -207,4 +208,19 @@ func runWriters(b *testing.B, writers int, appendFn func(context.Context, store.
 	}
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "msgs/s")
 	b.ReportMetric(0, "ns/op") // a rate of concurrent writers: ns/op means nothing
+}
+
+// BenchmarkConversations measures Conversations for a user with 1,000 and
+// 10,000 direct conversations, checkpointed into the index (the state of a
+// store that has run a while: every commit checkpoints here). Run with:
+//
+//	go test -run '^$' -bench Conversations -benchmem ./store/boltstore
+func BenchmarkConversations(b *testing.B) {
+	storetest.BenchmarkConversations(b, func(b *testing.B) store.Store {
+		s, err := boltstore.Open(filepath.Join(b.TempDir(), "hub.db"), boltstore.Options{NoSync: true, CheckpointEvery: 1})
+		if err != nil {
+			b.Fatal(err)
+		}
+		return s
+	})
 }

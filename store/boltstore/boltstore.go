@@ -442,7 +442,7 @@ func prepare(db *bolt.DB, path string, opts Options) (epoch string, err error) {
 		}
 		switch v := meta.Get(keyFormat); string(v) {
 		case formatVersion:
-		case formatVersion4:
+		case formatVersion4, formatVersion5:
 			upgrade = true
 		default:
 			return fmt.Errorf("%w: %s: unknown layout %q", ErrCorrupt, path, v)
@@ -452,7 +452,7 @@ func prepare(db *bolt.DB, path string, opts Options) (epoch string, err error) {
 			return fmt.Errorf("%w: %s: no epoch", ErrCorrupt, path)
 		}
 		for _, name := range allBuckets {
-			if tx.Bucket(name) == nil && !(upgrade && slices.ContainsFunc(buckets5, func(b []byte) bool { return bytes.Equal(b, name) })) {
+			if tx.Bucket(name) == nil && !(upgrade && slices.ContainsFunc(slices.Concat(buckets5, buckets6), func(b []byte) bool { return bytes.Equal(b, name) })) {
 				return fmt.Errorf("%w: %s: bucket %q missing", ErrCorrupt, path, name)
 			}
 		}
@@ -464,8 +464,8 @@ func prepare(db *bolt.DB, path string, opts Options) (epoch string, err error) {
 		return nil
 	})
 	if err == nil && upgrade {
-		if err = db.Update(func(tx *bolt.Tx) error { return migrate4(tx) }); err != nil {
-			err = fmt.Errorf("wshub/boltstore: upgrade %s from %s: %w", path, formatVersion4, err)
+		if err = db.Update(migrate); err != nil {
+			err = fmt.Errorf("wshub/boltstore: upgrade %s: %w", path, err)
 		}
 	}
 	if err != nil || !fresh {
@@ -547,6 +547,8 @@ func replay(db *bolt.DB, path string, opts Options) (ov *overlay, cids *cidIndex
 			case ackRec:
 				counts.ack(rec.user, rec.ids)
 				ov.applyAck(rec, now)
+			case readRec:
+				ov.applyRead(rec, now)
 			}
 		}
 		counts.commit()

@@ -773,3 +773,35 @@ func TestOpen_UpgradesLayout4(t *testing.T) {
 	_, _, err = s.Append(t.Context(), direct("a", "b", "7", ""))
 	require.NoError(t, err)
 }
+
+// TestBoltStore_InboxCheckpointed checks that checkpoints keep the
+// conversation index and the read markers consistent (CheckQueues runs
+// checkInbox) and that they survive reopen from the index alone.
+func TestBoltStore_InboxCheckpointed(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "hub.db")
+	s, err := boltstore.Open(path, boltstore.Options{CheckpointEvery: 1})
+	require.NoError(t, err)
+	ctx := t.Context()
+	for i, p := range []string{"bob", "carol", "bob", "dave"} {
+		m := store.Message{ID: fmt.Sprintf("m%d", i), Conv: store.DirectConv("alice", p), TS: int64(i), Cmd: 10, From: "alice", To: p}
+		_, _, err := s.Append(ctx, store.AppendRequest{Msg: m})
+		require.NoError(t, err)
+	}
+	marker, moved, err := s.MarkRead(ctx, "bob", store.DirectConv("alice", "bob"), 10)
+	require.NoError(t, err)
+	assert.Equal(t, uint64(2), marker)
+	assert.True(t, moved)
+	require.NoError(t, s.Close())
+	require.NoError(t, boltstore.CheckQueues(path))
+
+	s, err = boltstore.Open(path, boltstore.Options{})
+	require.NoError(t, err)
+	defer s.Close()
+	items, more, err := s.Conversations(ctx, "alice", 2)
+	require.NoError(t, err)
+	assert.True(t, more)
+	require.Len(t, items, 2)
+	assert.Equal(t, []string{"dave", "bob"}, []string{items[0].Peer, items[1].Peer})
+	assert.Equal(t, store.ConvInfo{Conv: store.DirectConv("alice", "bob"), Kind: store.ConvDirect, Peer: "bob",
+		Seq: 2, TS: 2, Read: 2, Seen: 2}, items[1])
+}

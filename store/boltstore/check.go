@@ -173,7 +173,8 @@ func checkFile(path string) error {
 // since are in the log only): for every user, pendn holds the number of
 // entries of pend / <user>, pendc the number per sender, and pendid each
 // entry by message id; every entry's log record exists and carries that
-// id and sender; every kept record is still held by a queue. It returns a
+// id and sender; every kept record is still held by a queue; and the
+// conversation index and read markers agree (checkInbox). It returns a
 // description of the first disagreement found.
 func checkQueues(tx *bolt.Tx) error {
 	log, pend, pendN := tx.Bucket(bucketLog), tx.Bucket(bucketPend), tx.Bucket(bucketPendN)
@@ -244,7 +245,7 @@ func checkQueues(tx *bolt.Tx) error {
 	if n := pendID.Stats().KeyN; n != entries {
 		return fmt.Errorf("pendid has %d entries, the queues %d", n, entries)
 	}
-	return kept.ForEach(func(k, _ []byte) error {
+	err = kept.ForEach(func(k, _ []byte) error {
 		rec := log.Get(k)
 		if rec == nil {
 			return fmt.Errorf("kept record %d is not in the log", seqOf(k))
@@ -260,6 +261,10 @@ func checkQueues(tx *bolt.Tx) error {
 		}
 		return fmt.Errorf("kept record %d is in no queue", seqOf(k))
 	})
+	if err != nil {
+		return err
+	}
+	return checkInbox(tx)
 }
 
 // splitPair returns the two parts of a pairKey.
@@ -269,4 +274,54 @@ func splitPair(k []byte) (a, b string) {
 		return "", string(k)
 	}
 	return string(k[w : w+int(n)]), string(k[w+int(n):])
+}
+
+// checkInbox verifies the conversation index and the read markers: each
+// user's inbox holds one 'o' and one 'c' key per conversation, agreeing on
+// (ts, seq), and neither a head nor a marker is past its conversation's
+// last checkpointed seq.
+func checkInbox(tx *bolt.Tx) error {
+	hist, inbox := tx.Bucket(bucketHist), tx.Bucket(bucketInbox)
+	lastSeq := func(conv []byte) uint64 {
+		if hb := hist.Bucket(conv); hb != nil {
+			return hb.Sequence()
+		}
+		return 0
+	}
+	err := inbox.ForEachBucket(func(user []byte) error {
+		ub := inbox.Bucket(user)
+		orders, convs := 0, 0
+		err := ub.ForEach(func(k, v []byte) error {
+			switch {
+			case len(k) > 17 && k[0] == 'o':
+				orders++
+				conv := k[17:]
+				if c := ub.Get(inboxConvKey(string(conv))); !bytes.Equal(c, k[1:17]) {
+					return fmt.Errorf("inbox %q: conversation %q is ordered at %x, its head says %x", user, conv, k[1:17], c)
+				}
+				if _, seq, _ := parseRecency(k[1:]); seq > lastSeq(conv) {
+					return fmt.Errorf("inbox %q: conversation %q at seq %d, its history ends at %d", user, conv, seq, lastSeq(conv))
+				}
+			case len(k) > 1 && k[0] == 'c' && len(v) == 16:
+				convs++
+			default:
+				return fmt.Errorf("inbox %q: bad key %q", user, k)
+			}
+			return nil
+		})
+		if err == nil && orders != convs {
+			err = fmt.Errorf("inbox %q: %d conversations ordered, %d heads", user, orders, convs)
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(bucketMarks).ForEach(func(pair, v []byte) error {
+		user, conv := splitPair(pair)
+		if m := seqOf(v); m == 0 || m > lastSeq([]byte(conv)) {
+			return fmt.Errorf("marker of %q on %q is %d, the history ends at %d", user, conv, m, lastSeq([]byte(conv)))
+		}
+		return nil
+	})
 }

@@ -32,9 +32,14 @@ import (
 //	                    history but are still in a pending queue
 //	rooms / <room>      user -> empty
 //	userrooms / <user>  room -> empty
+//	inbox / <user>      the user's direct conversations (store.Inbox):
+//	                    'o' recencyKey(ts, seq) conv -> peer, in recency
+//	                    order; 'c' conv -> recencyKey(ts, seq), one of
+//	                    each per conversation
+//	marks               pairKey(user, conv) -> seqKey(read marker), no zeros
 //
 // The log is written by every commit; the other buckets except rooms and
-// userrooms (the index) are written by checkpoints (see overlay.go), which
+// userrooms (the index, inbox and marks included) are written by checkpoints (see overlay.go), which
 // keep pend, pendn, pendc and pendid consistent (check.go verifies it). A
 // message is written once, in the log; the index refers to it. The
 // (sender, cid) records are the cids of the log records (see cids.go).
@@ -54,9 +59,11 @@ var (
 	bucketKept      = []byte("kept")
 	bucketRooms     = []byte("rooms")
 	bucketUserRooms = []byte("userrooms")
+	bucketInbox     = []byte("inbox")
+	bucketMarks     = []byte("marks")
 
 	allBuckets = [][]byte{bucketMeta, bucketLog, bucketAcks, bucketHist, bucketPend, bucketPendN,
-		bucketPendC, bucketPendID, bucketKept, bucketRooms, bucketUserRooms}
+		bucketPendC, bucketPendID, bucketKept, bucketRooms, bucketUserRooms, bucketInbox, bucketMarks}
 
 	keyFormat  = []byte("format")
 	keyEpoch   = []byte("epoch")
@@ -69,7 +76,8 @@ var (
 // formatVersion is the layout version written into meta/format. Open
 // upgrades a file of formatVersion4 (see migrate4).
 const (
-	formatVersion  = "wshub-boltstore-5"
+	formatVersion  = "wshub-boltstore-6"
+	formatVersion5 = "wshub-boltstore-5"
 	formatVersion4 = "wshub-boltstore-4"
 )
 
@@ -180,6 +188,7 @@ func corruptf(path, format string, args ...any) error {
 const (
 	recAppend = 'A' // [8] created ms, cid, n, n users, rest: encoded message
 	recAck    = 'K' // user, n, n ids
+	recRead   = 'R' // user, conv, [8] marker
 )
 
 func appendString(b []byte, s string) []byte {
@@ -256,8 +265,18 @@ func decodeRecord(b []byte) (any, error) {
 			return nil, err
 		}
 		r.e = &entry{enc: append([]byte(nil), rest...), id: m.ID, conv: m.Conv, from: m.From, seq: m.Seq,
-			bodyLen: len(m.Body), created: created}
+			bodyLen: len(m.Body), created: created, to: m.To, ts: m.TS, direct: store.IsDirect(&m)}
 		return r, nil
+	case recRead:
+		user, rest, ok := readString(b[1:])
+		if !ok {
+			return nil, errBadRecord
+		}
+		conv, rest, ok := readString(rest)
+		if !ok || len(rest) != 8 {
+			return nil, errBadRecord
+		}
+		return readRec{user: user, conv: conv, seq: binary.BigEndian.Uint64(rest)}, nil
 	case recAck:
 		user, rest, ok := readString(b[1:])
 		if !ok {
@@ -365,3 +384,35 @@ func logMessageIDFrom(rec []byte) (id, from string, err error) {
 	}
 	return fields[0], fields[2], nil
 }
+
+// encodeReadRec encodes a MarkRead that moved a marker, for the acks
+// bucket.
+func encodeReadRec(r readRec) []byte {
+	b := []byte{recRead}
+	b = appendString(b, r.user)
+	b = appendString(b, r.conv)
+	return binary.BigEndian.AppendUint64(b, r.seq)
+}
+
+// recencyKey encodes (ts, seq) so that keys sort by ts, then seq; a
+// negative ts sorts before every positive one.
+func recencyKey(b []byte, ts int64, seq uint64) []byte {
+	b = binary.BigEndian.AppendUint64(b, uint64(ts)^(1<<63))
+	return binary.BigEndian.AppendUint64(b, seq)
+}
+
+// parseRecency decodes a recencyKey.
+func parseRecency(b []byte) (ts int64, seq uint64, ok bool) {
+	if len(b) < 16 {
+		return 0, 0, false
+	}
+	return int64(binary.BigEndian.Uint64(b) ^ (1 << 63)), binary.BigEndian.Uint64(b[8:]), true
+}
+
+// inboxOrderKey is the 'o' key of conv in inbox / <user>.
+func inboxOrderKey(ts int64, seq uint64, conv string) []byte {
+	return append(recencyKey(append(make([]byte, 0, 17+len(conv)), 'o'), ts, seq), conv...)
+}
+
+// inboxConvKey is the 'c' key of conv in inbox / <user>.
+func inboxConvKey(conv string) []byte { return append([]byte{'c'}, conv...) }

@@ -20,6 +20,7 @@ const (
 	opAck
 	opJoin
 	opLeave
+	opRead
 )
 
 // request is one queued write. The caller fills the input fields before
@@ -36,16 +37,20 @@ type request struct {
 	logRec  []byte        // encodeAppendRec; the committer writes time and seq
 	encOff  int           // offset of the encoded message in logRec
 
-	// opAck, opJoin, opLeave inputs.
+	// opAck, opJoin, opLeave, opRead inputs.
 	user string
 	room string
 	ids  []string
+	conv string // opRead
+	seq  uint64 // opRead
 
 	// Set by the committer.
 	rec     any           // the appendRec or ackRec logged, for the overlay; nil if none
 	out     store.Message // opAppend result
 	dup     bool          // opAppend result
 	refused error         // opAppend: wraps store.ErrPendingFull; nothing was logged
+	mark    uint64        // opRead result: the stored marker
+	moved   bool          // opRead result
 
 	res chan error // buffered 1
 }
@@ -388,6 +393,8 @@ func (s *Store) commit(batch []*request) {
 				s.ov.applyAppend(rec, now)
 			case ackRec:
 				s.ov.applyAck(rec, now)
+			case readRec:
+				s.ov.applyRead(rec, now)
 			}
 		}
 		s.mu.Unlock()

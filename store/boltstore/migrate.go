@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/wshub/wshub/store"
 )
 
 // buckets5 are the buckets layout 5 added: the counts of the pending
@@ -89,6 +91,64 @@ func migrate4(tx *bolt.Tx) error {
 			continue
 		}
 		if err := pendN.Put(user, seqKey(count)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// buckets6 are the buckets layout 6 added: the conversation index and the
+// read markers of store.Inbox.
+var buckets6 = [][]byte{bucketInbox, bucketMarks}
+
+// migrate upgrades a file of layout 4 or 5 to the current one, in one
+// transaction.
+func migrate(tx *bolt.Tx) error {
+	if string(tx.Bucket(bucketMeta).Get(keyFormat)) == formatVersion4 {
+		if err := migrate4(tx); err != nil {
+			return err
+		}
+	}
+	return migrate5(tx)
+}
+
+// migrate5 upgrades a file of layout 5: it indexes every direct
+// conversation of the history in the inboxes of its two users, from the
+// conversation's last indexed message. Read markers start at 0. Records
+// not yet checkpointed are replayed by Open as usual.
+func migrate5(tx *bolt.Tx) error {
+	for _, name := range buckets6 {
+		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+			return err
+		}
+	}
+	hist, log, inbox := tx.Bucket(bucketHist), tx.Bucket(bucketLog), tx.Bucket(bucketInbox)
+	var heads []*store.Message
+	err := hist.ForEachBucket(func(conv []byte) error {
+		if len(conv) < 2 || conv[0] != 'd' || conv[1] != ':' {
+			return nil
+		}
+		_, pos := hist.Bucket(conv).Cursor().Last()
+		if pos == nil {
+			return nil
+		}
+		m, err := logMessage(log.Get(pos))
+		if err != nil {
+			return fmt.Errorf("history %q: %v", conv, err)
+		}
+		if store.IsDirect(&m) {
+			heads = append(heads, &m)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, m := range heads {
+		if err := putHead(inbox, m.From, inboxHead{conv: m.Conv, peer: m.To, seq: m.Seq, ts: m.TS}); err != nil {
+			return err
+		}
+		if err := putHead(inbox, m.To, inboxHead{conv: m.Conv, peer: m.From, seq: m.Seq, ts: m.TS}); err != nil {
 			return err
 		}
 	}

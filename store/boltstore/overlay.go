@@ -41,6 +41,8 @@ type overlay struct {
 	gen   uint64
 	convs map[string]*convLog
 	users map[string]*userLog
+	heads map[string]map[string]inboxHead // user -> conv -> newest head
+	marks map[string]uint64               // string(pairKey(user, conv)) -> marker
 
 	records int       // log and ack records in this generation
 	lastPos uint64    // log position of the newest append record, 0 if none
@@ -52,6 +54,8 @@ func newOverlay(gen uint64) *overlay {
 		gen:   gen,
 		convs: make(map[string]*convLog),
 		users: make(map[string]*userLog),
+		heads: make(map[string]map[string]inboxHead),
+		marks: make(map[string]uint64),
 	}
 }
 
@@ -65,6 +69,22 @@ type entry struct {
 	seq     uint64
 	bodyLen int   // len(Body): enc ends with it
 	created int64 // Unix ms of the commit, the age of its cid record
+	to      string
+	ts      int64 // the message's TS
+	direct  bool  // store.IsDirect: indexed in the inboxes of from and to
+}
+
+// inboxHead is the head of a direct conversation in a user's inbox.
+type inboxHead struct {
+	conv, peer string
+	seq        uint64
+	ts         int64
+}
+
+// readRec is a MarkRead that moved a marker, as the acks bucket holds it.
+type readRec struct {
+	user, conv string
+	seq        uint64
 }
 
 // convLog holds the overlay's messages of one conversation: ents[i] has
@@ -114,6 +134,11 @@ func (ov *overlay) applyAppend(r appendRec, now time.Time) {
 		ov.convs[r.e.conv] = cl
 	}
 	cl.ents = append(cl.ents, r.e)
+	ov.marks[string(pairKey(r.e.from, r.e.conv))] = r.e.seq
+	if r.e.direct {
+		ov.head(r.e.from, inboxHead{conv: r.e.conv, peer: r.e.to, seq: r.e.seq, ts: r.e.ts})
+		ov.head(r.e.to, inboxHead{conv: r.e.conv, peer: r.e.from, seq: r.e.seq, ts: r.e.ts})
+	}
 	for _, u := range r.pending {
 		ul := ov.user(u)
 		pe := &pendEntry{e: r.e}
@@ -145,6 +170,24 @@ func (ov *overlay) applyAck(r ackRec, now time.Time) {
 			ul.indexAcks[id] = struct{}{} // maybe enqueued in an earlier generation
 		}
 	}
+}
+
+// head records h as the newest head of h.conv in user's inbox.
+func (ov *overlay) head(user string, h inboxHead) {
+	m := ov.heads[user]
+	if m == nil {
+		m = make(map[string]inboxHead)
+		ov.heads[user] = m
+	}
+	m[h.conv] = h
+}
+
+// applyRead records a committed MarkRead. Called with Store.mu held for
+// writing (or before the store is shared).
+func (ov *overlay) applyRead(r readRec, now time.Time) {
+	ov.touch(now)
+	k := string(pairKey(r.user, r.conv))
+	ov.marks[k] = max(ov.marks[k], r.seq)
 }
 
 func (ov *overlay) touch(now time.Time) {

@@ -30,6 +30,7 @@ type writer struct {
 	slab                   []byte   // slab for other keys and values of this transaction
 	trimmed                []uint64 // checkpoint: log positions of messages that left their history
 	lastSeq                map[string]uint64
+	marks                  map[string]uint64 // string(pairKey(user, conv)) -> marker moved in this batch
 	newCIDs                map[string]*entry
 }
 
@@ -51,6 +52,7 @@ func (s *Store) newWriter(tx *bolt.Tx, now time.Time, counts *counter) *writer {
 		rooms:     tx.Bucket(bucketRooms),
 		userRooms: tx.Bucket(bucketUserRooms),
 		lastSeq:   make(map[string]uint64),
+		marks:     make(map[string]uint64),
 		newCIDs:   make(map[string]*entry),
 	}
 	// Keys of these buckets only grow, so full pages are best (bbolt's
@@ -99,6 +101,8 @@ func (w *writer) logRequest(r *request) error {
 		return w.join([]byte(r.room), []byte(r.user))
 	case opLeave:
 		return w.leave([]byte(r.room), []byte(r.user))
+	case opRead:
+		return w.logRead(r)
 	}
 	return fmt.Errorf("wshub/boltstore: unknown request kind %d", r.kind)
 }
@@ -140,12 +144,14 @@ func (w *writer) logAppend(r *request) error {
 	if err := w.log.Put(w.key(pos), r.logRec); err != nil {
 		return err
 	}
-	e := &entry{pos: pos, enc: enc, id: r.msg.ID, conv: conv, from: r.msg.From, seq: seq, bodyLen: len(r.msg.Body), created: created}
+	e := &entry{pos: pos, enc: enc, id: r.msg.ID, conv: conv, from: r.msg.From, seq: seq, bodyLen: len(r.msg.Body), created: created,
+		to: r.msg.To, ts: r.msg.TS, direct: store.IsDirect(&r.msg)}
 	rec := appendRec{e: e, pending: r.pending, cid: r.cid}
 	if w.counts != nil {
 		w.counts.enqueue(r.pending, r.msg.From, r.msg.ID)
 	}
 	w.lastSeq[conv] = seq
+	w.marks[string(pairKey(r.msg.From, conv))] = seq
 	if r.cid != "" {
 		w.newCIDs[r.cid] = e
 	}
@@ -234,6 +240,9 @@ func (w *writer) checkpoint(ov *overlay) error {
 		if err := w.updateQueue(user, ul.indexAcks, live); err != nil {
 			return err
 		}
+	}
+	if err := w.writeInbox(ov); err != nil {
+		return err
 	}
 	// The messages that left their history leave the log, unless a
 	// queue still holds them: they stay until acked.

@@ -8,6 +8,7 @@ import (
 
 	"github.com/wshub/wshub/store"
 	"github.com/wshub/wshub/store/memstore"
+	"github.com/wshub/wshub/store/storetest"
 )
 
 // BenchmarkAppend measures Append from parallel goroutines, as a hub's
@@ -103,4 +104,12 @@ func BenchmarkPendingAck(b *testing.B) {
 			}
 		}
 	}
+}
+
+// BenchmarkConversations measures Conversations for a user with 1,000 and
+// 10,000 direct conversations. Run with:
+//
+//	go test -run '^$' -bench Conversations -benchmem ./store/memstore
+func BenchmarkConversations(b *testing.B) {
+	storetest.BenchmarkConversations(b, func(*testing.B) store.Store { return memstore.New(memstore.Options{}) })
 }

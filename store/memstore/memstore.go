@@ -127,8 +127,10 @@ type Options struct {
 //
 // Lock order (never acquired in the other direction): conversation.mu,
 // then cidShard.mu, then userShard.mu, several of them in shard order;
-// roomShard.mu, then userShard.mu (membership). convShard.mu is never held
-// while acquiring another lock.
+// roomShard.mu, then userShard.mu (membership). inboxShard.mu comes after
+// all of these (several of them in shard order), and the conversation
+// index and read markers live there. convShard.mu is never held while
+// acquiring another lock.
 type Store struct {
 	epoch        string
 	historyLimit int
@@ -143,11 +145,15 @@ type Store struct {
 	convs   [numShards]convShard
 	users   [numShards]userShard
 	rooms   [numShards]roomShard
+	inboxes [numShards]inboxShard
 	cids    []cidShard // len is a power of two, see Options.CIDLimit
 	cidMask uint64
 }
 
-var _ store.Store = (*Store)(nil)
+var (
+	_ store.Store = (*Store)(nil)
+	_ store.Inbox = (*Store)(nil)
+)
 
 // New returns an empty Store with a fresh random Epoch.
 func New(opts Options) *Store {
@@ -196,6 +202,9 @@ func New(opts Options) *Store {
 	}
 	for i := range s.rooms {
 		s.rooms[i].members = make(map[string]map[string]struct{})
+	}
+	for i := range s.inboxes {
+		s.inboxes[i].m = make(map[string]*userInbox)
 	}
 	return s
 }
@@ -273,6 +282,7 @@ func (s *Store) Append(ctx context.Context, req store.AppendRequest) (store.Mess
 	if cs != nil {
 		cs.addLocked(key, stored, now)
 	}
+	s.indexLocked(stored)
 	return withBody(stored, req.Msg.Body), false, nil
 }
 
@@ -615,6 +625,7 @@ type conversation struct {
 	start int              // guarded by mu; index in buf of the oldest message
 	n     int              // guarded by mu; number of messages retained
 	last  uint64           // guarded by mu; newest seq assigned, 0 if none
+	ts    int64            // guarded by mu; TS of the message with seq last
 }
 
 // first returns the oldest retained seq; c.mu held, c.n > 0.
@@ -630,6 +641,7 @@ func (c *conversation) at(seq uint64) *store.Message {
 // cid records share it.
 func (c *conversation) appendLocked(msg store.Message, limit int) *store.Message {
 	c.last++
+	c.ts = msg.TS
 	m := &msg
 	m.Seq = c.last
 	m.Body = bytes.Clone(m.Body)

@@ -30,6 +30,7 @@ func RunDurable(t *testing.T, open func(t *testing.T, dir string) store.Store) {
 		{"Pending", durablePending},
 		{"CID", durableCID},
 		{"Membership", durableMembership},
+		{"Inbox", durableInbox},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

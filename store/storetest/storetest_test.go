@@ -90,6 +90,20 @@ func (h *handle) Members(ctx context.Context, room string) ([]string, error) {
 	return h.inner.Members(ctx, room)
 }
 
+func (h *handle) Conversations(ctx context.Context, user string, limit int) ([]store.ConvInfo, bool, error) {
+	if err := h.check(ctx); err != nil {
+		return nil, false, err
+	}
+	return h.inner.(store.Inbox).Conversations(ctx, user, limit)
+}
+
+func (h *handle) MarkRead(ctx context.Context, user, conv string, seq uint64) (uint64, bool, error) {
+	if err := h.check(ctx); err != nil {
+		return 0, false, err
+	}
+	return h.inner.(store.Inbox).MarkRead(ctx, user, conv, seq)
+}
+
 func (h *handle) Close() error {
 	h.closed.Store(true)
 	return nil
@@ -128,6 +142,43 @@ type mutant struct {
 	bug    string
 	bounds storetest.Bounds // under RunPendingBounds
 	calls  atomic.Int64     // History calls, for "epoch-per-call"
+
+	mu    sync.Mutex
+	marks map[[2]string]uint64 // "markers-backwards": the last MarkRead per (user, conv); guarded by mu
+}
+
+func (m *mutant) Conversations(ctx context.Context, user string, limit int) ([]store.ConvInfo, bool, error) {
+	items, more, err := m.Store.(store.Inbox).Conversations(ctx, user, limit)
+	if m.bug == "markers-backwards" {
+		m.mu.Lock()
+		for i := range items {
+			if v, ok := m.marks[[2]string{user, items[i].Conv}]; ok {
+				items[i].Read = v
+			}
+		}
+		m.mu.Unlock()
+	}
+	return items, more, err
+}
+
+// MarkRead, with "markers-backwards", stores any seq up to the latest, as
+// a store that forgot the forward-only rule would.
+func (m *mutant) MarkRead(ctx context.Context, user, conv string, seq uint64) (uint64, bool, error) {
+	if m.bug != "markers-backwards" {
+		return m.Store.(store.Inbox).MarkRead(ctx, user, conv, seq)
+	}
+	p, err := m.Store.History(ctx, conv, store.Query{Limit: 1})
+	if err != nil {
+		return 0, false, err
+	}
+	seq = min(seq, p.Last)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.marks == nil {
+		m.marks = make(map[[2]string]uint64)
+	}
+	m.marks[[2]string{user, conv}] = seq
+	return seq, seq > 0, nil
 }
 
 func (m *mutant) Append(ctx context.Context, req store.AppendRequest) (store.Message, bool, error) {
@@ -269,6 +320,7 @@ func TestRun_CatchesBrokenStores(t *testing.T) {
 		{"forget-on-reopen", "HistoryAndSeq", "HistoryAndSeq"},
 		{"trims-pending", "PendingBounds", "PendingBounds/FloodDoesNotEraseOthers"},
 		{"history-for-refused", "PendingBounds", "PendingBounds/RefusedStoresNothing"},
+		{"markers-backwards", "Inbox", "Inbox/MarkersForwardOnlyAndCapped"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.bug, func(t *testing.T) {
