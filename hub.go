@@ -298,6 +298,12 @@ type Hub struct {
 	// closer) and replaced by an open one when it turns false; WaitReady
 	// waits on it. Nil when the store is not a Feed.
 	readyCh chan struct{}
+	// feedBreaks counts the losses of the feed's subscription. A
+	// connection notes it when it passes the ready check and checks it
+	// again once registered (Node.start): one that passed just before a
+	// loss and registered just after runFeed's sweep would otherwise
+	// stay open, having missed what the feed announced meanwhile.
+	feedBreaks uint64
 }
 
 // userShard indexes the online users whose id hashes to it.
@@ -495,7 +501,8 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, r, http.StatusServiceUnavailable, "hub is shutting down")
 		return
 	}
-	if !h.ready() {
+	feedBreaks, ready := h.feedState()
+	if !ready {
 		h.refuse(w, r, http.StatusServiceUnavailable, "hub is not ready: its store feed is not subscribed")
 		return
 	}
@@ -541,6 +548,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	n := newNode(h, user, q.Get("ack") == "1")
 	n.remote = h.clientAddr(r)
+	n.feedBreaks = feedBreaks
 	n.ipKey = ipKey
 	// Counted under mu, so that no node starts once Shutdown waits.
 	h.mu.Lock()
@@ -617,12 +625,19 @@ func (h *Hub) WaitReady(ctx context.Context) error {
 // ready reports whether the hub can route messages: always, unless its
 // store is a Feed whose subscription is not active.
 func (h *Hub) ready() bool {
+	_, ok := h.feedState()
+	return ok
+}
+
+// feedState reports whether the hub can route messages (ready) and how
+// many times its feed's subscription was lost so far.
+func (h *Hub) feedState() (breaks uint64, ready bool) {
 	if h.feed == nil {
-		return true
+		return 0, true
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.feedReady
+	return h.feedBreaks, h.feedReady
 }
 
 // setReady records whether the feed's subscription is active and wakes
@@ -638,6 +653,7 @@ func (h *Hub) setReady(ready bool) (since time.Time) {
 	case !ready && h.feedReady:
 		h.feedReady, since = false, h.readySince
 		h.readyCh = make(chan struct{})
+		h.feedBreaks++
 	}
 	return since
 }

@@ -46,14 +46,17 @@ type outFrame struct {
 // cannot keep up with what is queued for it is closed with 1013, and what
 // it missed stays in its user's pending queue and in the history.
 type Node struct {
-	hub     *Hub
-	conn    *wsconn.Conn // the WebSocket transport
-	id      string
-	user    string
-	ack     bool   // ack=1: pending messages leave the queue by cmd 14 only
-	remote  string // the client's address (RemoteAddr)
-	created time.Time
-	ipKey   string // the client's address in Hub.ips, released by Closed; "" without
+	hub    *Hub
+	conn   *wsconn.Conn // the WebSocket transport
+	id     string
+	user   string
+	ack    bool   // ack=1: pending messages leave the queue by cmd 14 only
+	remote string // the client's address (RemoteAddr)
+	// feedBreaks is Hub.feedBreaks when the connection passed the ready
+	// check (see Node.start).
+	feedBreaks uint64
+	created    time.Time
+	ipKey      string // the client's address in Hub.ips, released by Closed; "" without
 
 	// mu guards the fields below, and is the lock of conn too (given to
 	// it at upgrade), so that a frame passes the hub's rules (floors,
@@ -375,6 +378,13 @@ func (n *Node) start() error {
 	// close: one registered after that listing closes itself here.
 	if h.isClosed() {
 		n.closeWith(websocket.CloseGoingAway, "server shutting down")
+		return nil
+	}
+	// The feed broke since this connection passed the ready check: it
+	// may have registered after runFeed closed the connections that could
+	// have missed announcements, and be one of them.
+	if breaks, ready := h.feedState(); !ready || breaks != n.feedBreaks {
+		n.closeWith(CloseTryAgainLater, "hub resynchronizing")
 		return nil
 	}
 	if err := n.sendPending(); err != nil {
