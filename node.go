@@ -384,7 +384,7 @@ func (n *Node) start() error {
 	// may have registered after runFeed closed the connections that could
 	// have missed announcements, and be one of them.
 	if breaks, ready := h.feedState(); !ready || breaks != n.feedBreaks {
-		n.closeWith(CloseTryAgainLater, "hub resynchronizing")
+		n.Close(CloseTryAgainLater, "hub resynchronizing") // after the welcome
 		return nil
 	}
 	if err := n.sendPending(); err != nil {
