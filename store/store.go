@@ -159,6 +159,10 @@ type Store interface {
 	// Members lists the members of room, in no particular order.
 	Members(ctx context.Context, room string) ([]string, error)
 
+	// Inbox is the per-user view of conversations and read markers,
+	// maintained by Append.
+	Inbox
+
 	// Close releases the store; a durable store flushes what it holds
 	// first. Methods called after Close return ErrClosed. Close is
 	// idempotent.
@@ -167,8 +171,7 @@ type Store interface {
 
 // Inbox is the per-user view of conversations that a hub needs for cmd 18
 // (a user's conversations, most recent first) and cmd 19 (read markers).
-// Every Store in this module implements it; a hub type-asserts a Store to
-// Inbox and answers cmd 18 and 19 with an error when it is missing.
+// Store embeds it: every Store implements it.
 //
 // The store maintains it from Append: a message whose Conv is
 // DirectConv(From, To) puts that conversation at the top of the index of

@@ -15,6 +15,7 @@ import (
 	"github.com/wshub/wshub/internal/redistest"
 	"github.com/wshub/wshub/store"
 	"github.com/wshub/wshub/store/redisstore"
+	"github.com/wshub/wshub/store/storetest"
 )
 
 // BenchmarkAppend measures Append from parallel goroutines against the
@@ -178,10 +179,11 @@ func scriptMicros(b *testing.B, c *redis.Client) (float64, bool) {
 }
 
 // deleteKeys removes the keys starting with prefix (no glob characters).
+// It works from a Cleanup function as well, after b.Context() ended.
 func deleteKeys(b *testing.B, addr, prefix string) {
 	c := redis.NewClient(&redis.Options{Addr: addr})
 	defer c.Close()
-	ctx := b.Context()
+	ctx := context.WithoutCancel(b.Context())
 	iter := c.Scan(ctx, 0, prefix+"*", 1000).Iterator()
 	var batch []string
 	for iter.Next(ctx) {
@@ -194,4 +196,22 @@ func deleteKeys(b *testing.B, addr, prefix string) {
 	if len(batch) > 0 {
 		c.Unlink(ctx, batch...)
 	}
+}
+
+// BenchmarkConversations measures Conversations (one script) for a user
+// with 1,000 and 10,000 direct conversations and 10 rooms, asking for the
+// default limit (100), against the package's redis-server. Run with:
+//
+//	CI=true go test -run '^$' -bench Conversations -benchmem ./store/redisstore
+func BenchmarkConversations(b *testing.B) {
+	srv := needRedis(b)
+	storetest.BenchmarkConversations(b, func(b *testing.B) store.Store {
+		prefix := newPrefix("benchconv")
+		s, err := redisstore.Open(b.Context(), srv.Addr, redisstore.Options{Prefix: prefix})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { deleteKeys(b, srv.Addr, prefix) })
+		return s
+	})
 }

@@ -49,8 +49,9 @@
 // Append is one Lua script (EVALSHA; EVAL when the server's script cache
 // lost it): it checks the (sender, cid) record, then the pending bounds,
 // takes the conversation's next seq, stores the message, enqueues and
-// counts it for every recipient, records the cid and applies the history
-// bound. Redis runs a script alone, so
+// counts it for every recipient, moves the sender's read marker and the
+// conversation index entries of a direct message (store.Inbox, see
+// inbox.go), records the cid and applies the history bound. Redis runs a script alone, so
 // concurrent Appends from any number of processes get distinct seqs
 // without gaps, and a concurrent resend with the same cid either finds the
 // whole first write or none of it. Before its first write the script checks
@@ -62,8 +63,9 @@
 // (a block cut off at the end of the file by a crash is dropped).
 //
 // Join and Leave are scripts as well (both sets and the announcement in
-// one step), so is Ack (the queue and its counts), and History and Pending
-// are read scripts, so each sees one consistent state.
+// one step), so is Ack (the queue and its counts) and MarkRead, and
+// History, Pending and Conversations are read scripts, so each sees one
+// consistent state.
 //
 // # Durability
 //
@@ -150,6 +152,9 @@
 //	<prefix>k:<len(from)>:<from><cid>   string: the first message, with TTL
 //	<prefix>r:<room>   set: members of room
 //	<prefix>u:<user>   set: rooms of user
+//	<prefix>ci:<user>  sorted set: the user's direct conversations by recency
+//	<prefix>ch:<user>  hash: direct conversation -> its seq in ci:<user>
+//	<prefix>rm:<user>  hash: conversation -> the user's read marker
 //	<prefix>feed       pub/sub channel of the announcements (not a key)
 //
 // A stored message is "<seq>:" followed by a compact binary encoding whose
@@ -459,12 +464,22 @@ func (s *Store) Append(ctx context.Context, req store.AppendRequest) (store.Mess
 	case req.Msg.ID == "":
 		return store.Message{}, false, fmt.Errorf("%w: empty message id", store.ErrInvalid)
 	}
-	keys := make([]string, 0, 2+3*len(req.Pending))
+	keys := make([]string, 0, 7+3*len(req.Pending))
 	keys = append(keys, s.convKey(req.Msg.Conv))
 	var hasCID any = "0" // a constant: no allocation
 	if req.CID != "" {
 		hasCID = "1"
 		keys = append(keys, s.cidKey(req.Msg.From, req.CID))
+	}
+	keys = append(keys, s.marksKey(req.Msg.From))
+	var indexed any = "0"
+	if store.IsDirect(&req.Msg) {
+		indexed = "1"
+		keys = append(keys, s.indexKey(req.Msg.From), s.headsKey(req.Msg.From))
+		if req.Msg.To != req.Msg.From {
+			indexed = "2"
+			keys = append(keys, s.indexKey(req.Msg.To), s.headsKey(req.Msg.To))
+		}
 	}
 	for i, u := range req.Pending {
 		if u == "" {
@@ -479,6 +494,7 @@ func (s *Store) Append(ctx context.Context, req store.AppendRequest) (store.Mess
 		hasCID, req.Msg.ID, encode(&req.Msg), s.newEpoch(),
 		s.maxHistory, s.maxPending, s.cidTTL, s.historyTTL, trimBatch,
 		s.channelArg, encodeMessageHeader(req.Origin), req.Msg.From, s.maxPerSender,
+		indexed, req.Msg.Conv, inboxScore(req.Msg.TS),
 	).Slice()
 	if err != nil {
 		return store.Message{}, false, s.wrap("append", err)

@@ -518,9 +518,10 @@ func TestStore_RejectsEmptyNames(t *testing.T) {
 // TestStore_WrongTypeKeyWritesNothing: a key of the wrong type (written
 // by another program) fails the Append before any write, so the Append
 // stays all or nothing: carol's pending hash, her queue, or her counts
-// (which are read when her queue is not empty).
+// (which are read when her queue is not empty), or the sender's read
+// markers, or a conversation index or its heads hash.
 func TestStore_WrongTypeKeyWritesNothing(t *testing.T) {
-	for _, key := range []string{"m:carol", "p:carol", "n:carol"} {
+	for _, key := range []string{"m:carol", "p:carol", "n:carol", "rm:alice", "ci:bob", "ch:alice"} {
 		t.Run(key, func(t *testing.T) {
 			prefix := newPrefix("wrongtype")
 			s, client := newStore(t, redisstore.Options{Prefix: prefix})
@@ -609,4 +610,32 @@ func TestStore_CallsAfterCloseDuringUse(t *testing.T) {
 	wg.Wait()
 	_, err = s.History(t.Context(), "c", store.Query{})
 	assert.ErrorIs(t, err, store.ErrClosed)
+}
+
+// TestStore_InboxAfterConversationLost: when a conversation's key is lost
+// and its seqs start again, its index entry is replaced (found through the
+// heads hash), not duplicated.
+func TestStore_InboxAfterConversationLost(t *testing.T) {
+	prefix := newPrefix("inboxlost")
+	s, client := newStore(t, redisstore.Options{Prefix: prefix})
+	conv := store.DirectConv("alice", "bob")
+	for i := 1; i <= 3; i++ {
+		appendOK(t, s, store.AppendRequest{Msg: dm(fmt.Sprint("m", i), "alice", "bob")})
+	}
+	require.NoError(t, client.Del(t.Context(), prefix+"c:"+conv).Err())
+	m := appendOK(t, s, store.AppendRequest{Msg: dm("m4", "bob", "alice")})
+	require.Equal(t, uint64(1), m.Seq)
+	for _, user := range []string{"alice", "bob"} {
+		items, more, err := s.Conversations(t.Context(), user, 0)
+		require.NoError(t, err)
+		assert.False(t, more)
+		require.Len(t, items, 1, user)
+		assert.Equal(t, uint64(1), items[0].Seq, user)
+		n, err := client.ZCard(t.Context(), prefix+"ci:"+user).Result()
+		require.NoError(t, err)
+		assert.Equal(t, int64(1), n, "one index entry for %s", user)
+	}
+	items, _, err := s.Conversations(t.Context(), "bob", 0)
+	require.NoError(t, err)
+	assert.Equal(t, uint64(1), items[0].Read, "bob's marker moved to his new message")
 }

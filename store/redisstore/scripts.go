@@ -20,7 +20,13 @@ import "github.com/redis/go-redis/v9"
 //
 // KEYS[1]   the conversation hash
 // KEYS[2]   the (sender, cid) record, when ARGV[1] == '1'
-// KEYS[k..] triples of (pending zset, pending hash, pending counts hash),
+// KEYS[k]   the sender's read markers hash (k = 2 or 3)
+// KEYS[k+1..k+ARGV[14]*2] pairs of (conversation index zset, index heads
+//
+//	hash) of the users whose index the message enters: From and To of a
+//	direct message (one pair when From == To), none otherwise
+//
+// KEYS[j..] triples of (pending zset, pending hash, pending counts hash),
 //
 //	one triple per recipient, no recipient twice
 //
@@ -37,6 +43,15 @@ import "github.com/redis/go-redis/v9"
 // ARGV[11] announcement header (kind and origin, see encodeMessageHeader)
 // ARGV[12] sender
 // ARGV[13] pending bound per (recipient, sender) (0 = unbounded)
+// ARGV[14] number of index pairs in KEYS (0, 1 or 2)
+// ARGV[15] conversation id (the field of the markers and index heads)
+// ARGV[16] index score of the message: -TS (see inboxScore)
+//
+// The inbox (see inbox.go) is written in the same step, after the bounds:
+// the sender's marker on the conversation becomes the new seq, and each
+// index pair replaces the conversation's entry (found through the heads
+// hash) with one for the new seq. A duplicate or a refusal returns before
+// it, so changes neither.
 //
 // The duplicate check comes first; then the pending bounds, before any
 // write, so that a refused message stores nothing. A recipient's counts
@@ -62,6 +77,10 @@ if ARGV[1] == '1' then
   end
   k = 3
 end
+local marks = KEYS[k]
+local nix = tonumber(ARGV[14])
+local ix = k + 1
+k = ix + 2 * nix
 
 local function want(key, typ)
   local t = redis.call('TYPE', key)['ok']
@@ -69,8 +88,12 @@ local function want(key, typ)
     return redis.error_reply('WRONGTYPE wshub/redisstore: key ' .. key .. ' holds a ' .. t .. ', not a ' .. typ)
   end
 end
-local err = want(conv, 'hash')
+local err = want(conv, 'hash') or want(marks, 'hash')
 if err then return err end
+for i = ix, k - 1, 2 do
+  err = want(KEYS[i], 'zset') or want(KEYS[i + 1], 'hash')
+  if err then return err end
+end
 for i = k, #KEYS, 3 do
   err = want(KEYS[i + 1], 'hash')
   if err then return err end
@@ -138,7 +161,19 @@ for i = k, #KEYS, 3 do
   end
 end
 
-if k == 3 then
+local cv = ARGV[15]
+redis.call('HSET', marks, cv, sf)
+for i = ix, k - 1, 2 do
+  local z, heads = KEYS[i], KEYS[i + 1]
+  local old = tonumber(redis.call('HGET', heads, cv))
+  if old then
+    redis.call('ZREM', z, string.format('%016d', 4503599627370496 - old) .. cv)
+  end
+  redis.call('ZADD', z, ARGV[16], string.format('%016d', 4503599627370496 - seq) .. cv)
+  redis.call('HSET', heads, cv, sf)
+end
+
+if ARGV[1] == '1' then
   redis.call('SET', KEYS[2], v, 'PX', ARGV[7])
 end
 redis.call('PUBLISH', ARGV[10], ARGV[11] .. v)
@@ -328,6 +363,89 @@ for i = 1, #ids, chunk do
   for x = 1, #vals do
     if vals[x] then out[#out + 1] = vals[x] end
   end
+end
+return out
+`)
+
+// markReadScript moves a read marker forward. See Store.MarkRead.
+//
+// KEYS[1] the user's read markers hash, KEYS[2] the conversation hash
+// ARGV[1] conversation id, ARGV[2] seq (at most maxLuaSeq)
+//
+// The marker moves to min(seq, the conversation's latest seq) when that is
+// above it; a conversation without messages has latest seq 0.
+//
+// Returns {marker, moved (0 or 1)}.
+var markReadScript = redis.NewScript(`
+local t = redis.call('TYPE', KEYS[1])['ok']
+if t ~= 'none' and t ~= 'hash' then
+  return redis.error_reply('WRONGTYPE wshub/redisstore: key ' .. KEYS[1] .. ' holds a ' .. t .. ', not a hash')
+end
+local n = tonumber(redis.call('HGET', KEYS[2], 'n')) or 0
+local seq = tonumber(ARGV[2])
+if seq > n then seq = n end
+local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[1])) or 0
+if seq > cur then
+  redis.call('HSET', KEYS[1], ARGV[1], string.format('%d', seq))
+  return {seq, 1}
+end
+return {cur, 0}
+`)
+
+// conversationsScript reads a user's inbox. See Store.Conversations.
+//
+// KEYS[1] the user's conversation index zset, KEYS[2] the user's read
+// markers hash, KEYS[3] the user's room set
+// ARGV[1] number of index entries to read (limit + 1)
+// ARGV[2] the key prefix, ARGV[3] the user
+//
+// The peer's markers hash and the rooms' conversation hashes are derived
+// from the prefix (a Store runs on one Redis server, see the package doc).
+//
+// Returns {d, d times (conv, seq, ts, read, seen), then per room (room,
+// seq, head value or false, read)}: the head value is the room's newest
+// stored message, whose TS the caller decodes.
+var conversationsScript = redis.NewScript(`
+local pre, user = ARGV[2], ARGV[3]
+local es = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1, 'WITHSCORES')
+local out = {0}
+local d = 0
+for i = 1, #es, 2 do
+  local member = es[i]
+  local cv = string.sub(member, 17)
+  local seq = 4503599627370496 - tonumber(string.sub(member, 1, 16))
+  local ts = -tonumber(es[i + 1])
+  local read = tonumber(redis.call('HGET', KEYS[2], cv)) or 0
+  -- cv is "d:<len(a)>:<a>:<b>"; the peer is the one of a, b that is not user.
+  local seen = 0
+  local c = string.find(cv, ':', 3, true)
+  local la = c and tonumber(string.sub(cv, 3, c - 1))
+  if la then
+    local a = string.sub(cv, c + 1, c + la)
+    local b = string.sub(cv, c + la + 2)
+    local peer = a
+    if a == user then peer = b end
+    seen = tonumber(redis.call('HGET', pre .. 'rm:' .. peer, cv)) or 0
+  end
+  out[#out + 1] = cv
+  out[#out + 1] = seq
+  out[#out + 1] = ts
+  out[#out + 1] = read
+  out[#out + 1] = seen
+  d = d + 1
+end
+out[1] = d
+local rooms = redis.call('SMEMBERS', KEYS[3])
+for i = 1, #rooms do
+  local cv = 'r:' .. rooms[i]
+  local ck = pre .. 'c:' .. cv
+  local n = tonumber(redis.call('HGET', ck, 'n')) or 0
+  local head = false
+  if n > 0 then head = redis.call('HGET', ck, string.format('%d', n)) end
+  out[#out + 1] = rooms[i]
+  out[#out + 1] = n
+  out[#out + 1] = head
+  out[#out + 1] = tonumber(redis.call('HGET', KEYS[2], cv)) or 0
 end
 return out
 `)

@@ -94,14 +94,14 @@ func (h *handle) Conversations(ctx context.Context, user string, limit int) ([]s
 	if err := h.check(ctx); err != nil {
 		return nil, false, err
 	}
-	return h.inner.(store.Inbox).Conversations(ctx, user, limit)
+	return h.inner.Conversations(ctx, user, limit)
 }
 
 func (h *handle) MarkRead(ctx context.Context, user, conv string, seq uint64) (uint64, bool, error) {
 	if err := h.check(ctx); err != nil {
 		return 0, false, err
 	}
-	return h.inner.(store.Inbox).MarkRead(ctx, user, conv, seq)
+	return h.inner.MarkRead(ctx, user, conv, seq)
 }
 
 func (h *handle) Close() error {
@@ -148,7 +148,7 @@ type mutant struct {
 }
 
 func (m *mutant) Conversations(ctx context.Context, user string, limit int) ([]store.ConvInfo, bool, error) {
-	items, more, err := m.Store.(store.Inbox).Conversations(ctx, user, limit)
+	items, more, err := m.Store.Conversations(ctx, user, limit)
 	if m.bug == "markers-backwards" {
 		m.mu.Lock()
 		for i := range items {
@@ -165,7 +165,7 @@ func (m *mutant) Conversations(ctx context.Context, user string, limit int) ([]s
 // a store that forgot the forward-only rule would.
 func (m *mutant) MarkRead(ctx context.Context, user, conv string, seq uint64) (uint64, bool, error) {
 	if m.bug != "markers-backwards" {
-		return m.Store.(store.Inbox).MarkRead(ctx, user, conv, seq)
+		return m.Store.MarkRead(ctx, user, conv, seq)
 	}
 	p, err := m.Store.History(ctx, conv, store.Query{Limit: 1})
 	if err != nil {
