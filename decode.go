@@ -222,6 +222,18 @@ func (d *fastDecoder) field(f *Frame, key []byte) bool {
 		v, ok := d.uint()
 		f.Before = v
 		return ok
+	case "read":
+		v, ok := d.uint()
+		f.Read = v
+		return ok
+	case "seen":
+		v, ok := d.uint()
+		f.Seen = v
+		return ok
+	case "unread":
+		v, ok := d.uint()
+		f.Unread = v
+		return ok
 	case "ts":
 		v, ok := d.int(64)
 		f.TS = v

@@ -17,6 +17,7 @@ func FuzzDecodeFastMatchesEncodingJSON(f *testing.F) {
 		`{"cmd":16,"dstid":"u","before":9,"limit":-1,"ts":-5,"code":400,"reason":"r"}`,
 		`{ "cmd" : 1 , "userid" : "é" }`, `{}`, `{"cmd":1.5}`, `{"cmd":1,"seq":-1}`, `{"cmd":1}x`,
 		`{"Cmd":1}`, `{"cmd":1,"content":"a\"b"}`, `{"cmd":1,"cmd":2}`, `{"cmd":1,"ids":[]}`,
+		`{"cmd":18,"items":[{"cmd":10,"dstid":"b","seq":3,"read":2,"seen":1,"unread":1}]}`, `{"cmd":19,"dstid":"r","room":true,"seq":4,"read":-1,"unread":1.5}`,
 		`{"cmd":99999999999999999999}`, `{"cmd":1,"dstid":1e5}`, `{"cmd":0,"media":01}`,
 	} {
 		f.Add([]byte(s))

@@ -111,6 +111,10 @@ func (rt router) Dispatch(ctx context.Context, n *Node, f *Frame) error {
 			return err
 		}
 		return h.history(ctx, n, f, store.RoomConv(f.DstID))
+	case CmdConversations:
+		return h.conversations(ctx, n, f)
+	case CmdRead:
+		return h.markRead(ctx, n, f)
 	case CmdTyping:
 		return h.typing(ctx, n, f)
 	}

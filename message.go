@@ -15,21 +15,23 @@ type Cmd int
 // Command codes of the wire protocol. Codes from CmdApp up belong to the
 // application and are routed to Options.Dispatcher.
 const (
-	CmdHeart       Cmd = 0   // client keep-alive; no reply
-	CmdPing        Cmd = 1   // application ping, answered with CmdPong
-	CmdPong        Cmd = 2   // reply to CmdPing
-	CmdSingle      Cmd = 10  // direct message to user DstID
-	CmdRoom        Cmd = 11  // message to room DstID
-	CmdJoin        Cmd = 12  // join room DstID, optionally replaying after Since
-	CmdLeave       Cmd = 13  // leave room DstID
-	CmdAck         Cmd = 14  // acknowledge delivered messages ID / IDs
-	CmdReceipt     Cmd = 15  // the frame with CID was stored
-	CmdHistory     Cmd = 16  // direct-message history with user DstID
-	CmdRoomHistory Cmd = 17  // history of room DstID
-	CmdWelcome     Cmd = 20  // first frame after connect
-	CmdTyping      Cmd = 22  // the user is typing to user or room DstID; ephemeral
-	CmdError       Cmd = 40  // error answer; the connection stays open
-	CmdApp         Cmd = 100 // first application command code
+	CmdHeart         Cmd = 0   // client keep-alive; no reply
+	CmdPing          Cmd = 1   // application ping, answered with CmdPong
+	CmdPong          Cmd = 2   // reply to CmdPing
+	CmdSingle        Cmd = 10  // direct message to user DstID
+	CmdRoom          Cmd = 11  // message to room DstID
+	CmdJoin          Cmd = 12  // join room DstID, optionally replaying after Since
+	CmdLeave         Cmd = 13  // leave room DstID
+	CmdAck           Cmd = 14  // acknowledge delivered messages ID / IDs
+	CmdReceipt       Cmd = 15  // the frame with CID was stored
+	CmdHistory       Cmd = 16  // direct-message history with user DstID
+	CmdRoomHistory   Cmd = 17  // history of room DstID
+	CmdConversations Cmd = 18  // the user's conversations, most recent first
+	CmdRead          Cmd = 19  // the user read conversation DstID up to Seq
+	CmdWelcome       Cmd = 20  // first frame after connect
+	CmdTyping        Cmd = 22  // the user is typing to user or room DstID; ephemeral
+	CmdError         Cmd = 40  // error answer; the connection stays open
+	CmdApp           Cmd = 100 // first application command code
 )
 
 // Frame is one JSON object of the wire protocol (docs/protocol.md).
@@ -43,7 +45,7 @@ type Frame struct {
 	CID    string `json:"cid,omitempty"`
 	UserID string `json:"userid,omitempty"`
 	DstID  string `json:"dstid,omitempty"`
-	// Room says that DstID names a room rather than a user (cmd 22).
+	// Room says that DstID names a room rather than a user (cmd 19, 22).
 	Room bool `json:"room,omitempty"`
 
 	// Application payload, passed through unchanged.
@@ -70,6 +72,13 @@ type Frame struct {
 	Recovered *bool    `json:"recovered,omitempty"`
 	Code      int      `json:"code,omitempty"`
 	Reason    string   `json:"reason,omitempty"`
+
+	// Read, Seen and Unread describe one conversation in a cmd 18 reply:
+	// the user's read marker, the peer's read marker (direct
+	// conversations only) and Seq - Read.
+	Read   uint64 `json:"read,omitempty"`
+	Seen   uint64 `json:"seen,omitempty"`
+	Unread uint64 `json:"unread,omitempty"`
 }
 
 // flexID decodes a JSON string or number into a string.
@@ -127,6 +136,9 @@ type wireFrame struct {
 	Recovered *bool           `json:"recovered"`
 	Code      int             `json:"code"`
 	Reason    string          `json:"reason"`
+	Read      uint64          `json:"read"`
+	Seen      uint64          `json:"seen"`
+	Unread    uint64          `json:"unread"`
 }
 
 // UnmarshalJSON decodes a frame, accepting numbers for userid and dstid.
@@ -140,6 +152,7 @@ func (f *Frame) UnmarshalJSON(b []byte) error {
 		Media: w.Media, Content: w.Content, Pic: w.Pic, URL: w.URL, Memo: w.Memo, Amount: w.Amount, Data: w.Data,
 		Seq: w.Seq, TS: w.TS, IDs: w.IDs, Since: w.Since, Before: w.Before, Limit: w.Limit, Items: w.Items,
 		More: w.More, Epoch: w.Epoch, Recovered: w.Recovered, Code: w.Code, Reason: w.Reason,
+		Read: w.Read, Seen: w.Seen, Unread: w.Unread,
 	}
 	return nil
 }
@@ -253,6 +266,9 @@ func (f *Frame) AppendJSON(b []byte) ([]byte, error) {
 		b = strconv.AppendInt(b, int64(f.Code), 10)
 	}
 	b = appendStrField(b, `,"reason":`, f.Reason)
+	b = appendUintField(b, `,"read":`, f.Read)
+	b = appendUintField(b, `,"seen":`, f.Seen)
+	b = appendUintField(b, `,"unread":`, f.Unread)
 	return append(b, '}'), nil
 }
 

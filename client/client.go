@@ -217,8 +217,8 @@ func (c *Client) State() State { return State(c.state.Load()) }
 func (c *Client) setState(s State) { c.state.Store(int32(s)) }
 
 // Messages returns the channel of incoming messages (cmd 10, 11, typing
-// indicators (cmd 22, see Typing) and application commands, except the
-// answers to Call), each delivered once
+// indicators (cmd 22, see Typing), read events (cmd 19, see MarkRead) and
+// application commands, except the answers to Call), each delivered once
 // (duplicates by id are dropped). It is closed when Run returns. It is nil when
 // Options.OnMessage is set.
 //
@@ -510,6 +510,79 @@ func (c *Client) History(ctx context.Context, q HistoryRequest) (*wshub.Frame, e
 		return nil, err
 	}
 	return c.wait(ctx, e)
+}
+
+// Conversation is one of the user's conversations, as Conversations
+// lists them.
+type Conversation struct {
+	// DstID is the other user of a direct conversation (the user itself
+	// for notes to self), or the room's id when Room is true.
+	DstID string
+	Room  bool
+	// Seq is the conversation's latest seq and TS (Unix milliseconds) the
+	// time of that message; both are 0 for a room without messages.
+	Seq uint64
+	TS  int64
+	// Read is the user's read marker, Seen the peer's (direct
+	// conversations only), Unread is Seq - Read.
+	Read, Seen, Unread uint64
+}
+
+// Conversations asks the hub for up to limit of the user's conversations
+// (cmd 18; limit 0 means the hub's default of 100, at most 1,000 are
+// sent), most recent message first: every direct conversation with at
+// least one message and every room the user is a member of. more reports
+// that the list was cut at limit. The list comes from the store, so every
+// device of the user gets the same one. The request is asked again after
+// a reconnect until it is answered or ctx ends. An error frame fails it
+// with a *ServerError (404 when the hub's store keeps no conversation
+// index).
+func (c *Client) Conversations(ctx context.Context, limit int) (items []Conversation, more bool, err error) {
+	e, err := c.enqueue(&wshub.Frame{Cmd: wshub.CmdConversations, Limit: max(limit, 0)}, kindRequest, true)
+	if err != nil {
+		return nil, false, err
+	}
+	r, err := c.wait(ctx, e)
+	if err != nil {
+		return nil, false, err
+	}
+	items = make([]Conversation, 0, len(r.Items))
+	for _, it := range r.Items {
+		if it == nil {
+			continue
+		}
+		items = append(items, Conversation{
+			DstID: it.DstID, Room: it.Cmd == wshub.CmdRoom, Seq: it.Seq, TS: it.TS,
+			Read: it.Read, Seen: it.Seen, Unread: it.Unread,
+		})
+	}
+	return items, r.More, nil
+}
+
+// MarkRead tells the hub that the user has read the direct conversation
+// with user dstid, or with room room dstid, up to seq (cmd 19). The hub
+// stores the marker per user and conversation; it only moves forward and
+// never past the conversation's latest seq. When it moved, the hub sends
+// {"cmd":19,"userid":<this user>,"dstid":dstid,"room":room,"seq":<marker>}
+// to the user's other connections and, for a direct conversation, to the
+// peer's connections, which get it as a frame with Cmd wshub.CmdRead on
+// Messages or OnMessage: the peer recognises the conversation by UserID,
+// the user's other devices by DstID. Keep the highest Seq seen; events
+// are live only and reach the connections on the reader's hub process.
+//
+// It does not wait: the frame is written once, now or on the next
+// connection, and nothing answers it. A refusal (403 for a room the user
+// is not in) comes to Options.OnError. A marker lost with a connection is
+// harmless to send again: markers never move back.
+func (c *Client) MarkRead(ctx context.Context, dstid string, room bool, seq uint64) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if dstid == "" {
+		return fmt.Errorf("%w: empty dstid", wshub.ErrMissingDst)
+	}
+	_, err := c.enqueue(&wshub.Frame{Cmd: wshub.CmdRead, DstID: dstid, Room: room, Seq: seq}, kindOnce, false)
+	return err
 }
 
 // Run connects and keeps the client connected until ctx ends (it returns

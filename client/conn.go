@@ -485,7 +485,7 @@ func (c *Client) handle(cn *conn, f *wshub.Frame) bool {
 	case wshub.CmdJoin:
 		c.handleJoin(f)
 		return true
-	case wshub.CmdHistory, wshub.CmdRoomHistory:
+	case wshub.CmdHistory, wshub.CmdRoomHistory, wshub.CmdConversations:
 		c.mu.Lock()
 		e := c.out.get(f.CID)
 		if e == nil || e.kind != kindRequest {

@@ -12,11 +12,11 @@ const (
 	// again on every new connection until then.
 	kindMessage kind = iota
 	// kindRequest: a question whose answer carries its cid (cmd 12, 16,
-	// 17). It stays until the answer or an error frame arrives, and is
+	// 17, 18). It stays until the answer or an error frame arrives, and is
 	// asked again on every new connection until then (asking twice is
 	// harmless).
 	kindRequest
-	// kindOnce: a frame written once and then dropped (cmd 13, Emit).
+	// kindOnce: a frame written once and then dropped (cmd 13, 19, Emit).
 	kindOnce
 	// kindCall: an application request (Call) answered by a frame that
 	// carries its cid. It waits for a connection like the others, but is

@@ -54,6 +54,8 @@ export const Cmd = Object.freeze({
   Receipt: 15,
   History: 16,
   RoomHistory: 17,
+  Conversations: 18,
+  Read: 19,
   Welcome: 20,
   Typing: 22,
   Error: 40,
@@ -185,6 +187,10 @@ export function parseRetryAfter(value, now = Date.now()) {
  *   'joined'       a room join answered: ({room, seq, epoch, recovered})
  *   'typing'       someone is typing (cmd 22): ({userid, dstid, room}); dstid is this user, or
  *                  with room true a room this user is in
+ *   'read'         a read marker moved (cmd 19): ({userid, dstid, room, seq}); from another
+ *                  device of this user (userid === userId: the conversation is dstid), or from
+ *                  the peer of a direct conversation (the conversation is userid); keep the
+ *                  highest seq
  *   'outbox'       the outbox size changed: (size)
  *   'error'        an error frame without a waiting request, or a client error: (HubError | Error)
  *   'frame'        every frame received, before any processing: (frame)
@@ -262,6 +268,7 @@ export class WSHubClient {
     this._probing = null; // the refused socket whose status probe is under way
     this._rooms = new Map(); // room -> {seq, epoch, ahead: Set<number>}
     this._leaving = new Set(); // rooms left while disconnected; cmd 13 goes out on reconnect
+    this._reads = new Map(); // 'd:'/'r:' + dstid -> highest seq marked while disconnected; cmd 19 goes out on reconnect
     this._seen = new Map(); // message id -> true, insertion ordered, bounded by seenLimit
     this._acks = []; // ids waiting for the next batched cmd 14
 
@@ -445,6 +452,12 @@ export class WSHubClient {
     // room messages; then the outbox in send order.
     for (const room of this._leaving) this._write({ cmd: Cmd.Leave, dstid: room });
     this._leaving.clear();
+    for (const [k, seq] of this._reads) {
+      const f = { cmd: Cmd.Read, dstid: k.slice(2), seq };
+      if (k[0] === 'r') f.room = true;
+      this._write(f);
+    }
+    this._reads.clear();
     for (const [room, st] of this._rooms) {
       // Reuse the cid of a join still waiting for its answer; otherwise a
       // request of our own, so that a refusal removes the room.
@@ -634,7 +647,11 @@ export class WSHubClient {
         return;
       case Cmd.History:
       case Cmd.RoomHistory:
+      case Cmd.Conversations:
         this._reply(f);
+        return;
+      case Cmd.Read:
+        this._emit('read', { userid: String(f.userid ?? ''), dstid: String(f.dstid ?? ''), room: f.room === true, seq: f.seq || 0 });
         return;
       case Cmd.Typing:
         this._emit('typing', { userid: String(f.userid ?? ''), dstid: String(f.dstid ?? ''), room: f.room === true });
@@ -1018,6 +1035,27 @@ export class WSHubClient {
     return this._write(f);
   }
 
+  /**
+   * markRead tells the hub that this user has read the direct conversation
+   * with user dstid, or with {room: true} room dstid, up to seq (cmd 19).
+   * The hub keeps the marker per user and conversation, only forward and
+   * never past the latest seq, and when it moved sends a 'read' event to
+   * this user's other connections and, for a direct conversation, to the
+   * peer's (not to this client). No answer; a room this user is not in
+   * gives an 'error' event with a HubError 403. When not connected, the
+   * highest seq per conversation is sent on the next connection. It
+   * returns whether the frame was written now.
+   */
+  markRead(dstid, seq, { room = false } = {}) {
+    if (dstid == null || dstid === '') throw new Error('wshub: markRead needs a dstid');
+    const f = { cmd: Cmd.Read, dstid: String(dstid), seq: Number(seq) || 0 };
+    if (room) f.room = true;
+    if (this.readyState === State.OPEN && this._write(f)) return true;
+    const k = (room ? 'r:' : 'd:') + f.dstid;
+    this._reads.set(k, Math.max(this._reads.get(k) || 0, f.seq));
+    return false;
+  }
+
   /** leave leaves a room and forgets it (sent on reconnect if not connected now). */
   leave(room) {
     room = String(room);
@@ -1045,5 +1083,36 @@ export class WSHubClient {
     const p = this._request(f);
     if (this._write(f)) this._arm(f.cid);
     return p;
+  }
+
+  /**
+   * conversations asks for this user's conversations (cmd 18), most recent
+   * message first: every direct conversation with a message and every room
+   * the user is in. limit defaults to the hub's 100 (at most 1,000).
+   * Resolves with {items, more}: each item {dstid, room, seq, ts, read,
+   * seen, unread} (dstid: the peer, or the room with room true; seq and ts
+   * 0 for a room without messages; seen is the peer's marker, direct
+   * only). Rejects if not connected, on an error frame (HubError; 404 when
+   * the hub's store keeps no conversation list), or when the connection is
+   * lost before the answer (ConnectionLostError).
+   */
+  conversations({ limit } = {}) {
+    const f = { cmd: Cmd.Conversations, cid: newCID() };
+    if (limit) f.limit = limit;
+    if (this.readyState !== State.OPEN) return Promise.reject(new Error('wshub: not connected'));
+    const p = this._request(f);
+    if (this._write(f)) this._arm(f.cid);
+    return p.then((r) => ({
+      items: (r.items || []).filter((it) => it && typeof it === 'object').map((it) => ({
+        dstid: String(it.dstid ?? ''),
+        room: it.cmd === Cmd.Room,
+        seq: it.seq || 0,
+        ts: it.ts || 0,
+        read: it.read || 0,
+        seen: it.seen || 0,
+        unread: it.unread || 0,
+      })),
+      more: r.more === true,
+    }));
   }
 }
