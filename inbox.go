@@ -2,26 +2,13 @@ package wshub
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/wshub/wshub/store"
 )
 
 // The inbox commands: cmd 18 lists a user's conversations, most recent
 // first, with read markers and unread counts; cmd 19 moves the user's read
-// marker on one conversation. Both need a store that implements
-// store.Inbox; with any other store they are answered with
-// ErrUnknownCommand (404), whose reason names the missing interface.
-
-// inbox returns the hub's store as a store.Inbox, or the error that
-// answers cmd when the store is not one.
-func (h *Hub) inbox(cmd Cmd) (store.Inbox, error) {
-	ib, ok := h.store.(store.Inbox)
-	if !ok {
-		return nil, fmt.Errorf("%w: cmd %d needs a store that implements store.Inbox", ErrUnknownCommand, cmd)
-	}
-	return ib, nil
-}
+// marker on one conversation, through the store's store.Inbox methods.
 
 // conversations answers cmd 18 with up to f.Limit of the user's
 // conversations (store.DefaultConversations when 0 or less, at most
@@ -30,10 +17,7 @@ func (h *Hub) inbox(cmd Cmd) (store.Inbox, error) {
 // item per room, named by the room, with read and unread. More says the
 // list was cut. The reply carries the request's cid.
 func (h *Hub) conversations(ctx context.Context, n *Node, f *Frame) error {
-	ib, err := h.inbox(f.Cmd)
-	if err != nil {
-		return err
-	}
+	ib := h.store
 	items, more, err := ib.Conversations(ctx, n.user, max(f.Limit, 0))
 	if err != nil {
 		return h.storeErr(err)
@@ -71,10 +55,7 @@ func convFrame(c *store.ConvInfo) *Frame {
 // conversation may announce their markers in either order: a client
 // keeps the highest it has seen.
 func (h *Hub) markRead(ctx context.Context, n *Node, f *Frame) error {
-	ib, err := h.inbox(f.Cmd)
-	if err != nil {
-		return err
-	}
+	ib := h.store
 	if err := checkDst(f.DstID); err != nil {
 		return err
 	}

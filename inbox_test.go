@@ -284,24 +284,3 @@ func TestHub_ReadBadDstID(t *testing.T) {
 		assert.Equal(t, f.CID, e.CID)
 	}
 }
-
-// plainStore hides every method but those of store.Store: a store
-// without store.Inbox.
-type plainStore struct{ store.Store }
-
-func TestHub_ConversationsAndReadNeedAnInboxStore(t *testing.T) {
-	st := memstore.New(memstore.Options{})
-	t.Cleanup(func() { assert.NoError(t, st.Close()) })
-	srv := hubtest.New(t, wshub.Options{Store: plainStore{st}})
-	alice := srv.Dial(t, "alice")
-	for _, f := range []*wshub.Frame{
-		{Cmd: wshub.CmdConversations, CID: "list"},
-		{Cmd: wshub.CmdRead, CID: "read", DstID: "bob", Seq: 1},
-	} {
-		alice.Send(t, f)
-		e := alice.Expect(t, wshub.CmdError)
-		assert.Equal(t, 404, e.Code, f.CID)
-		assert.Equal(t, f.CID, e.CID)
-		assert.Contains(t, e.Reason, "store.Inbox")
-	}
-}

@@ -11,8 +11,6 @@ import (
 	"github.com/wshub/wshub"
 	"github.com/wshub/wshub/client"
 	"github.com/wshub/wshub/hubtest"
-	"github.com/wshub/wshub/store"
-	"github.com/wshub/wshub/store/memstore"
 )
 
 // conversations lists c's conversations with the TS cleared, after
@@ -91,22 +89,4 @@ func TestClient_MarkReadRefusals(t *testing.T) {
 	assert.ErrorIs(t, carol.MarkRead(ctx, "bob", false, 1), client.ErrClosed)
 	_, _, err := carol.Conversations(ctx, 0)
 	assert.ErrorIs(t, err, client.ErrClosed)
-}
-
-// plainStore hides every method but those of store.Store: a store
-// without store.Inbox.
-type plainStore struct{ store.Store }
-
-func TestClient_ConversationsWithoutAnInboxStore(t *testing.T) {
-	st := memstore.New(memstore.Options{})
-	t.Cleanup(func() { _ = st.Close() })
-	srv := hubtest.New(t, wshub.Options{Store: plainStore{st}})
-	alice := dial(t, srv.URL, "alice", client.Options{})
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	defer cancel()
-	_, _, err := alice.Conversations(ctx, 0)
-	var se *client.ServerError
-	require.ErrorAs(t, err, &se)
-	assert.Equal(t, 404, se.Code)
-	assert.ErrorIs(t, err, wshub.ErrUnknownCommand)
 }
