@@ -123,6 +123,13 @@ func (d *fastDecoder) number() ([]byte, bool) {
 	return n, len(n) > 0 && isNumber(string(n))
 }
 
+// uintTo decodes an unsigned integer into *p.
+func (d *fastDecoder) uintTo(p *uint64) bool {
+	v, ok := d.uint()
+	*p = v
+	return ok
+}
+
 func (d *fastDecoder) uint() (uint64, bool) {
 	n, ok := d.number()
 	if !ok {
@@ -211,29 +218,17 @@ func (d *fastDecoder) field(f *Frame, key []byte) bool {
 	case "reason":
 		return d.text(&f.Reason)
 	case "seq":
-		v, ok := d.uint()
-		f.Seq = v
-		return ok
+		return d.uintTo(&f.Seq)
 	case "since":
-		v, ok := d.uint()
-		f.Since = v
-		return ok
+		return d.uintTo(&f.Since)
 	case "before":
-		v, ok := d.uint()
-		f.Before = v
-		return ok
+		return d.uintTo(&f.Before)
 	case "read":
-		v, ok := d.uint()
-		f.Read = v
-		return ok
+		return d.uintTo(&f.Read)
 	case "seen":
-		v, ok := d.uint()
-		f.Seen = v
-		return ok
+		return d.uintTo(&f.Seen)
 	case "unread":
-		v, ok := d.uint()
-		f.Unread = v
-		return ok
+		return d.uintTo(&f.Unread)
 	case "ts":
 		v, ok := d.int(64)
 		f.TS = v
