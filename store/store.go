@@ -20,6 +20,7 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"time"
 )
 
 // Errors returned by Store implementations. Compare with errors.Is.
@@ -271,10 +272,12 @@ type EventKind int
 
 // Kinds of Feed events.
 const (
-	EventReady   EventKind = iota // the subscription is active
-	EventMessage                  // Msg was appended
-	EventJoin                     // User joined Room
-	EventLeave                    // User left Room
+	EventReady    EventKind = iota // the subscription is active
+	EventMessage                   // Msg was appended
+	EventJoin                      // User joined Room
+	EventLeave                     // User left Room
+	EventSignal                    // Signal was announced (Signaler)
+	EventPresence                  // User went online or offline (Presence)
 )
 
 // Event is one announcement of a Feed.
@@ -283,5 +286,65 @@ type Event struct {
 	Msg    Message // EventMessage: the stored message, with its Seq
 	Origin string  // EventMessage: AppendRequest.Origin
 	Room   string  // EventJoin, EventLeave
-	User   string  // EventJoin, EventLeave
+	User   string  // EventJoin, EventLeave, EventPresence
+	Signal Signal  // EventSignal
+	Online bool    // EventPresence: User now has a connection on some live hub process
+	TS     int64   // EventPresence: when the transition was recorded, Unix milliseconds
+}
+
+// Signal is an ephemeral frame (a typing indicator, a read-marker event)
+// for the connections of some users or of a room's members, on every hub
+// process. It is never stored.
+type Signal struct {
+	// Users lists the users whose connections receive Data.
+	Users []string
+	// Room, when not empty, adds the connections of Room's members.
+	Room string
+	// Origin is the id of a connection that must not receive Data (the
+	// one that sent it), or empty.
+	Origin string
+	// Data is the encoded frame.
+	Data []byte
+}
+
+// Signaler is implemented by a Feed that also carries ephemeral frames
+// between hub processes. A hub whose Feed is not a Signaler delivers
+// them to its own connections only.
+type Signaler interface {
+	// Signal announces s as an EventSignal to every subscriber (this
+	// process included). It is best effort: a Signal is never stored,
+	// and one announced while a subscriber's subscription is broken is
+	// not replayed to it.
+	Signal(ctx context.Context, s Signal) error
+}
+
+// Presence is implemented by a Feed store that tracks, across hub
+// processes, which users have at least one connection. Each hub process
+// holds a lease under an id of its own (proc) and renews it by calling
+// SetPresence at least once per ttl; the entries of a process whose lease
+// ended (it was killed, or lost the store for longer than ttl) are
+// removed by the next SetPresence of any process, which announces the
+// resulting offline transitions. A hub whose store is not a Presence
+// tracks presence among its own connections.
+type Presence interface {
+	// SetPresence records that on process proc the users in on have a
+	// connection and those in off have none, and renews proc's lease for
+	// ttl. For every user whose state across all processes with a live
+	// lease changed, it announces an EventPresence on the Feed. It also
+	// removes the entries of (a bounded number of) processes whose lease
+	// ended, announcing the users that are then offline everywhere.
+	//
+	// reset is true when proc had no lease (its first call, or its
+	// lease ended and its entries were removed): the caller must then
+	// send its whole state again, every user it holds in on.
+	SetPresence(ctx context.Context, proc string, ttl time.Duration, on, off []string) (reset bool, err error)
+
+	// RetirePresence ends proc's lease at once and removes its entries,
+	// announcing the users that are then offline everywhere (a hub
+	// shutting down, or abandoning a proc id after its feed broke).
+	RetirePresence(ctx context.Context, proc string) error
+
+	// Online reports, for each of users, whether it has a connection on
+	// a process with a live lease.
+	Online(ctx context.Context, users []string) ([]bool, error)
 }
