@@ -100,6 +100,11 @@ type Client struct {
 	// their answer, so that a late answer is dropped rather than
 	// delivered as a message. Guarded by mu.
 	abandoned *dedup
+	// watching is the user ids of the latest Watch, sent again on every
+	// new connection; rewatchCID is the cid of that automatic re-watch on
+	// the current connection ("" when none is out). Guarded by mu.
+	watching   []string
+	rewatchCID string
 }
 
 // abandonedSize is how many cids of abandoned Calls a client remembers.
@@ -267,6 +272,12 @@ func (c *Client) newCID() string {
 // enqueue adds a frame to the outbox, assigning a cid when the kind needs
 // one and f has none. f is not modified.
 func (c *Client) enqueue(f *wshub.Frame, k kind, wait bool) (*entry, error) {
+	return c.enqueueEncoded(f, k, wait, (*wshub.Frame).Encode)
+}
+
+// enqueueEncoded is enqueue with the frame's encoding done by encode (for
+// a frame whose wire form Frame.Encode cannot produce).
+func (c *Client) enqueueEncoded(f *wshub.Frame, k kind, wait bool, encode func(*wshub.Frame) ([]byte, error)) (*entry, error) {
 	if f == nil {
 		return nil, fmt.Errorf("wshub/client: nil frame")
 	}
@@ -274,7 +285,7 @@ func (c *Client) enqueue(f *wshub.Frame, k kind, wait bool) (*entry, error) {
 	if cp.CID == "" && k != kindOnce && k != kindLive {
 		cp.CID = c.newCID()
 	}
-	data, err := cp.Encode()
+	data, err := encode(&cp)
 	if err != nil {
 		return nil, fmt.Errorf("wshub/client: encode frame: %w", err)
 	}
@@ -314,9 +325,15 @@ func (c *Client) wake() {
 // wait waits for e's result. When ctx ends first, e leaves the outbox (if
 // still there) and ctx.Err() is returned.
 func (c *Client) wait(ctx context.Context, e *entry) (*wshub.Frame, error) {
+	r := c.waitResult(ctx, e)
+	return r.f, r.err
+}
+
+// waitResult is wait returning the whole result.
+func (c *Client) waitResult(ctx context.Context, e *entry) result {
 	select {
 	case r := <-e.done:
-		return r.f, r.err
+		return r
 	case <-ctx.Done():
 		c.mu.Lock()
 		removed := c.out.removeEntry(e)
@@ -326,10 +343,9 @@ func (c *Client) wait(ctx context.Context, e *entry) (*wshub.Frame, error) {
 		c.mu.Unlock()
 		if !removed {
 			// Settled at the same moment: its result is there.
-			r := <-e.done
-			return r.f, r.err
+			return <-e.done
 		}
-		return nil, ctx.Err()
+		return result{err: ctx.Err()}
 	}
 }
 

@@ -104,8 +104,8 @@ func parseRetryAfter(v string, now time.Time) time.Duration {
 // cannot overflow; Backoff.Max bounds the wait anyway.
 const maxRetryAfter = 24 * time.Hour
 
-// connect runs one connection: dial, welcome, rejoin rooms, resend the
-// outbox, then read and write until it ends. It returns how long the
+// connect runs one connection: dial, welcome, rejoin rooms, watch again,
+// resend the outbox, then read and write until it ends. It returns how long the
 // connection was open and why it ended.
 func (c *Client) connect(ctx context.Context) (time.Duration, error) {
 	ws, err := c.dial(ctx)
@@ -150,12 +150,15 @@ func (c *Client) connect(ctx context.Context) (time.Duration, error) {
 	c.mu.Lock()
 	c.welcome = welcome
 	c.out.resetSent()
-	rejoin := make([][]byte, 0, len(c.rooms))
+	rejoin := make([][]byte, 0, len(c.rooms)+1)
 	for name, r := range c.rooms {
 		f := wshub.Frame{Cmd: wshub.CmdJoin, DstID: name, Since: r.Seq, Epoch: r.Epoch}
 		if b, err := f.Encode(); err == nil {
 			rejoin = append(rejoin, b)
 		}
+	}
+	if b := c.rewatchFrame(); b != nil {
+		rejoin = append(rejoin, b) // the hub keeps a watch per connection
 	}
 	c.mu.Unlock()
 
@@ -448,6 +451,10 @@ func (c *Client) handleRaw(cn *conn, b []byte) bool {
 	f, err := wshub.DecodeFrame(b)
 	if err != nil {
 		c.reportErr(fmt.Errorf("%w: %w", ErrProtocol, err))
+		return true
+	}
+	if f.Cmd == cmdPresence {
+		c.handlePresence(f, b)
 		return true
 	}
 	return c.handle(cn, f)

@@ -115,6 +115,8 @@ type proxy struct {
 	target string
 	wg     sync.WaitGroup
 
+	refusing atomic.Bool // new links are closed at once
+
 	mu    sync.Mutex
 	links []*link // guarded by mu
 	n     int     // guarded by mu: links ever accepted
@@ -145,6 +147,10 @@ func (p *proxy) accept() {
 		a, err := p.ln.Accept()
 		if err != nil {
 			return
+		}
+		if p.refusing.Load() {
+			a.Close()
+			continue
 		}
 		b, err := net.Dial("tcp", p.target)
 		if err != nil {
@@ -188,6 +194,23 @@ func (p *proxy) blackhole() {
 		l.blackholed.Store(true)
 	}
 }
+
+// cut closes every current link: the connections through the proxy break
+// (the hub sees them go). Links opened afterwards pass bytes normally,
+// unless refuse is on.
+func (p *proxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, l := range p.links {
+		l.a.Close()
+		l.b.Close()
+	}
+	p.links = nil
+}
+
+// refuse makes the proxy close every link it accepts from now on (on), or
+// pass them again (off): the hub is out of reach.
+func (p *proxy) refuse(on bool) { p.refusing.Store(on) }
 
 // accepted returns how many links the proxy has accepted.
 func (p *proxy) accepted() int {

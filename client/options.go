@@ -118,6 +118,12 @@ type Options struct {
 	// room after a reconnect. recovered false means messages may have been
 	// missed: reload the room with History.
 	OnRejoin func(room string, recovered bool)
+	// OnPresence is called, on the reader goroutine, when a user watched
+	// with Watch comes online or goes offline (TS is the time of the
+	// transition), and for every state the hub lists in answer to the
+	// automatic re-watch after a reconnect (TS 0). Without it presence
+	// transitions are dropped: they never come on Messages.
+	OnPresence func(p Presence)
 	// OnError is called for failures nobody else hears about: a dial that
 	// failed, a heartbeat timeout, an error frame (*ServerError) that
 	// answers no waiting call (e.g. a Post), an undecodable frame.

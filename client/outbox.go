@@ -12,7 +12,7 @@ const (
 	// again on every new connection until then.
 	kindMessage kind = iota
 	// kindRequest: a question whose answer carries its cid (cmd 12, 16,
-	// 17, 18). It stays until the answer or an error frame arrives, and is
+	// 17, 18, 21). It stays until the answer or an error frame arrives, and is
 	// asked again on every new connection until then (asking twice is
 	// harmless).
 	kindRequest
@@ -36,6 +36,9 @@ const (
 type result struct {
 	f   *wshub.Frame
 	err error
+	// presence is the states listed by a cmd 21 reply, which wshub.Frame
+	// cannot carry.
+	presence []Presence
 }
 
 // entry is one frame in the outbox.
