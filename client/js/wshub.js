@@ -40,6 +40,10 @@
 //     resolves with the answer carrying that cid. It is written once: the
 //     hub does not deduplicate application commands, so when the socket
 //     closes before the answer the promise rejects with ConnectionLostError.
+//   - presence: watch() asks the hub to report when the given users come
+//     online or go offline ('presence' events). The hub keeps a watch per
+//     connection, so after a reconnect the client sends the list again by
+//     itself and reports the fresh states as 'presence' events.
 
 /** Command codes of the wire protocol (SPEC.md section 3). */
 export const Cmd = Object.freeze({
@@ -57,6 +61,7 @@ export const Cmd = Object.freeze({
   Conversations: 18,
   Read: 19,
   Welcome: 20,
+  Presence: 21,
   Typing: 22,
   Error: 40,
   App: 100,
@@ -191,6 +196,9 @@ export function parseRetryAfter(value, now = Date.now()) {
  *                  device of this user (userid === userId: the conversation is dstid), or from
  *                  the peer of a direct conversation (the conversation is userid); keep the
  *                  highest seq
+ *   'presence'     a watched user (see watch()) came online or went offline (cmd 21):
+ *                  ({userid, online, ts}), ts the server time of the change; also each state
+ *                  the hub lists when the client watches again after a reconnect (ts 0)
  *   'outbox'       the outbox size changed: (size)
  *   'error'        an error frame without a waiting request, or a client error: (HubError | Error)
  *   'frame'        every frame received, before any processing: (frame)
@@ -262,7 +270,8 @@ export class WSHubClient {
     this._timers = { retry: 0, ping: 0, pong: 0, stable: 0, ack: 0, flush: 0 };
     this._outbox = []; // [{cid, frame, ts, sent}] in send order
     this._waiters = new Map(); // cid -> {resolve, reject} of send()
-    this._requests = new Map(); // cid -> {cmd, dstid, resolve, reject, timer} of join/history
+    this._requests = new Map(); // cid -> {cmd, dstid, resolve, reject, timer, watch} of join/history/conversations/presence
+    this._watching = []; // user ids of the latest watch(), watched again on every connection
     this._calls = new Map(); // cid -> {frame, resolve, reject, timer, sent} of call()
     this._abandoned = new Set(); // cids of calls that timed out, insertion ordered, bounded by abandonedLimit
     this._probing = null; // the refused socket whose status probe is under way
@@ -474,6 +483,7 @@ export class WSHubClient {
       }
       if (this._sendJoin(room, st, cid)) this._arm(cid);
     }
+    this._rewatch();
     this._flushOutbox();
     this._flushCalls();
     this._schedulePing();
@@ -500,8 +510,9 @@ export class WSHubClient {
     for (const k of ['ping', 'pong', 'stable', 'ack', 'flush']) clearTimeout(this._timers[k]);
     this._acks = [];
     for (const e of this._outbox) e.sent = false;
+    const lastWatch = this._lastWatch();
     for (const [cid, r] of this._requests) {
-      if (r.cmd === Cmd.Join) {
+      if (r.cmd === Cmd.Join || cid === lastWatch) {
         // Sent again, and answered, after the reconnect.
         clearTimeout(r.timer);
         r.timer = 0;
@@ -653,6 +664,9 @@ export class WSHubClient {
       case Cmd.Read:
         this._emit('read', { userid: String(f.userid ?? ''), dstid: String(f.dstid ?? ''), room: f.room === true, seq: f.seq || 0 });
         return;
+      case Cmd.Presence:
+        this._presence(f);
+        return;
       case Cmd.Typing:
         this._emit('typing', { userid: String(f.userid ?? ''), dstid: String(f.dstid ?? ''), room: f.room === true });
         return;
@@ -784,6 +798,54 @@ export class WSHubClient {
   _reply(f) {
     const r = this._takeRequest(f);
     if (r) r.resolve(f);
+  }
+
+  // _presence handles cmd 21: a transition of a watched user, or the reply
+  // to watch(), roomPresence() or the re-watch after a reconnect.
+  _presence(f) {
+    if (!Array.isArray(f.items) && f.userid != null && f.userid !== '') {
+      this._emit('presence', { userid: String(f.userid), online: f.online === true, ts: f.ts || 0 });
+      return;
+    }
+    const r = this._takeRequest(f);
+    if (!r) return; // the answer to a request that timed out
+    const items = (f.items || [])
+      .filter((it) => it && typeof it === 'object')
+      .map((it) => ({ userid: String(it.userid ?? ''), online: it.online === true }));
+    r.resolve(items);
+  }
+
+  // _lastWatch returns the cid of the newest watch request still waiting
+  // for its answer, or ''.
+  _lastWatch() {
+    let cid = '';
+    for (const [k, r] of this._requests) if (r.watch) cid = k;
+    return cid;
+  }
+
+  // _rewatch sends the watch list on a new connection: the hub keeps a
+  // watch per connection. A watch() still waiting for its answer is sent
+  // again with its cid (and its promise gets the states); otherwise the
+  // states of the answer are reported as 'presence' events.
+  _rewatch() {
+    let cid = this._lastWatch();
+    if (!cid) {
+      if (this._watching.length === 0) return;
+      cid = newCID();
+      this._watchRequest(cid).then(
+        (items) => {
+          for (const it of items) this._emit('presence', { userid: it.userid, online: it.online, ts: 0 });
+        },
+        (err) => this._emit('error', err),
+      );
+    }
+    if (this._write({ cmd: Cmd.Presence, ids: this._watching, cid })) this._arm(cid);
+  }
+
+  _watchRequest(cid) {
+    const p = this._request({ cmd: Cmd.Presence, cid });
+    this._requests.get(cid).watch = true;
+    return p;
   }
 
   _joined(f) {
@@ -975,7 +1037,7 @@ export class WSHubClient {
   // only while the request is out on a connection (see _arm).
   _request(frame) {
     return new Promise((resolve, reject) => {
-      this._requests.set(frame.cid, { cmd: frame.cmd, dstid: String(frame.dstid), resolve, reject, timer: 0 });
+      this._requests.set(frame.cid, { cmd: frame.cmd, dstid: String(frame.dstid ?? ''), resolve, reject, timer: 0 });
     });
   }
 
@@ -1054,6 +1116,51 @@ export class WSHubClient {
     const k = (room ? 'r:' : 'd:') + f.dstid;
     this._reads.set(k, Math.max(this._reads.get(k) || 0, f.seq));
     return false;
+  }
+
+  /**
+   * watch asks the hub to report the presence of the users ids (cmd 21),
+   * replacing the list watched before (watch([]) watches nobody; at most
+   * 1,000 ids). Resolves with their current states, [{userid, online}];
+   * from then on each change comes as a 'presence' event ({userid, online,
+   * ts}). The hub keeps the watch per connection: the client remembers the
+   * list and sends it again after every reconnect, reporting the states
+   * the hub lists then as 'presence' events (ts 0), since changes may have
+   * been missed meanwhile. When not connected the request goes out on the
+   * next connection. Rejects on an error frame (HubError) or when no
+   * answer comes within requestTimeout of the request being written.
+   */
+  watch(ids) {
+    if (!Array.isArray(ids)) throw new Error('wshub: watch needs an array of user ids');
+    if (ids.length > 1000) throw new Error('wshub: watch takes at most 1000 ids');
+    this._watching = ids.map(String);
+    // An older watch still waiting is superseded: this one's answer tells.
+    for (const r of this._requests.values()) r.watch = false;
+    const cid = newCID();
+    const p = this._watchRequest(cid);
+    if (this._write({ cmd: Cmd.Presence, ids: this._watching, cid })) this._arm(cid);
+    return p;
+  }
+
+  /** watching returns the user ids of the latest watch(), sent again after a reconnect. */
+  watching() {
+    return [...this._watching];
+  }
+
+  /**
+   * roomPresence lists the members of room and whether each is online
+   * (cmd 21 with room); it watches nothing. Resolves with [{userid,
+   * online}]. Members only: otherwise it rejects with a HubError 403. Rejects
+   * if not connected, or when the connection is lost before the answer
+   * (ConnectionLostError).
+   */
+  roomPresence(room) {
+    if (room == null || room === '') throw new Error('wshub: roomPresence needs a room');
+    const f = { cmd: Cmd.Presence, dstid: String(room), room: true, cid: newCID() };
+    if (this.readyState !== State.OPEN) return Promise.reject(new Error('wshub: not connected'));
+    const p = this._request(f);
+    if (this._write(f)) this._arm(f.cid);
+    return p;
   }
 
   /** leave leaves a room and forgets it (sent on reconnect if not connected now). */
