@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -280,28 +279,6 @@ func TestDemo_ChatSurvivesServerRestart(t *testing.T) {
 		last := joins[len(joins)-1]
 		assert.Equal(t, "lobby", last.Room, u.name)
 		assert.True(t, last.Recovered, "%s: rejoin recovered", u.name)
-	}
-
-	if path := os.Getenv("WSHUB_SCREENSHOT"); path != "" {
-		alice.open("u:bob")
-		bob.open("u:alice")
-		for i, line := range []string{
-			"It is back. The page said reconnecting for a few seconds.",
-			"Same here. What I typed meanwhile went out by itself.",
-			"And nothing arrived twice. Nice.",
-		} {
-			who, other := alice, bob
-			if i%2 == 1 {
-				who, other = bob, alice
-			}
-			who.say(line)
-			who.waitSent(line)
-			other.waitShown(line)
-		}
-		png, err := chromedp.Run(alice.tab, chromedp.CaptureScreenshot())
-		require.NoError(t, err)
-		require.NoError(t, os.WriteFile(path, png, 0o644))
-		t.Logf("screenshot written to %s", path)
 	}
 }
 

@@ -12,6 +12,12 @@ let me = '';
 let client = null;
 const convs = new Map(); // key ('u:bob' | 'r:lobby') -> conversation
 let active = null; // key of the open conversation
+const online = new Map(); // user id -> true / false, from watch() and 'presence' events
+let watched = ''; // the peers watched, joined with ',' (to watch again only when they change)
+const typingFor = 4000; // ms a typing indicator stays after the last typing event
+const typingEvery = 2500; // ms between two typing frames while the user types
+let lastTypingSent = 0;
+let lastTypingConv = '';
 
 // ---- sign in ----
 
@@ -77,7 +83,9 @@ function getConv(kind, id, create = true) {
   const key = (kind === 'room' ? 'r:' : 'u:') + id;
   let c = convs.get(key);
   if (!c && create) {
-    c = { key, kind, id, msgs: new Map(), unread: 0, loaded: false, loading: false, more: false };
+    // seq: the conversation's latest seq; read: this user's read marker;
+    // seen: the peer's (direct only); typing: user id -> time it stops.
+    c = { key, kind, id, msgs: new Map(), seq: 0, read: 0, seen: 0, typing: new Map(), loaded: false, loading: false, more: false };
     convs.set(key, c);
     saveConvs();
     renderConvs();
@@ -110,7 +118,128 @@ function addMessage(c, m) {
   const key = m.id || 'c:' + m.cid;
   if (c.msgs.has(key)) return false;
   c.msgs.set(key, m);
+  noteSeq(c, m);
   return true;
+}
+
+// noteSeq takes in a stored message's seq: the conversation's latest seq
+// and, for one this user sent, the read marker (sending moves it).
+function noteSeq(c, m) {
+  if (!m.seq) return;
+  c.seq = Math.max(c.seq, m.seq);
+  if (m.from === me) c.read = Math.max(c.read, m.seq);
+}
+
+function unreadOf(c) {
+  return Math.max(0, c.seq - c.read);
+}
+
+// visible reports whether conversation c is open and the page is seen.
+function visible(c) {
+  return c.key === active && !document.hidden;
+}
+
+// markRead tells the hub this user has read the open conversation up to
+// its latest seq.
+function markRead(c) {
+  if (!visible(c) || c.seq <= c.read) return;
+  c.read = c.seq;
+  client.markRead(c.id, c.seq, { room: c.kind === 'room' });
+}
+
+// ---- the conversation list from the hub ----
+
+// loadConversations merges the hub's list (cmd 18: the same on every
+// device) into the page's, joins the rooms (so that the client tracks their
+// seq for recovery) and watches the peers of the direct conversations.
+async function loadConversations() {
+  let list;
+  try {
+    list = await client.conversations({ limit: 200 });
+  } catch (err) {
+    console.warn('conversations', err);
+    return;
+  }
+  for (const it of list.items) {
+    if (!namePattern.test(it.dstid)) continue;
+    const c = getConv(it.room ? 'room' : 'user', it.dstid);
+    c.seq = Math.max(c.seq, it.seq);
+    c.read = Math.max(c.read, it.read);
+    c.seen = Math.max(c.seen, it.seen);
+    if (it.ts) c.ts = Math.max(c.ts || 0, it.ts);
+    if (c.kind === 'room' && !client.rooms().some((r) => r.room === c.id)) {
+      client.join(c.id).catch((err) => console.warn('join', c.id, err));
+    }
+  }
+  const open = convs.get(active);
+  if (open) markRead(open);
+  renderConvs();
+  if (open) renderChat();
+  watchPeers();
+}
+
+// watchPeers watches the presence of the peers of the direct conversations
+// (again only when they changed; after a reconnect wshub.js does it).
+function watchPeers() {
+  const peers = [...convs.values()].filter((c) => c.kind === 'user' && c.id !== me).map((c) => c.id).sort();
+  const key = peers.join(',');
+  if (key === watched) return;
+  watched = key;
+  client
+    .watch(peers)
+    .then((items) => {
+      for (const it of items) online.set(it.userid, it.online);
+      renderConvs();
+      renderChatHead();
+    })
+    .catch((err) => console.warn('watch', err));
+}
+
+// ---- typing ----
+
+// typingNames returns who is typing in c now.
+function typingNames(c) {
+  const now = Date.now();
+  return [...c.typing].filter(([, until]) => until > now).map(([who]) => who);
+}
+
+function onTyping({ userid, dstid, room }) {
+  if (userid === me) return; // another device of mine
+  const c = room ? getConv('room', dstid) : getConv('user', userid);
+  c.typing.set(userid, Date.now() + typingFor);
+  renderTyping();
+  setTimeout(renderTyping, typingFor + 50);
+}
+
+// renderTyping shows "typing…" in the list and under the open
+// conversation while someone types.
+function renderTyping() {
+  for (const c of convs.values()) {
+    const li = document.querySelector(`#convs [data-conv="${c.key}"]`);
+    const names = typingNames(c);
+    if (names.length === 0) c.typing.clear();
+    if (!li) continue;
+    const last = li.querySelector('.c-last');
+    const on = names.length > 0;
+    if (last.classList.contains('typing') !== on) renderConvs();
+  }
+  const c = convs.get(active);
+  const box = $('typing');
+  const names = c ? typingNames(c) : [];
+  box.hidden = names.length === 0;
+  box.textContent = names.length === 0 ? '' : c.kind === 'room' ? `${names.join(', ')} ${names.length > 1 ? 'are' : 'is'} typing…` : 'typing…';
+}
+
+// sendTyping tells the open conversation that this user types: at once,
+// then at most every typingEvery ms (the hub drops more than 5 a second).
+function sendTyping() {
+  const c = convs.get(active);
+  if (!c || !client || !$('composer-input').value.trim()) return;
+  const now = Date.now();
+  if (c.key === lastTypingConv && now - lastTypingSent < typingEvery) return;
+  lastTypingConv = c.key;
+  lastTypingSent = now;
+  client.typing(c.id, { room: c.kind === 'room' });
 }
 
 function sortedMessages(c) {
@@ -125,10 +254,10 @@ function openConv(key) {
   const c = convs.get(key);
   if (!c) return;
   active = key;
-  c.unread = 0;
   $('composer-input').disabled = false;
   $('send-btn').disabled = false;
   $('notice').hidden = true;
+  markRead(c);
   renderConvs();
   renderChat();
   $('composer-input').focus();
@@ -150,6 +279,7 @@ async function loadHistory(c, older = false) {
     for (const f of reply.items || []) addMessage(c, msgFromFrame(f));
     if (!older || !reply.more) c.more = !!reply.more;
     c.loaded = true;
+    markRead(c);
   } catch (err) {
     console.warn('history', c.key, err);
   } finally {
@@ -171,22 +301,37 @@ function renderConvs() {
     if (c.key === active) li.classList.add('active');
     const av = el('div', 'avatar');
     paintAvatar(av, c.id, c.kind === 'room');
+    const face = el('div', 'face');
+    face.append(av);
+    if (c.kind === 'user') {
+      const on = online.get(c.id) === true;
+      li.dataset.online = String(on);
+      const dot = el('span', 'presence' + (on ? ' online' : ''));
+      dot.title = on ? 'online' : 'offline';
+      face.append(dot);
+    }
     const main = el('div', 'c-main');
     main.append(el('div', 'c-name', c.kind === 'room' ? '#' + c.id : c.id));
     const last = sortedMessages(c).at(-1);
-    main.append(el('div', 'c-last', last ? (last.from === me ? 'You: ' : c.kind === 'room' ? last.from + ': ' : '') + last.text : c.kind === 'room' ? 'Room' : 'Direct messages'));
-    li.append(av, main);
-    if (c.unread > 0) li.append(el('span', 'badge', String(c.unread)));
+    const typers = typingNames(c);
+    if (typers.length > 0) {
+      main.append(el('div', 'c-last typing', c.kind === 'room' ? `${typers.join(', ')} typing…` : 'typing…'));
+    } else {
+      main.append(el('div', 'c-last', last ? (last.from === me ? 'You: ' : c.kind === 'room' ? last.from + ': ' : '') + last.text : c.kind === 'room' ? 'Room' : 'Direct messages'));
+    }
+    li.append(face, main);
+    const unread = unreadOf(c);
+    if (unread > 0) li.append(el('span', 'badge', String(unread)));
     li.addEventListener('click', () => openConv(c.key));
     ul.append(li);
   }
   $('convs-empty').hidden = convs.size > 0;
-  const unread = list.reduce((n, c) => n + c.unread, 0);
+  const unread = list.reduce((n, c) => n + unreadOf(c), 0);
   document.title = (unread ? `(${unread}) ` : '') + `wshub chat: ${me}`;
 }
 
 function lastTS(c) {
-  let t = 0;
+  let t = c.ts || 0;
   for (const m of c.msgs.values()) t = Math.max(t, m.ts);
   return t;
 }
@@ -195,11 +340,7 @@ function renderChat() {
   const box = $('messages');
   const c = convs.get(active);
   if (!c) return;
-  $('chat-title').textContent = c.kind === 'room' ? '#' + c.id : c.id;
-  $('chat-sub').textContent = c.kind === 'room' ? 'Room' : 'Direct messages';
-  const av = $('chat-avatar');
-  av.hidden = false;
-  paintAvatar(av, c.id, c.kind === 'room');
+  renderChatHead();
 
   const stick = box.scrollHeight - box.scrollTop - box.clientHeight < 40;
   box.replaceChildren();
@@ -213,6 +354,10 @@ function renderChat() {
   if (msgs.length === 0) {
     box.append(el('div', 'placeholder', c.loading ? 'Loading…' : 'No messages yet. Say hello!'));
   }
+  // The seen tick goes on this user's last stored message of a direct
+  // conversation once the peer's read marker reached it.
+  const mine = msgs.filter((m) => m.from === me && m.seq);
+  const lastMine = c.kind === 'user' && c.id !== me ? mine.at(-1) : null;
   let day = '';
   for (const m of msgs) {
     const d = new Date(m.ts).toDateString();
@@ -220,12 +365,25 @@ function renderChat() {
       day = d;
       box.append(el('div', 'day', d === new Date().toDateString() ? 'Today' : new Date(m.ts).toLocaleDateString()));
     }
-    box.append(renderMessage(c, m));
+    box.append(renderMessage(c, m, m === lastMine && c.seen >= m.seq));
   }
   if (stick || msgs.length < 30) box.scrollTop = box.scrollHeight;
+  renderTyping();
 }
 
-function renderMessage(c, m) {
+function renderChatHead() {
+  const c = convs.get(active);
+  if (!c) return;
+  $('chat-title').textContent = c.kind === 'room' ? '#' + c.id : c.id;
+  const sub = $('chat-sub');
+  sub.textContent = c.kind === 'room' ? 'Room' : online.get(c.id) ? 'Online' : 'Offline';
+  sub.classList.toggle('online', c.kind === 'user' && online.get(c.id) === true);
+  const av = $('chat-avatar');
+  av.hidden = false;
+  paintAvatar(av, c.id, c.kind === 'room');
+}
+
+function renderMessage(c, m, seen) {
   const mine = m.from === me;
   const row = el('div', 'msg ' + (mine ? 'mine' : 'theirs'));
   if (m.pending) row.classList.add('pending');
@@ -241,7 +399,8 @@ function renderMessage(c, m) {
   if (!mine && c.kind === 'room') bubble.append(el('div', 'from', m.from));
   bubble.append(el('div', 'msg-text', m.text));
   let status = timeOf(m.ts);
-  if (mine) status += m.failed ? ' · not sent: ' + m.failed : m.pending ? ' · waiting to send' : ' · ✓';
+  if (mine) status += m.failed ? ' · not sent: ' + m.failed : m.pending ? ' · waiting to send' : seen ? ' · ✓✓ Seen' : ' · ✓';
+  if (seen) row.classList.add('seen');
   bubble.append(el('div', 'meta', status));
   row.append(bubble);
   return row;
@@ -329,10 +488,32 @@ function start(name) {
   client.on('message', (f) => {
     if (f.cmd !== Cmd.Single && f.cmd !== Cmd.Room) return;
     const c = convOf(f);
+    c.typing.delete(String(f.userid)); // a message ends the typing
     if (!addMessage(c, msgFromFrame(f))) return;
-    if (c.key !== active || document.hidden) c.unread++;
+    markRead(c);
+    if (c.kind === 'user') watchPeers(); // a new peer
     renderConvs();
     if (c.key === active) renderChat();
+  });
+  client.on('read', ({ userid, dstid, room, seq }) => {
+    if (userid === me) {
+      // Read on another device of mine: the conversation is dstid.
+      const c = getConv(room ? 'room' : 'user', dstid);
+      c.read = Math.max(c.read, seq);
+      c.seq = Math.max(c.seq, seq);
+    } else if (!room) {
+      // The peer read our direct conversation.
+      const c = getConv('user', userid);
+      c.seen = Math.max(c.seen, seq);
+    } else return;
+    renderConvs();
+    if (active) renderChat();
+  });
+  client.on('typing', onTyping);
+  client.on('presence', ({ userid, online: on }) => {
+    online.set(userid, on);
+    renderConvs();
+    renderChatHead();
   });
   client.on('receipt', ({ receipt, frame, error }) => {
     if (!frame) return;
@@ -347,6 +528,7 @@ function start(name) {
       c.msgs.delete(pendingKey);
       Object.assign(m, { id: receipt.id, seq: receipt.seq || 0, ts: receipt.ts || m.ts, pending: false });
       if (!c.msgs.has(receipt.id)) c.msgs.set(receipt.id, m);
+      noteSeq(c, m);
     }
     renderConvs();
     if (c.key === active) renderChat();
@@ -369,6 +551,14 @@ function start(name) {
     for (const c of convs.values()) if (c.key !== active) c.loaded = false;
     const c = convs.get(active);
     if (c) loadHistory(c);
+    // The list, unread counts and markers from the hub: the same on every
+    // device, and what changed while this page was away.
+    loadConversations();
+  });
+  document.addEventListener('visibilitychange', () => {
+    const c = convs.get(active);
+    if (c) markRead(c);
+    renderConvs();
   });
   client.on('error', (err) => console.warn('wshub:', err));
 
@@ -418,6 +608,8 @@ $('join-room').addEventListener('submit', (ev) => {
     });
 });
 
+$('composer-input').addEventListener('input', sendTyping);
+
 $('composer').addEventListener('submit', (ev) => {
   ev.preventDefault();
   const c = convs.get(active);
@@ -425,6 +617,7 @@ $('composer').addEventListener('submit', (ev) => {
   const text = input.value.trim();
   if (!c || !text) return;
   input.value = '';
+  lastTypingSent = 0; // the next keystroke is a new burst of typing
   const frame = { cmd: c.kind === 'room' ? Cmd.Room : Cmd.Single, dstid: c.id, content: text, cid: newCID() };
   addMessage(c, { ...msgFromFrame({ ...frame, userid: me }), pending: true });
   renderConvs();
