@@ -253,6 +253,10 @@ func (d *fastDecoder) field(f *Frame, key []byte) bool {
 		v, ok := d.bool()
 		f.Recovered = &v
 		return ok
+	case "online":
+		v, ok := d.bool()
+		f.Online = &v
+		return ok
 	case "ids":
 		if !d.byte('[') {
 			return false

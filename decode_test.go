@@ -14,6 +14,7 @@ func FuzzDecodeFastMatchesEncodingJSON(f *testing.F) {
 		`{"cmd":10,"dstid":42,"content":"x","cid":"c1","media":1,"amount":-2.5e3}`,
 		`{"cmd":14,"ids":["a","b"],"id":"c"}`,
 		`{"cmd":12,"dstid":"r","since":3,"epoch":"e","recovered":false,"more":true}`,
+		`{"cmd":21,"userid":"u","online":false,"ts":5}`,
 		`{"cmd":16,"dstid":"u","before":9,"limit":-1,"ts":-5,"code":400,"reason":"r"}`,
 		`{ "cmd" : 1 , "userid" : "é" }`, `{}`, `{"cmd":1.5}`, `{"cmd":1,"seq":-1}`, `{"cmd":1}x`,
 		`{"Cmd":1}`, `{"cmd":1,"content":"a\"b"}`, `{"cmd":1,"cmd":2}`, `{"cmd":1,"ids":[]}`,

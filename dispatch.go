@@ -117,6 +117,8 @@ func (rt router) Dispatch(ctx context.Context, n *Node, f *Frame) error {
 		return h.markRead(ctx, n, f)
 	case CmdTyping:
 		return h.typing(ctx, n, f)
+	case CmdPresence:
+		return h.presenceCmd(ctx, n, f)
 	}
 	if f.Cmd >= CmdApp && h.opts.Dispatcher != nil {
 		return h.opts.Dispatcher.Dispatch(ctx, n, f)

@@ -238,6 +238,20 @@ type Options struct {
 	// RateBurst is the burst of RateLimit.
 	RateBurst int
 
+	// PresenceInterval is how long presence changes (a user's first
+	// connection opened, its last one closed) gather before they are
+	// announced to the connections watching the user (cmd 21): a user who
+	// reconnects within it announces nothing, and a user whose
+	// connections flap announces at most one transition per interval.
+	// Default 1 s.
+	PresenceInterval time.Duration
+	// PresenceTTL is, with a store that implements store.Presence
+	// (shared by several hub processes), the lease of this process's
+	// presence entries: renewed every PresenceTTL/3, and when it ends
+	// (the process was killed, or lost the store) another process
+	// announces its users offline. Default 15 s.
+	PresenceTTL time.Duration
+
 	// Logger receives the hub's logs. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -287,6 +301,10 @@ type Hub struct {
 	// are then delivered from it (runFeed) rather than after Append.
 	feed     store.Feed
 	feedDone chan struct{} // closed by runFeed when it returns
+	// signaler, when the feed is a store.Signaler, carries typing and
+	// read-marker events to the other hub processes.
+	signaler store.Signaler
+	presence *presence // cmd 21
 
 	stats hubStats // counters for Stats
 
@@ -392,6 +410,8 @@ func New(opts Options) (*Hub, error) {
 		opts.MessageRate = 2
 	}
 	def(&opts.MessageBurst, 1000)
+	defDur(&opts.PresenceInterval, time.Second)
+	defDur(&opts.PresenceTTL, 15*time.Second)
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -444,12 +464,15 @@ func New(opts Options) (*Hub, error) {
 		Logger:         h.log,
 		CloseSent:      func(code int) { h.stats.count(&h.stats.closes, code) },
 	})
+	h.presence = newPresence(h)
 	if f, ok := h.store.(store.Feed); ok {
 		h.feed = f
+		h.signaler, _ = f.(store.Signaler)
 		h.feedDone = make(chan struct{})
 		h.readyCh = make(chan struct{})
 		go h.runFeed()
 	}
+	go h.presence.run()
 	return h, nil
 }
 
@@ -730,6 +753,10 @@ func (h *Hub) onEvent(ev store.Event) {
 		h.indexJoin(ev.User, ev.Room)
 	case store.EventLeave:
 		h.indexLeave(ev.User, ev.Room)
+	case store.EventSignal:
+		h.onSignal(&ev.Signal)
+	case store.EventPresence:
+		h.onPresence(&ev)
 	}
 }
 
@@ -766,6 +793,7 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 	}
 	h.cancel()
 	h.tr.Close()
+	<-h.presence.done
 	if h.feed != nil {
 		<-h.feedDone
 	}
@@ -857,6 +885,7 @@ func (h *Hub) register(ctx context.Context, n *Node) (evicted *Node, err error) 
 	s.mu.Lock()
 	u := s.users[n.user]
 	if u == nil {
+		h.presence.mark(n.user)
 		u = &userEntry{}
 		if len(rooms) > 0 {
 			u.rooms = make(map[string]struct{}, len(rooms))
@@ -883,6 +912,10 @@ func (h *Hub) register(ctx context.Context, n *Node) (evicted *Node, err error) 
 
 // unregister removes n from the indexes.
 func (h *Hub) unregister(n *Node) {
+	n.gone.Store(true)
+	if n.watched.Load() {
+		h.presence.dropWatch(n)
+	}
 	s := h.userShard(n.user)
 	s.mu.Lock()
 	u := s.users[n.user]
@@ -900,6 +933,7 @@ func (h *Hub) unregister(n *Node) {
 	}
 	if len(u.nodes) == 0 {
 		delete(s.users, n.user)
+		h.presence.mark(n.user)
 	}
 	rooms := make([]string, 0, len(u.rooms))
 	for r := range u.rooms {

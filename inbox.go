@@ -49,9 +49,9 @@ func convFrame(c *store.ConvInfo) *Frame {
 // {"cmd":19,"userid":<reader>,"dstid":f.DstID,"room"?,"seq":<marker>}
 // to the reader's other connections and, for a direct conversation, to
 // the peer's connections; the reading connection gets nothing. These
-// events are live only: not queued for offline users, and they reach
-// only the connections of this hub process (with a store.Feed the
-// markers are shared, the events are not). Two reads racing on one
+// events are live only: not queued for offline users; with a store
+// that is a store.Signaler they reach the connections on every hub
+// process sharing it, else those of this process. Two reads racing on one
 // conversation may announce their markers in either order: a client
 // keeps the highest it has seen.
 func (h *Hub) markRead(ctx context.Context, n *Node, f *Frame) error {
@@ -77,12 +77,9 @@ func (h *Hub) markRead(ctx context.Context, n *Node, f *Frame) error {
 	if err != nil {
 		return err
 	}
-	of := outFrame{data: data}
-	st := h.starters.Get().(*starter)
-	h.pushUser(n.user, of, sender{node: n}, st)
+	sig := store.Signal{Users: []string{n.user}, Origin: n.id, Data: data}
 	if !f.Room && f.DstID != n.user {
-		h.pushUser(f.DstID, of, sender{}, st)
+		sig.Users = append(sig.Users, f.DstID)
 	}
-	h.writeOut(st) // not counted in Stats.Deliveries: no message was delivered
-	return nil
+	return h.signal(ctx, &sig)
 }

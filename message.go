@@ -29,6 +29,7 @@ const (
 	CmdConversations Cmd = 18  // the user's conversations, most recent first
 	CmdRead          Cmd = 19  // the user read conversation DstID up to Seq
 	CmdWelcome       Cmd = 20  // first frame after connect
+	CmdPresence      Cmd = 21  // watch users' presence, or list a room's members with theirs
 	CmdTyping        Cmd = 22  // the user is typing to user or room DstID; ephemeral
 	CmdError         Cmd = 40  // error answer; the connection stays open
 	CmdApp           Cmd = 100 // first application command code
@@ -79,6 +80,10 @@ type Frame struct {
 	Read   uint64 `json:"read,omitempty"`
 	Seen   uint64 `json:"seen,omitempty"`
 	Unread uint64 `json:"unread,omitempty"`
+
+	// Online says whether UserID has a connection on some hub process
+	// (cmd 21). It is always set in the cmd 21 frames the hub sends.
+	Online *bool `json:"online,omitempty"`
 }
 
 // flexID decodes a JSON string or number into a string.
@@ -139,6 +144,7 @@ type wireFrame struct {
 	Read      uint64          `json:"read"`
 	Seen      uint64          `json:"seen"`
 	Unread    uint64          `json:"unread"`
+	Online    *bool           `json:"online"`
 }
 
 // UnmarshalJSON decodes a frame, accepting numbers for userid and dstid.
@@ -152,7 +158,7 @@ func (f *Frame) UnmarshalJSON(b []byte) error {
 		Media: w.Media, Content: w.Content, Pic: w.Pic, URL: w.URL, Memo: w.Memo, Amount: w.Amount, Data: w.Data,
 		Seq: w.Seq, TS: w.TS, IDs: w.IDs, Since: w.Since, Before: w.Before, Limit: w.Limit, Items: w.Items,
 		More: w.More, Epoch: w.Epoch, Recovered: w.Recovered, Code: w.Code, Reason: w.Reason,
-		Read: w.Read, Seen: w.Seen, Unread: w.Unread,
+		Read: w.Read, Seen: w.Seen, Unread: w.Unread, Online: w.Online,
 	}
 	return nil
 }
@@ -269,6 +275,10 @@ func (f *Frame) AppendJSON(b []byte) ([]byte, error) {
 	b = appendUintField(b, `,"read":`, f.Read)
 	b = appendUintField(b, `,"seen":`, f.Seen)
 	b = appendUintField(b, `,"unread":`, f.Unread)
+	if f.Online != nil {
+		b = append(b, `,"online":`...)
+		b = strconv.AppendBool(b, *f.Online)
+	}
 	return append(b, '}'), nil
 }
 

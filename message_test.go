@@ -119,7 +119,7 @@ func FuzzFrameEncodeMatchesEncodingJSON(f *testing.F) {
 		rec := more
 		fr := &wshub.Frame{Cmd: wshub.Cmd(cmd), ID: id, CID: cid, UserID: user, DstID: dst, Content: content, Pic: content, Amount: json.Number(amount),
 			Seq: seq, TS: ts, IDs: []string{id, content}, Since: seq, Limit: code, More: more, Epoch: epoch, Recovered: &rec, Code: code, Reason: reason,
-			Read: seq / 2, Seen: uint64(ts), Unread: seq - seq/2,
+			Read: seq / 2, Seen: uint64(ts), Unread: seq - seq/2, Online: &rec,
 			Items: []*wshub.Frame{{Cmd: 11, Content: content, Seq: seq, Read: seq, Unread: uint64(code)}}}
 		got, err := fr.Encode()
 		if !json.Valid([]byte(amount)) || strings.TrimSpace(amount) != amount || (amount != "" && !strings.ContainsAny(amount[:1], "-0123456789")) {

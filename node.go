@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -83,6 +84,13 @@ type Node struct {
 	// typing bounds the connection's typing frames (cmd 22); made on
 	// the first one, used by the goroutine reading the connection only.
 	typing *rate.Limiter
+
+	// watching lists the users this connection watches (cmd 21), guarded
+	// by the hub's presence.watchMu. watched says it watched some once;
+	// gone that it was unregistered (see presence.setWatch).
+	watching []string
+	watched  atomic.Bool
+	gone     atomic.Bool
 }
 
 func newNode(h *Hub, user string, ack bool) *Node {

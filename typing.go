@@ -2,8 +2,11 @@ package wshub
 
 import (
 	"context"
+	"log/slog"
 
 	"golang.org/x/time/rate"
+
+	"github.com/wshub/wshub/store"
 )
 
 // Typing indicators (cmd 22) are ephemeral: never stored, never queued
@@ -20,7 +23,7 @@ const (
 // peer (direct) or of the room's members (room; the sender must be one),
 // never to the sending connection. A frame over the connection's typing
 // rate is dropped silently. It runs on the goroutine reading n.
-func (h *Hub) typing(_ context.Context, n *Node, f *Frame) error {
+func (h *Hub) typing(ctx context.Context, n *Node, f *Frame) error {
 	if err := checkDst(f.DstID); err != nil {
 		return err
 	}
@@ -38,20 +41,52 @@ func (h *Hub) typing(_ context.Context, n *Node, f *Frame) error {
 	if err != nil {
 		return err
 	}
-	of := outFrame{data: data}
-	st := h.starters.Get().(*starter)
+	sig := store.Signal{Origin: n.id, Data: data}
 	if f.Room {
-		rs := h.roomShard(f.DstID)
+		sig.Room = f.DstID
+	} else {
+		sig.Users = []string{f.DstID}
+	}
+	return h.signal(ctx, &sig)
+}
+
+// signal delivers an ephemeral frame (typing, read markers): through the
+// store's feed to every hub process when the store is a store.Signaler,
+// else to this hub's connections at once. It is best effort: a signal
+// the store cannot take is logged and dropped.
+func (h *Hub) signal(ctx context.Context, sig *store.Signal) error {
+	if h.signaler == nil {
+		h.onSignal(sig)
+		return nil
+	}
+	if err := h.signaler.Signal(ctx, *sig); err != nil {
+		h.log.Warn("wshub: signal dropped: the store did not take it", slog.Any("err", err))
+	}
+	return nil
+}
+
+// onSignal queues an ephemeral frame for the local connections of
+// sig.Users and of sig.Room's members, except the connection sig.Origin.
+// A user in both gets it once per connection.
+func (h *Hub) onSignal(sig *store.Signal) {
+	of := outFrame{data: sig.Data}
+	skip := sender{id: sig.Origin}
+	st := h.starters.Get().(*starter)
+	if sig.Room != "" {
+		rs := h.roomShard(sig.Room)
 		rs.mu.RLock()
-		for m := range rs.rooms[f.DstID] {
-			if m != n {
+		for m := range rs.rooms[sig.Room] {
+			if !skip.is(m) {
 				m.enqueue(of, st)
 			}
 		}
 		rs.mu.RUnlock()
-	} else {
-		h.pushUser(f.DstID, of, sender{node: n}, st)
+	}
+	for _, u := range sig.Users {
+		if sig.Room != "" && h.isMember(u, sig.Room) {
+			continue // had it as a member
+		}
+		h.pushUser(u, of, skip, st)
 	}
 	h.writeOut(st) // not counted in Stats.Deliveries: nothing was stored
-	return nil
 }
