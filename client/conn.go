@@ -453,10 +453,6 @@ func (c *Client) handleRaw(cn *conn, b []byte) bool {
 		c.reportErr(fmt.Errorf("%w: %w", ErrProtocol, err))
 		return true
 	}
-	if f.Cmd == cmdPresence {
-		c.handlePresence(f, b)
-		return true
-	}
 	return c.handle(cn, f)
 }
 
@@ -491,6 +487,9 @@ func (c *Client) handle(cn *conn, f *wshub.Frame) bool {
 		return true
 	case wshub.CmdJoin:
 		c.handleJoin(f)
+		return true
+	case cmdPresence:
+		c.handlePresence(f)
 		return true
 	case wshub.CmdHistory, wshub.CmdRoomHistory, wshub.CmdConversations:
 		c.mu.Lock()

@@ -36,8 +36,7 @@ const (
 type result struct {
 	f   *wshub.Frame
 	err error
-	// presence is the states listed by a cmd 21 reply, which wshub.Frame
-	// cannot carry.
+	// presence is the states listed by a cmd 21 reply.
 	presence []Presence
 }
 

@@ -10,10 +10,10 @@ import (
 )
 
 // cmdPresence is the presence command (SPEC.md section 3, cmd 21).
-const cmdPresence wshub.Cmd = 21
+const cmdPresence = wshub.CmdPresence
 
 // MaxWatch is the most user ids one Watch may carry; the hub refuses more.
-const MaxWatch = 1000
+const MaxWatch = wshub.MaxWatch
 
 // Presence is whether a user is online: has at least one open connection
 // on a hub process sharing the store.
@@ -26,25 +26,13 @@ type Presence struct {
 	TS int64
 }
 
-// presenceWire is a cmd 21 frame as far as presence needs it: decoded from
-// the raw bytes, because wshub.Frame has no online field.
-type presenceWire struct {
-	CID    string          `json:"cid"`
-	UserID string          `json:"userid"`
-	DstID  string          `json:"dstid"`
-	Online bool            `json:"online"`
-	TS     int64           `json:"ts"`
-	Items  *[]presenceWire `json:"items"`
-}
-
-// list returns the states a reply lists.
-func (w *presenceWire) list() []Presence {
-	if w.Items == nil {
-		return []Presence{}
-	}
-	ps := make([]Presence, 0, len(*w.Items))
-	for _, it := range *w.Items {
-		ps = append(ps, Presence{UserID: it.UserID, Online: it.Online})
+// presenceList returns the states a reply lists.
+func presenceList(f *wshub.Frame) []Presence {
+	ps := make([]Presence, 0, len(f.Items))
+	for _, it := range f.Items {
+		if it != nil {
+			ps = append(ps, Presence{UserID: it.UserID, Online: it.Online != nil && *it.Online})
+		}
 	}
 	return ps
 }
@@ -145,17 +133,12 @@ func (c *Client) rewatchFrame() []byte {
 	return b
 }
 
-// handlePresence handles a cmd 21 frame: a transition of a watched user,
-// the reply to a Watch or RoomPresence, or the reply to the automatic
-// re-watch.
-func (c *Client) handlePresence(f *wshub.Frame, raw []byte) {
-	var w presenceWire
-	if err := json.Unmarshal(raw, &w); err != nil {
-		c.reportErr(fmt.Errorf("%w: presence frame: %w", ErrProtocol, err))
-		return
-	}
-	if w.Items == nil && w.UserID != "" {
-		c.reportPresence(Presence{UserID: w.UserID, Online: w.Online, TS: w.TS})
+// handlePresence handles a cmd 21 frame: a transition of a watched user
+// (it names the user and lists nothing), the reply to a Watch or
+// RoomPresence, or the reply to the automatic re-watch.
+func (c *Client) handlePresence(f *wshub.Frame) {
+	if f.Items == nil && f.UserID != "" {
+		c.reportPresence(Presence{UserID: f.UserID, Online: f.Online != nil && *f.Online, TS: f.TS})
 		return
 	}
 	c.mu.Lock()
@@ -184,9 +167,9 @@ func (c *Client) handlePresence(f *wshub.Frame, raw []byte) {
 	c.mu.Unlock()
 	switch {
 	case e != nil:
-		e.complete(result{f: f, presence: w.list()})
+		e.complete(result{f: f, presence: presenceList(f)})
 	case rewatch:
-		for _, p := range w.list() {
+		for _, p := range presenceList(f) {
 			c.reportPresence(p)
 		}
 	}

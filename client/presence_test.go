@@ -160,6 +160,10 @@ func TestClient_WatchIsRenewedAfterAReconnect(t *testing.T) {
 	p.cut()
 	require.Eventually(t, func() bool { return alice.State() != client.StateOpen }, wait, 5*time.Millisecond)
 	require.NoError(t, bob.Close())
+	require.Eventually(t, func() bool {
+		on, err := srv.Hub.Online(context.Background(), "bob")
+		return err == nil && !on[0]
+	}, wait, 5*time.Millisecond, "the hub has bob offline")
 	p.refuse(false)
 
 	assert.Equal(t, client.Presence{UserID: "bob", Online: false}, ev.next(t), "the fresh state, TS 0")

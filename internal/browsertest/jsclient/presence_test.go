@@ -74,7 +74,10 @@ func TestClient_WatchAndPresence(t *testing.T) {
 	}
 	waitFor(t, tab, `a.readyState === 'reconnecting'`, `log`)
 	eval(t, tab, `b.close(), true`, nil)
-	eventually(t, func() bool { return !srv.Hub.IsOnline("bob") }, "bob gone")
+	eventually(t, func() bool {
+		on, err := srv.Hub.Online(context.Background(), "bob")
+		return err == nil && !on[0]
+	}, "the hub has bob offline")
 	eval(t, tab, `a.connect(), true`, nil)
 	waitFor(t, tab, `count('open') > opens && presences.length === 4`, `[log, presences]`)
 	eval(t, tab, `presences.slice(2)`, &got)
