@@ -198,7 +198,7 @@ func TestDemo_ConversationsReadsTypingPresence(t *testing.T) {
 	assert.GreaterOrEqual(t, after, int64(3000), "the indicator stays ~4 s after the last typing event")
 
 	// bob's page closes: his dot goes off.
-	bob.do(chromedp.Navigate("about:blank"))
+	require.NoError(t, chromedp.Cancel(bob.tab), "close bob's tab")
 	alice.waitFor(`document.querySelector('[data-conv="u:bob"]').dataset.online === 'false'`)
 	alice.waitFor(`document.querySelector('#chat-sub').textContent === 'Offline'`)
 	alice2.waitFor(`document.querySelector('[data-conv="u:bob"] .presence.online') === null`)
