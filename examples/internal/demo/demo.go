@@ -1,7 +1,9 @@
 // Package demo serves the demo chat page of the wshub examples: a small
 // single-page chat (sign in with a name, direct messages, rooms, history,
-// a visible connection state and outbox) built on the browser client
-// wshub.js. Both examples/stdlib and examples/gin mount it.
+// a visible connection state and outbox; the conversation list from the
+// hub with unread badges, a seen tick from the peer's read marker,
+// "typing…" and online dots) built on the browser client wshub.js. Both
+// examples/stdlib and examples/gin mount it.
 //
 // The page connects to the hub at /ws of the same origin and passes the
 // signed-in name as the token (development authentication: the token is
