@@ -84,11 +84,14 @@ func open(t *testing.T, tab context.Context, url string) {
 	))
 }
 
-// eval evaluates expr in the page, awaiting a promise, and decodes the
-// result into out (which may be nil).
+// eval evaluates expr in the page, awaiting a promise (for at most
+// waitTimeout: a promise that never settles fails the test), and decodes
+// the result into out (which may be nil).
 func eval(t *testing.T, tab context.Context, expr string, out any) {
 	t.Helper()
-	raw, err := chromedp.Run(tab, chromedp.Evaluate[json.RawMessage](expr, chromedp.EvalAwaitPromise))
+	ctx, cancel := context.WithTimeout(tab, waitTimeout)
+	defer cancel()
+	raw, err := chromedp.Run(ctx, chromedp.Evaluate[json.RawMessage](expr, chromedp.EvalAwaitPromise))
 	require.NoError(t, err, "evaluate %s", expr)
 	if out != nil {
 		require.NoError(t, json.Unmarshal(raw, out), "decode %s", raw)
