@@ -128,6 +128,11 @@ func TestDemo_ConversationsReadsTypingPresence(t *testing.T) {
 			_, err = s.hub.SendToUser(ctx, m.from, m.to, &wshub.Frame{Content: m.text})
 		}
 		require.NoError(t, err)
+		// The next message in a later millisecond: the list's order (most
+		// recent first) is by time.
+		for t0 := time.Now().UnixMilli(); time.Now().UnixMilli() <= t0; {
+			time.Sleep(time.Millisecond)
+		}
 	}
 	want := []convEntry{{Conv: "r:lobby", Badge: "2"}, {Conv: "u:bob", Badge: "2"}}
 

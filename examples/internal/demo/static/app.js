@@ -160,9 +160,10 @@ async function loadConversations() {
     console.warn('conversations', err);
     return;
   }
-  for (const it of list.items) {
-    if (!namePattern.test(it.dstid)) continue;
+  list.items.forEach((it, i) => {
+    if (!namePattern.test(it.dstid)) return;
     const c = getConv(it.room ? 'room' : 'user', it.dstid);
+    c.rank = i; // the hub's order breaks ties of time
     c.seq = Math.max(c.seq, it.seq);
     c.read = Math.max(c.read, it.read);
     c.seen = Math.max(c.seen, it.seen);
@@ -170,7 +171,7 @@ async function loadConversations() {
     if (c.kind === 'room' && !client.rooms().some((r) => r.room === c.id)) {
       client.join(c.id).catch((err) => console.warn('join', c.id, err));
     }
-  }
+  });
   const open = convs.get(active);
   if (open) markRead(open);
   renderConvs();
@@ -294,7 +295,7 @@ async function loadHistory(c, older = false) {
 function renderConvs() {
   const ul = $('convs');
   ul.replaceChildren();
-  const list = [...convs.values()].sort((a, b) => lastTS(b) - lastTS(a));
+  const list = [...convs.values()].sort((a, b) => lastTS(b) - lastTS(a) || (a.rank ?? Infinity) - (b.rank ?? Infinity));
   for (const c of list) {
     const li = el('li');
     li.dataset.conv = c.key;
