@@ -90,9 +90,10 @@ type Options struct {
 
 	// Callbacks. Each is optional and runs on one of the client's own
 	// goroutines, never two at a time: it must return quickly and must not
-	// call the waiting methods (Send, Join, History, Call), whose answers that
-	// goroutine would have to read, nor Close, which waits for it (use
-	// "go c.Close()"). Post, Emit, Leave and State are fine.
+	// call the waiting methods (Send, Join, History, Call, Conversations,
+	// Watch, RoomPresence), whose answers that goroutine would have to
+	// read, nor Close, which waits for it (use "go c.Close()"). Post, Emit,
+	// Leave and State are fine.
 
 	// OnMessage, when set, receives every incoming message (cmd 10, 11,
 	// application commands other than answers to Call) instead of the
