@@ -592,6 +592,7 @@ $('new-chat').addEventListener('submit', (ev) => {
   if (!namePattern.test(id)) return;
   $('new-chat-input').value = '';
   openConv(getConv('user', id).key);
+  if (client.readyState === State.OPEN) watchPeers();
 });
 
 $('join-room').addEventListener('submit', (ev) => {
