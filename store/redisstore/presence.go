@@ -213,13 +213,13 @@ return reset
 
 // retirePresenceScript is RetirePresence, one batch at a time.
 //
-// ARGV[3] proc, ARGV[4] the incarnation being retired, or ” for the first
-// call, ARGV[5] most users removed
+// ARGV[3] proc, ARGV[4] the incarnation being retired, or empty for the
+// first call, ARGV[5] most users removed
 //
 // The first call ends proc's current incarnation (its deadline becomes 0,
 // dead for everyone from this script on) and forgets it as proc's; every
-// call reaps a batch of it. Returns {incarnation, 1 when it is gone}; {”,
-// 1} when proc had none.
+// call reaps a batch of it. Returns {incarnation, 1 when it is gone}; {empty
+// string, 1} when proc had none.
 var retirePresenceScript = redis.NewScript(presenceLib + `
 local err = checkkeys()
 if err then return err end
