@@ -319,6 +319,47 @@ func TestPresence_WrongTypeKeyWritesNothing(t *testing.T) {
 	}
 }
 
+// TestPresence_WrongTypeProcessSetWritesNothing: the set of a live
+// process's users clobbered with another type fails its SetPresence
+// before the lease is renewed or anything is announced.
+func TestPresence_WrongTypeProcessSetWritesNothing(t *testing.T) {
+	prefix := newPrefix("preswrongset")
+	s, client := newStore(t, redisstore.Options{Prefix: prefix})
+	sub := subscribe(t, s)
+	start := time.Now()
+	setPresence(t, s, "P", longTTL, []string{"alice"}, nil)
+	assert.Equal(t, []string{"+alice"}, sub.announced(t, s, start))
+	deadline, err := client.ZScore(t.Context(), prefix+"pl", "1:P").Result()
+	require.NoError(t, err)
+	require.NoError(t, client.Del(t.Context(), prefix+"po:1:P").Err())
+	require.NoError(t, client.HSet(t.Context(), prefix+"po:1:P", "x", "y").Err())
+	waitChange(t, client) // Redis's clock moves on: a renewal would move the deadline
+
+	_, err = s.SetPresence(t.Context(), "P", longTTL, []string{"bob"}, nil)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "WRONGTYPE")
+	again, err := client.ZScore(t.Context(), prefix+"pl", "1:P").Result()
+	require.NoError(t, err)
+	assert.Equal(t, deadline, again, "the lease was not renewed")
+	assert.Equal(t, []bool{true, false}, online(t, s, "alice", "bob"))
+	assert.Empty(t, sub.sentinel(t, s))
+}
+
+// waitChange waits until Redis's clock (TIME) moved by at least one ms.
+func waitChange(t *testing.T, c *redis.Client) {
+	t.Helper()
+	first, err := c.Time(t.Context()).Result()
+	require.NoError(t, err)
+	for deadline := time.Now().Add(waitBound); ; time.Sleep(time.Millisecond) {
+		now, err := c.Time(t.Context()).Result()
+		require.NoError(t, err)
+		if now.Sub(first) >= 2*time.Millisecond {
+			return
+		}
+		require.True(t, time.Now().Before(deadline), "Redis's clock did not move in %v", waitBound)
+	}
+}
+
 // TestPresence_KeysDocumented: the keys presence leaves are the documented
 // ones.
 func TestPresence_KeysDocumented(t *testing.T) {
