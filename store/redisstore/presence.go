@@ -114,9 +114,17 @@ local function announce(user, online)
   redis.call('PUBLISH', chan, 'p' .. st .. stamp .. user)
 end
 
+-- lives caches live(inc) for this script call: now does not move, and
+-- the scripts update it where they change a lease.
+local lives = {}
 local function live(inc)
-  local d = redis.call('ZSCORE', leases, inc)
-  return d ~= false and tonumber(d) > now
+  local l = lives[inc]
+  if l == nil then
+    local d = redis.call('ZSCORE', leases, inc)
+    l = d ~= false and tonumber(d) > now
+    lives[inc] = l
+  end
+  return l
 end
 -- liveother tells whether user is online on a live incarnation other
 -- than except.
@@ -184,6 +192,7 @@ else
   redis.call('HSET', incs, proc, inc)
 end
 redis.call('ZADD', leases, string.format('%d', now + tonumber(ARGV[4])), inc)
+lives[inc] = true
 
 local mine = pre .. 'po:' .. inc
 local non = tonumber(ARGV[7])
@@ -230,6 +239,7 @@ if inc == '' then
   redis.call('HDEL', incs, ARGV[3])
   if redis.call('ZSCORE', leases, inc) then redis.call('ZADD', leases, 0, inc) end
 end
+lives[inc] = false
 local _, gone = reap(inc, tonumber(ARGV[5]))
 if gone then return {inc, 1} end
 return {inc, 0}
