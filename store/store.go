@@ -280,16 +280,44 @@ const (
 	EventPresence                  // User went online or offline (Presence)
 )
 
+// Router is implemented by a Feed that routes by interest: a subscriber
+// receives the announcements concerning the users and rooms it follows
+// (and every presence transition), not every announcement of the
+// deployment. A direct message is then announced once per user it
+// concerns (Event.User: its recipient, and its sender for the sender's
+// other connections), each user's announcements of one conversation in
+// seq order; a room's messages on the room's own stream, in seq order.
+//
+// Follows belong to the running Subscribe and end with it. They are
+// counted: a user or room followed twice is followed until it was
+// unfollowed twice.
+type Router interface {
+	Feed
+	// Follow makes the running subscription receive the announcements
+	// concerning users and rooms, and returns once the store confirmed
+	// it: what is announced after Follow returned is delivered. It fails
+	// when no subscription is active, or when ctx ends first (the follows
+	// it made stay counted: Unfollow them).
+	Follow(ctx context.Context, users, rooms []string) error
+	// Unfollow undoes one Follow of each of users and rooms. It does not
+	// wait.
+	Unfollow(users, rooms []string)
+}
+
 // Event is one announcement of a Feed.
 type Event struct {
 	Kind   EventKind
 	Msg    Message // EventMessage: the stored message, with its Seq
 	Origin string  // EventMessage: AppendRequest.Origin
 	Room   string  // EventJoin, EventLeave
-	User   string  // EventJoin, EventLeave, EventPresence
-	Signal Signal  // EventSignal
-	Online bool    // EventPresence: User now has a connection on some live hub process
-	TS     int64   // EventPresence: when the transition was recorded, Unix milliseconds
+	// User: EventJoin, EventLeave, EventPresence: the user. EventMessage
+	// of a Router: the user for whose connections the message is
+	// announced (empty for a room's message, or from a Feed that is not
+	// a Router: every local recipient).
+	User   string
+	Signal Signal // EventSignal
+	Online bool   // EventPresence: User now has a connection on some live hub process
+	TS     int64  // EventPresence: when the transition was recorded, Unix milliseconds
 }
 
 // Signal is an ephemeral frame (a typing indicator, a read-marker event)

@@ -62,6 +62,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	maxRooms := fs.Int("max-rooms", 1000, "most rooms one user may be in; a join beyond: error 429 (negative: no limit)")
 	trusted := fs.String("trusted-proxies", "", "comma-separated IPs or CIDRs of reverse proxies whose X-Forwarded-*/Forwarded headers are believed")
 	origins := fs.String("allowed-origins", "", "comma-separated origin patterns (https://chat.example.com, https://*.example.com) instead of same origin")
+	presenceTTL := fs.Duration("presence-ttl", 15*time.Second, "with -store redis: lease of this process's presence entries; a killed process's users go offline after it")
 	var bounds demo.Bounds
 	fs.IntVar(&bounds.MaxPending, "max-pending", 10000, "most messages queued for one user; past it a message gets error 507 (negative: unbounded)")
 	fs.IntVar(&bounds.MaxPendingPerSender, "max-pending-per-sender", 1000, "most messages queued for one user from one sender; past it error 507 (negative: unbounded)")
@@ -91,6 +92,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		MaxRooms:       *maxRooms,
 		TrustedProxies: splitList(*trusted),
 		AllowedOrigins: splitList(*origins),
+		PresenceTTL:    *presenceTTL,
 	})
 	if err != nil {
 		return err

@@ -215,3 +215,129 @@ func BenchmarkConversations(b *testing.B) {
 		return s
 	})
 }
+
+// BenchmarkSetPresence measures SetPresence (one script) reporting 100
+// users on and 100 others off per call, as a hub process renewing its
+// lease with a busy second's changes would, against the package's
+// redis-server. Half of the users are also held by a second process, so
+// every transition checks another live lease; a subscriber receives the
+// announcements. Run with:
+//
+//	CI=true go test -run '^$' -bench Presence -benchmem ./store/redisstore
+//
+// redis-µs/op is the time Redis spent running the script (INFO
+// commandstats); announced/op the presence events published per call.
+func BenchmarkSetPresence(b *testing.B) {
+	srv := needRedis(b)
+	prefix := newPrefix("benchpres")
+	s, err := redisstore.Open(b.Context(), srv.Addr, redisstore.Options{Prefix: prefix})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	defer deleteKeys(b, srv.Addr, prefix)
+
+	const batch, batches = 100, 10
+	users := make([][]string, batches)
+	var held []string
+	for i := range users {
+		users[i] = make([]string, batch)
+		for j := range users[i] {
+			users[i][j] = fmt.Sprintf("user%d-%d", i, j)
+			if j%2 == 0 {
+				held = append(held, users[i][j])
+			}
+		}
+	}
+	if _, err := s.SetPresence(b.Context(), "other", time.Hour, held, nil); err != nil {
+		b.Fatal(err)
+	}
+	var received atomic.Int64
+	ctx, cancel := context.WithCancel(b.Context())
+	ready, ended := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(ended)
+		_ = s.Subscribe(ctx, func(ev store.Event) {
+			switch ev.Kind {
+			case store.EventReady:
+				close(ready)
+			case store.EventPresence:
+				received.Add(1)
+			}
+		})
+	}()
+	defer func() { cancel(); <-ended }()
+	<-ready
+	admin := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer admin.Close()
+	if err := admin.ConfigResetStat(b.Context()).Err(); err != nil {
+		b.Fatal(err)
+	}
+	received.Store(0)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		// Batch i goes on, batch i+5 (on five calls ago) goes off.
+		if _, err := s.SetPresence(b.Context(), "bench", time.Hour, users[i%batches], users[(i+batches/2)%batches]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	if us, ok := scriptMicros(b, admin); ok {
+		b.ReportMetric(us, "redis-µs/op")
+	}
+	b.ReportMetric(float64(received.Load())/float64(b.N), "announced/op")
+}
+
+// BenchmarkOnline measures Online for 1,000 users (one read script), half
+// of them online, spread over two live processes, against the package's
+// redis-server. Run with:
+//
+//	CI=true go test -run '^$' -bench Online -benchmem ./store/redisstore
+func BenchmarkOnline(b *testing.B) {
+	srv := needRedis(b)
+	prefix := newPrefix("benchonline")
+	s, err := redisstore.Open(b.Context(), srv.Addr, redisstore.Options{Prefix: prefix})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	defer deleteKeys(b, srv.Addr, prefix)
+
+	users := make([]string, 1000)
+	var p1, p2 []string
+	for i := range users {
+		users[i] = "user" + strconv.Itoa(i)
+		switch i % 4 {
+		case 0:
+			p1 = append(p1, users[i])
+		case 1:
+			p2 = append(p2, users[i])
+		}
+	}
+	for proc, on := range map[string][]string{"p1": p1, "p2": p2} {
+		if _, err := s.SetPresence(b.Context(), proc, time.Hour, on, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+	admin := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer admin.Close()
+	if err := admin.ConfigResetStat(b.Context()).Err(); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		got, err := s.Online(b.Context(), users)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if !got[0] || !got[1] || got[2] {
+			b.Fatalf("Online: %v", got[:4])
+		}
+	}
+	b.StopTimer()
+	if us, ok := scriptMicros(b, admin); ok {
+		b.ReportMetric(us, "redis-µs/op")
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"sync/atomic"
 	"time"
@@ -26,9 +27,11 @@ const DefaultFeedCheckInterval = 5 * time.Second
 
 // The first byte of an announcement on the feed channel tells its kind.
 const (
-	wireMessage = 'm' // uvarint len + origin, then the stored value "<seq>:<encoded message>"
-	wireJoin    = 'j' // uvarint len + room, then the user
-	wireLeave   = 'l' // the same as wireJoin
+	wireMessage  = 'm' // uvarint len + origin, then the stored value "<seq>:<encoded message>"
+	wireJoin     = 'j' // uvarint len + room, then the user
+	wireLeave    = 'l' // the same as wireJoin
+	wireSignal   = 's' // see encodeSignal
+	wirePresence = 'p' // '1' online or '0' offline, uvarint TS, then the user (see presence.go)
 )
 
 var _ store.Feed = (*Store)(nil)
@@ -86,6 +89,19 @@ func decodeEvent(p string) (store.Event, error) {
 			kind = store.EventLeave
 		}
 		return store.Event{Kind: kind, Room: room, User: d.s}, nil
+	case wireSignal:
+		sig, err := decodeSignal(d.s)
+		if err != nil {
+			return store.Event{}, err
+		}
+		return store.Event{Kind: store.EventSignal, Signal: sig}, nil
+	case wirePresence:
+		state := d.byte()
+		ts := d.uvarint()
+		if d.bad || (state != '0' && state != '1') || ts > math.MaxInt64 || d.s == "" {
+			return store.Event{}, fmt.Errorf("%w: malformed presence announcement", ErrCorrupt)
+		}
+		return store.Event{Kind: store.EventPresence, User: d.s, Online: state == '1', TS: int64(ts)}, nil
 	}
 	return store.Event{}, fmt.Errorf("%w: unknown feed announcement kind %q", ErrCorrupt, p[0])
 }

@@ -42,7 +42,15 @@
 // cmd 12 and since, or cmd 17 (rooms).
 //
 // The connection registry is not shared: IsOnline, Users and Conns of a
-// hub report that process's own connections only.
+// hub report that process's own connections only. What is shared:
+//
+//   - ephemeral frames (typing indicators, read-marker events): the Store
+//     is a store.Signaler, whose Signal is one PUBLISH on the same
+//     channel, never stored (signal.go);
+//   - presence: the Store is a store.Presence, which keeps per-process
+//     leases and the users online on each in Redis, measured by Redis's
+//     own clock, and announces online and offline transitions across all
+//     processes on the same channel (presence.go).
 //
 // # Atomicity
 //
@@ -155,12 +163,20 @@
 //	<prefix>ci:<user>  sorted set: the user's direct conversations by recency
 //	<prefix>ch:<user>  hash: direct conversation -> its seq in ci:<user>
 //	<prefix>rm:<user>  hash: conversation -> the user's read marker
+//	<prefix>pl         sorted set: presence lease incarnation -> deadline
+//	<prefix>pi         hash: hub process (proc) -> its incarnation
+//	<prefix>pn         string: counter numbering incarnations
+//	<prefix>po:<inc>   set: users online on an incarnation
+//	<prefix>pu:<user>  set: incarnations the user is online on
 //	<prefix>feed       pub/sub channel of the announcements (not a key)
 //
 // A stored message is "<seq>:" followed by a compact binary encoding whose
 // last field is the Body, kept byte for byte. An announcement is a kind
 // byte followed by length-prefixed fields: 'm', the origin, then the
-// stored message; 'j' (join) or 'l' (leave), the room, then the user.
+// stored message; 'j' (join) or 'l' (leave), the room, then the user;
+// 's' (signal), the number of users, each user, the room, the origin,
+// then the data; 'p' (presence), '1' (online) or '0' (offline), the time
+// in ms, then the user.
 //
 // # Deployment
 //
