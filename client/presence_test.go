@@ -310,3 +310,35 @@ func TestClient_PresenceWire(t *testing.T) {
 	assert.Equal(t, []client.Presence{{UserID: "alice", Online: true}}, r.ps)
 	ev.none(t)
 }
+
+// A Watch made before the first connection waits in the outbox and goes out
+// on connect; its answer comes to the caller, not to OnPresence, and the
+// watch is live.
+func TestClient_WatchMadeBeforeConnecting(t *testing.T) {
+	srv := hubtest.New(t, wshub.Options{})
+	bob := dial(t, srv.URL, "bob", client.Options{})
+	ev := make(presences, 16)
+	alice, err := client.New(srv.URL, ev.options(client.Options{Token: "alice"}))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = alice.Close() })
+	type res struct {
+		ps  []client.Presence
+		err error
+	}
+	done := make(chan res, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	go func() {
+		ps, err := alice.Watch(ctx, "bob")
+		done <- res{ps, err}
+	}()
+	require.Eventually(t, func() bool { return alice.Pending() == 1 }, wait, time.Millisecond, "waiting in the outbox")
+	go func() { _ = alice.Run(context.Background()) }()
+	r := <-done
+	require.NoError(t, r.err)
+	assert.Equal(t, []client.Presence{{UserID: "bob", Online: true}}, r.ps)
+	ev.none(t)
+	require.NoError(t, bob.Close())
+	assert.Equal(t, client.Presence{UserID: "bob"}, ev.transition(t))
+	ev.none(t)
+}
