@@ -97,16 +97,16 @@ func TestClient_WatchAndPresence(t *testing.T) {
 // socket.
 type presenceHub struct {
 	fakeHub
-	mu     sync.Mutex
-	online map[string]bool
-	push   chan string
-	drop   chan struct{}
+	mu       sync.Mutex
+	online   map[string]bool
+	answered int // guarded by mu: cmd 21 frames answered, over all connections
+	push     chan string
+	drop     chan struct{}
 }
 
 func newPresenceHub() *presenceHub {
 	h := &presenceHub{online: map[string]bool{}, push: make(chan string, 16), drop: make(chan struct{}, 1)}
 	h.script = func(_ int, c *websocket.Conn) {
-		answered := len(h.received(21))
 		tick := time.NewTicker(5 * time.Millisecond)
 		defer tick.Stop()
 		for {
@@ -119,13 +119,11 @@ func newPresenceHub() *presenceHub {
 				_ = c.Close()
 				return
 			case <-tick.C:
-				reqs := h.received(21)
-				for _, f := range reqs[answered:] {
-					if err := c.WriteMessage(websocket.TextMessage, []byte(h.answer(f))); err != nil {
+				for _, a := range h.unanswered() {
+					if err := c.WriteMessage(websocket.TextMessage, []byte(a)); err != nil {
 						return
 					}
 				}
-				answered = len(reqs)
 			}
 		}
 	}
@@ -138,9 +136,23 @@ func (h *presenceHub) set(user string, online bool) {
 	h.mu.Unlock()
 }
 
-func (h *presenceHub) answer(f wshub.Frame) string {
+// unanswered returns the answers to the cmd 21 frames not answered yet
+// (a frame read just before this connection's script started included)
+// and counts them answered.
+func (h *presenceHub) unanswered() []string {
+	reqs := h.received(21)
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	var out []string
+	for _, f := range reqs[h.answered:] {
+		out = append(out, h.answer(f))
+	}
+	h.answered = len(reqs)
+	return out
+}
+
+// answer is the reply to f. Called with h.mu held.
+func (h *presenceHub) answer(f wshub.Frame) string {
 	items := ""
 	for i, id := range f.IDs {
 		if i > 0 {
