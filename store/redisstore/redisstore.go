@@ -339,6 +339,8 @@ type Store struct {
 
 	// hookFeed adds the noRedial hook to client on the first Subscribe.
 	hookFeed sync.Once
+	// subs are the active Subscribes, which Follow and Unfollow reach.
+	subs subscriptionSet
 
 	// closed is set by Close before anything else; methods check it first.
 	closed atomic.Bool
