@@ -33,7 +33,7 @@ func (h *Hub) followNode(ctx context.Context, n *Node, rooms []string) error {
 		return fmt.Errorf("%w: feed not subscribed", ErrUnavailable)
 	}
 	n.followBreaks.Store(breaks + 1) // 0 means "followed nothing"
-	if err := h.router.Follow(ctx, []string{n.user}, rooms); err != nil {
+	if err := h.router.Follow(ctx, []string{n.user}, rooms, true); err != nil {
 		return fmt.Errorf("%w: follow: %w", ErrUnavailable, err)
 	}
 	return nil
@@ -57,9 +57,8 @@ func (h *Hub) unfollowNode(n *Node, rooms []string) {
 // followJoined follows room for the connections that joined it here
 // (indexJoin's result). With wait it returns once the store confirmed;
 // without (on the feed's goroutine, which must not wait for the store's
-// confirmation: it may be the one to read it), it follows in the
-// background, and a failure closes the connections with 1013, as a feed
-// break does.
+// confirmation: it may be the one to read it) once requested. A failure
+// closes the connections with 1013, as a feed break does.
 func (h *Hub) followJoined(nodes []*Node, room string, wait bool) error {
 	if h.router == nil || len(nodes) == 0 {
 		return nil
@@ -77,21 +76,17 @@ func (h *Hub) followJoined(nodes []*Node, room string, wait bool) error {
 	for i := range rooms {
 		rooms[i] = room
 	}
-	follow := func(ctx context.Context) error {
-		if err := h.router.Follow(ctx, nil, rooms); err != nil {
-			h.log.Error("wshub: cannot follow a room on the store feed; closing its connections",
-				slog.String("room", room), slog.Any("err", err))
-			for _, n := range cur {
-				n.closeWith(CloseTryAgainLater, "hub resynchronizing")
-			}
-			return fmt.Errorf("%w: follow: %w", ErrUnavailable, err)
+	// Without wait (on the feed's goroutine) the follow is counted and
+	// requested before the next announcement is handled: an unfollow that
+	// comes after cannot undo it.
+	if err := h.router.Follow(h.ctx, nil, rooms, wait); err != nil {
+		h.log.Error("wshub: cannot follow a room on the store feed; closing its connections",
+			slog.String("room", room), slog.Any("err", err))
+		for _, n := range cur {
+			n.closeWith(CloseTryAgainLater, "hub resynchronizing")
 		}
-		return nil
+		return fmt.Errorf("%w: follow: %w", ErrUnavailable, err)
 	}
-	if wait {
-		return follow(h.ctx)
-	}
-	go follow(h.ctx)
 	return nil
 }
 

@@ -306,7 +306,7 @@ type Hub struct {
 	signaler store.Signaler
 	// router, when the feed is a store.Router, routes by interest: the
 	// hub follows its online users and their rooms (see follow.go).
-	router store.Router
+	router   store.Router
 	presence *presence // cmd 21
 
 	stats hubStats // counters for Stats
@@ -1115,8 +1115,12 @@ func (h *Hub) indexLeave(user, room string) {
 	s.mu.Lock()
 	var nodes []*Node
 	if u := s.users[user]; u != nil {
-		delete(u.rooms, room)
-		nodes = append(nodes, u.nodes...)
+		if _, in := u.rooms[room]; in {
+			// Only then: a leave announced by the feed after a local Leave
+			// must not remove (and unfollow) again.
+			delete(u.rooms, room)
+			nodes = append(nodes, u.nodes...)
+		}
 	}
 	s.mu.Unlock()
 	if len(nodes) > 0 {

@@ -140,4 +140,3 @@ func (noRedial) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return n
 func (noRedial) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return next
 }
-

@@ -55,7 +55,7 @@ func (s *Store) Subscribe(ctx context.Context, fn func(store.Event)) error {
 	defer sub.close()
 
 	setup, cancelSetup := context.WithTimeout(subCtx, s.opts.FeedCheckInterval)
-	err := sub.follow(setup, []string{s.presenceChannel()})
+	err := sub.follow(setup, []string{s.presenceChannel()}, true)
 	cancelSetup()
 	if err != nil {
 		switch {
@@ -92,7 +92,7 @@ var errNotSubscribed = fmt.Errorf("%w: no active subscription", ErrFeedBroken)
 // receive the announcements on the channels of users and rooms (see
 // channels.go) once it returned. It fails with an error wrapping
 // ErrFeedBroken when no subscription is active.
-func (s *Store) Follow(ctx context.Context, users, rooms []string) error {
+func (s *Store) Follow(ctx context.Context, users, rooms []string, wait bool) error {
 	if err := s.check(ctx); err != nil {
 		return err
 	}
@@ -102,7 +102,7 @@ func (s *Store) Follow(ctx context.Context, users, rooms []string) error {
 	}
 	chans := s.channels(users, rooms)
 	for _, sub := range subs {
-		if err := sub.follow(ctx, chans); err != nil {
+		if err := sub.follow(ctx, chans, wait); err != nil {
 			return err
 		}
 	}
@@ -174,8 +174,8 @@ type subscription struct {
 	// orphans counts, by channel, the SSUBSCRIBE confirmations still to
 	// come for follows undone before them. Guarded by mu.
 	orphans map[string]int
-	closed  bool               // guarded by mu
-	wg      sync.WaitGroup     // the shards' goroutines
+	closed  bool           // guarded by mu
+	wg      sync.WaitGroup // the shards' goroutines
 }
 
 // follow is one followed channel.
@@ -224,9 +224,9 @@ func (sub *subscription) addrOf(ctx context.Context, ch string) (string, error) 
 }
 
 // follow counts a follow of each of chans, sends SSUBSCRIBE for those
-// not subscribed yet, and waits until Redis confirmed every one of them
-// (or ctx or the subscription ends).
-func (sub *subscription) follow(ctx context.Context, chans []string) error {
+// not subscribed yet, and with wait waits until Redis confirmed every one
+// of them (or ctx or the subscription ends).
+func (sub *subscription) follow(ctx context.Context, chans []string, wait bool) error {
 	addrs := make([]string, len(chans))
 	for i, ch := range chans {
 		a, err := sub.addrOf(ctx, ch)
@@ -274,6 +274,9 @@ func (sub *subscription) follow(ctx context.Context, chans []string) error {
 	if err != nil {
 		sub.fail(fmt.Errorf("ssubscribe: %w", err)) // the connection may be in any state
 		return fmt.Errorf("wshub/redisstore: follow: %w", err)
+	}
+	if !wait {
+		return nil
 	}
 	for _, w := range waits {
 		select {
