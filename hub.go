@@ -304,6 +304,9 @@ type Hub struct {
 	// signaler, when the feed is a store.Signaler, carries typing and
 	// read-marker events to the other hub processes.
 	signaler store.Signaler
+	// router, when the feed is a store.Router, routes by interest: the
+	// hub follows its online users and their rooms (see follow.go).
+	router   store.Router
 	presence *presence // cmd 21
 
 	stats hubStats // counters for Stats
@@ -468,6 +471,7 @@ func New(opts Options) (*Hub, error) {
 	if f, ok := h.store.(store.Feed); ok {
 		h.feed = f
 		h.signaler, _ = f.(store.Signaler)
+		h.router, _ = f.(store.Router)
 		h.feedDone = make(chan struct{})
 		h.readyCh = make(chan struct{})
 		go h.runFeed()
@@ -745,12 +749,12 @@ func (h *Hub) onEvent(ev store.Event) {
 		h.setReady(true)
 	case store.EventMessage:
 		st := h.starters.Get().(*starter)
-		if err := h.deliver(&ev.Msg, nil, sender{id: ev.Origin}, st); err != nil {
+		if err := h.deliverFor(&ev.Msg, nil, sender{id: ev.Origin}, ev.User, st); err != nil {
 			h.log.Error("wshub: deliver from feed", slog.String("id", ev.Msg.ID), slog.Any("err", err))
 		}
 		h.writeOut(st)
 	case store.EventJoin:
-		h.indexJoin(ev.User, ev.Room)
+		h.followJoined(h.indexJoin(ev.User, ev.Room), ev.Room, false)
 	case store.EventLeave:
 		h.indexLeave(ev.User, ev.Room)
 	case store.EventSignal:
@@ -907,6 +911,10 @@ func (h *Hub) register(ctx context.Context, n *Node) (evicted *Node, err error) 
 	for _, r := range joined {
 		h.indexAdd(r, n)
 	}
+	if err := h.followNode(ctx, n, joined); err != nil {
+		h.unregister(n)
+		return nil, err
+	}
 	return evicted, nil
 }
 
@@ -946,6 +954,7 @@ func (h *Hub) unregister(n *Node) {
 	for _, r := range rooms {
 		h.indexRemove(r, n)
 	}
+	h.unfollowNode(n, rooms)
 }
 
 func (h *Hub) indexAdd(room string, nodes ...*Node) {
@@ -1017,7 +1026,11 @@ func (h *Hub) join(ctx context.Context, user, room string) ([]*Node, error) {
 	if err := h.store.Join(ctx, room, user); err != nil {
 		return nil, h.storeErr(err)
 	}
-	return h.indexJoin(user, room), nil
+	nodes := h.indexJoin(user, room)
+	if err := h.followJoined(nodes, room, true); err != nil {
+		return nil, err
+	}
+	return nodes, nil
 }
 
 // checkMaxRooms returns ErrTooManyRooms when user is a member of
@@ -1102,12 +1115,17 @@ func (h *Hub) indexLeave(user, room string) {
 	s.mu.Lock()
 	var nodes []*Node
 	if u := s.users[user]; u != nil {
-		delete(u.rooms, room)
-		nodes = append(nodes, u.nodes...)
+		if _, in := u.rooms[room]; in {
+			// Only then: a leave announced by the feed after a local Leave
+			// must not remove (and unfollow) again.
+			delete(u.rooms, room)
+			nodes = append(nodes, u.nodes...)
+		}
 	}
 	s.mu.Unlock()
 	if len(nodes) > 0 {
 		h.indexRemove(room, nodes...)
+		h.unfollowLeft(nodes, room)
 	}
 }
 
@@ -1219,6 +1237,13 @@ func (h *Hub) send(ctx context.Context, cmd Cmd, from, to string, f *Frame, orig
 // connections it leaves in st are the caller's to write (writeOut) once
 // it released its locks.
 func (h *Hub) deliver(m *store.Message, src *Frame, origin sender, st *starter) error {
+	return h.deliverFor(m, src, origin, "", st)
+}
+
+// deliverFor is deliver, limited for a direct message to the connections
+// of user only when user is not empty: a store.Router announces a direct
+// message once for its recipient and once for its sender.
+func (h *Hub) deliverFor(m *store.Message, src *Frame, origin sender, user string, st *starter) error {
 	out := frameOf(m)
 	if src != nil {
 		out.setPayload(src.payload())
@@ -1239,11 +1264,13 @@ func (h *Hub) deliver(m *store.Message, src *Frame, origin sender, st *starter) 
 		}
 		rs.mu.RUnlock()
 	} else {
-		if m.From != m.To {
+		if m.From != m.To && (user == "" || user == m.From) {
 			count += h.pushUser(m.From, of, origin, st)
 		}
-		of.pendingID = m.ID
-		count += h.pushUser(m.To, of, sender{}, st)
+		if user == "" || user == m.To {
+			of.pendingID = m.ID
+			count += h.pushUser(m.To, of, sender{}, st)
+		}
 	}
 	h.stats.deliveries.Add(uint64(count))
 	return nil

@@ -91,6 +91,9 @@ type Node struct {
 	watching []string
 	watched  atomic.Bool
 	gone     atomic.Bool
+	// followBreaks is, with a store.Router, Hub.feedBreaks+1 when the
+	// connection followed its user and rooms (0: it followed nothing).
+	followBreaks atomic.Uint64
 }
 
 func newNode(h *Hub, user string, ack bool) *Node {

@@ -294,11 +294,14 @@ const (
 type Router interface {
 	Feed
 	// Follow makes the running subscription receive the announcements
-	// concerning users and rooms, and returns once the store confirmed
-	// it: what is announced after Follow returned is delivered. It fails
-	// when no subscription is active, or when ctx ends first (the follows
-	// it made stay counted: Unfollow them).
-	Follow(ctx context.Context, users, rooms []string) error
+	// concerning users and rooms. With wait it returns once the store
+	// confirmed it: what is announced after Follow returned is delivered.
+	// Without, it returns once the follows are counted and requested,
+	// without waiting (a Subscribe's fn, which may be the one to read the
+	// confirmation, must not wait). It fails when no subscription is
+	// active, or when ctx ends first (the follows it made stay counted:
+	// Unfollow them).
+	Follow(ctx context.Context, users, rooms []string, wait bool) error
 	// Unfollow undoes one Follow of each of users and rooms. It does not
 	// wait.
 	Unfollow(users, rooms []string)

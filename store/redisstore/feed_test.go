@@ -38,6 +38,9 @@ func subscribe(t *testing.T, s *redisstore.Store) *subscription {
 	sub := startSubscribe(t, s)
 	ev := sub.next(t)
 	require.Equal(t, store.EventReady, ev.Kind, "the first event is EventReady")
+	// The sentinel's messages (see sentinel) are announced on the channel
+	// of the user "sentinel".
+	require.NoError(t, s.Follow(t.Context(), []string{"sentinel"}, nil, true))
 	return sub
 }
 
@@ -129,6 +132,7 @@ func TestFeed_TwoProcessesAnnounceInSeqOrder(t *testing.T) {
 	watcher, _ := newStore(t, redisstore.Options{Prefix: prefix})
 	other, _ := newStore(t, redisstore.Options{Prefix: newPrefix("otherhub")})
 	sub := subscribe(t, watcher)
+	require.NoError(t, watcher.Follow(t.Context(), []string{"alice", "bob"}, []string{"r1", "r2"}, true))
 
 	convs := []string{store.RoomConv("r1"), store.RoomConv("r2"), store.DirectConv("alice", "bob")}
 	const writers, each = 4, 30 // per Store
@@ -141,14 +145,27 @@ func TestFeed_TwoProcessesAnnounceInSeqOrder(t *testing.T) {
 			origin := fmt.Sprintf("conn-%d-%d\x00\xff", h, w) // binary-safe
 			wg.Go(func() {
 				for i := range each {
-					from := fmt.Sprint("user", w)
+					// A room's message goes to the room (its channel); a
+					// direct one between alice and bob.
+					from, to, cmd := fmt.Sprint("user", w), "", 11
 					conv := convs[i%len(convs)]
+					switch conv {
+					case store.RoomConv("r1"):
+						to = "r1"
+					case store.RoomConv("r2"):
+						to = "r2"
+					default:
+						from, to, cmd = "alice", "bob", 10
+						if w%2 == 1 {
+							from, to = to, from
+						}
+					}
 					req := store.AppendRequest{
 						Msg: store.Message{
-							ID: fmt.Sprintf("h%d-w%d-%d", h, w, i), Conv: conv, TS: int64(i), Cmd: 11,
-							From: from, To: "x", Body: []byte{'{', 0, 0xff, byte(i), '}'},
+							ID: fmt.Sprintf("h%d-w%d-%d", h, w, i), Conv: conv, TS: int64(i), Cmd: cmd,
+							From: from, To: to, Body: []byte{'{', 0, 0xff, byte(i), '}'},
 						},
-						CID:    fmt.Sprint("cid-", i), // each Store sends it once: one of the two is a dup
+						CID:    fmt.Sprint("cid-", w, "-", i), // each Store sends it once: one of the two is a dup
 						Origin: origin,
 					}
 					m, dup, err := s.Append(t.Context(), req)
@@ -171,20 +188,36 @@ func TestFeed_TwoProcessesAnnounceInSeqOrder(t *testing.T) {
 	require.False(t, t.Failed())
 	require.Len(t, stored, writers*each, "one of each (sender, cid) pair stored")
 
+	// A room's message is announced once, on the room's channel; a direct
+	// one once for its recipient and once for its sender (Event.User).
 	events := sub.sentinel(t, a)
-	require.Len(t, events, len(stored), "one announcement per stored message, none for duplicates")
-	last := make(map[string]uint64)
-	seen := make(map[string]bool)
+	want := 0
+	for _, m := range stored {
+		want++
+		if m.Cmd == 10 {
+			want++
+		}
+	}
+	require.Len(t, events, want, "one announcement per stored message and user, none for duplicates")
+	last := make(map[string]uint64) // by conversation and user
+	seen := make(map[string]bool)   // by id and user
 	for _, ev := range events {
 		require.Equal(t, store.EventMessage, ev.Kind)
-		want, ok := stored[ev.Msg.ID]
+		m, ok := stored[ev.Msg.ID]
 		require.True(t, ok, "announced %q, which was not stored (a duplicate or another prefix)", ev.Msg.ID)
-		assert.False(t, seen[ev.Msg.ID], "%q announced twice", ev.Msg.ID)
-		seen[ev.Msg.ID] = true
-		assert.Equal(t, want, ev.Msg, "the announced message is the stored one")
+		if m.Cmd == 10 {
+			assert.Contains(t, []string{m.From, m.To}, ev.User)
+		} else {
+			assert.Empty(t, ev.User)
+		}
+		key := ev.Msg.ID + "\x00" + ev.User
+		assert.False(t, seen[key], "%q announced twice for %q", ev.Msg.ID, ev.User)
+		seen[key] = true
+		assert.Equal(t, m, ev.Msg, "the announced message is the stored one")
 		assert.Equal(t, origins[ev.Msg.ID], ev.Origin)
-		assert.Equal(t, last[ev.Msg.Conv]+1, ev.Msg.Seq, "conversation %q in seq order without gaps", ev.Msg.Conv)
-		last[ev.Msg.Conv] = ev.Msg.Seq
+		stream := ev.Msg.Conv + "\x00" + ev.User
+		assert.Equal(t, last[stream]+1, ev.Msg.Seq, "conversation %q in seq order without gaps for %q", ev.Msg.Conv, ev.User)
+		last[stream] = ev.Msg.Seq
 	}
 }
 
@@ -197,7 +230,8 @@ func TestFeed_JoinLeaveAnnouncedWhenMembershipChanges(t *testing.T) {
 	b, _ := newStore(t, redisstore.Options{Prefix: prefix})
 	sub := subscribe(t, a)
 	ctx := t.Context()
-	room, user := "room\x00:1", "us\xffer" // binary-safe
+	room, user := "room\x00:1", "us\xffer"                          // binary-safe
+	require.NoError(t, a.Follow(ctx, []string{user, "carol"}, nil, true)) // announced on the user's channel
 
 	require.NoError(t, b.Join(ctx, room, user))
 	require.NoError(t, a.Join(ctx, room, user))
@@ -271,6 +305,7 @@ func TestFeed_KilledConnectionBreaksSubscribe(t *testing.T) {
 	assert.NotErrorIs(t, err, context.Canceled)
 
 	again := subscribe(t, s)
+	require.NoError(t, s.Follow(t.Context(), []string{"bob"}, nil, true))
 	m := appendOK(t, s, store.AppendRequest{Msg: dm("after", "alice", "bob")})
 	ev := again.next(t)
 	assert.Equal(t, store.EventMessage, ev.Kind)
@@ -301,7 +336,7 @@ func TestFeed_ForeignAnnouncementBreaksSubscribe(t *testing.T) {
 			prefix := newPrefix("foreign")
 			s, client := newStore(t, redisstore.Options{Prefix: prefix})
 			sub := subscribe(t, s)
-			require.NoError(t, client.Publish(t.Context(), prefix+"feed", payload).Err())
+			require.NoError(t, client.SPublish(t.Context(), prefix+"{presence}", payload).Err())
 			err := sub.result(t)
 			assert.ErrorIs(t, err, redisstore.ErrCorrupt)
 			assert.ErrorIs(t, err, redisstore.ErrFeedBroken)
@@ -341,6 +376,7 @@ func TestFeed_SlowSubscriberIsCutOff(t *testing.T) {
 	case <-time.After(waitBound):
 		t.Fatal("not ready")
 	}
+	require.NoError(t, s.Follow(ctx, []string{"bob"}, nil, true))
 	// Append until Redis has cut the subscriber off: the socket buffers
 	// take some megabytes before Redis's output buffer grows.
 	m := dm("big", "alice", "bob")
@@ -350,9 +386,9 @@ func TestFeed_SlowSubscriberIsCutOff(t *testing.T) {
 		m.ID = fmt.Sprint("big", i)
 		appendOK(t, s, store.AppendRequest{Msg: m})
 		if i%10 == 9 {
-			n, err := client.PubSubNumSub(t.Context(), prefix+"feed").Result()
+			n, err := client.PubSubShardNumSub(t.Context(), prefix+"{u:bob}").Result()
 			require.NoError(t, err)
-			cut = n[prefix+"feed"] == 0
+			cut = n[prefix+"{u:bob}"] == 0
 		}
 	}
 	require.True(t, cut, "Redis did not disconnect the subscriber")
@@ -383,6 +419,7 @@ func TestFeed_StoppedServerBreaksSubscribe(t *testing.T) {
 	}
 	require.NoError(t, srv.Restart())
 	again := subscribe(t, s)
+	require.NoError(t, s.Follow(t.Context(), []string{"bob"}, nil, true))
 	m := appendOK(t, s, store.AppendRequest{Msg: dm("back", "alice", "bob")})
 	assert.Equal(t, m, again.next(t).Msg)
 }

@@ -111,7 +111,7 @@ local stamp = uvarint(now)
 local function announce(user, online)
   local st = '0'
   if online then st = '1' end
-  redis.call('PUBLISH', chan, 'p' .. st .. stamp .. user)
+  redis.call('SPUBLISH', chan, 'p' .. st .. stamp .. user)
 end
 
 -- lives caches live(inc) for this script call: now does not move, and
@@ -313,7 +313,7 @@ func (s *Store) SetPresence(ctx context.Context, proc string, ttl time.Duration,
 		n := min(len(on), presenceChunk)
 		m := min(len(off), presenceChunk-n)
 		args := make([]any, 0, 7+n+m)
-		args = append(args, s.opts.Prefix, s.channelArg, proc, ttlArg, reapUsers, reapLeases, n)
+		args = append(args, s.opts.Prefix, s.presenceChannel(), proc, ttlArg, reapUsers, reapLeases, n)
 		for _, u := range on[:n] {
 			args = append(args, u)
 		}
@@ -347,7 +347,7 @@ func (s *Store) RetirePresence(ctx context.Context, proc string) error {
 	inc := ""
 	for {
 		res, err := retirePresenceScript.Run(ctx, s.client, keys,
-			s.opts.Prefix, s.channelArg, proc, inc, reapUsers).Slice()
+			s.opts.Prefix, s.presenceChannel(), proc, inc, reapUsers).Slice()
 		if err != nil {
 			return s.wrap("retire presence", err)
 		}
@@ -382,7 +382,7 @@ func (s *Store) Online(ctx context.Context, users []string) ([]bool, error) {
 	for len(users) > 0 {
 		n := min(len(users), presenceChunk)
 		args := make([]any, 0, 2+n)
-		args = append(args, s.opts.Prefix, s.channelArg)
+		args = append(args, s.opts.Prefix, s.presenceChannel())
 		for _, u := range users[:n] {
 			args = append(args, u)
 		}

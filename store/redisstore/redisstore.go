@@ -339,6 +339,8 @@ type Store struct {
 
 	// hookFeed adds the noRedial hook to client on the first Subscribe.
 	hookFeed sync.Once
+	// subs are the active Subscribes, which Follow and Unfollow reach.
+	subs subscriptionSet
 
 	// closed is set by Close before anything else; methods check it first.
 	closed atomic.Bool
@@ -506,11 +508,19 @@ func (s *Store) Append(ctx context.Context, req store.AppendRequest) (store.Mess
 		}
 		keys = append(keys, s.pendingKey(u), s.pmsgKey(u), s.pcountKey(u))
 	}
+	// Routing by interest (channels.go): a room's message on the room's
+	// channel, any other on the channels of its recipient and sender.
+	var ch1, ch2 any = s.userChannel(req.Msg.To), ""
+	if req.Msg.Conv == store.RoomConv(req.Msg.To) {
+		ch1 = s.roomChannel(req.Msg.To)
+	} else if req.Msg.From != req.Msg.To {
+		ch2 = s.userChannel(req.Msg.From)
+	}
 	res, err := appendScript.Run(ctx, s.client, keys,
 		hasCID, req.Msg.ID, encode(&req.Msg), s.newEpoch(),
 		s.maxHistory, s.maxPending, s.cidTTL, s.historyTTL, trimBatch,
-		s.channelArg, encodeMessageHeader(req.Origin), req.Msg.From, s.maxPerSender,
-		indexed, req.Msg.Conv, inboxScore(req.Msg.TS),
+		ch1, encodeMessageHeader(req.Origin), req.Msg.From, s.maxPerSender,
+		indexed, req.Msg.Conv, inboxScore(req.Msg.TS), ch2,
 	).Slice()
 	if err != nil {
 		return store.Message{}, false, s.wrap("append", err)
@@ -674,7 +684,7 @@ func (s *Store) membership(ctx context.Context, op, cmd string, kind byte, room,
 		return err
 	}
 	err := membershipScript.Run(ctx, s.client, []string{s.roomKey(room), s.userKey(user)},
-		cmd, user, room, s.channelArg, encodeMembership(kind, room, user),
+		cmd, user, room, s.userChannel(user), encodeMembership(kind, room, user),
 	).Err()
 	return s.wrap(op, err)
 }

@@ -176,7 +176,10 @@ end
 if ARGV[1] == '1' then
   redis.call('SET', KEYS[2], v, 'PX', ARGV[7])
 end
-redis.call('PUBLISH', ARGV[10], ARGV[11] .. v)
+redis.call('SPUBLISH', ARGV[10], ARGV[11] .. v)
+if ARGV[17] ~= '' then
+  redis.call('SPUBLISH', ARGV[17], ARGV[11] .. v)
+end
 return {0, seq}
 `)
 
@@ -272,7 +275,7 @@ for i = 1, 2 do
 end
 local n = redis.call(ARGV[1], KEYS[1], ARGV[2]) + redis.call(ARGV[1], KEYS[2], ARGV[3])
 if n > 0 then
-  redis.call('PUBLISH', ARGV[4], ARGV[5])
+  redis.call('SPUBLISH', ARGV[4], ARGV[5])
 end
 return n
 `)

@@ -63,12 +63,13 @@ func decodeSignal(p string) (store.Signal, error) {
 	return sig, nil
 }
 
-// Signal implements store.Signaler: one PUBLISH of sig on the feed channel
-// (see Subscribe), so every subscriber of the Prefix, this Store's
-// included, receives it as an EventSignal, in Redis's order among the
-// other announcements. Nothing is stored. An empty user in sig.Users is
-// rejected with an error wrapping store.ErrInvalid; a signal with neither
-// users nor a room reaches nobody and is not published.
+// Signal implements store.Signaler: SPUBLISH of sig on the channel of
+// each of sig.Users (each copy naming that user only) and on sig.Room's
+// channel, in one pipeline, so the subscribers following them receive it
+// as an EventSignal (see Subscribe). Nothing is stored. An empty user in
+// sig.Users is rejected with an error wrapping store.ErrInvalid; a
+// signal with neither users nor a room reaches nobody and is not
+// published.
 func (s *Store) Signal(ctx context.Context, sig store.Signal) error {
 	if err := s.check(ctx); err != nil {
 		return err
@@ -81,5 +82,15 @@ func (s *Store) Signal(ctx context.Context, sig store.Signal) error {
 	if len(sig.Users) == 0 && sig.Room == "" {
 		return nil
 	}
-	return s.wrap("signal", s.client.Publish(ctx, s.channel, encodeSignal(&sig)).Err())
+	pipe := s.client.Pipeline()
+	for _, u := range sig.Users {
+		one := store.Signal{Users: []string{u}, Origin: sig.Origin, Data: sig.Data}
+		pipe.SPublish(ctx, s.userChannel(u), encodeSignal(&one))
+	}
+	if sig.Room != "" {
+		one := store.Signal{Room: sig.Room, Origin: sig.Origin, Data: sig.Data}
+		pipe.SPublish(ctx, s.roomChannel(sig.Room), encodeSignal(&one))
+	}
+	_, err := pipe.Exec(ctx)
+	return s.wrap("signal", err)
 }

@@ -20,6 +20,9 @@ func TestSignal_RoundTrip(t *testing.T) {
 	b, _ := newStore(t, redisstore.Options{Prefix: prefix})
 	subA, subB := subscribe(t, a), subscribe(t, b)
 	ctx := t.Context()
+	for _, st := range []*redisstore.Store{a, b} {
+		require.NoError(t, st.Follow(ctx, []string{"alice", "b\x00b", "carol", "dave"}, []string{"room:1", "room:2"}, true))
+	}
 
 	sigs := []store.Signal{
 		{Users: []string{"alice", "b\x00b"}, Room: "room:1", Origin: "conn-7", Data: []byte(`{"cmd":20,"typing":true}` + "\x00\xff")},
@@ -31,8 +34,12 @@ func TestSignal_RoundTrip(t *testing.T) {
 	require.NoError(t, b.Signal(ctx, sigs[1]))
 	require.NoError(t, a.Signal(ctx, store.Signal{Data: []byte("to nobody")}), "nobody: nothing published")
 	require.NoError(t, b.Signal(ctx, sigs[2]))
+	// A signal is announced on the channel of each of its users and of its
+	// room, each copy naming only that one.
 	want := []store.Event{
-		{Kind: store.EventSignal, Signal: sigs[0]},
+		{Kind: store.EventSignal, Signal: store.Signal{Users: []string{"alice"}, Origin: "conn-7", Data: sigs[0].Data}},
+		{Kind: store.EventSignal, Signal: store.Signal{Users: []string{"b\x00b"}, Origin: "conn-7", Data: sigs[0].Data}},
+		{Kind: store.EventSignal, Signal: store.Signal{Room: "room:1", Origin: "conn-7", Data: sigs[0].Data}},
 		{Kind: store.EventJoin, Room: "room:2", User: "dave"},
 		{Kind: store.EventSignal, Signal: sigs[1]},
 		{Kind: store.EventSignal, Signal: sigs[2]},
@@ -57,7 +64,7 @@ func TestFeed_MalformedSignalOrPresenceBreaksSubscribe(t *testing.T) {
 			prefix := newPrefix("foreign")
 			s, client := newStore(t, redisstore.Options{Prefix: prefix})
 			sub := subscribe(t, s)
-			require.NoError(t, client.Publish(t.Context(), prefix+"feed", payload).Err())
+			require.NoError(t, client.SPublish(t.Context(), prefix+"{presence}", payload).Err())
 			err := sub.result(t)
 			assert.ErrorIs(t, err, redisstore.ErrCorrupt)
 			assert.ErrorIs(t, err, redisstore.ErrFeedBroken)
@@ -68,7 +75,7 @@ func TestFeed_MalformedSignalOrPresenceBreaksSubscribe(t *testing.T) {
 	s, client := newStore(t, redisstore.Options{Prefix: prefix})
 	sub := subscribe(t, s)
 	for _, payload := range []string{"p1\x05alice", "p0\xac\x02bob", "s\x01\x01a\x00\x00", "s\x00\x01r\x01o\x00\xff"} {
-		require.NoError(t, client.Publish(t.Context(), prefix+"feed", payload).Err())
+		require.NoError(t, client.SPublish(t.Context(), prefix+"{presence}", payload).Err())
 	}
 	assert.Equal(t, []store.Event{
 		{Kind: store.EventPresence, User: "alice", Online: true, TS: 5},
