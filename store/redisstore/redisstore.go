@@ -206,7 +206,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -220,9 +219,10 @@ import (
 
 // Errors of this package. Compare with errors.Is.
 var (
-	// ErrUnsupportedClient is returned by New for a client that spreads
-	// keys over several servers (*redis.ClusterClient, *redis.Ring).
-	ErrUnsupportedClient = errors.New("wshub/redisstore: Redis Cluster and Ring clients are not supported (Append needs all its keys on one server)")
+	// ErrUnsupportedClient is returned by New for a *redis.Ring, which
+	// shards keys by itself without hash slots (a Redis Cluster is
+	// supported: *redis.ClusterClient).
+	ErrUnsupportedClient = errors.New("wshub/redisstore: Ring clients are not supported (use a Redis Cluster)")
 	// ErrCorrupt is returned when a value read from Redis is not a message
 	// this package stored.
 	ErrCorrupt = errors.New("wshub/redisstore: stored value is damaged")
@@ -287,6 +287,18 @@ type Options struct {
 	// means DefaultFeedCheckInterval (5 s).
 	FeedCheckInterval time.Duration
 
+	// WaitReplicas is how many replicas must acknowledge each write
+	// (Append, MarkRead, Join, Leave) before it returns: the Store sends
+	// WAIT on the connection of the write (see the package doc). Zero
+	// means automatic: 1 when the master reports a connected replica (INFO
+	// replication, looked at again every few seconds and after errors),
+	// else none. Negative means never wait. A write fewer replicas
+	// acknowledged within WaitTimeout returns an error wrapping
+	// ErrNotReplicated.
+	WaitReplicas int
+	// WaitTimeout bounds each WAIT. Zero means DefaultWaitTimeout (1 s).
+	WaitTimeout time.Duration
+
 	// CloseClient makes Close close the client given to New. Open always
 	// closes the client it made.
 	CloseClient bool
@@ -310,6 +322,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.HistoryTTL < 0 {
 		o.HistoryTTL = 0
+	}
+	if o.WaitTimeout <= 0 {
+		o.WaitTimeout = DefaultWaitTimeout
 	}
 	if o.FeedCheckInterval <= 0 {
 		o.FeedCheckInterval = DefaultFeedCheckInterval
@@ -337,6 +352,10 @@ type Store struct {
 	epochBase string
 	epochSeq  atomic.Uint64
 
+	// replicas caches the replica counts of the masters (WaitReplicas
+	// automatic).
+	replicas replicaCache
+
 	// hookFeed adds the noRedial hook to client on the first Subscribe.
 	hookFeed sync.Once
 
@@ -351,8 +370,11 @@ type Store struct {
 var _ store.Store = (*Store)(nil)
 
 // New returns a Store using client; zero Options mean the defaults. New
-// does no I/O (see Ping). It fails with ErrUnsupportedClient for a
-// *redis.ClusterClient or *redis.Ring.
+// does no I/O (see Ping). client is a *redis.Client (one server, or a
+// failover client of Sentinel) or a *redis.ClusterClient (a Redis
+// Cluster: give it ClusterStateReloadInterval, see OpenCluster); New
+// fails with ErrUnsupportedClient for a *redis.Ring, and with an error
+// for a Prefix holding '{' or '}' (the keys' hash tags follow it).
 //
 // The client's own settings apply: its timeouts, its retries (see the
 // package doc) and whether it honours ctx cancellation while waiting for a
@@ -361,8 +383,11 @@ func New(client redis.UniversalClient, opts Options) (*Store, error) {
 	switch client.(type) {
 	case nil:
 		return nil, errors.New("wshub/redisstore: nil client")
-	case *redis.ClusterClient, *redis.Ring:
+	case *redis.Ring:
 		return nil, ErrUnsupportedClient
+	}
+	if strings.ContainsAny(opts.Prefix, "{}") {
+		return nil, fmt.Errorf("wshub/redisstore: prefix %q holds '{' or '}'", opts.Prefix)
 	}
 	opts = opts.withDefaults()
 	var rnd [8]byte
@@ -444,121 +469,34 @@ func (s *Store) wrap(op string, err error) error {
 	return fmt.Errorf("wshub/redisstore: %s: %w", op, err)
 }
 
-// Keys. See the package doc.
+// Keys. See the package doc. A conversation's keys carry the hash tag
+// {c:<conv>}, a user's {u:<user>}: the part after the tag holds no '}', so
+// keys of different ids never collide, whatever the ids hold.
 
-func (s *Store) convKey(conv string) string    { return s.opts.Prefix + "c:" + conv }
-func (s *Store) pendingKey(user string) string { return s.opts.Prefix + "p:" + user }
-func (s *Store) pmsgKey(user string) string    { return s.opts.Prefix + "m:" + user }
-func (s *Store) pcountKey(user string) string  { return s.opts.Prefix + "n:" + user }
-func (s *Store) roomKey(room string) string    { return s.opts.Prefix + "r:" + room }
-func (s *Store) userKey(user string) string    { return s.opts.Prefix + "u:" + user }
-func (s *Store) cidKey(from, cid string) string {
-	return s.opts.Prefix + "k:" + strconv.Itoa(len(from)) + ":" + from + cid
+func (s *Store) convTag(conv string) string { return s.opts.Prefix + "{c:" + conv + "}" }
+func (s *Store) userTag(user string) string { return s.opts.Prefix + "{u:" + user + "}" }
+
+func (s *Store) convKey(conv string) string    { return s.convTag(conv) + "h" }
+func (s *Store) roomKey(room string) string    { return s.convTag(store.RoomConv(room)) + "m" }
+func (s *Store) pendingKey(user string) string { return s.userTag(user) + "p" }
+func (s *Store) pmsgKey(user string) string    { return s.userTag(user) + "m" }
+func (s *Store) pcountKey(user string) string  { return s.userTag(user) + "n" }
+func (s *Store) userKey(user string) string    { return s.userTag(user) + "r" }
+func (s *Store) cursorKey(user string) string  { return s.userTag(user) + "cur" }
+
+// cidKey is the (sender, cid) record of conv: a cid is scoped to (sender,
+// conversation). When from or cid holds a '}', both are hex encoded (kind
+// "x:" instead of "k:"), so that the part after the tag holds none.
+func (s *Store) cidKey(conv, from, cid string) string {
+	if strings.ContainsRune(from, '}') || strings.ContainsRune(cid, '}') {
+		return s.convTag(conv) + "x:" + hex.EncodeToString([]byte(from)) + ":" + hex.EncodeToString([]byte(cid))
+	}
+	return s.convTag(conv) + "k:" + strconv.Itoa(len(from)) + ":" + from + cid
 }
 
 // newEpoch returns an epoch no Store offered before.
 func (s *Store) newEpoch() string {
 	return s.epochBase + strconv.FormatUint(s.epochSeq.Add(1), 36)
-}
-
-// Append implements store.Store in one Lua script (see the package doc),
-// which also announces a stored message, with req.Origin, to the feed
-// (never a duplicate or a refused message). An empty conversation, sender,
-// message id or pending user is rejected with an error wrapping
-// store.ErrInvalid; a full pending queue with one wrapping
-// store.ErrPendingFull. The returned message of a first Append carries the
-// caller's own Body; a duplicate's is a copy.
-func (s *Store) Append(ctx context.Context, req store.AppendRequest) (store.Message, bool, error) {
-	if err := s.check(ctx); err != nil {
-		return store.Message{}, false, err
-	}
-	switch {
-	case req.Msg.Conv == "":
-		return store.Message{}, false, fmt.Errorf("%w: empty conversation", store.ErrInvalid)
-	case req.Msg.From == "":
-		return store.Message{}, false, fmt.Errorf("%w: empty sender", store.ErrInvalid)
-	case req.Msg.ID == "":
-		return store.Message{}, false, fmt.Errorf("%w: empty message id", store.ErrInvalid)
-	}
-	keys := make([]string, 0, 7+3*len(req.Pending))
-	keys = append(keys, s.convKey(req.Msg.Conv))
-	var hasCID any = "0" // a constant: no allocation
-	if req.CID != "" {
-		hasCID = "1"
-		keys = append(keys, s.cidKey(req.Msg.From, req.CID))
-	}
-	keys = append(keys, s.marksKey(req.Msg.From))
-	var indexed any = "0"
-	if store.IsDirect(&req.Msg) {
-		indexed = "1"
-		keys = append(keys, s.indexKey(req.Msg.From), s.headsKey(req.Msg.From))
-		if req.Msg.To != req.Msg.From {
-			indexed = "2"
-			keys = append(keys, s.indexKey(req.Msg.To), s.headsKey(req.Msg.To))
-		}
-	}
-	for i, u := range req.Pending {
-		if u == "" {
-			return store.Message{}, false, fmt.Errorf("%w: empty pending user", store.ErrInvalid)
-		}
-		if slices.Contains(req.Pending[:i], u) {
-			continue // enqueued and counted once
-		}
-		keys = append(keys, s.pendingKey(u), s.pmsgKey(u), s.pcountKey(u))
-	}
-	res, err := appendScript.Run(ctx, s.client, keys,
-		hasCID, req.Msg.ID, encode(&req.Msg), s.newEpoch(),
-		s.maxHistory, s.maxPending, s.cidTTL, s.historyTTL, trimBatch,
-		s.channelArg, encodeMessageHeader(req.Origin), req.Msg.From, s.maxPerSender,
-		indexed, req.Msg.Conv, inboxScore(req.Msg.TS),
-	).Slice()
-	if err != nil {
-		return store.Message{}, false, s.wrap("append", err)
-	}
-	if len(res) == 4 {
-		return store.Message{}, false, refusal(res, req.Pending, req.Msg.From)
-	}
-	if len(res) != 2 {
-		return store.Message{}, false, fmt.Errorf("wshub/redisstore: append: unexpected reply %v", res)
-	}
-	if dup, _ := res[0].(int64); dup == 1 {
-		v, _ := res[1].(string)
-		m, err := decode(v)
-		if err != nil {
-			return store.Message{}, false, fmt.Errorf("wshub/redisstore: append: cid record of %q: %w", req.CID, err)
-		}
-		return m, true, nil
-	}
-	seq, ok := res[1].(int64)
-	if !ok || seq <= 0 {
-		return store.Message{}, false, fmt.Errorf("wshub/redisstore: append: unexpected seq %v", res[1])
-	}
-	m := req.Msg
-	m.Seq = uint64(seq)
-	return m, false, nil
-}
-
-// refusal returns the error of appendScript's reply {2, bound, queued,
-// recipient}: ErrPendingFull naming the recipient (an index into pending
-// without repeats) and the bound.
-func refusal(res []any, pending []string, from string) error {
-	code, _ := res[0].(int64)
-	bound, _ := res[1].(string)
-	queued, _ := res[2].(int64)
-	i, _ := res[3].(int64)
-	var recipients []string
-	for _, u := range pending {
-		if !slices.Contains(recipients, u) {
-			recipients = append(recipients, u)
-		}
-	}
-	if code != 2 || i < 0 || i >= int64(len(recipients)) {
-		return fmt.Errorf("wshub/redisstore: append: unexpected reply %v", res)
-	}
-	if bound == "sender" {
-		return fmt.Errorf("%w: %q holds %d messages from %q (MaxPendingPerSender)", store.ErrPendingFull, recipients[i], queued, from)
-	}
-	return fmt.Errorf("%w: %q holds %d messages (MaxPending)", store.ErrPendingFull, recipients[i], queued)
 }
 
 // History implements store.Store. A History of a never-written
@@ -656,26 +594,38 @@ func (s *Store) Ack(ctx context.Context, user string, ids ...string) error {
 }
 
 // Join implements store.Store. When it made user a member (it was not
-// one), it announces EventJoin on the feed in the same atomic step.
+// one), it announces EventJoin on the user's channel (see membership).
 func (s *Store) Join(ctx context.Context, room, user string) error {
 	return s.membership(ctx, "join", "SADD", wireJoin, room, user)
 }
 
 // Leave implements store.Store. When user was a member, it announces
-// EventLeave on the feed in the same atomic step.
+// EventLeave on the user's channel (see membership).
 func (s *Store) Leave(ctx context.Context, room, user string) error {
 	return s.membership(ctx, "leave", "SREM", wireLeave, room, user)
 }
 
-// membership runs the membership script with cmd (SADD or SREM) and the
-// announcement of kind.
+// membership runs the two steps of Join and Leave with cmd (SADD or
+// SREM): the room's member set (the room's slot), then the user's room
+// set (the user's slot), which announces the change on the user's channel
+// when either set changed. Both steps are idempotent: a Join or Leave
+// that failed between them is completed by calling it again.
 func (s *Store) membership(ctx context.Context, op, cmd string, kind byte, room, user string) error {
 	if err := s.checkMembership(ctx, room, user); err != nil {
 		return err
 	}
-	err := membershipScript.Run(ctx, s.client, []string{s.roomKey(room), s.userKey(user)},
-		cmd, user, room, s.channelArg, encodeMembership(kind, room, user),
-	).Err()
+	rk := s.roomKey(room)
+	cmds, err := s.step(ctx, rk, call{roomMembersScript, []string{rk}, []any{cmd, user}})
+	if err != nil {
+		return s.wrap(op, err)
+	}
+	changed := "0"
+	if n, _ := cmds[0].(*redis.Cmd).Int(); n > 0 {
+		changed = "1"
+	}
+	uk := s.userKey(user)
+	_, err = s.step(ctx, uk, call{userRoomsScript, []string{uk},
+		[]any{cmd, room, s.userChannel(user), encodeMembership(kind, room, user), changed}})
 	return s.wrap(op, err)
 }
 
