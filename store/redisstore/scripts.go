@@ -32,7 +32,7 @@ import "github.com/redis/go-redis/v9"
 // ARGV[6]  conversation TTL, ms (0 = none)
 // ARGV[7]  most history fields deleted by one call
 // ARGV[8]  the message's meta field (origin and pending list, see
-//          encodeMeta), or empty for none
+// encodeMeta), or empty for none
 // ARGV[9]  the room channel to announce on (a room message), or empty
 // ARGV[10] announcement header (kind and origin, see encodeMessageHeader)
 //
@@ -109,23 +109,23 @@ return {0, seq, epoch}
 // once each. See Store.Append and the package doc.
 //
 // KEYS[1] U's cursor hash (conversation -> "<seq>:<epoch>", the last seq
-//         applied for U)
+// applied for U)
 // KEYS[2] U's pending zset, KEYS[3] U's pending hash, KEYS[4] U's pending
-//         counts hash
+// counts hash
 // KEYS[5] U's read markers hash
 // KEYS[6] U's conversation index zset, KEYS[7] U's index heads hash
 //
 // ARGV[1] conversation id
 // ARGV[2] floor: the seqs at or below it are gone from history (0: none)
 // ARGV[3] mode: 'd' a missing cursor is 0 (every conversation but a
-//         room: U gets every message of it applied, most with no flag
-//         when U is in few of them); 'n' no cursor at all (a room: every
-//         message of the run is applied, which ZADD NX and the marker's
-//         max keep idempotent)
-// ARGV[4] the conversation's epoch ('' = the one of the cursor)
+// room: U gets every message of it applied, most with no flag
+// when U is in few of them); 'n' no cursor at all (a room: every
+// message of the run is applied, which ZADD NX and the marker's
+// max keep idempotent)
+// ARGV[4] the conversation's epoch (empty: the cursor's)
 // ARGV[5] U's channel
 // ARGV[6..] groups of 6: seq, stored value, flags, announcement header,
-//         index score (-TS), sender
+// index score (-TS), sender
 //
 // Flags, any of: 'p' enqueue into U's pending queue; 's' move U's read
 // marker to seq (U is the sender); 'i' put the conversation at the top
