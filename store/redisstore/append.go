@@ -60,11 +60,9 @@ func (s *Store) Append(ctx context.Context, req store.AppendRequest) (store.Mess
 			pending = append(pending, u) // enqueued and counted once
 		}
 	}
-	conv := req.Msg.Conv
-	ck := s.convKey(conv)
 	var cidKey string
 	if req.CID != "" {
-		cidKey = s.cidKey(conv, req.Msg.From, req.CID)
+		cidKey = s.cidKey(req.Msg.Conv, req.Msg.From, req.CID)
 	}
 
 	// Step 0: the bounds, read in the recipients' slots (and the cid
@@ -74,6 +72,29 @@ func (s *Store) Append(ctx context.Context, req store.AppendRequest) (store.Mess
 	}
 
 	// Step 1: the conversation's slot.
+	e, epoch, dup, err := s.appendConv(ctx, req, pending, cidKey)
+	if err != nil {
+		return store.Message{}, false, err
+	}
+	room := s.isRoom(&req.Msg)
+
+	// Step 2: each user's slot.
+	if err := s.applyUsers(ctx, e, epoch, room); err != nil {
+		return store.Message{}, false, s.wrap("append", err)
+	}
+	if dup {
+		return e.msg, true, nil
+	}
+	return e.msg, false, nil
+}
+
+// appendConv is step 1 of Append: convAppendScript in the conversation's
+// slot. It returns the message's entry (the first message's, for a
+// duplicate), the conversation's epoch (empty when a duplicate's
+// conversation is gone) and whether it is a duplicate.
+func (s *Store) appendConv(ctx context.Context, req store.AppendRequest, pending []string, cidKey string) (*entry, string, bool, error) {
+	conv := req.Msg.Conv
+	ck := s.convKey(conv)
 	hasCID := "0"
 	keys := []string{ck}
 	if cidKey != "" {
@@ -91,24 +112,24 @@ func (s *Store) Append(ctx context.Context, req store.AppendRequest) (store.Mess
 		encodeMeta(req.Origin, pending, defaultPending(&req.Msg)), roomChan, header,
 	}})
 	if err != nil {
-		return store.Message{}, false, s.wrap("append", err)
+		return nil, "", false, s.wrap("append", err)
 	}
 	res, err := cmds[0].(*redis.Cmd).Slice()
 	if err != nil || len(res) < 3 {
-		return store.Message{}, false, fmt.Errorf("wshub/redisstore: append: unexpected reply %v (%v)", res, err)
+		return nil, "", false, fmt.Errorf("wshub/redisstore: append: unexpected reply %v (%v)", res, err)
 	}
-	var e entry
+	e := new(entry)
 	var epoch string
 	dup := false
 	if code, _ := res[0].(int64); code == 1 {
 		if len(res) < 4 {
-			return store.Message{}, false, fmt.Errorf("wshub/redisstore: append: unexpected reply %v", res)
+			return nil, "", false, fmt.Errorf("wshub/redisstore: append: unexpected reply %v", res)
 		}
 		dup = true
 		e.value, _ = res[1].(string)
 		m, err := decode(e.value)
 		if err != nil {
-			return store.Message{}, false, fmt.Errorf("wshub/redisstore: append: cid record of %q: %w", req.CID, err)
+			return nil, "", false, fmt.Errorf("wshub/redisstore: append: cid record of %q: %w", req.CID, err)
 		}
 		e.msg, e.seq = m, m.Seq
 		epoch, _ = res[3].(string)
@@ -130,7 +151,7 @@ func (s *Store) Append(ctx context.Context, req store.AppendRequest) (store.Mess
 	} else {
 		seq, ok := res[1].(int64)
 		if !ok || seq <= 0 {
-			return store.Message{}, false, fmt.Errorf("wshub/redisstore: append: unexpected seq %v", res[1])
+			return nil, "", false, fmt.Errorf("wshub/redisstore: append: unexpected seq %v", res[1])
 		}
 		epoch, _ = res[2].(string)
 		e.msg = req.Msg
@@ -140,14 +161,7 @@ func (s *Store) Append(ctx context.Context, req store.AppendRequest) (store.Mess
 		e.pending, e.origin = pending, req.Origin
 	}
 
-	// Step 2: each user's slot.
-	if err := s.applyUsers(ctx, &e, epoch, room); err != nil {
-		return store.Message{}, false, s.wrap("append", err)
-	}
-	if dup {
-		return e.msg, true, nil
-	}
-	return e.msg, false, nil
+	return e, epoch, dup, nil
 }
 
 // isRoom tells whether m is a room message: its conversation is
