@@ -346,10 +346,10 @@ func TestCluster_FailoverLosesNothingReceipted(t *testing.T) {
 
 	const workers = 8
 	var (
-		mu       sync.Mutex
-		receipts = map[string]store.Message{} // id -> stored message
+		mu                          sync.Mutex
+		receipts                    = map[string]store.Message{} // id -> stored message
 		attempts, failures, notRepl atomic.Int64
-		stop     atomic.Bool
+		stop                        atomic.Bool
 	)
 	var wg sync.WaitGroup
 	for w := range workers {
@@ -439,4 +439,3 @@ func TestCluster_FailoverLosesNothingReceipted(t *testing.T) {
 	assert.Zero(t, doubled, "messages queued twice")
 	assert.Greater(t, len(receipts), before, "traffic went on after the failover")
 }
-
