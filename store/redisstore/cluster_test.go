@@ -439,3 +439,84 @@ func TestCluster_FailoverLosesNothingReceipted(t *testing.T) {
 	assert.Zero(t, doubled, "messages queued twice")
 	assert.Greater(t, len(receipts), before, "traffic went on after the failover")
 }
+
+// testPresenceAnnounced: SetPresence and RetirePresence announce their
+// transitions with SPUBLISH on the presence channel, in order.
+func testPresenceAnnounced(t *testing.T, cc redis.UniversalClient) {
+	s, err := redisstore.New(cc, redisstore.Options{Prefix: newPrefix("pres")})
+	require.NoError(t, err)
+	ps := cc.SSubscribe(t.Context(), redisstore.PresenceChannel(s))
+	t.Cleanup(func() { _ = ps.Close() })
+	_, err = ps.Receive(t.Context())
+	require.NoError(t, err)
+	_, err = s.SetPresence(t.Context(), "P", time.Minute, []string{"alice", "bob"}, nil)
+	require.NoError(t, err)
+	require.NoError(t, s.RetirePresence(t.Context(), "P"))
+	on, err := s.Online(t.Context(), []string{"alice"})
+	require.NoError(t, err)
+	assert.Equal(t, []bool{false}, on)
+	var got []string
+	for range 4 {
+		m, err := ps.ReceiveMessage(t.Context())
+		require.NoError(t, err)
+		require.Greater(t, len(m.Payload), 2)
+		got = append(got, m.Payload[:2]+m.Payload[len(m.Payload)-1:])
+	}
+	slices.Sort(got[:2])
+	slices.Sort(got[2:])
+	assert.Equal(t, []string{"p1b", "p1e", "p0b", "p0e"}, got, "alice and bob online, then offline")
+}
+
+// TestCluster_PresenceAnnounced runs testPresenceAnnounced on the cluster.
+func TestCluster_PresenceAnnounced(t *testing.T) {
+	testPresenceAnnounced(t, needCluster(t).Client(t))
+}
+
+// TestStore_PresenceAnnounced runs testPresenceAnnounced on one server.
+func TestStore_PresenceAnnounced(t *testing.T) {
+	testPresenceAnnounced(t, needRedis(t).Client(t))
+}
+
+// testMembershipAnnounced: Join and Leave announce on the user's channel
+// when they change membership, once; both sets follow.
+func testMembershipAnnounced(t *testing.T, cc redis.UniversalClient) {
+	ctx := t.Context()
+	s, err := redisstore.New(cc, redisstore.Options{Prefix: newPrefix("member")})
+	require.NoError(t, err)
+	ps := cc.SSubscribe(ctx, redisstore.UserChannel(s, "alice"))
+	t.Cleanup(func() { _ = ps.Close() })
+	_, err = ps.Receive(ctx)
+	require.NoError(t, err)
+	require.NoError(t, s.Join(ctx, "go", "alice"))
+	require.NoError(t, s.Join(ctx, "go", "alice"))
+	members, err := s.Members(ctx, "go")
+	require.NoError(t, err)
+	assert.Equal(t, []string{"alice"}, members)
+	rooms, err := s.Rooms(ctx, "alice")
+	require.NoError(t, err)
+	assert.Equal(t, []string{"go"}, rooms)
+	require.NoError(t, s.Leave(ctx, "go", "alice"))
+	require.NoError(t, s.Leave(ctx, "go", "alice"))
+	var kinds []byte
+	for range 2 {
+		m, err := ps.ReceiveMessage(ctx)
+		require.NoError(t, err)
+		kinds = append(kinds, m.Payload[0])
+	}
+	assert.Equal(t, "jl", string(kinds), "one join, one leave")
+	members, err = s.Members(ctx, "go")
+	require.NoError(t, err)
+	assert.Empty(t, members)
+}
+
+// TestCluster_MembershipAnnounced runs testMembershipAnnounced on the
+// cluster.
+func TestCluster_MembershipAnnounced(t *testing.T) {
+	testMembershipAnnounced(t, needCluster(t).Client(t))
+}
+
+// TestStore_MembershipAnnounced runs testMembershipAnnounced on one
+// server.
+func TestStore_MembershipAnnounced(t *testing.T) {
+	testMembershipAnnounced(t, needRedis(t).Client(t))
+}

@@ -40,3 +40,6 @@ func DecodeAnnouncedMessage(payload string) (store.Message, string, error) {
 	m, err := decode(d.s)
 	return m, origin, err
 }
+
+// PresenceChannel is the channel of presence transitions.
+func PresenceChannel(s *Store) string { return s.presenceChannel() }

@@ -206,6 +206,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -463,7 +464,7 @@ func (s *Store) wrap(op string, err error) error {
 	if err == nil {
 		return nil
 	}
-	if s.closed.Load() && errors.Is(err, redis.ErrClosed) {
+	if s.closed.Load() && (errors.Is(err, redis.ErrClosed) || errors.Is(err, net.ErrClosed)) {
 		return store.ErrClosed
 	}
 	return fmt.Errorf("wshub/redisstore: %s: %w", op, err)

@@ -206,18 +206,18 @@ for g = 0, n - 1 do
       end
     end
     if string.find(flags, 's', 1, true) then
+      -- In seq order (the cursor) the marker is set; without a cursor
+      -- (rooms) it only moves forward.
       local mk = tonumber(redis.call('HGET', marks, cv)) or 0
-      if seq > mk then redis.call('HSET', marks, cv, sf) end
+      if mode ~= 'n' or seq > mk then redis.call('HSET', marks, cv, sf) end
     end
     if string.find(flags, 'i', 1, true) then
       local old = tonumber(redis.call('HGET', heads, cv))
-      if not old or old < seq then
-        if old then
-          redis.call('ZREM', z, string.format('%016d', 4503599627370496 - old) .. cv)
-        end
-        redis.call('ZADD', z, score, string.format('%016d', 4503599627370496 - seq) .. cv)
-        redis.call('HSET', heads, cv, sf)
+      if old then
+        redis.call('ZREM', z, string.format('%016d', 4503599627370496 - old) .. cv)
       end
+      redis.call('ZADD', z, score, string.format('%016d', 4503599627370496 - seq) .. cv)
+      redis.call('HSET', heads, cv, sf)
     end
     if string.find(flags, 'u', 1, true) then
       redis.call('SPUBLISH', chan, hdr .. v)
