@@ -308,17 +308,38 @@ func flags(e *entry, u string, room bool) string {
 	return string(f)
 }
 
-// applyUsers is step 2 of Append: userApplyScript for each user of e, one
-// step per user (pipelined per user: the users' slots differ). A user
-// whose cursor shows a gap gets the missing messages from history.
+// applyUsers is step 2 of Append: userApplyScript for each user of e,
+// one call per user; the calls of the users whose slots one server holds
+// go in one pipeline (followed by one WAIT), the servers' pipelines run
+// concurrently. A user whose cursor shows a gap, or whose call failed,
+// continues alone (applyUser).
 func (s *Store) applyUsers(ctx context.Context, e *entry, epoch string, room bool) error {
 	users := usersOf(e, room)
-	errs := make(chan error, len(users))
+	var groups [][]string
+	byAddr := map[string]int{}
 	for _, u := range users {
-		go func() { errs <- s.applyUser(ctx, u, e, epoch, room) }()
+		addr := ""
+		if cc, ok := s.client.(*redis.ClusterClient); ok {
+			if n, err := cc.MasterForKey(ctx, s.cursorKey(u)); err == nil {
+				addr = n.Options().Addr
+			} else {
+				addr = "?" + u // unknown: alone
+			}
+		}
+		i, ok := byAddr[addr]
+		if !ok {
+			i = len(groups)
+			byAddr[addr] = i
+			groups = append(groups, nil)
+		}
+		groups[i] = append(groups[i], u)
+	}
+	errs := make(chan error, len(groups))
+	for _, g := range groups {
+		go func() { errs <- s.applyGroup(ctx, g, e, epoch, room) }()
 	}
 	var first error
-	for range users {
+	for range groups {
 		if err := <-errs; err != nil && first == nil {
 			first = err
 		}
@@ -326,13 +347,48 @@ func (s *Store) applyUsers(ctx context.Context, e *entry, epoch string, room boo
 	return first
 }
 
+// applyGroup runs userApplyScript for users (whose slots one server
+// holds) in one step; those that report a gap, or all of them when the
+// step failed, continue with applyUser.
+func (s *Store) applyGroup(ctx context.Context, users []string, e *entry, epoch string, room bool) error {
+	if len(users) == 1 {
+		return s.applyUser(ctx, users[0], e, epoch, room)
+	}
+	calls := make([]call, len(users))
+	for i, u := range users {
+		calls[i] = s.applyCall(u, e.msg.Conv, applyMode(room), epoch, 0, []*entry{e}, room)
+	}
+	cmds, err := s.step(ctx, s.cursorKey(users[0]), calls...)
+	if err != nil && !retryable(err) {
+		return err
+	}
+	for i, u := range users {
+		if err == nil {
+			if res, rerr := cmds[i].(*redis.Cmd).Slice(); rerr == nil && len(res) == 2 {
+				if code, _ := res[0].(int64); code == 0 {
+					continue
+				}
+			}
+		}
+		if err := s.applyUser(ctx, u, e, epoch, room); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// applyMode is userApplyScript's mode: no cursor for a room message.
+func applyMode(room bool) string {
+	if room {
+		return "n"
+	}
+	return "d"
+}
+
 // applyUser runs userApplyScript for user u with e, filling a gap from
 // history when the script reports one.
 func (s *Store) applyUser(ctx context.Context, u string, e *entry, epoch string, room bool) error {
-	mode := "d"
-	if room {
-		mode = "n"
-	}
+	mode := applyMode(room)
 	run := []*entry{e}
 	floor := uint64(0)
 	for round := 0; ; round++ {
@@ -377,6 +433,16 @@ func (s *Store) applyUser(ctx context.Context, u string, e *entry, epoch string,
 
 // runApply runs userApplyScript once for u (see there).
 func (s *Store) runApply(ctx context.Context, u, conv, mode, epoch string, floor uint64, run []*entry, room bool) ([]any, error) {
+	c := s.applyCall(u, conv, mode, epoch, floor, run, room)
+	cmds, err := s.step(ctx, c.keys[0], c)
+	if err != nil {
+		return nil, err
+	}
+	return cmds[0].(*redis.Cmd).Slice()
+}
+
+// applyCall is the userApplyScript call for u with run.
+func (s *Store) applyCall(u, conv, mode, epoch string, floor uint64, run []*entry, room bool) call {
 	keys := []string{s.cursorKey(u), s.pendingKey(u), s.pmsgKey(u), s.pcountKey(u), s.marksKey(u), s.indexKey(u), s.headsKey(u)}
 	args := make([]any, 0, 5+6*len(run))
 	args = append(args, conv, strconv.FormatUint(floor, 10), mode, epoch, s.userChannel(u))
@@ -384,11 +450,7 @@ func (s *Store) runApply(ctx context.Context, u, conv, mode, epoch string, floor
 		args = append(args, strconv.FormatUint(e.seq, 10), e.value, flags(e, u, room),
 			encodeMessageHeader(e.origin), inboxScore(e.msg.TS), e.msg.From)
 	}
-	cmds, err := s.step(ctx, keys[0], call{userApplyScript, keys, args})
-	if err != nil {
-		return nil, err
-	}
-	return cmds[0].(*redis.Cmd).Slice()
+	return call{userApplyScript, keys, args}
 }
 
 // fetchRun reads the messages lo..hi of conv from history, with their
