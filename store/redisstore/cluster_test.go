@@ -520,3 +520,54 @@ func TestCluster_MembershipAnnounced(t *testing.T) {
 func TestStore_MembershipAnnounced(t *testing.T) {
 	testMembershipAnnounced(t, needRedis(t).Client(t))
 }
+
+// testGapFillKeepsPendingAndOrigin: a message whose process died after
+// the conversation's step, with a pending list other than the default
+// (the sender's other devices) and an origin, is filled into the queues
+// of its pending list and announced with its origin by the next Append of
+// the conversation.
+func testGapFillKeepsPendingAndOrigin(t *testing.T, cc redis.UniversalClient) {
+	ctx := t.Context()
+	s, err := redisstore.New(cc, redisstore.Options{Prefix: newPrefix("gapmeta")})
+	require.NoError(t, err)
+	ps := cc.SSubscribe(ctx, redisstore.UserChannel(s, "alice"))
+	t.Cleanup(func() { _ = ps.Close() })
+	_, err = ps.Receive(ctx)
+	require.NoError(t, err)
+
+	req := directReq("alice", "bob", "m1")
+	req.Pending = []string{"bob", "alice"} // and alice's other devices
+	req.Origin = "alice-phone"
+	_, err = redisstore.AppendConvStepOnly(ctx, s, req)
+	require.NoError(t, err)
+	_, _, err = s.Append(ctx, directReq("bob", "alice", "m2"))
+	require.NoError(t, err)
+
+	q, err := s.Pending(ctx, "alice")
+	require.NoError(t, err)
+	assert.Equal(t, []string{"m1", "m2"}, idsOf(q), "alice's queue got the crashed message, by its pending list")
+	q, err = s.Pending(ctx, "bob")
+	require.NoError(t, err)
+	assert.Equal(t, []string{"m1"}, idsOf(q))
+	var origins []string
+	for range 2 {
+		m, err := ps.ReceiveMessage(ctx)
+		require.NoError(t, err)
+		msg, origin, err := redisstore.DecodeAnnouncedMessage(m.Payload)
+		require.NoError(t, err)
+		origins = append(origins, msg.ID+"@"+origin)
+	}
+	assert.Equal(t, []string{"m1@alice-phone", "m2@conn-bob"}, origins)
+}
+
+// TestCluster_GapFillKeepsPendingAndOrigin runs
+// testGapFillKeepsPendingAndOrigin on the cluster.
+func TestCluster_GapFillKeepsPendingAndOrigin(t *testing.T) {
+	testGapFillKeepsPendingAndOrigin(t, needCluster(t).Client(t))
+}
+
+// TestStore_GapFillKeepsPendingAndOrigin runs
+// testGapFillKeepsPendingAndOrigin on one server.
+func TestStore_GapFillKeepsPendingAndOrigin(t *testing.T) {
+	testGapFillKeepsPendingAndOrigin(t, needRedis(t).Client(t))
+}
