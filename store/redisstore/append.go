@@ -2,6 +2,7 @@ package redisstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -242,9 +243,10 @@ func (s *Store) checkBounds(ctx context.Context, cidKey string, pending []string
 		}
 		return nil
 	})
-	if err != nil && err != redis.Nil {
+	if err != nil {
+		// A missing count (redis.Nil) is no error; any other is.
 		for _, c := range counts {
-			if c.Err() != nil && c.Err() != redis.Nil {
+			if c.Err() != nil && !errors.Is(c.Err(), redis.Nil) {
 				return s.wrap("append", c.Err())
 			}
 		}
