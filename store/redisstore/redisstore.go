@@ -363,6 +363,13 @@ type Options struct {
 	// else none. Negative means never wait. A write fewer replicas
 	// acknowledged within WaitTimeout returns an error wrapping
 	// ErrNotReplicated.
+	//
+	// The automatic setting follows what the master reports: while its
+	// replica is disconnected (restarting, resyncing), it stops waiting,
+	// and a failover to that replica may then lose the writes of that
+	// time. Set WaitReplicas to 1 (or more) to refuse those writes
+	// instead, at the cost of refusing every write while a master has no
+	// replica.
 	WaitReplicas int
 	// WaitTimeout bounds each WAIT. Zero means DefaultWaitTimeout (1 s).
 	WaitTimeout time.Duration
