@@ -23,6 +23,9 @@ type entry struct {
 	msg     store.Message
 	pending []string // the users whose queue receives it
 	origin  string
+	// inHistory: history holds value at seq (always, but for a
+	// duplicate whose message was trimmed or whose stream was lost).
+	inHistory bool
 }
 
 // Append implements store.Store in single-slot steps (see the package
@@ -79,14 +82,15 @@ func (s *Store) Append(ctx context.Context, req store.AppendRequest) (store.Mess
 	}
 	room := s.isRoom(&req.Msg)
 
-	// Step 2: each user's slot.
-	if err := s.applyUsers(ctx, e, epoch, room); err != nil {
-		return store.Message{}, false, s.wrap("append", err)
+	// Step 2: each user's slot. A duplicate whose message history no
+	// longer holds at its seq (trimmed long ago, or its conversation was
+	// lost and its seqs started again) has nothing to redo.
+	if e.inHistory {
+		if err := s.applyUsers(ctx, e, epoch, room); err != nil {
+			return store.Message{}, false, s.wrap("append", err)
+		}
 	}
-	if dup {
-		return e.msg, true, nil
-	}
-	return e.msg, false, nil
+	return e.msg, dup, nil
 }
 
 // appendConv is step 1 of Append: convAppendScript in the conversation's
@@ -108,8 +112,9 @@ func (s *Store) appendConv(ctx context.Context, req store.AppendRequest, pending
 		roomChan = s.roomChannel(req.Msg.To)
 		header = encodeMessageHeader(req.Origin)
 	}
+	enc := string(encode(&req.Msg))
 	cmds, err := s.step(ctx, ck, call{convAppendScript, keys, []any{
-		hasCID, encode(&req.Msg), s.newEpoch(), s.maxHistory, s.cidTTL, s.historyTTL, trimBatch,
+		hasCID, enc, s.newEpoch(), s.maxHistory, s.cidTTL, s.historyTTL, trimBatch,
 		encodeMeta(req.Origin, pending, defaultPending(&req.Msg)), roomChan, header,
 	}})
 	if err != nil {
@@ -134,6 +139,10 @@ func (s *Store) appendConv(ctx context.Context, req store.AppendRequest, pending
 		}
 		e.msg, e.seq = m, m.Seq
 		epoch, _ = res[3].(string)
+		if len(res) > 4 {
+			same, _ := res[4].(int64)
+			e.inHistory = same == 1
+		}
 		// The first message's pending list: from its meta field, else
 		// the default while its conversation exists, else (history
 		// gone) the resend's.
@@ -158,8 +167,9 @@ func (s *Store) appendConv(ctx context.Context, req store.AppendRequest, pending
 		e.msg = req.Msg
 		e.msg.Seq = uint64(seq)
 		e.seq = uint64(seq)
-		e.value = strconv.FormatInt(seq, 10) + ":" + string(encode(&req.Msg))
+		e.value = strconv.FormatInt(seq, 10) + ":" + enc
 		e.pending, e.origin = pending, req.Origin
+		e.inHistory = true
 	}
 
 	return e, epoch, dup, nil

@@ -583,3 +583,34 @@ func TestCluster_GapFillKeepsPendingAndOrigin(t *testing.T) {
 func TestStore_GapFillKeepsPendingAndOrigin(t *testing.T) {
 	testGapFillKeepsPendingAndOrigin(t, needRedis(t).Client(t))
 }
+
+// TestStore_ResendAfterConversationLost: a resend of a cid whose
+// conversation was lost and started again (its seqs mean other messages
+// now) returns the first message and leaves the users' cursors alone, so
+// the new stream's messages are still queued.
+func TestStore_ResendAfterConversationLost(t *testing.T) {
+	client := needRedis(t).Client(t)
+	prefix := newPrefix("lostresend")
+	s, err := redisstore.New(client, redisstore.Options{Prefix: prefix})
+	require.NoError(t, err)
+	ctx := t.Context()
+	for _, id := range []string{"m1", "m2", "m3"} {
+		_, _, err := s.Append(ctx, directReq("alice", "bob", id))
+		require.NoError(t, err)
+	}
+	require.NoError(t, client.Del(ctx, prefix+"{c:"+store.DirectConv("alice", "bob")+"}h").Err())
+	for _, id := range []string{"n1", "n2"} {
+		_, _, err := s.Append(ctx, directReq("alice", "bob", id))
+		require.NoError(t, err)
+	}
+	m, dup, err := s.Append(ctx, directReq("alice", "bob", "m3"))
+	require.NoError(t, err)
+	assert.True(t, dup)
+	assert.Equal(t, "m3", m.ID)
+	n3, _, err := s.Append(ctx, directReq("alice", "bob", "n3"))
+	require.NoError(t, err)
+	assert.Equal(t, uint64(3), n3.Seq)
+	q, err := s.Pending(ctx, "bob")
+	require.NoError(t, err)
+	assert.Equal(t, []string{"m1", "m2", "m3", "n1", "n2", "n3"}, idsOf(q))
+}

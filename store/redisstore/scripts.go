@@ -41,8 +41,10 @@ import "github.com/redis/go-redis/v9"
 // on the same connection covers everything written before (the first
 // Append's step included).
 //
-// Returns {1, stored value, its meta field or false, epoch or false} for a
-// duplicate; {0, seq, epoch} otherwise.
+// Returns {1, stored value, its meta field or false, epoch or false, 1
+// when history still holds the stored value at its seq (else 0: trimmed,
+// or a conversation lost and started again)} for a duplicate; {0, seq,
+// epoch} otherwise.
 var convAppendScript = redis.NewScript(`
 local conv = KEYS[1]
 local t = redis.call('TYPE', conv)['ok']
@@ -55,9 +57,13 @@ if ARGV[1] == '1' then
     local ttl = redis.call('PTTL', KEYS[2])
     if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
     local ps = string.match(prev, '^(%d+):')
-    local meta = false
-    if ps then meta = redis.call('HGET', conv, 'x' .. ps) end
-    return {1, prev, meta, redis.call('HGET', conv, 'e')}
+    local meta, same = false, 0
+    if ps then
+      local hv = redis.call('HMGET', conv, ps, 'x' .. ps)
+      if hv[1] == prev then same = 1 end
+      meta = hv[2]
+    end
+    return {1, prev, meta, redis.call('HGET', conv, 'e'), same}
   end
 end
 
