@@ -77,7 +77,7 @@
 //     most their number.
 //  1. The conversation's step (convAppendScript, slot of C): the cid
 //     check (a duplicate returns the first message, and goes on to step 2
-//     for it); else the next seq, the message in history, the history
+//     for it while history still holds it at its seq); else the next seq, the message in history, the history
 //     bound, the cid record, and, when P is not the default ([B] for a
 //     direct conversation, none else) or the Append has an origin, the
 //     message's meta field (its origin and P), so that step 2 can be
