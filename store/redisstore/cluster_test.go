@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -342,6 +343,57 @@ func TestCluster_FailoverLosesNothingReceipted(t *testing.T) {
 	failover(t, c, redisstore.Options{Prefix: "fo:"}, true, func(victim *redistest.Server) {
 		victim.Kill()
 	})
+}
+
+// TestCluster_FailoverAfterReplicaFellBehind: as
+// TestCluster_FailoverLosesNothingReceipted, but the victim's replica
+// falls behind first: it is stopped, the master drops its link and
+// writes more than its replication backlog, and the replica, resumed,
+// needs a full resynchronization, which the master delays (diskless
+// sync, 5 s); the master is killed meanwhile, so the replica takes over
+// without the writes since it was stopped. With WaitReplicas 1 those
+// writes were refused (ErrNotReplicated): no receipt is lost. Without
+// WAIT they would have been receipted, and lost.
+func TestCluster_FailoverAfterReplicaFellBehind(t *testing.T) {
+	c := redistest.StartCluster(t, 3, 1, "--appendonly", "no", "--repl-backlog-size", "16384",
+		"--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "5")
+	failover(t, c, redisstore.Options{Prefix: "fo:", WaitReplicas: 1, WaitTimeout: 100 * time.Millisecond}, false, func(victim *redistest.Server) {
+		ctx := t.Context()
+		replica := replicaOf(t, c, victim)
+		mc := victim.Client(t)
+		replica.Pause()
+		require.NoError(t, mc.Do(ctx, "client", "kill", "type", "replica").Err())
+		filler := strings.Repeat("x", 64<<10) // past the backlog
+		for i, set := 0, 0; set < 4; i++ { // keys of the victim's slots
+			err := mc.Do(ctx, "set", fmt.Sprintf("filler%d", i), filler).Err()
+			if err == nil {
+				set++
+			} else {
+				require.Contains(t, err.Error(), "MOVED")
+			}
+		}
+		time.Sleep(300 * time.Millisecond)
+		replica.Resume()
+		time.Sleep(500 * time.Millisecond)
+		info, err := replica.Client(t).Info(ctx, "replication").Result()
+		require.NoError(t, err)
+		require.NotContains(t, info, "master_link_status:up", "the replica is behind")
+		victim.Kill()
+	})
+}
+
+// replicaOf returns the running replica of master.
+func replicaOf(t *testing.T, c *redistest.Cluster, master *redistest.Server) *redistest.Server {
+	t.Helper()
+	_, port, _ := strings.Cut(master.Addr, ":")
+	for _, n := range c.Nodes {
+		info, err := n.Client(t).Info(t.Context(), "replication").Result()
+		if err == nil && strings.Contains(info, "role:slave") && strings.Contains(info, "master_port:"+port+"\r\n") {
+			return n
+		}
+	}
+	t.Fatalf("no replica of %s", master.Addr)
+	return nil
 }
 
 // failover runs appending goroutines on c, calls disrupt with one of the
