@@ -364,7 +364,7 @@ func TestCluster_FailoverAfterReplicaFellBehind(t *testing.T) {
 		replica.Pause()
 		require.NoError(t, mc.Do(ctx, "client", "kill", "type", "replica").Err())
 		filler := strings.Repeat("x", 64<<10) // past the backlog
-		for i, set := 0, 0; set < 4; i++ { // keys of the victim's slots
+		for i, set := 0, 0; set < 4; i++ {    // keys of the victim's slots
 			err := mc.Do(ctx, "set", fmt.Sprintf("filler%d", i), filler).Err()
 			if err == nil {
 				set++
