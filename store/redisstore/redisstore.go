@@ -367,9 +367,11 @@ type Options struct {
 	// The automatic setting follows what the master reports: while its
 	// replica is disconnected (restarting, resyncing), it stops waiting,
 	// and a failover to that replica may then lose the writes of that
-	// time. Set WaitReplicas to 1 (or more) to refuse those writes
-	// instead, at the cost of refusing every write while a master has no
-	// replica.
+	// time (a replica that fell behind and was promoted before it caught
+	// up: hundreds of receipted messages in the test
+	// TestCluster_FailoverAfterReplicaFellBehind run with it). Set
+	// WaitReplicas to 1 (or more) to refuse those writes instead, at the
+	// cost of refusing every write while a master has no replica.
 	WaitReplicas int
 	// WaitTimeout bounds each WAIT. Zero means DefaultWaitTimeout (1 s).
 	WaitTimeout time.Duration
