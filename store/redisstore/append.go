@@ -71,6 +71,9 @@ func (s *Store) Append(ctx context.Context, req store.AppendRequest) (store.Mess
 
 	// Step 0: the bounds, read in the recipients' slots (and the cid
 	// record first: a resend is a duplicate even when a queue is full).
+	if _, cluster := s.client.(*redis.ClusterClient); !cluster {
+		return s.appendOne(ctx, req, pending, cidKey)
+	}
 	if err := s.checkBounds(ctx, cidKey, pending, req.Msg.From); err != nil {
 		return store.Message{}, false, err
 	}
@@ -124,6 +127,11 @@ func (s *Store) appendConv(ctx context.Context, req store.AppendRequest, pending
 	if err != nil || len(res) < 3 {
 		return nil, "", false, fmt.Errorf("wshub/redisstore: append: unexpected reply %v (%v)", res, err)
 	}
+	return convReply(res, req, pending, enc)
+}
+
+// convReply reads convAppendScript's reply res (see there) for req.
+func convReply(res []any, req store.AppendRequest, pending []string, enc string) (*entry, string, bool, error) {
 	e := new(entry)
 	var epoch string
 	dup := false
@@ -507,4 +515,95 @@ func (s *Store) fetchRun(ctx context.Context, conv string, lo, hi uint64) ([]*en
 		out = append(out, e)
 	}
 	return out, gone, nil
+}
+
+// appendOne is Append on one Redis server (a client that is not a
+// cluster client): appendOneScript does every step in one call, so one
+// round trip (and one WAIT) instead of three. What it writes is what the
+// steps write; a user whose cursor shows a gap (which only a split
+// Append that died between its steps can leave) is filled by applyUser
+// after it, as in the split Append.
+func (s *Store) appendOne(ctx context.Context, req store.AppendRequest, pending []string, cidKey string) (store.Message, bool, error) {
+	conv := req.Msg.Conv
+	ck := s.convKey(conv)
+	room := s.isRoom(&req.Msg)
+	probe := &entry{msg: req.Msg, pending: pending, origin: req.Origin}
+	users := usersOf(probe, room)
+	keys := make([]string, 0, 2+7*len(users))
+	keys = append(keys, ck)
+	hasCID := "0"
+	if cidKey != "" {
+		hasCID = "1"
+		keys = append(keys, cidKey)
+	}
+	nck := len(keys)
+	var roomChan any = ""
+	header := encodeMessageHeader(req.Origin)
+	if room {
+		roomChan = s.roomChannel(req.Msg.To)
+	}
+	enc := string(encode(&req.Msg))
+	args := make([]any, 0, 19+2*len(users))
+	args = append(args, nck, max(s.opts.MaxPending, 0), len(users), max(s.opts.MaxPendingPerSender, 0), req.Msg.From,
+		applyMode(room), header, inboxScore(req.Msg.TS), conv,
+		hasCID, enc, s.newEpoch(), s.maxHistory, s.cidTTL, s.historyTTL, trimBatch,
+		encodeMeta(req.Origin, pending, defaultPending(&req.Msg)), roomChan, header)
+	for _, u := range users {
+		keys = append(keys, s.cursorKey(u), s.pendingKey(u), s.pmsgKey(u), s.pcountKey(u), s.marksKey(u), s.indexKey(u), s.headsKey(u))
+		args = append(args, flags(probe, u, room), s.userChannel(u))
+	}
+	cmds, err := s.step(ctx, ck, call{appendOneScript, keys, args})
+	if err != nil {
+		return store.Message{}, false, s.wrap("append", err)
+	}
+	res, err := cmds[0].(*redis.Cmd).Slice()
+	if err != nil || len(res) < 1 {
+		return store.Message{}, false, fmt.Errorf("wshub/redisstore: append: unexpected reply %v (%v)", res, err)
+	}
+	switch kind, _ := res[0].(string); kind {
+	case "full":
+		if len(res) != 4 {
+			break
+		}
+		bound, _ := res[1].(string)
+		n, _ := res[2].(int64)
+		i, _ := res[3].(int64)
+		if i < 0 || int(i) >= len(users) {
+			break
+		}
+		if bound == "sender" {
+			return store.Message{}, false, fmt.Errorf("%w: %q holds %d messages from %q (MaxPendingPerSender)", store.ErrPendingFull, users[i], n, req.Msg.From)
+		}
+		return store.Message{}, false, fmt.Errorf("%w: %q holds %d messages (MaxPending)", store.ErrPendingFull, users[i], n)
+	case "dup":
+		e, epoch, dup, err := convReply(res[1:], req, pending, enc)
+		if err != nil {
+			return store.Message{}, false, err
+		}
+		if e.inHistory {
+			if err := s.applyUsers(ctx, e, epoch, room); err != nil {
+				return store.Message{}, false, s.wrap("append", err)
+			}
+		}
+		return e.msg, dup, nil
+	case "ok":
+		if len(res) < 3 {
+			break
+		}
+		e, epoch, _, err := convReply([]any{int64(0), res[1], res[2]}, req, pending, enc)
+		if err != nil {
+			return store.Message{}, false, err
+		}
+		for _, r := range res[3:] {
+			i, _ := r.(int64)
+			if i < 0 || int(i) >= len(users) {
+				return store.Message{}, false, fmt.Errorf("wshub/redisstore: append: unexpected reply %v", res)
+			}
+			if err := s.applyUser(ctx, users[i], e, epoch, room); err != nil {
+				return store.Message{}, false, s.wrap("append", err)
+			}
+		}
+		return e.msg, false, nil
+	}
+	return store.Message{}, false, fmt.Errorf("wshub/redisstore: append: unexpected reply %v", res)
 }

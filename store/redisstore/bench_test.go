@@ -122,7 +122,10 @@ func BenchmarkAppend(b *testing.B) {
 			start := time.Now()
 			b.RunParallel(func(pb *testing.PB) {
 				w := int(worker.Add(1)-1) % workers
-				from, ids := "sender"+strconv.Itoa(w), msgIDs[w]
+				// alice writes to user<c> in their direct conversation, as
+				// a hub would store it (several workers may write one
+				// conversation at once).
+				from, ids := "alice", msgIDs[w]
 				run := "r" + strconv.FormatInt(stamp.Add(1), 10) + "-" + strconv.Itoa(w) + "-"
 				for i := 0; pb.Next(); i++ {
 					c := i % len(convs)

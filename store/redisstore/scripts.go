@@ -45,7 +45,7 @@ import "github.com/redis/go-redis/v9"
 // when history still holds the stored value at its seq (else 0: trimmed,
 // or a conversation lost and started again)} for a duplicate; {0, seq,
 // epoch} otherwise.
-var convAppendScript = redis.NewScript(`
+const convAppendLua = `
 local conv = KEYS[1]
 local t = redis.call('TYPE', conv)['ok']
 if t ~= 'none' and t ~= 'hash' then
@@ -108,7 +108,9 @@ if ARGV[9] ~= '' then
   redis.call('SPUBLISH', ARGV[9], ARGV[10] .. v)
 end
 return {0, seq, epoch}
-`)
+`
+
+var convAppendScript = redis.NewScript(convAppendLua)
 
 // userApplyScript is step 2 of Append: one user's slot. It applies a run
 // of a conversation's messages to the user U's keys, in seq order, at most
@@ -142,7 +144,7 @@ return {0, seq, epoch}
 // (from history) and calls again. A call that applies nothing still
 // writes the cursor again, so that a WAIT on the same connection covers
 // what earlier calls wrote.
-var userApplyScript = redis.NewScript(`
+const userApplyLua = `
 local cursor, q, m, c, marks, z, heads = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local function want(key, typ)
   local t = redis.call('TYPE', key)['ok']
@@ -150,14 +152,20 @@ local function want(key, typ)
     return redis.error_reply('WRONGTYPE wshub/redisstore: key ' .. key .. ' holds a ' .. t .. ', not a ' .. typ)
   end
 end
-local err = want(cursor, 'hash') or want(q, 'zset') or want(m, 'hash') or want(c, 'hash') or
-  want(marks, 'hash') or want(z, 'zset') or want(heads, 'hash')
-if err then return err end
-
 local cv, floor, mode, epoch, chan = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
 local G = 6
 local n = (#ARGV - 5) / G
 if n < 1 then return {0, 0} end
+
+-- Only the keys the run's flags write are checked (and written).
+local all = ''
+for g = 0, n - 1 do all = all .. ARGV[6 + g * G + 2] end
+local function has(f) return string.find(all, f, 1, true) ~= nil end
+local err = (mode ~= 'n' and want(cursor, 'hash')) or
+  (has('p') and (want(q, 'zset') or want(m, 'hash') or want(c, 'hash'))) or
+  (has('s') and want(marks, 'hash')) or
+  (has('i') and (want(z, 'zset') or want(heads, 'hash')))
+if err then return err end
 
 local cur = 0
 if mode ~= 'n' then
@@ -235,7 +243,9 @@ if mode ~= 'n' then
   redis.call('HSET', cursor, cv, string.format('%d', cur) .. ':' .. epoch)
 end
 return {0, cur}
-`)
+`
+
+var userApplyScript = redis.NewScript(userApplyLua)
 
 // ackScript removes messages from a user's pending queue. See Store.Ack.
 //
@@ -485,6 +495,73 @@ local rooms = redis.call('SMEMBERS', KEYS[3])
 for i = 1, #rooms do
   out[#out + 1] = rooms[i]
   out[#out + 1] = tonumber(redis.call('HGET', KEYS[2], 'r:' .. rooms[i])) or 0
+end
+return out
+`)
+
+// appendOneScript is the whole of Append in one script, for a Store on
+// one Redis server (not a Redis Cluster), where every slot is on that
+// server: the cid check, the bounds, convAppendScript's step and
+// userApplyScript's for every user, in one atomic call and one round trip
+// instead of three. It runs the same Lua as the steps (as functions), so
+// the keys and what is written are the same. See Store.appendOne.
+//
+// KEYS    convAppendScript's keys (ARGV[1] of them), then the 7 keys of
+// userApplyScript for each user (ARGV[3] users)
+// ARGV[1] the number of convAppendScript's keys (1, or 2 with a cid)
+// ARGV[2] MaxPending (0: none), ARGV[3] the number of users,
+// ARGV[4] MaxPendingPerSender (0: none), ARGV[5] the sender,
+// ARGV[6] mode, ARGV[7] announcement header, ARGV[8] index score,
+// ARGV[9] the conversation id
+// ARGV[10..19] convAppendScript's ARGV (10)
+// ARGV[20..] per user: flags, channel
+//
+// Returns {'dup', convAppendScript's duplicate reply...}; {'full',
+// 'total' or 'sender', messages queued, the user's index from 0}; or
+// {'ok', seq, epoch, the indexes from 0 of the users whose cursor showed
+// a gap, for Go to fill (applyUser)...}.
+var appendOneScript = redis.NewScript(`
+local function conv_step(KEYS, ARGV)
+` + convAppendLua + `
+end
+local function user_step(KEYS, ARGV)
+` + userApplyLua + `
+end
+local nck, maxp, nu, maxs, from = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local mode, hdr, score, cv = ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+local ck, ca = {}, {}
+for i = 1, nck do ck[i] = KEYS[i] end
+for i = 1, 10 do ca[i] = ARGV[9 + i] end
+if ca[1] == '1' and redis.call('EXISTS', KEYS[2]) == 1 then
+  local r = conv_step(ck, ca)
+  if r.err then return r end
+  table.insert(r, 1, 'dup')
+  return r
+end
+for u = 0, nu - 1 do
+  local fl = ARGV[20 + 2 * u]
+  if string.find(fl, 'p', 1, true) then
+    local q, c = KEYS[nck + 7 * u + 2], KEYS[nck + 7 * u + 4]
+    local n = redis.call('ZCARD', q)
+    if maxp > 0 and n >= maxp then return {'full', 'total', n, u} end
+    if n > 0 and maxs > 0 then
+      local k = tonumber(redis.call('HGET', c, from)) or 0
+      if k >= maxs then return {'full', 'sender', k, u} end
+    end
+  end
+end
+local r = conv_step(ck, ca)
+if r.err then return r end
+local seq, epoch = r[2], r[3]
+local sf = string.format('%d', seq)
+local v = sf .. ':' .. ca[2]
+local out = {'ok', seq, epoch}
+for u = 0, nu - 1 do
+  local uk = {}
+  for i = 1, 7 do uk[i] = KEYS[nck + 7 * u + i] end
+  local ur = user_step(uk, {cv, '0', mode, epoch, ARGV[21 + 2 * u], sf, v, ARGV[20 + 2 * u], hdr, score, from})
+  if ur.err then return ur end
+  if ur[1] == 1 then out[#out + 1] = u end
 end
 return out
 `)
