@@ -100,6 +100,14 @@ func BenchmarkAppend(b *testing.B) {
 				convs[i] = store.DirectConv("alice", to[i])
 				pending[i] = []string{to[i]}
 			}
+			if bc.subs > 0 {
+				// Each subscriber follows the recipients, as the hubs
+				// holding their connections would: one announcement per
+				// message and subscriber.
+				if err := s.Follow(b.Context(), to, nil, true); err != nil {
+					b.Fatal(err)
+				}
+			}
 			const idWindow = 1 << 14
 			workers := bc.writers * runtime.GOMAXPROCS(0)
 			msgIDs := make([][]string, workers)
