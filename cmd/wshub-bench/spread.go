@@ -32,7 +32,7 @@ type spreadConfig struct {
 	repeat   int
 	redisPID string // PIDs of the Redis servers, for their CPU readings
 	users    int    // direct users per hub process
-	members  int    // members per room, spread over the processes
+	members  int    // members per room on each process
 	roomRate float64
 }
 
@@ -50,8 +50,8 @@ func (c *config) spreadFlags(fs *flag.FlagSet) {
 	fs.Float64Var(&c.rate, "rate", 1, "direct messages per second per user (0: as fast as -window allows; the example's quota is 2 per second after a burst of 1,000)")
 	fs.IntVar(&c.window, "window", 8, "most messages a user has sent without a receipt")
 	fs.IntVar(&c.count, "count", 0, "most messages per user (0: rate x duration, or 900 with -rate 0: under the example's burst of 1,000)")
-	fs.IntVar(&c.rooms, "rooms", 2, "rooms, each with -members members spread over the processes and a publisher on one of them")
-	fs.IntVar(&sp.members, "members", 60, "members per room")
+	fs.IntVar(&c.rooms, "rooms", 2, "rooms, each with -members members on every process and a publisher on one of them")
+	fs.IntVar(&sp.members, "members", 30, "members per room on each process (so that each process delivers as much with 1 process as with 3)")
 	fs.Float64Var(&sp.roomRate, "room-rate", 1, "messages per second per room (0: as fast as -window allows)")
 	c.trafficFlags(fs, 20*time.Second)
 	// The example, like any hub with the default Options, takes at most
@@ -250,15 +250,16 @@ func runSpread(ctx context.Context, c *config, v variant, run *Run, stderr io.Wr
 // spread drives N hub processes sharing one store at once, so that every
 // message crosses processes: user j of process h ("…h<h>u<j>") sends
 // direct messages to user j^1 of process (h+1)%N at -rate per second,
-// and each room has -members members spread round robin over the
-// processes and a publisher on process r%N. Every connection counts what
+// and each room has -members members on every process and a publisher on
+// process r%N. Every connection counts what
 // it received as in direct and fanout; what each process delivered is
 // what its own connections received. The figures are per process: its CPU
 // time over the measured window, the messages it delivered, and CPU per
 // million of them; then the totals.
 func (s *session) spread(hubs []*hubProc) error {
 	c, sp, r := s.cfg, &s.cfg.sp, s.run
-	N, U, R, M := len(hubs), sp.users, c.rooms, sp.members
+	N, U, R := len(hubs), sp.users, c.rooms
+	M := sp.members * N // members per room
 	dur := c.duration
 	countFor := func(rate float64) int {
 		switch {
@@ -274,7 +275,7 @@ func (s *session) spread(hubs []*hubProc) error {
 	r.param("rate_per_user", c.rate)
 	r.param("rooms", R)
 	if R > 0 {
-		r.param("members_per_room", M)
+		r.param("members_per_room_per_hub", sp.members)
 		r.param("rate_per_room", sp.roomRate)
 	}
 	r.param("duration", dur)
@@ -320,7 +321,7 @@ func (s *session) spread(hubs []*hubProc) error {
 			m := newLconn(len(conns), run+"r"+strconv.Itoa(room)+"m"+strconv.Itoa(k), t)
 			m.expect = N*U + room
 			members = append(members, m)
-			add(m, (room+k)%N)
+			add(m, k%N)
 		}
 	}
 	for room := range R {

@@ -38,7 +38,7 @@ func TestSpread_TinyOverTwoHubsOnOneRedis(t *testing.T) {
 		urls = append(urls, h.URL)
 	}
 	rep := runTool(t, "spread", "-targets", urls[0]+","+urls[1], "-users", "6", "-rate", "4",
-		"-rooms", "1", "-members", "5", "-room-rate", "4", "-duration", "1s", "-drain", "5s")
+		"-rooms", "1", "-members", "3", "-room-rate", "4", "-duration", "1s", "-drain", "5s")
 	r := rep.Runs[0]
 	assert.Zero(t, metric(t, r, "lost"))
 	assert.Zero(t, metric(t, r, "duplicated"))
