@@ -477,7 +477,18 @@ func (c *Client) handle(cn *conn, f *wshub.Frame) bool {
 	case wshub.CmdError:
 		serr := &ServerError{Code: f.Code, Reason: f.Reason, Frame: f}
 		c.mu.Lock()
-		e := c.out.remove(f.CID)
+		var e *entry
+		if f.Code == http.StatusServiceUnavailable {
+			// The hub could not take it now (shutting down, its store
+			// unavailable): a message or request stays in the outbox and
+			// is written again on the next connection, as one whose
+			// receipt was lost would be. Other entries settle.
+			if k := c.out.get(f.CID); k != nil && k.kind != kindMessage && k.kind != kindRequest {
+				e = c.out.remove(f.CID)
+			}
+		} else {
+			e = c.out.remove(f.CID)
+		}
 		c.mu.Unlock()
 		if e != nil && e.done != nil {
 			e.complete(result{err: serr})

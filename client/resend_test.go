@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -84,4 +85,66 @@ func TestClient_ResendAfterLostReceiptKeepsTheCID(t *testing.T) {
 	assert.Equal(t, r.ID, m.ID)
 	assert.Equal(t, "once", m.Content)
 	bob.ExpectNothing(t) // no second delivery
+}
+
+// A message the hub refuses with 503 (shutting down, store unavailable)
+// was not stored: it stays in the outbox and is written again, with the
+// same cid, on the next connection; its Send ends with that attempt's
+// receipt. The 503 goes to OnError. Any other error frame settles it.
+func TestClient_Refused503IsResentOnTheNextConnection(t *testing.T) {
+	h := startFakeHub(t)
+	var cb events
+	var errs atomic.Int32
+	opts := cb.options(client.Options{Backoff: fastBackoff})
+	opts.OnError = func(error) { errs.Add(1) }
+	alice := dial(t, h.url, "alice", opts)
+
+	type res struct {
+		f   *wshub.Frame
+		err error
+	}
+	done := make(chan res, 1)
+	go func() {
+		f, err := alice.Send(context.Background(), &wshub.Frame{Cmd: wshub.CmdSingle, DstID: "bob", Content: "hi"})
+		done <- res{f, err}
+	}()
+	first := h.next(t)
+	cid, _ := first["cid"].(string)
+	require.NotEmpty(t, cid)
+	h.out <- `{"cmd":40,"code":503,"reason":"hub is shutting down","cid":"` + cid + `"}`
+	require.Eventually(t, func() bool { return errs.Load() == 1 }, wait, time.Millisecond, "the 503 is reported to OnError")
+	select {
+	case r := <-done:
+		t.Fatalf("Send ended on a 503: %+v, %v", r.f, r.err)
+	default:
+	}
+	h.closeConn <- struct{}{}
+
+	again := h.next(t)
+	assert.Equal(t, cid, again["cid"], "the same cid on the next connection")
+	assert.Equal(t, "hi", again["content"])
+	h.out <- `{"cmd":15,"cid":"` + cid + `","id":"m1","seq":1,"ts":5}`
+	select {
+	case r := <-done:
+		require.NoError(t, r.err)
+		assert.Equal(t, "m1", r.f.ID)
+	case <-time.After(wait):
+		t.Fatal("Send did not end with the receipt")
+	}
+
+	// A 400 settles at once.
+	go func() {
+		f, err := alice.Send(context.Background(), &wshub.Frame{Cmd: wshub.CmdSingle, DstID: "bob", Content: "bad"})
+		done <- res{f, err}
+	}()
+	cid, _ = h.next(t)["cid"].(string)
+	h.out <- `{"cmd":40,"code":400,"reason":"bad request","cid":"` + cid + `"}`
+	select {
+	case r := <-done:
+		var se *client.ServerError
+		require.ErrorAs(t, r.err, &se)
+		assert.Equal(t, 400, se.Code)
+	case <-time.After(wait):
+		t.Fatal("Send did not end with the 400")
+	}
 }

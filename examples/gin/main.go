@@ -68,9 +68,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	addr := fs.String("addr", "localhost:8080", "listen address")
 	kind := fs.String("store", "bolt", "store: mem, bolt or redis")
 	db := fs.String("db", "wshub.db", "bbolt file for -store bolt")
-	redisAddr := fs.String("redis", "127.0.0.1:6379", "Redis address for -store redis")
+	redisAddr := fs.String("redis", "127.0.0.1:6379", "Redis address for -store redis; a comma-separated list with -redis-cluster")
 	maxRooms := fs.Int("max-rooms", 1000, "most rooms one user may be in; a join beyond: error 429 (negative: no limit)")
 	var bounds demo.Bounds
+	fs.BoolVar(&bounds.RedisCluster, "redis-cluster", false, "the -redis addresses (comma-separated) are seed nodes of a Redis Cluster")
 	fs.IntVar(&bounds.MaxPending, "max-pending", 10000, "most messages queued for one user; past it a message gets error 507 (negative: unbounded)")
 	fs.IntVar(&bounds.MaxPendingPerSender, "max-pending-per-sender", 1000, "most messages queued for one user from one sender; past it error 507 (negative: unbounded)")
 	if err := fs.Parse(args); err != nil {

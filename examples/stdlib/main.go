@@ -56,7 +56,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	addr := fs.String("addr", "localhost:8080", "listen address")
 	storeKind := fs.String("store", "bolt", "store: mem, bolt or redis")
 	dbPath := fs.String("db", "wshub.db", "bbolt file for -store bolt")
-	redisAddr := fs.String("redis", "127.0.0.1:6379", "Redis address for -store redis")
+	redisAddr := fs.String("redis", "127.0.0.1:6379", "Redis address for -store redis; a comma-separated list with -redis-cluster")
 	tlsCert := fs.String("tls-cert", "", "TLS certificate file (PEM); with -tls-key, serve HTTPS and wss://")
 	tlsKey := fs.String("tls-key", "", "TLS private key file (PEM), with -tls-cert")
 	maxRooms := fs.Int("max-rooms", 1000, "most rooms one user may be in; a join beyond: error 429 (negative: no limit)")
@@ -65,6 +65,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	presenceTTL := fs.Duration("presence-ttl", 15*time.Second, "with -store redis: lease of this process's presence entries; a killed process's users go offline after it")
 	var bounds demo.Bounds
 	fs.IntVar(&bounds.MaxPending, "max-pending", 10000, "most messages queued for one user; past it a message gets error 507 (negative: unbounded)")
+	fs.BoolVar(&bounds.RedisCluster, "redis-cluster", false, "the -redis addresses (comma-separated) are seed nodes of a Redis Cluster")
 	fs.IntVar(&bounds.MaxPendingPerSender, "max-pending-per-sender", 1000, "most messages queued for one user from one sender; past it error 507 (negative: unbounded)")
 	if err := fs.Parse(args); err != nil {
 		return err

@@ -3,6 +3,7 @@ package demo
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -17,6 +18,9 @@ import (
 type Bounds struct {
 	MaxPending          int // -max-pending: most messages queued for one user
 	MaxPendingPerSender int // -max-pending-per-sender: most of them from one sender
+	// RedisCluster (-redis-cluster) says that the -redis addresses, a
+	// comma-separated list, are seed nodes of a Redis Cluster.
+	RedisCluster bool
 }
 
 // OpenStore opens the store the examples' -store flag names: "mem", "bolt"
@@ -43,18 +47,36 @@ func OpenStore(kind, dbPath, redisAddr string, b Bounds) (store.Store, error) {
 // logging each failure, and answers 503 until then. (redisstore.Open
 // would check Redis at once and fail.)
 func openRedis(addr string, b Bounds) (store.Store, error) {
-	var ro *redis.Options
-	if strings.Contains(addr, "://") {
-		var err error
-		if ro, err = redis.ParseURL(addr); err != nil {
-			return nil, fmt.Errorf("-redis %s: %w", addr, err)
+	opts := redisstore.Options{CloseClient: true, MaxPending: b.MaxPending, MaxPendingPerSender: b.MaxPendingPerSender}
+	var client redis.UniversalClient
+	if b.RedisCluster {
+		var addrs []string
+		for _, a := range strings.Split(addr, ",") {
+			if a = strings.TrimSpace(a); a != "" {
+				addrs = append(addrs, a)
+			}
 		}
+		if len(addrs) == 0 {
+			return nil, fmt.Errorf("-redis-cluster: -redis names no address")
+		}
+		// Reload the slot map every second: go-redis would otherwise keep
+		// dialing a dead master for a minute after its replica took over.
+		client = redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, ContextTimeoutEnabled: true,
+			ClusterStateReloadInterval: time.Second})
 	} else {
-		ro = &redis.Options{Addr: addr}
+		var ro *redis.Options
+		if strings.Contains(addr, "://") {
+			var err error
+			if ro, err = redis.ParseURL(addr); err != nil {
+				return nil, fmt.Errorf("-redis %s: %w", addr, err)
+			}
+		} else {
+			ro = &redis.Options{Addr: addr}
+		}
+		ro.ContextTimeoutEnabled = true // as Open does: every call honours its ctx
+		client = redis.NewClient(ro)
 	}
-	ro.ContextTimeoutEnabled = true // as Open does: every call honours its ctx
-	client := redis.NewClient(ro)
-	st, err := redisstore.New(client, redisstore.Options{CloseClient: true, MaxPending: b.MaxPending, MaxPendingPerSender: b.MaxPendingPerSender})
+	st, err := redisstore.New(client, opts)
 	if err != nil {
 		_ = client.Close()
 		return nil, err
