@@ -5,6 +5,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"os/exec"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -67,5 +69,51 @@ func TestSpread_RefusesBadFlags(t *testing.T) {
 		var out, errOut bytes.Buffer
 		err := run(context.Background(), args, &out, &errOut)
 		assert.Error(t, err, "%q", args)
+	}
+}
+
+func TestSpread_VariantsAlternateExamplesWithinEachCount(t *testing.T) {
+	c := &config{sp: spreadConfig{examples: "old=/tmp/a,/tmp/new", hubs: "1,3", repeat: 2}}
+	var names []string
+	for _, v := range spreadVariants(c) {
+		names = append(names, v.name)
+	}
+	assert.Equal(t, []string{"old x1 #1", "new x1 #1", "old x3 #1", "new x3 #1",
+		"old x1 #2", "new x1 #2", "old x3 #2", "new x3 #2"}, names)
+	assert.Equal(t, "/tmp/a", spreadVariants(c)[0].example)
+	assert.Equal(t, 3, spreadVariants(c)[2].hubs)
+}
+
+// TestSpread_SpawnsTheExample builds examples/stdlib and has the tool
+// start two of it on one Redis, as the published figures do: per process
+// CPU readings, deliveries on both, nothing lost.
+func TestSpread_SpawnsTheExample(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds examples/stdlib")
+	}
+	t.Parallel()
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		t.Skipf("go not found: %v", err)
+	}
+	srv := redistest.Start(t)
+	exe := filepath.Join(t.TempDir(), "stdlib")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	build := exec.CommandContext(ctx, goBin, "build", "-o", exe, "./stdlib")
+	build.Dir = "../../examples"
+	out, err := build.CombinedOutput()
+	require.NoError(t, err, "%s", out)
+
+	rep := runTool(t, "spread", "-spawn-example", "ex="+exe, "-hubs", "2", "-redis", srv.Addr,
+		"-users", "4", "-rate", "4", "-rooms", "1", "-members", "2", "-room-rate", "4", "-duration", "1s", "-drain", "5s")
+	r := rep.Runs[0]
+	assert.Equal(t, "ex x2", r.Name)
+	assert.Zero(t, metric(t, r, "lost"))
+	assert.Equal(t, metric(t, r, "delivered_expected"), metric(t, r, "delivered"))
+	for _, h := range []string{"hub0_", "hub1_"} {
+		assert.Positive(t, metric(t, r, h+"delivered"))
+		assert.GreaterOrEqual(t, metric(t, r, h+"cpu_s"), 0.0)
+		metric(t, r, h+"cpu_s_per_million_delivered")
 	}
 }
