@@ -154,6 +154,16 @@ func ExampleMiddleware() {
 	fmt.Println(ef.Code, ef.Reason)
 	c.WriteJSON(&wshub.Frame{Cmd: wshub.CmdSingle, DstID: "erin", CID: "2", Content: "hello"})
 	fmt.Println(next(c).Cmd == wshub.CmdReceipt)
+	// The receipt is queued inside next.Dispatch: the audit line comes
+	// just after it returned.
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		mu.Lock()
+		n := len(audit)
+		mu.Unlock()
+		if n == 2 {
+			break
+		}
+	}
 	mu.Lock()
 	fmt.Println(strings.Join(audit, "\n"))
 	mu.Unlock()

@@ -146,6 +146,14 @@ func (s *Server) Kill() {
 	<-s.exited
 }
 
+// Pause stops the process with SIGSTOP: it holds its connections open but
+// answers nothing (a hung server, or a replica that stopped acknowledging)
+// until Resume.
+func (s *Server) Pause() { _ = s.cmd.Process.Signal(syscall.SIGSTOP) }
+
+// Resume continues a process stopped by Pause (SIGCONT).
+func (s *Server) Resume() { _ = s.cmd.Process.Signal(syscall.SIGCONT) }
+
 // Stop asks the process to shut down (SIGTERM) and waits for it; it kills
 // it if it has not exited within 10 s. Stopping a stopped server does
 // nothing.
@@ -155,6 +163,7 @@ func (s *Server) Stop() {
 		return
 	default:
 	}
+	_ = s.cmd.Process.Signal(syscall.SIGCONT) // if paused
 	_ = s.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-s.exited:

@@ -230,7 +230,7 @@ func TestFeed_JoinLeaveAnnouncedWhenMembershipChanges(t *testing.T) {
 	b, _ := newStore(t, redisstore.Options{Prefix: prefix})
 	sub := subscribe(t, a)
 	ctx := t.Context()
-	room, user := "room\x00:1", "us\xffer"                          // binary-safe
+	room, user := "room\x00:1", "us\xffer"                                // binary-safe
 	require.NoError(t, a.Follow(ctx, []string{user, "carol"}, nil, true)) // announced on the user's channel
 
 	require.NoError(t, b.Join(ctx, room, user))

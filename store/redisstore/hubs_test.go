@@ -26,11 +26,20 @@ import (
 // one's feed is subscribed (a hub answers 503 before).
 func startHubs(t *testing.T, n int) []*hubtest.Server {
 	t.Helper()
+	return startHubsWith(t, n, wshub.Options{})
+}
+
+// startHubsWith is startHubs with the hubs' options opts (their Store and
+// Logger are set here).
+func startHubsWith(t *testing.T, n int, opts wshub.Options) []*hubtest.Server {
+	t.Helper()
 	prefix := newPrefix("hubs")
 	hubs := make([]*hubtest.Server, n)
 	for i := range hubs {
 		st, _ := newStore(t, redisstore.Options{Prefix: prefix})
-		hubs[i] = hubtest.New(t, wshub.Options{Store: st, Logger: slog.New(slog.DiscardHandler)})
+		o := opts
+		o.Store, o.Logger = st, slog.New(slog.DiscardHandler)
+		hubs[i] = hubtest.New(t, o)
 	}
 	for _, h := range hubs {
 		waitReady(t, h)

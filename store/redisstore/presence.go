@@ -11,14 +11,17 @@ import (
 	"github.com/wshub/wshub/store"
 )
 
-// Presence (store.Presence) is kept in these keys:
+// Presence (store.Presence) is kept in these keys, all with the hash tag
+// {presence} (one slot of a Redis Cluster, as the scripts touch the keys
+// of many users at once):
 //
-//	<prefix>pl          sorted set: incarnation -> lease deadline, Unix ms
-//	                    of Redis's own clock (TIME)
-//	<prefix>pi          hash: proc -> its current incarnation
-//	<prefix>pn          string: counter numbering incarnations
-//	<prefix>po:<inc>    set: the users online on incarnation inc
-//	<prefix>pu:<user>   set: the incarnations user is online on
+//	<prefix>{presence}pl          sorted set: incarnation -> lease
+//	                              deadline, Unix ms of Redis's own clock
+//	                              (TIME)
+//	<prefix>{presence}pi          hash: proc -> its current incarnation
+//	<prefix>{presence}pn          string: counter numbering incarnations
+//	<prefix>{presence}po:<inc>    set: the users online on incarnation inc
+//	<prefix>{presence}pu:<user>   set: the incarnations user is online on
 //
 // An incarnation is one lease of a proc: "<n>:<proc>", n from the
 // counter. A proc's first SetPresence, and its first one after its lease
@@ -35,8 +38,8 @@ import (
 // live.
 //
 // Every change runs in one script (setPresenceScript, retirePresenceScript),
-// which announces the transitions it makes with PUBLISH on the feed
-// channel, so the feed orders them with every other announcement:
+// which announces the transitions it makes with SPUBLISH on the presence
+// channel (<prefix>{presence}, the keys' slot), in the order it makes them:
 //
 //   - on: a user added to the caller's incarnation is announced online when
 //     no other live incarnation has it;
@@ -51,8 +54,8 @@ import (
 // A presence announcement is 'p', '1' (online) or '0' (offline), the
 // uvarint of Redis's TIME in ms (Event.TS), then the user.
 //
-// The scripts derive the po: and pu: keys from the prefix (a Store runs on
-// one Redis server, see the package doc). They check the types of the keys
+// The scripts derive the po: and pu: keys from the presence prefix (same
+// slot). They check the types of the keys
 // they write before the first write; during a reap, a key of the wrong
 // type is skipped instead of written.
 
@@ -70,15 +73,21 @@ const (
 var _ store.Presence = (*Store)(nil)
 
 func (s *Store) presenceKeys() []string {
-	return []string{s.opts.Prefix + "pl", s.opts.Prefix + "pi", s.opts.Prefix + "pn"}
+	pre := s.presencePrefix()
+	return []string{pre + "pl", pre + "pi", pre + "pn"}
 }
+
+// presencePrefix starts every presence key: all of them share the hash
+// tag {presence}, so that one script may touch those of many users.
+func (s *Store) presencePrefix() string { return s.opts.Prefix + "{presence}" }
 
 // presenceLib is the start of every presence script: the shared locals
 // and functions.
 //
 // KEYS[1] the leases zset, KEYS[2] the proc -> incarnation hash, KEYS[3]
 // the incarnation counter
-// ARGV[1] the prefix, ARGV[2] the feed channel
+// ARGV[1] the presence prefix (<prefix>{presence}), ARGV[2] the presence
+// channel
 const presenceLib = `
 local pre, chan = ARGV[1], ARGV[2]
 local leases, incs, counter = KEYS[1], KEYS[2], KEYS[3]
@@ -313,7 +322,7 @@ func (s *Store) SetPresence(ctx context.Context, proc string, ttl time.Duration,
 		n := min(len(on), presenceChunk)
 		m := min(len(off), presenceChunk-n)
 		args := make([]any, 0, 7+n+m)
-		args = append(args, s.opts.Prefix, s.presenceChannel(), proc, ttlArg, reapUsers, reapLeases, n)
+		args = append(args, s.presencePrefix(), s.presenceChannel(), proc, ttlArg, reapUsers, reapLeases, n)
 		for _, u := range on[:n] {
 			args = append(args, u)
 		}
@@ -347,7 +356,7 @@ func (s *Store) RetirePresence(ctx context.Context, proc string) error {
 	inc := ""
 	for {
 		res, err := retirePresenceScript.Run(ctx, s.client, keys,
-			s.opts.Prefix, s.presenceChannel(), proc, inc, reapUsers).Slice()
+			s.presencePrefix(), s.presenceChannel(), proc, inc, reapUsers).Slice()
 		if err != nil {
 			return s.wrap("retire presence", err)
 		}
@@ -382,7 +391,7 @@ func (s *Store) Online(ctx context.Context, users []string) ([]bool, error) {
 	for len(users) > 0 {
 		n := min(len(users), presenceChunk)
 		args := make([]any, 0, 2+n)
-		args = append(args, s.opts.Prefix, s.presenceChannel())
+		args = append(args, s.presencePrefix(), s.presenceChannel())
 		for _, u := range users[:n] {
 			args = append(args, u)
 		}

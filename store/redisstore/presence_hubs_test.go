@@ -2,7 +2,6 @@ package redisstore_test
 
 import (
 	"context"
-	"log/slog"
 	"testing"
 	"time"
 
@@ -11,7 +10,6 @@ import (
 
 	"github.com/wshub/wshub"
 	"github.com/wshub/wshub/hubtest"
-	"github.com/wshub/wshub/store/redisstore"
 )
 
 // startPresenceHubs starts n hubs sharing a fresh prefix, with a short
@@ -19,17 +17,7 @@ import (
 // subscribed.
 func startPresenceHubs(t *testing.T, n int) []*hubtest.Server {
 	t.Helper()
-	prefix := newPrefix("presence")
-	hubs := make([]*hubtest.Server, n)
-	for i := range hubs {
-		st, _ := newStore(t, redisstore.Options{Prefix: prefix})
-		hubs[i] = hubtest.New(t, wshub.Options{Store: st, Logger: slog.New(slog.DiscardHandler),
-			PresenceInterval: 20 * time.Millisecond, PresenceTTL: 3 * time.Second})
-	}
-	for _, h := range hubs {
-		waitReady(t, h)
-	}
-	return hubs
+	return startHubsWith(t, n, wshub.Options{PresenceInterval: 20 * time.Millisecond, PresenceTTL: 3 * time.Second})
 }
 
 // transition returns the next cmd 21 transition on c as "user:online".

@@ -162,7 +162,7 @@ func TestPresence_DeadProcessIsReaped(t *testing.T) {
 	got := sub.announced(t, other, start)
 	slices.Sort(got)
 	assert.Equal(t, []string{"-alice", "-carol"}, got, "bob is online on L")
-	assert.Equal(t, []string{prefix + "po:1:L"}, keysWithPrefix(t, client, prefix+"po:"), "K's entries are gone")
+	assert.Equal(t, []string{prefix + "{presence}po:1:L"}, keysWithPrefix(t, client, prefix+"{presence}po:"), "K's entries are gone")
 	setPresence(t, other, "L", longTTL, nil, nil)
 	assert.Empty(t, sub.announced(t, other, start), "reaped once")
 
@@ -225,8 +225,8 @@ func TestPresence_ReapIsBounded(t *testing.T) {
 	for i, u := range users {
 		assert.Equal(t, "-"+u, reaped[i])
 	}
-	assert.Empty(t, keysWithPrefix(t, client, prefix+"pu:"), "no user entries left")
-	assert.Empty(t, keysWithPrefix(t, client, prefix+"po:"), "no process entries left")
+	assert.Empty(t, keysWithPrefix(t, client, prefix+"{presence}pu:"), "no user entries left")
+	assert.Empty(t, keysWithPrefix(t, client, prefix+"{presence}po:"), "no process entries left")
 }
 
 // TestPresence_RetireAnnouncesOffline: RetirePresence ends the lease at
@@ -251,8 +251,8 @@ func TestPresence_RetireAnnouncesOffline(t *testing.T) {
 	assert.Len(t, got, len(users)-1)
 	assert.NotContains(t, got, "-"+users[0], "online on B")
 	assert.Equal(t, []bool{true, false, false, true}, online(t, a, users[0], users[1], users[2499], "bob"))
-	assert.Equal(t, []string{prefix + "po:1:B"}, keysWithPrefix(t, client, prefix+"po:"), "A's entries are gone")
-	assert.Equal(t, []string{"B"}, hashFields(t, client, prefix+"pi"), "A has no incarnation")
+	assert.Equal(t, []string{prefix + "{presence}po:1:B"}, keysWithPrefix(t, client, prefix+"{presence}po:"), "A's entries are gone")
+	assert.Equal(t, []string{"B"}, hashFields(t, client, prefix+"{presence}pi"), "A has no incarnation")
 
 	require.NoError(t, a.RetirePresence(t.Context(), "A"), "retiring again")
 	require.NoError(t, a.RetirePresence(t.Context(), "never"), "a proc without a lease")
@@ -303,13 +303,13 @@ func TestPresence_RejectsInvalid(t *testing.T) {
 // TestPresence_WrongTypeKeyWritesNothing: a presence key of the wrong type
 // fails SetPresence before it wrote or announced anything.
 func TestPresence_WrongTypeKeyWritesNothing(t *testing.T) {
-	for _, key := range []string{"pl", "pi", "pn", "pu:bob"} {
+	for _, key := range []string{"{presence}pl", "{presence}pi", "{presence}pn", "{presence}pu:bob"} {
 		t.Run(key, func(t *testing.T) {
 			prefix := newPrefix("preswrongtype")
 			s, client := newStore(t, redisstore.Options{Prefix: prefix})
 			sub := subscribe(t, s)
 			require.NoError(t, client.HSet(t.Context(), prefix+key, "x", "y").Err())
-			if key == "pi" || key == "pn" {
+			if key == "{presence}pi" || key == "{presence}pn" {
 				require.NoError(t, client.Del(t.Context(), prefix+key).Err())
 				require.NoError(t, client.SAdd(t.Context(), prefix+key, "x").Err())
 			}
@@ -332,16 +332,16 @@ func TestPresence_WrongTypeProcessSetWritesNothing(t *testing.T) {
 	start := time.Now()
 	setPresence(t, s, "P", longTTL, []string{"alice"}, nil)
 	assert.Equal(t, []string{"+alice"}, sub.announced(t, s, start))
-	deadline, err := client.ZScore(t.Context(), prefix+"pl", "1:P").Result()
+	deadline, err := client.ZScore(t.Context(), prefix+"{presence}pl", "1:P").Result()
 	require.NoError(t, err)
-	require.NoError(t, client.Del(t.Context(), prefix+"po:1:P").Err())
-	require.NoError(t, client.HSet(t.Context(), prefix+"po:1:P", "x", "y").Err())
+	require.NoError(t, client.Del(t.Context(), prefix+"{presence}po:1:P").Err())
+	require.NoError(t, client.HSet(t.Context(), prefix+"{presence}po:1:P", "x", "y").Err())
 	waitChange(t, client) // Redis's clock moves on: a renewal would move the deadline
 
 	_, err = s.SetPresence(t.Context(), "P", longTTL, []string{"bob"}, nil)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "WRONGTYPE")
-	again, err := client.ZScore(t.Context(), prefix+"pl", "1:P").Result()
+	again, err := client.ZScore(t.Context(), prefix+"{presence}pl", "1:P").Result()
 	require.NoError(t, err)
 	assert.Equal(t, deadline, again, "the lease was not renewed")
 	assert.Equal(t, []bool{true, false}, online(t, s, "alice", "bob"))
@@ -371,7 +371,7 @@ func TestPresence_KeysDocumented(t *testing.T) {
 	setPresence(t, s, "P", longTTL, []string{"alice"}, nil)
 	keys := keysWithPrefix(t, client, prefix)
 	slices.Sort(keys)
-	assert.Equal(t, []string{prefix + "pi", prefix + "pl", prefix + "pn", prefix + "po:1:P", prefix + "pu:alice"}, keys)
+	assert.Equal(t, []string{prefix + "{presence}pi", prefix + "{presence}pl", prefix + "{presence}pn", prefix + "{presence}po:1:P", prefix + "{presence}pu:alice"}, keys)
 	for _, k := range keys {
 		assert.True(t, strings.HasPrefix(k, prefix))
 	}

@@ -3,82 +3,133 @@
 // Redis (and the same Options.Prefix) act as one hub. They share seqs,
 // history, pending queues, (sender, cid) records and room membership, and
 // the Store is a store.Feed, through which each process delivers every
-// message to its own connections, whichever process stored it.
+// message to its own connections, whichever process stored it. The Redis
+// is one server (with replicas, or Sentinel: a failover client), or a
+// Redis Cluster (*redis.ClusterClient, see OpenCluster).
 //
 // # Routing between hub processes
 //
-// Every Append that stores a message (not a duplicate) and every Join or
-// Leave that changes membership is announced with PUBLISH on the pub/sub
-// channel <prefix>feed. Subscribe listens to that channel and passes the
-// announcements on as store.Events. A hub whose store is a Feed (see
-// wshub.Hub) delivers every message from its subscription, its own
-// included: a direct message reaches the recipient's connections and the
-// sender's other devices on every process, a room message every member's
-// connections on every process but the sending one (Event.Origin, the
-// connection id the sending process gave in AppendRequest.Origin, which is
-// announced but not stored). A join on one process covers the user's
-// connections on all of them.
+// Announcements are published with SPUBLISH (sharded pub/sub: a Redis
+// Cluster routes them to the one shard owning the channel's slot; a
+// single server treats them like PUBLISH) on the channel of what they
+// concern (see channels.go):
 //
-// Order: the PUBLISH is the last step of the Append script (and of the
-// Join and Leave scripts), so announcing is part of the atomic write.
-// Redis runs scripts one at a time and sends a subscriber the messages
-// published in the order the scripts ran, so every subscriber sees one
-// conversation's messages in seq order, with no gaps and no repeats, and a
-// membership change before any message stored after it. Messages of
-// different conversations keep the order Redis ran them in as well.
+//	<prefix>{u:<user>}     a direct message, to its sender's and its
+//	                       recipient's channels; the user's joins and
+//	                       leaves
+//	<prefix>{c:r:<room>}   a room's messages
+//	<prefix>{presence}     presence transitions
+//
+// Each channel carries the hash tag of the keys it is published next to,
+// so that the script writing those keys publishes, inside the same
+// atomic step. Subscribe passes the announcements on as store.Events. A
+// hub whose store is a Feed (see wshub.Hub) delivers every message from
+// its subscription, its own included; Event.Origin, the connection id the
+// sending process gave in AppendRequest.Origin (kept in the message's
+// meta field, never in the message), keeps the message from being echoed
+// to the connection that sent it.
+//
+// Order: a room's messages are published by the conversation's step of
+// Append, so in seq order. A direct message is published on each user's
+// channel by that user's step, which applies a conversation's messages
+// to the user in seq order, each once (the cursor, see Append below), so
+// every subscriber of a user channel sees each conversation of that user
+// in seq order, with no gaps and no repeats, whichever processes stored
+// them. A membership change is published by the user's step of Join or
+// Leave. Messages of different conversations, and a user's channel
+// against a room's, have no order between them.
 //
 // Feed loss: pub/sub is not durable. Announcements made while a process
 // is not subscribed are not replayed: Subscribe sends EventReady first,
 // once Redis confirmed the subscription, and returns an error wrapping
-// ErrFeedBroken as soon as the subscription may have missed anything (the
-// connection failed, CLIENT KILL, a Redis restart or failover, Redis
-// disconnecting a subscriber that reads slower than the publishers write
-// once its "client-output-buffer-limit pubsub" is reached, or no reply to
-// a PING within Options.FeedCheckInterval). It never resubscribes on its
-// own. The hub then closes every connection of that process with 1013 and
-// subscribes again, answering new connections with 503 until it is
-// subscribed. Nothing stored is lost, only its announcement: reconnecting
-// clients catch up from their pending queue (direct messages) and with
-// cmd 12 and since, or cmd 17 (rooms).
+// ErrFeedBroken as soon as the subscription may have missed anything.
+// Nothing stored is lost, only its announcement: reconnecting clients
+// catch up from their pending queue (direct messages) and with cmd 12
+// and since, or cmd 17 (rooms).
 //
 // The connection registry is not shared: IsOnline, Users and Conns of a
 // hub report that process's own connections only. What is shared:
 //
 //   - ephemeral frames (typing indicators, read-marker events): the Store
-//     is a store.Signaler, whose Signal is one PUBLISH on the same
-//     channel, never stored (signal.go);
+//     is a store.Signaler (signal.go);
 //   - presence: the Store is a store.Presence, which keeps per-process
 //     leases and the users online on each in Redis, measured by Redis's
-//     own clock, and announces online and offline transitions across all
-//     processes on the same channel (presence.go).
+//     own clock, and announces online and offline transitions on the
+//     presence channel (presence.go).
 //
-// # Atomicity
+// # Atomicity: single-slot steps
 //
-// Append is one Lua script (EVALSHA; EVAL when the server's script cache
-// lost it): it checks the (sender, cid) record, then the pending bounds,
-// takes the conversation's next seq, stores the message, enqueues and
-// counts it for every recipient, moves the sender's read marker and the
-// conversation index entries of a direct message (store.Inbox, see
-// inbox.go), records the cid and applies the history bound. Redis runs a script alone, so
-// concurrent Appends from any number of processes get distinct seqs
-// without gaps, and a concurrent resend with the same cid either finds the
-// whole first write or none of it. Before its first write the script checks
-// the types of the keys it writes, so a key clobbered by another program
-// fails the Append without a partial write. An Append that has begun
-// writing is not refused for memory (Redis denies a script for OOM only
-// before its first write), and the Append-only file holds a script's
-// writes as one MULTI/EXEC block, which Redis loads whole or not at all
-// (a block cut off at the end of the file by a crash is dropped).
+// Every script touches the keys of one hash slot, so that it runs on a
+// Redis Cluster: the keys of a conversation carry the hash tag
+// {c:<conv>}, those of a user {u:<user>}, the presence keys {presence}. A
+// script runs alone on its server; what spans slots is a sequence of such
+// steps, each idempotent, arranged so that a failure between two of them
+// is repaired by the next call and never loses what a nil error
+// promised.
 //
-// Join and Leave are scripts as well (both sets and the announcement in
-// one step), so is Ack (the queue and its counts) and MarkRead, and
-// History, Pending and Conversations are read scripts, so each sees one
-// consistent state.
+// Append of a message from A in conversation C (to B, pending P):
+//
+//  0. Bounds, reads only: the cid record (a duplicate skips the rest of
+//     this step) and, for each user of P, its queue size and its count
+//     from A. A queue at a bound refuses the Append with
+//     store.ErrPendingFull before anything is written. Concurrent Appends
+//     to one recipient may each pass and together overshoot a bound by at
+//     most their number.
+//  1. The conversation's step (convAppendScript, slot of C): the cid
+//     check (a duplicate returns the first message, and goes on to step 2
+//     for it while history still holds it at its seq); else the next seq, the message in history, the history
+//     bound, the cid record, and, when P is not the default ([B] for a
+//     direct conversation, none else) or the Append has an origin, the
+//     message's meta field (its origin and P), so that step 2 can be
+//     redone from history alone. A room message is announced here.
+//  2. One step per user U of {A, B} and P (userApplyScript, slot of U;
+//     the calls of users on one server go in one pipeline): U's cursor
+//     hash holds, per conversation, the last seq applied to U. Seqs at or
+//     below it are skipped; a run starting above cursor + 1 is a gap: the
+//     caller reads the missing messages (and their meta fields) from
+//     history and calls again with the whole run. Each new seq is
+//     enqueued for U if U is in its P, moves U's read marker if U sent
+//     it, puts the conversation at the top of U's inbox index (direct
+//     conversations), and is announced on U's channel (U the sender or
+//     the recipient). A room message's step 2 only moves the sender's
+//     marker (and queues it for P, which rooms usually leave empty), with
+//     no cursor.
+//  3. Durability: WAIT after each step, on the step's connection (see
+//     Durability).
+//
+// So two processes appending to one conversation apply each user's
+// messages in seq order, each once; an Append that died between step 1
+// and step 2 (a crash, a failover, a timeout) returned an error, so no
+// receipt was sent: the client's resend (same cid) finds the cid record
+// and runs step 2 for the first message before it returns, and the next
+// Append of the conversation fills the gap of B and A even without a
+// resend (a user only in that message's P is filled by the resend). A
+// nil error means stored and queued.
+//
+// A cid is scoped to (sender, conversation): its record lives in the
+// conversation's slot, since a client resends a frame to the conversation
+// it sent it to. The same cid in another conversation is another frame.
+//
+// Before its first write each script checks the types of the keys it
+// writes, so a key clobbered by another program fails that step without
+// a partial write of its slot. A step that failed that way after step 1
+// ran leaves the message in history but not in that user's keys: the
+// Append returns the error (no receipt), and the resend once the key is
+// repaired completes it.
+//
+// Join and Leave are two steps: the room's member set (slot of
+// r:<room>), then the user's room set (slot of the user), which
+// announces the change when either set changed; calling again completes
+// one that failed between them. MarkRead reads the conversation's latest
+// seq, then moves the marker in the user's slot, capped at it.
+// Conversations reads the user's slot in one script, then the peers'
+// markers and the rooms' newest messages with pipelined reads. Ack,
+// Pending, History, Rooms and Members touch one slot each.
 //
 // # Durability
 //
 // Redis acknowledges a write once it is in its memory; what survives a
-// crash depends on the server's persistence settings, not on this package.
+// crash depends on the server's persistence settings and on replication.
 // A hub sends a receipt after Append returned, so a receipt means:
 //
 //   - appendonly yes, appendfsync always: the write was fsynced to the
@@ -94,27 +145,39 @@
 //     last snapshot is lost when Redis stops. A receipt means "stored in
 //     Redis's memory".
 //
-// A hub with this Store delivers messages from the feed, possibly before
-// the Append returns to the process that sent it. Redis (7.0) sends
-// published messages to subscribers in the same step as command replies,
-// after writing the AOF and, with appendfsync always, fsyncing it, so a
-// delivered message is as durable as a receipted one.
+// Replication is asynchronous: a failover to a replica (Sentinel, or a
+// Redis Cluster promoting a master's replica) loses the writes the
+// replica had not received. Options.WaitReplicas closes that window: each
+// step is sent in one pipeline with WAIT numreplicas timeout after it, on
+// the same connection (WAIT covers the writes of its own connection), on
+// the server holding the step's slot, and a step fewer replicas
+// acknowledged within Options.WaitTimeout fails the call with
+// ErrNotReplicated (no receipt; the resend waits again: a duplicate's
+// steps write too, the cid record's TTL and the cursor, so that their WAIT
+// covers everything before). By default (WaitReplicas 0) a Store waits for
+// one replica when the master reports one connected (INFO replication,
+// checked again every few seconds and after errors), else not at all. A
+// replica that acknowledged a write has it in memory, not necessarily on
+// disk: Redis 7.0 has no WAITAOF (7.2), which would wait for the fsync of
+// the replicas' AOF; with appendfsync always on the master, its own reply
+// follows its fsync. The cost: BenchmarkClusterAppend.
+//
+// On a MOVED, ASK or connection error (a failover, a resharding) a step
+// reloads the cluster's slot map and runs again on the slot's new master,
+// for up to 3 s; the steps are idempotent (an Append without cid excepted,
+// which may then store the message twice, as a retry always could).
 //
 // With no-appendfsync-on-rewrite yes, Redis skips fsyncs while it rewrites
 // the AOF or saves a snapshot, so "always" then behaves like "no" for that
-// time. Replication is asynchronous: a failover to a replica can lose
-// receipted writes the replica had not received. Keys evicted by a
-// maxmemory policy other than noeviction are lost as well; use noeviction
-// (Redis then refuses new Appends with an OOM error instead).
-//
-// WAITAOF (Redis 7.2 and later) is not used: with appendfsync always the
-// reply already follows the fsync, and the Redis this package is tested
-// with (7.0) does not have it.
+// time. Keys evicted by a maxmemory policy other than noeviction are lost
+// as well; use noeviction (Redis then refuses new Appends with an OOM
+// error instead).
 //
 // When a conversation's key is lost (FLUSHALL, eviction, expiry, a restart
 // without persistence), its Epoch is lost with it: the next History or
 // Append creates a new random epoch and seqs start again at 1, which tells
-// clients holding old seqs to reload.
+// clients holding old seqs to reload; the users' cursors, which hold the
+// epoch they count in, start again as well.
 //
 // # Retention
 //
@@ -125,14 +188,11 @@
 //     instead of in one long script.
 //   - pending: each user's queue holds at most Options.MaxPending messages
 //     (default 10,000), and at most Options.MaxPendingPerSender from one
-//     sender (default 1,000). An Append that would go past either for any
-//     of its recipients is refused with store.ErrPendingFull and writes
-//     nothing; a queued message leaves its queue only by Ack (a queue
-//     holds its own copy of each message, which history trimming does not
-//     touch). The per-sender counts are a hash per recipient, written in
-//     the same script as the queue. Queues written by a version without
-//     counts count toward MaxPending at once, and toward
-//     MaxPendingPerSender once they were emptied.
+//     sender (default 1,000), checked before the Append writes (see step
+//     0). A queued message leaves its queue only by Ack (a queue holds its
+//     own copy of each message, which history trimming does not touch).
+//     The per-sender counts are a hash per recipient, written in the same
+//     script as the queue.
 //   - (sender, cid) records: kept Options.CIDRetention (default 24 h) with a
 //     Redis TTL. A record holds a copy of its message, so a duplicate
 //     returns the first message even after history dropped it.
@@ -141,61 +201,68 @@
 //     last Append. A History of a never-written conversation stores its
 //     epoch with a 24 h TTL, which its first Append removes, so reads of
 //     arbitrary conversations do not leave keys behind.
+//   - cursors: one field per conversation of each user, kept like the
+//     inbox keys.
 //
 // A message is stored once in its conversation, once per pending
 // recipient and once in its cid record: memory is about (2 + len(Pending))
-// times the encoded message for a direct message with a cid.
+// times the encoded message for a direct message with a cid, plus its meta
+// field (the origin).
 //
 // # Keys
 //
-// Every key starts with Options.Prefix (default "wshub:"), then a kind and
-// the id, unescaped (Redis keys are binary-safe, and the id is the whole
-// rest of the key, so ids cannot collide):
+// Every key starts with Options.Prefix (default "wshub:"; it must not hold
+// '{' or '}'), then a hash tag and a kind. The part after the tag never
+// holds '}', so keys of different ids cannot collide:
 //
-//	<prefix>c:<conv>   hash: "n" last seq, "f" first retained seq,
-//	                   "e" epoch, "<seq>" message
-//	<prefix>p:<user>   sorted set: pending message ids by enqueue order
-//	<prefix>m:<user>   hash: pending message id -> message
-//	<prefix>n:<user>   hash: sender -> number of its messages in the queue
-//	<prefix>k:<len(from)>:<from><cid>   string: the first message, with TTL
-//	<prefix>r:<room>   set: members of room
-//	<prefix>u:<user>   set: rooms of user
-//	<prefix>ci:<user>  sorted set: the user's direct conversations by recency
-//	<prefix>ch:<user>  hash: direct conversation -> its seq in ci:<user>
-//	<prefix>rm:<user>  hash: conversation -> the user's read marker
-//	<prefix>pl         sorted set: presence lease incarnation -> deadline
-//	<prefix>pi         hash: hub process (proc) -> its incarnation
-//	<prefix>pn         string: counter numbering incarnations
-//	<prefix>po:<inc>   set: users online on an incarnation
-//	<prefix>pu:<user>  set: incarnations the user is online on
-//	<prefix>feed       pub/sub channel of the announcements (not a key)
+//	<prefix>{c:<conv>}h      hash: "n" last seq, "f" first retained seq,
+//	                         "e" epoch, "<seq>" message, "x<seq>" its
+//	                         meta field (origin, pending list)
+//	<prefix>{c:<conv>}k:<len(from)>:<from><cid>   string: the first
+//	                         message, with TTL ("x:<hex(from)>:<hex(cid)>"
+//	                         when from or cid holds a '}')
+//	<prefix>{c:r:<room>}m    set: members of room
+//	<prefix>{u:<user>}p      sorted set: pending message ids by enqueue
+//	                         order
+//	<prefix>{u:<user>}m      hash: pending message id -> message
+//	<prefix>{u:<user>}n      hash: sender -> number of its messages in
+//	                         the queue
+//	<prefix>{u:<user>}r      set: rooms of user
+//	<prefix>{u:<user>}cur    hash: conversation -> "<seq>:<epoch>", the
+//	                         last seq applied to the user (Append step 2)
+//	<prefix>{u:<user>}ci     sorted set: the user's direct conversations
+//	                         by recency (see inbox.go)
+//	<prefix>{u:<user>}ch     hash: direct conversation -> its seq in ci
+//	<prefix>{u:<user>}rm     hash: conversation -> the user's read marker
+//	<prefix>{presence}pl     sorted set: presence lease incarnation ->
+//	                         deadline
+//	<prefix>{presence}pi     hash: hub process (proc) -> its incarnation
+//	<prefix>{presence}pn     string: counter numbering incarnations
+//	<prefix>{presence}po:<inc>   set: users online on an incarnation
+//	<prefix>{presence}pu:<user>  set: incarnations the user is online on
 //
 // A stored message is "<seq>:" followed by a compact binary encoding whose
 // last field is the Body, kept byte for byte. An announcement is a kind
 // byte followed by length-prefixed fields: 'm', the origin, then the
 // stored message; 'j' (join) or 'l' (leave), the room, then the user;
-// 's' (signal), the number of users, each user, the room, the origin,
-// then the data; 'p' (presence), '1' (online) or '0' (offline), the time
-// in ms, then the user.
+// 's' (signal), see signal.go; 'p' (presence), '1' (online) or '0'
+// (offline), the time in ms, then the user.
 //
 // # Deployment
 //
-// Append touches the conversation's key and each recipient's keys, which
-// Redis Cluster would place in different slots, so a Store needs one Redis
-// server (or a primary with replicas, or Sentinel): New refuses a
-// *redis.ClusterClient and a *redis.Ring. The scripts use commands of
-// Redis 3.0.2 and later (ZADD NX); the tests run against Redis 7.0.
+// New takes a *redis.Client (one server, or a failover client of
+// Sentinel) or a *redis.ClusterClient, and refuses a *redis.Ring (which
+// shards without hash slots). The scripts use commands of Redis 7.0
+// (SPUBLISH); the tests run against Redis 7.0, on one server and on a
+// cluster of 3 masters with a replica each.
 //
-// Each Subscribe holds one Redis connection of its own (a go-redis
-// PubSub), and Redis sends every announcement to every subscribed
-// process: its outbound traffic is about the size of a stored message
-// times the number of hub processes. Raise the pubsub
-// client-output-buffer-limit (default 32 MB hard, 8 MB for 60 s) if
-// bursts larger than that can queue behind a busy process.
+// Each Subscribe holds connections of its own, and Redis sends each
+// announcement to the processes subscribed to its channel.
 //
 // Without a CID an Append is not idempotent: if the connection breaks after
-// Redis ran the script, a retry (the go-redis client retries a failed
-// command up to its MaxRetries, 3 by default) stores the message twice.
+// Redis ran the conversation's step, a retry (the go-redis client retries
+// a failed command up to its MaxRetries, 3 by default, and a step is run
+// again after a MOVED or connection error) stores the message twice.
 // Appends with a CID are safe to retry.
 package redisstore
 
@@ -206,7 +273,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"slices"
+	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -220,9 +287,10 @@ import (
 
 // Errors of this package. Compare with errors.Is.
 var (
-	// ErrUnsupportedClient is returned by New for a client that spreads
-	// keys over several servers (*redis.ClusterClient, *redis.Ring).
-	ErrUnsupportedClient = errors.New("wshub/redisstore: Redis Cluster and Ring clients are not supported (Append needs all its keys on one server)")
+	// ErrUnsupportedClient is returned by New for a *redis.Ring, which
+	// shards keys by itself without hash slots (a Redis Cluster is
+	// supported: *redis.ClusterClient).
+	ErrUnsupportedClient = errors.New("wshub/redisstore: Ring clients are not supported (use a Redis Cluster)")
 	// ErrCorrupt is returned when a value read from Redis is not a message
 	// this package stored.
 	ErrCorrupt = errors.New("wshub/redisstore: stored value is damaged")
@@ -287,6 +355,27 @@ type Options struct {
 	// means DefaultFeedCheckInterval (5 s).
 	FeedCheckInterval time.Duration
 
+	// WaitReplicas is how many replicas must acknowledge each write
+	// (Append, MarkRead, Join, Leave) before it returns: the Store sends
+	// WAIT on the connection of the write (see the package doc). Zero
+	// means automatic: 1 when the master reports a connected replica (INFO
+	// replication, looked at again every few seconds and after errors),
+	// else none. Negative means never wait. A write fewer replicas
+	// acknowledged within WaitTimeout returns an error wrapping
+	// ErrNotReplicated.
+	//
+	// The automatic setting follows what the master reports: while its
+	// replica is disconnected (restarting, resyncing), it stops waiting,
+	// and a failover to that replica may then lose the writes of that
+	// time (a replica that fell behind and was promoted before it caught
+	// up: hundreds of receipted messages in the test
+	// TestCluster_FailoverAfterReplicaFellBehind run with it). Set
+	// WaitReplicas to 1 (or more) to refuse those writes instead, at the
+	// cost of refusing every write while a master has no replica.
+	WaitReplicas int
+	// WaitTimeout bounds each WAIT. Zero means DefaultWaitTimeout (1 s).
+	WaitTimeout time.Duration
+
 	// CloseClient makes Close close the client given to New. Open always
 	// closes the client it made.
 	CloseClient bool
@@ -310,6 +399,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.HistoryTTL < 0 {
 		o.HistoryTTL = 0
+	}
+	if o.WaitTimeout <= 0 {
+		o.WaitTimeout = DefaultWaitTimeout
 	}
 	if o.FeedCheckInterval <= 0 {
 		o.FeedCheckInterval = DefaultFeedCheckInterval
@@ -337,6 +429,10 @@ type Store struct {
 	epochBase string
 	epochSeq  atomic.Uint64
 
+	// replicas caches the replica counts of the masters (WaitReplicas
+	// automatic).
+	replicas replicaCache
+
 	// hookFeed adds the noRedial hook to client on the first Subscribe.
 	hookFeed sync.Once
 	// subs are the active Subscribes, which Follow and Unfollow reach.
@@ -353,8 +449,11 @@ type Store struct {
 var _ store.Store = (*Store)(nil)
 
 // New returns a Store using client; zero Options mean the defaults. New
-// does no I/O (see Ping). It fails with ErrUnsupportedClient for a
-// *redis.ClusterClient or *redis.Ring.
+// does no I/O (see Ping). client is a *redis.Client (one server, or a
+// failover client of Sentinel) or a *redis.ClusterClient (a Redis
+// Cluster: give it ClusterStateReloadInterval, see OpenCluster); New
+// fails with ErrUnsupportedClient for a *redis.Ring, and with an error
+// for a Prefix holding '{' or '}' (the keys' hash tags follow it).
 //
 // The client's own settings apply: its timeouts, its retries (see the
 // package doc) and whether it honours ctx cancellation while waiting for a
@@ -363,8 +462,11 @@ func New(client redis.UniversalClient, opts Options) (*Store, error) {
 	switch client.(type) {
 	case nil:
 		return nil, errors.New("wshub/redisstore: nil client")
-	case *redis.ClusterClient, *redis.Ring:
+	case *redis.Ring:
 		return nil, ErrUnsupportedClient
+	}
+	if strings.ContainsAny(opts.Prefix, "{}") {
+		return nil, fmt.Errorf("wshub/redisstore: prefix %q holds '{' or '}'", opts.Prefix)
 	}
 	opts = opts.withDefaults()
 	var rnd [8]byte
@@ -440,135 +542,40 @@ func (s *Store) wrap(op string, err error) error {
 	if err == nil {
 		return nil
 	}
-	if s.closed.Load() && errors.Is(err, redis.ErrClosed) {
+	if s.closed.Load() && (errors.Is(err, redis.ErrClosed) || errors.Is(err, net.ErrClosed)) {
 		return store.ErrClosed
 	}
 	return fmt.Errorf("wshub/redisstore: %s: %w", op, err)
 }
 
-// Keys. See the package doc.
+// Keys. See the package doc. A conversation's keys carry the hash tag
+// {c:<conv>}, a user's {u:<user>}: the part after the tag holds no '}', so
+// keys of different ids never collide, whatever the ids hold.
 
-func (s *Store) convKey(conv string) string    { return s.opts.Prefix + "c:" + conv }
-func (s *Store) pendingKey(user string) string { return s.opts.Prefix + "p:" + user }
-func (s *Store) pmsgKey(user string) string    { return s.opts.Prefix + "m:" + user }
-func (s *Store) pcountKey(user string) string  { return s.opts.Prefix + "n:" + user }
-func (s *Store) roomKey(room string) string    { return s.opts.Prefix + "r:" + room }
-func (s *Store) userKey(user string) string    { return s.opts.Prefix + "u:" + user }
-func (s *Store) cidKey(from, cid string) string {
-	return s.opts.Prefix + "k:" + strconv.Itoa(len(from)) + ":" + from + cid
+func (s *Store) convTag(conv string) string { return s.opts.Prefix + "{c:" + conv + "}" }
+func (s *Store) userTag(user string) string { return s.opts.Prefix + "{u:" + user + "}" }
+
+func (s *Store) convKey(conv string) string    { return s.convTag(conv) + "h" }
+func (s *Store) roomKey(room string) string    { return s.convTag(store.RoomConv(room)) + "m" }
+func (s *Store) pendingKey(user string) string { return s.userTag(user) + "p" }
+func (s *Store) pmsgKey(user string) string    { return s.userTag(user) + "m" }
+func (s *Store) pcountKey(user string) string  { return s.userTag(user) + "n" }
+func (s *Store) userKey(user string) string    { return s.userTag(user) + "r" }
+func (s *Store) cursorKey(user string) string  { return s.userTag(user) + "cur" }
+
+// cidKey is the (sender, cid) record of conv: a cid is scoped to (sender,
+// conversation). When from or cid holds a '}', both are hex encoded (kind
+// "x:" instead of "k:"), so that the part after the tag holds none.
+func (s *Store) cidKey(conv, from, cid string) string {
+	if strings.ContainsRune(from, '}') || strings.ContainsRune(cid, '}') {
+		return s.convTag(conv) + "x:" + hex.EncodeToString([]byte(from)) + ":" + hex.EncodeToString([]byte(cid))
+	}
+	return s.convTag(conv) + "k:" + strconv.Itoa(len(from)) + ":" + from + cid
 }
 
 // newEpoch returns an epoch no Store offered before.
 func (s *Store) newEpoch() string {
 	return s.epochBase + strconv.FormatUint(s.epochSeq.Add(1), 36)
-}
-
-// Append implements store.Store in one Lua script (see the package doc),
-// which also announces a stored message, with req.Origin, to the feed
-// (never a duplicate or a refused message). An empty conversation, sender,
-// message id or pending user is rejected with an error wrapping
-// store.ErrInvalid; a full pending queue with one wrapping
-// store.ErrPendingFull. The returned message of a first Append carries the
-// caller's own Body; a duplicate's is a copy.
-func (s *Store) Append(ctx context.Context, req store.AppendRequest) (store.Message, bool, error) {
-	if err := s.check(ctx); err != nil {
-		return store.Message{}, false, err
-	}
-	switch {
-	case req.Msg.Conv == "":
-		return store.Message{}, false, fmt.Errorf("%w: empty conversation", store.ErrInvalid)
-	case req.Msg.From == "":
-		return store.Message{}, false, fmt.Errorf("%w: empty sender", store.ErrInvalid)
-	case req.Msg.ID == "":
-		return store.Message{}, false, fmt.Errorf("%w: empty message id", store.ErrInvalid)
-	}
-	keys := make([]string, 0, 7+3*len(req.Pending))
-	keys = append(keys, s.convKey(req.Msg.Conv))
-	var hasCID any = "0" // a constant: no allocation
-	if req.CID != "" {
-		hasCID = "1"
-		keys = append(keys, s.cidKey(req.Msg.From, req.CID))
-	}
-	keys = append(keys, s.marksKey(req.Msg.From))
-	var indexed any = "0"
-	if store.IsDirect(&req.Msg) {
-		indexed = "1"
-		keys = append(keys, s.indexKey(req.Msg.From), s.headsKey(req.Msg.From))
-		if req.Msg.To != req.Msg.From {
-			indexed = "2"
-			keys = append(keys, s.indexKey(req.Msg.To), s.headsKey(req.Msg.To))
-		}
-	}
-	for i, u := range req.Pending {
-		if u == "" {
-			return store.Message{}, false, fmt.Errorf("%w: empty pending user", store.ErrInvalid)
-		}
-		if slices.Contains(req.Pending[:i], u) {
-			continue // enqueued and counted once
-		}
-		keys = append(keys, s.pendingKey(u), s.pmsgKey(u), s.pcountKey(u))
-	}
-	// Routing by interest (channels.go): a room's message on the room's
-	// channel, any other on the channels of its recipient and sender.
-	var ch1, ch2 any = s.userChannel(req.Msg.To), ""
-	if req.Msg.Conv == store.RoomConv(req.Msg.To) {
-		ch1 = s.roomChannel(req.Msg.To)
-	} else if req.Msg.From != req.Msg.To {
-		ch2 = s.userChannel(req.Msg.From)
-	}
-	res, err := appendScript.Run(ctx, s.client, keys,
-		hasCID, req.Msg.ID, encode(&req.Msg), s.newEpoch(),
-		s.maxHistory, s.maxPending, s.cidTTL, s.historyTTL, trimBatch,
-		ch1, encodeMessageHeader(req.Origin), req.Msg.From, s.maxPerSender,
-		indexed, req.Msg.Conv, inboxScore(req.Msg.TS), ch2,
-	).Slice()
-	if err != nil {
-		return store.Message{}, false, s.wrap("append", err)
-	}
-	if len(res) == 4 {
-		return store.Message{}, false, refusal(res, req.Pending, req.Msg.From)
-	}
-	if len(res) != 2 {
-		return store.Message{}, false, fmt.Errorf("wshub/redisstore: append: unexpected reply %v", res)
-	}
-	if dup, _ := res[0].(int64); dup == 1 {
-		v, _ := res[1].(string)
-		m, err := decode(v)
-		if err != nil {
-			return store.Message{}, false, fmt.Errorf("wshub/redisstore: append: cid record of %q: %w", req.CID, err)
-		}
-		return m, true, nil
-	}
-	seq, ok := res[1].(int64)
-	if !ok || seq <= 0 {
-		return store.Message{}, false, fmt.Errorf("wshub/redisstore: append: unexpected seq %v", res[1])
-	}
-	m := req.Msg
-	m.Seq = uint64(seq)
-	return m, false, nil
-}
-
-// refusal returns the error of appendScript's reply {2, bound, queued,
-// recipient}: ErrPendingFull naming the recipient (an index into pending
-// without repeats) and the bound.
-func refusal(res []any, pending []string, from string) error {
-	code, _ := res[0].(int64)
-	bound, _ := res[1].(string)
-	queued, _ := res[2].(int64)
-	i, _ := res[3].(int64)
-	var recipients []string
-	for _, u := range pending {
-		if !slices.Contains(recipients, u) {
-			recipients = append(recipients, u)
-		}
-	}
-	if code != 2 || i < 0 || i >= int64(len(recipients)) {
-		return fmt.Errorf("wshub/redisstore: append: unexpected reply %v", res)
-	}
-	if bound == "sender" {
-		return fmt.Errorf("%w: %q holds %d messages from %q (MaxPendingPerSender)", store.ErrPendingFull, recipients[i], queued, from)
-	}
-	return fmt.Errorf("%w: %q holds %d messages (MaxPending)", store.ErrPendingFull, recipients[i], queued)
 }
 
 // History implements store.Store. A History of a never-written
@@ -666,26 +673,38 @@ func (s *Store) Ack(ctx context.Context, user string, ids ...string) error {
 }
 
 // Join implements store.Store. When it made user a member (it was not
-// one), it announces EventJoin on the feed in the same atomic step.
+// one), it announces EventJoin on the user's channel (see membership).
 func (s *Store) Join(ctx context.Context, room, user string) error {
 	return s.membership(ctx, "join", "SADD", wireJoin, room, user)
 }
 
 // Leave implements store.Store. When user was a member, it announces
-// EventLeave on the feed in the same atomic step.
+// EventLeave on the user's channel (see membership).
 func (s *Store) Leave(ctx context.Context, room, user string) error {
 	return s.membership(ctx, "leave", "SREM", wireLeave, room, user)
 }
 
-// membership runs the membership script with cmd (SADD or SREM) and the
-// announcement of kind.
+// membership runs the two steps of Join and Leave with cmd (SADD or
+// SREM): the room's member set (the room's slot), then the user's room
+// set (the user's slot), which announces the change on the user's channel
+// when either set changed. Both steps are idempotent: a Join or Leave
+// that failed between them is completed by calling it again.
 func (s *Store) membership(ctx context.Context, op, cmd string, kind byte, room, user string) error {
 	if err := s.checkMembership(ctx, room, user); err != nil {
 		return err
 	}
-	err := membershipScript.Run(ctx, s.client, []string{s.roomKey(room), s.userKey(user)},
-		cmd, user, room, s.userChannel(user), encodeMembership(kind, room, user),
-	).Err()
+	rk := s.roomKey(room)
+	cmds, err := s.step(ctx, rk, call{roomMembersScript, []string{rk}, []any{cmd, user}})
+	if err != nil {
+		return s.wrap(op, err)
+	}
+	changed := "0"
+	if n, _ := cmds[0].(*redis.Cmd).Int(); n > 0 {
+		changed = "1"
+	}
+	uk := s.userKey(user)
+	_, err = s.step(ctx, uk, call{userRoomsScript, []string{uk},
+		[]any{cmd, room, s.userChannel(user), encodeMembership(kind, room, user), changed}})
 	return s.wrap(op, err)
 }
 

@@ -183,7 +183,7 @@ func TestStore_LoweredHistoryBoundTrimsGradually(t *testing.T) {
 		m.ID = fmt.Sprint("m", i)
 		appendOK(t, unbounded, store.AppendRequest{Msg: m})
 	}
-	key := prefix + "c:" + m.Conv
+	key := prefix + "{c:" + m.Conv + "}h"
 	wantFirst := []uint64{101, 201, 294} // each Append removes up to 100
 	for i, want := range wantFirst {
 		m.ID = fmt.Sprint("n", i)
@@ -194,7 +194,7 @@ func TestStore_LoweredHistoryBoundTrimsGradually(t *testing.T) {
 		assert.Equal(t, seqRange(want, 301+uint64(i)), seqs(p.Items))
 		n, err := client.HLen(t.Context(), key).Result()
 		require.NoError(t, err)
-		assert.Equal(t, int64(len(p.Items)+3), n, "fields of the conversation hash: messages + n, f, e")
+		assert.Equal(t, int64(2*len(p.Items)+3), n, "fields of the conversation hash: messages, their meta fields (no Pending given: not the default), n, f, e")
 	}
 }
 
@@ -207,7 +207,7 @@ func TestStore_PendingCountsKeys(t *testing.T) {
 	s, client := newStore(t, redisstore.Options{Prefix: prefix, MaxPending: 10, MaxPendingPerSender: 2})
 	counts := func() map[string]string {
 		t.Helper()
-		m, err := client.HGetAll(t.Context(), prefix+"n:bob").Result()
+		m, err := client.HGetAll(t.Context(), prefix+"{u:bob}n").Result()
 		require.NoError(t, err)
 		return m
 	}
@@ -222,13 +222,13 @@ func TestStore_PendingCountsKeys(t *testing.T) {
 	require.NoError(t, s.Ack(t.Context(), "bob", "m1", "m1", "nope", "c1"))
 	assert.Equal(t, map[string]string{"alice": "1"}, counts())
 	require.NoError(t, s.Ack(t.Context(), "bob", "m2"))
-	n, err := client.Exists(t.Context(), prefix+"p:bob", prefix+"m:bob", prefix+"n:bob").Result()
+	n, err := client.Exists(t.Context(), prefix+"{u:bob}p", prefix+"{u:bob}m", prefix+"{u:bob}n").Result()
 	require.NoError(t, err)
 	assert.Zero(t, n, "an empty queue leaves no keys")
 
 	// A count left without its queue (a partial loss of keys) does not
 	// block the sender: an empty queue starts its counts afresh.
-	require.NoError(t, client.HSet(t.Context(), prefix+"n:bob", "alice", "2").Err())
+	require.NoError(t, client.HSet(t.Context(), prefix+"{u:bob}n", "alice", "2").Err())
 	appendOK(t, s, store.AppendRequest{Msg: dm("m4", "alice", "bob"), Pending: []string{"bob"}})
 	assert.Equal(t, map[string]string{"alice": "1"}, counts())
 }
@@ -282,7 +282,7 @@ func TestStore_CIDRecordHasRetentionTTL(t *testing.T) {
 		s, client := newStore(t, redisstore.Options{Prefix: prefix, CIDRetention: tc.retention})
 		from := fmt.Sprint("sender", tc.retention)
 		appendOK(t, s, store.AppendRequest{Msg: dm("m1", from, "bob"), CID: "c1"})
-		ttl, err := client.PTTL(t.Context(), fmt.Sprintf("%sk:%d:%sc1", prefix, len(from), from)).Result()
+		ttl, err := client.PTTL(t.Context(), fmt.Sprintf("%s{c:%s}k:%d:%sc1", prefix, store.DirectConv(from, "bob"), len(from), from)).Result()
 		require.NoError(t, err)
 		assert.Greater(t, ttl, tc.want-time.Minute, "retention %v", tc.retention)
 		assert.LessOrEqual(t, ttl, tc.want, "retention %v", tc.retention)
@@ -340,7 +340,7 @@ func TestStore_NewEpochWhenKeysVanish(t *testing.T) {
 func TestStore_EmptyConversationKeyExpires(t *testing.T) {
 	prefix := newPrefix("empty")
 	s, client := newStore(t, redisstore.Options{Prefix: prefix})
-	key := prefix + "c:never"
+	key := prefix + "{c:never}h"
 	p, err := s.History(t.Context(), "never", store.Query{})
 	require.NoError(t, err)
 	ttl, err := client.PTTL(t.Context(), key).Result()
@@ -369,7 +369,7 @@ func TestStore_HistoryTTL(t *testing.T) {
 	p, err := s.History(t.Context(), conv, store.Query{})
 	require.NoError(t, err)
 	require.Len(t, p.Items, 1)
-	ttl, err := client.PTTL(t.Context(), prefix+"c:"+conv).Result()
+	ttl, err := client.PTTL(t.Context(), prefix+"{c:"+conv+"}h").Result()
 	require.NoError(t, err)
 	assert.LessOrEqual(t, ttl, 50*time.Millisecond)
 
@@ -433,11 +433,11 @@ func TestStore_AckedAppendSurvivesRedisCrashWithAOF(t *testing.T) {
 	assert.Equal(t, uint64(21), next.Seq)
 }
 
-func TestNew_RejectsShardingClients(t *testing.T) {
+func TestNew_RejectsRingClients(t *testing.T) {
 	cluster := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{"127.0.0.1:1"}})
 	defer cluster.Close()
 	_, err := redisstore.New(cluster, redisstore.Options{})
-	assert.ErrorIs(t, err, redisstore.ErrUnsupportedClient)
+	assert.NoError(t, err, "a Redis Cluster is supported")
 	ring := redis.NewRing(&redis.RingOptions{Addrs: map[string]string{"a": "127.0.0.1:1"}})
 	defer ring.Close()
 	_, err = redisstore.New(ring, redisstore.Options{})
@@ -475,7 +475,7 @@ func TestOpen(t *testing.T) {
 		appendOK(t, s, store.AppendRequest{Msg: dm("m1", "alice", "bob")})
 		db3 := redis.NewClient(&redis.Options{Addr: srv.Addr, DB: 3})
 		defer db3.Close()
-		n, err := db3.Exists(t.Context(), prefix+"c:"+store.DirectConv("alice", "bob")).Result()
+		n, err := db3.Exists(t.Context(), prefix+"{c:"+store.DirectConv("alice", "bob")+"}h").Result()
 		require.NoError(t, err)
 		assert.Equal(t, int64(1), n, "the conversation is in database 3")
 		assert.Empty(t, keysWithPrefix(t, srv.Client(t), prefix), "and not in database 0")
@@ -516,12 +516,15 @@ func TestStore_RejectsEmptyNames(t *testing.T) {
 }
 
 // TestStore_WrongTypeKeyWritesNothing: a key of the wrong type (written
-// by another program) fails the Append before any write, so the Append
-// stays all or nothing: carol's pending hash, her queue, or her counts
-// (which are read when her queue is not empty), or the sender's read
-// markers, or a conversation index or its heads hash.
+// by another program) in a user's slot fails that user's step of the
+// Append before any write to it (carol's pending hash, her queue, her
+// counts, the sender's read markers, a conversation index or its heads
+// hash): the Append returns the error, so no receipt, and the key is left
+// as it was. The conversation's step may have run: once the key is
+// repaired, the client's resend (same cid) completes the Append, the
+// message stored and queued once.
 func TestStore_WrongTypeKeyWritesNothing(t *testing.T) {
-	for _, key := range []string{"m:carol", "p:carol", "n:carol", "rm:alice", "ci:bob", "ch:alice"} {
+	for _, key := range []string{"{u:carol}m", "{u:carol}p", "{u:carol}n", "{u:alice}rm", "{u:bob}ci", "{u:alice}ch"} {
 		t.Run(key, func(t *testing.T) {
 			prefix := newPrefix("wrongtype")
 			s, client := newStore(t, redisstore.Options{Prefix: prefix})
@@ -533,20 +536,33 @@ func TestStore_WrongTypeKeyWritesNothing(t *testing.T) {
 			})
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), "WRONGTYPE")
+			v, err := client.Get(t.Context(), prefix+key).Result()
+			require.NoError(t, err)
+			assert.Equal(t, "not the right type", v, "the key is untouched")
 
+			require.NoError(t, client.Del(t.Context(), prefix+key).Err())
+			m, _, err := s.Append(t.Context(), store.AppendRequest{Msg: dm("m1", "alice", "bob"), Pending: []string{"bob", "carol"}, CID: "c1"})
+			require.NoError(t, err)
+			assert.Equal(t, uint64(1), m.Seq, "stored once")
 			p, err := s.History(t.Context(), store.DirectConv("alice", "bob"), store.Query{})
 			require.NoError(t, err)
-			assert.Empty(t, p.Items)
-			assert.Zero(t, p.Last, "no seq was taken")
-			q, err := s.Pending(t.Context(), "bob")
+			assert.Equal(t, []string{"m1"}, ids(p.Items))
+			for _, u := range []string{"bob", "carol"} {
+				q, err := s.Pending(t.Context(), u)
+				require.NoError(t, err)
+				n := 0
+				for _, it := range q {
+					if it.ID == "m1" {
+						n++
+					}
+				}
+				assert.Equal(t, 1, n, "m1 queued once for %s", u)
+			}
+			items, _, err := s.Conversations(t.Context(), "bob", 0)
 			require.NoError(t, err)
-			assert.Empty(t, q, "bob's queue is untouched")
-			n, err := client.Exists(t.Context(), prefix+"n:bob").Result()
-			require.NoError(t, err)
-			assert.Zero(t, n, "bob's counts are untouched")
-			require.NoError(t, client.Del(t.Context(), prefix+key).Err())
-			m := appendOK(t, s, store.AppendRequest{Msg: dm("m2", "alice", "bob"), Pending: []string{"bob", "carol"}, CID: "c1"})
-			assert.Equal(t, uint64(1), m.Seq, "the cid was not recorded")
+			if assert.Len(t, items, 1) {
+				assert.Equal(t, uint64(1), items[0].Seq)
+			}
 		})
 	}
 }
@@ -557,10 +573,10 @@ func TestStore_DamagedValueIsErrCorrupt(t *testing.T) {
 	conv := store.DirectConv("alice", "bob")
 	appendOK(t, s, store.AppendRequest{Msg: dm("m1", "alice", "bob"), Pending: []string{"bob"}})
 	for _, bad := range []string{"garbage", "1:", "1:\x02rest", "1:\x01\x05ab", "x:\x01"} {
-		require.NoError(t, client.HSet(t.Context(), prefix+"c:"+conv, "1", bad).Err())
+		require.NoError(t, client.HSet(t.Context(), prefix+"{c:"+conv+"}h", "1", bad).Err())
 		_, err := s.History(t.Context(), conv, store.Query{})
 		assert.ErrorIs(t, err, redisstore.ErrCorrupt, "%q", bad)
-		require.NoError(t, client.HSet(t.Context(), prefix+"m:bob", "m1", bad).Err())
+		require.NoError(t, client.HSet(t.Context(), prefix+"{u:bob}m", "m1", bad).Err())
 		_, err = s.Pending(t.Context(), "bob")
 		assert.ErrorIs(t, err, redisstore.ErrCorrupt, "%q", bad)
 	}
@@ -622,7 +638,7 @@ func TestStore_InboxAfterConversationLost(t *testing.T) {
 	for i := 1; i <= 3; i++ {
 		appendOK(t, s, store.AppendRequest{Msg: dm(fmt.Sprint("m", i), "alice", "bob")})
 	}
-	require.NoError(t, client.Del(t.Context(), prefix+"c:"+conv).Err())
+	require.NoError(t, client.Del(t.Context(), prefix+"{c:"+conv+"}h").Err())
 	m := appendOK(t, s, store.AppendRequest{Msg: dm("m4", "bob", "alice")})
 	require.Equal(t, uint64(1), m.Seq)
 	for _, user := range []string{"alice", "bob"} {
@@ -631,7 +647,7 @@ func TestStore_InboxAfterConversationLost(t *testing.T) {
 		assert.False(t, more)
 		require.Len(t, items, 1, user)
 		assert.Equal(t, uint64(1), items[0].Seq, user)
-		n, err := client.ZCard(t.Context(), prefix+"ci:"+user).Result()
+		n, err := client.ZCard(t.Context(), prefix+"{u:"+user+"}ci").Result()
 		require.NoError(t, err)
 		assert.Equal(t, int64(1), n, "one index entry for %s", user)
 	}

@@ -3,8 +3,10 @@ package redisstore
 import "github.com/redis/go-redis/v9"
 
 // The Lua scripts below run inside Redis: a script runs alone (no other
-// command of any client runs between its first and its last step), which is
-// what makes Append one atomic step. Each script checks the types of the
+// command of any client runs between its first and its last step). Every
+// script touches the keys of one hash slot (one conversation's, one
+// user's, or the presence keys), so that it runs on a Redis Cluster; see
+// the package doc for how Append is split into such steps. Each script checks the types of the
 // keys it will write before its first write, so that a key of the wrong
 // type (written by something else) fails the script before it changed
 // anything: Redis does not roll a script back.
@@ -16,171 +18,223 @@ import "github.com/redis/go-redis/v9"
 // unpack: Lua in Redis unpacks at most ~8000 values at once, so field lists
 // are passed to HMGET in chunks of chunkSize.
 
-// appendScript stores one message. See Store.Append.
+// convAppendScript is step 1 of Append: the conversation's slot. See
+// Store.Append and the package doc.
 //
-// KEYS[1]   the conversation hash
-// KEYS[2]   the (sender, cid) record, when ARGV[1] == '1'
-// KEYS[k]   the sender's read markers hash (k = 2 or 3)
-// KEYS[k+1..k+ARGV[14]*2] pairs of (conversation index zset, index heads
+// KEYS[1]  the conversation hash
+// KEYS[2]  the (sender, cid) record, when ARGV[1] == '1'
 //
-//	hash) of the users whose index the message enters: From and To of a
-//	direct message (one pair when From == To), none otherwise
+// ARGV[1]  '1' with a cid record, '0' without
+// ARGV[2]  encoded message (without seq)
+// ARGV[3]  epoch to use if the conversation has none
+// ARGV[4]  history bound (0 = unbounded)
+// ARGV[5]  cid record TTL, ms
+// ARGV[6]  conversation TTL, ms (0 = none)
+// ARGV[7]  most history fields deleted by one call
+// ARGV[8]  the message's meta field (origin and pending list, see
+// encodeMeta), or empty for none
+// ARGV[9]  the room channel to announce on (a room message), or empty
+// ARGV[10] announcement header (kind and origin, see encodeMessageHeader)
 //
-// KEYS[j..] triples of (pending zset, pending hash, pending counts hash),
+// The duplicate check comes first. A duplicate writes nothing but the cid
+// record's TTL, set again to what is left of it: a write, so that a WAIT
+// on the same connection covers everything written before (the first
+// Append's step included).
 //
-//	one triple per recipient, no recipient twice
-//
-// ARGV[1] '1' with a cid record, '0' without
-// ARGV[2] message id
-// ARGV[3] encoded message (without seq)
-// ARGV[4] epoch to use if the conversation has none
-// ARGV[5] history bound (0 = unbounded)
-// ARGV[6] pending bound per recipient (0 = unbounded)
-// ARGV[7] cid record TTL, ms
-// ARGV[8] conversation TTL, ms (0 = none)
-// ARGV[9] most history fields deleted by one call
-// ARGV[10] feed channel
-// ARGV[11] announcement header (kind and origin, see encodeMessageHeader)
-// ARGV[12] sender
-// ARGV[13] pending bound per (recipient, sender) (0 = unbounded)
-// ARGV[14] number of index pairs in KEYS (0, 1 or 2)
-// ARGV[15] conversation id (the field of the markers and index heads)
-// ARGV[16] index score of the message: -TS (see inboxScore)
-//
-// The inbox (see inbox.go) is written in the same step, after the bounds:
-// the sender's marker on the conversation becomes the new seq, and each
-// index pair replaces the conversation's entry (found through the heads
-// hash) with one for the new seq. A duplicate or a refusal returns before
-// it, so changes neither.
-//
-// The duplicate check comes first; then the pending bounds, before any
-// write, so that a refused message stores nothing. A recipient's counts
-// hash holds, per sender, the number of its messages in the queue; it is
-// written with the queue, here and in ackScript, and deleted with it when
-// the queue is empty (which also drops counts a partial loss of keys left
-// behind).
-//
-// A stored message (not a duplicate) is announced last: PUBLISH of the
-// header followed by the stored value, inside the script, so that the feed
-// announces a conversation's messages in seq order.
-//
-// Returns {1, stored value} for a duplicate; {2, bound ('total' or
-// 'sender'), messages queued, recipient's index from 0} for a refusal;
-// {0, seq} otherwise.
-var appendScript = redis.NewScript(`
+// Returns {1, stored value, its meta field or false, epoch or false, 1
+// when history still holds the stored value at its seq (else 0: trimmed,
+// or a conversation lost and started again)} for a duplicate; {0, seq,
+// epoch} otherwise.
+var convAppendScript = redis.NewScript(`
 local conv = KEYS[1]
-local k = 2
+local t = redis.call('TYPE', conv)['ok']
+if t ~= 'none' and t ~= 'hash' then
+  return redis.error_reply('WRONGTYPE wshub/redisstore: key ' .. conv .. ' holds a ' .. t .. ', not a hash')
+end
 if ARGV[1] == '1' then
   local prev = redis.call('GET', KEYS[2])
   if prev then
-    return {1, prev}
-  end
-  k = 3
-end
-local marks = KEYS[k]
-local nix = tonumber(ARGV[14])
-local ix = k + 1
-k = ix + 2 * nix
-
-local function want(key, typ)
-  local t = redis.call('TYPE', key)['ok']
-  if t ~= 'none' and t ~= typ then
-    return redis.error_reply('WRONGTYPE wshub/redisstore: key ' .. key .. ' holds a ' .. t .. ', not a ' .. typ)
-  end
-end
-local err = want(conv, 'hash') or want(marks, 'hash')
-if err then return err end
-for i = ix, k - 1, 2 do
-  err = want(KEYS[i], 'zset') or want(KEYS[i + 1], 'hash')
-  if err then return err end
-end
-for i = k, #KEYS, 3 do
-  err = want(KEYS[i + 1], 'hash')
-  if err then return err end
-end
-
--- The bounds. ZCARD and HGET also fail on a key of the wrong type, before
--- the first write; a counts hash is only read, and so checked, when its
--- queue is not empty, and deleted before it is written when it is.
-local from = ARGV[12]
-local maxp, maxs = tonumber(ARGV[6]), tonumber(ARGV[13])
-local queued = {}
-for i = k, #KEYS, 3 do
-  local n = redis.call('ZCARD', KEYS[i])
-  queued[i] = n
-  if maxp > 0 and n >= maxp then
-    return {2, 'total', n, (i - k) / 3}
-  end
-  if n > 0 then
-    local c = tonumber(redis.call('HGET', KEYS[i + 2], from)) or 0
-    if maxs > 0 and c >= maxs then
-      return {2, 'sender', c, (i - k) / 3}
+    local ttl = redis.call('PTTL', KEYS[2])
+    if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+    local ps = string.match(prev, '^(%d+):')
+    local meta, same = false, 0
+    if ps then
+      local hv = redis.call('HMGET', conv, ps, 'x' .. ps)
+      if hv[1] == prev then same = 1 end
+      meta = hv[2]
     end
+    return {1, prev, meta, redis.call('HGET', conv, 'e'), same}
   end
 end
 
 local h = redis.call('HMGET', conv, 'n', 'f', 'e')
 local seq = (tonumber(h[1]) or 0) + 1
 local sf = string.format('%d', seq)
-local v = sf .. ':' .. ARGV[3]
+local v = sf .. ':' .. ARGV[2]
+local epoch = h[3] or ARGV[3]
 
 local first = tonumber(h[2]) or seq
 local nf = first
-local maxh = tonumber(ARGV[5])
+local maxh = tonumber(ARGV[4])
 if maxh > 0 then
   local stop = seq - maxh + 1
-  local batch = tonumber(ARGV[9])
+  local batch = tonumber(ARGV[7])
   if stop > first + batch then stop = first + batch end
   if nf < stop then
     local gone = {}
     while nf < stop do
-      gone[#gone + 1] = string.format('%d', nf)
+      local g = string.format('%d', nf)
+      gone[#gone + 1] = g
+      gone[#gone + 1] = 'x' .. g
       nf = nf + 1
     end
     redis.call('HDEL', conv, unpack(gone))
   end
 end
-redis.call('HSET', conv, sf, v, 'n', sf, 'f', string.format('%d', nf), 'e', h[3] or ARGV[4])
-local ttl = tonumber(ARGV[8])
+redis.call('HSET', conv, sf, v, 'n', sf, 'f', string.format('%d', nf), 'e', epoch)
+if ARGV[8] ~= '' then
+  redis.call('HSET', conv, 'x' .. sf, ARGV[8])
+end
+local ttl = tonumber(ARGV[6])
 if ttl > 0 then
   redis.call('PEXPIRE', conv, ttl)
 elseif seq == 1 then
   redis.call('PERSIST', conv)
 end
-
-local id = ARGV[2]
-for i = k, #KEYS, 3 do
-  local q, m, c = KEYS[i], KEYS[i + 1], KEYS[i + 2]
-  local last = redis.call('ZREVRANGE', q, 0, 0, 'WITHSCORES')
-  local score = 1
-  if last[2] then score = tonumber(last[2]) + 1 end
-  if redis.call('ZADD', q, 'NX', string.format('%d', score), id) == 1 then
-    redis.call('HSET', m, id, v)
-    if queued[i] == 0 then redis.call('DEL', c) end
-    redis.call('HINCRBY', c, from, 1)
-  end
-end
-
-local cv = ARGV[15]
-redis.call('HSET', marks, cv, sf)
-for i = ix, k - 1, 2 do
-  local z, heads = KEYS[i], KEYS[i + 1]
-  local old = tonumber(redis.call('HGET', heads, cv))
-  if old then
-    redis.call('ZREM', z, string.format('%016d', 4503599627370496 - old) .. cv)
-  end
-  redis.call('ZADD', z, ARGV[16], string.format('%016d', 4503599627370496 - seq) .. cv)
-  redis.call('HSET', heads, cv, sf)
-end
-
 if ARGV[1] == '1' then
-  redis.call('SET', KEYS[2], v, 'PX', ARGV[7])
+  redis.call('SET', KEYS[2], v, 'PX', ARGV[5])
 end
-redis.call('SPUBLISH', ARGV[10], ARGV[11] .. v)
-if ARGV[17] ~= '' then
-  redis.call('SPUBLISH', ARGV[17], ARGV[11] .. v)
+if ARGV[9] ~= '' then
+  redis.call('SPUBLISH', ARGV[9], ARGV[10] .. v)
 end
-return {0, seq}
+return {0, seq, epoch}
+`)
+
+// userApplyScript is step 2 of Append: one user's slot. It applies a run
+// of a conversation's messages to the user U's keys, in seq order, at most
+// once each. See Store.Append and the package doc.
+//
+// KEYS[1] U's cursor hash (conversation -> "<seq>:<epoch>", the last seq
+// applied for U)
+// KEYS[2] U's pending zset, KEYS[3] U's pending hash, KEYS[4] U's pending
+// counts hash
+// KEYS[5] U's read markers hash
+// KEYS[6] U's conversation index zset, KEYS[7] U's index heads hash
+//
+// ARGV[1] conversation id
+// ARGV[2] floor: the seqs at or below it are gone from history (0: none)
+// ARGV[3] mode: 'd' a missing cursor is 0 (every conversation but a
+// room: U gets every message of it applied, most with no flag
+// when U is in few of them); 'n' no cursor at all (a room: every
+// message of the run is applied, which ZADD NX and the marker's
+// max keep idempotent)
+// ARGV[4] the conversation's epoch (empty: the cursor's)
+// ARGV[5] U's channel
+// ARGV[6..] groups of 6: seq, stored value, flags, announcement header,
+// index score (-TS), sender
+//
+// Flags, any of: 'p' enqueue into U's pending queue; 's' move U's read
+// marker to seq (U is the sender); 'i' put the conversation at the top
+// of U's index with seq; 'u' announce the message on U's channel.
+//
+// Returns {0, cursor} when applied (or all already applied); {1, cursor}
+// when the run starts after cursor + 1: the caller adds the missing seqs
+// (from history) and calls again. A call that applies nothing still
+// writes the cursor again, so that a WAIT on the same connection covers
+// what earlier calls wrote.
+var userApplyScript = redis.NewScript(`
+local cursor, q, m, c, marks, z, heads = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local function want(key, typ)
+  local t = redis.call('TYPE', key)['ok']
+  if t ~= 'none' and t ~= typ then
+    return redis.error_reply('WRONGTYPE wshub/redisstore: key ' .. key .. ' holds a ' .. t .. ', not a ' .. typ)
+  end
+end
+local err = want(cursor, 'hash') or want(q, 'zset') or want(m, 'hash') or want(c, 'hash') or
+  want(marks, 'hash') or want(z, 'zset') or want(heads, 'hash')
+if err then return err end
+
+local cv, floor, mode, epoch, chan = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
+local G = 6
+local n = (#ARGV - 5) / G
+if n < 1 then return {0, 0} end
+
+local cur = 0
+if mode ~= 'n' then
+  local cval = redis.call('HGET', cursor, cv)
+  local cs, ce
+  if cval then
+    local i = string.find(cval, ':', 1, true)
+    cs = tonumber(string.sub(cval, 1, i - 1))
+    ce = string.sub(cval, i + 1)
+  end
+  if cs and (epoch == '' or ce == epoch) then
+    cur = cs
+  end
+  if epoch == '' then epoch = ce or '' end
+  if floor > cur then cur = floor end
+end
+
+local queued = nil
+for g = 0, n - 1 do
+  local b = 6 + g * G
+  local seq = tonumber(ARGV[b])
+  if mode == 'n' or seq > cur then
+    if mode ~= 'n' and seq ~= cur + 1 then
+      return {1, cur}
+    end
+    local sf = ARGV[b]
+    local v, flags, hdr, score, from = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5]
+    if string.find(flags, 'p', 1, true) then
+      -- the id: the first uvarint-prefixed field after the version byte
+      local rest = string.sub(v, string.find(v, ':', 1, true) + 2)
+      local len, mul, j = 0, 1, 1
+      while true do
+        local byte = string.byte(rest, j)
+        if not byte then return redis.error_reply('wshub/redisstore: damaged message value') end
+        j = j + 1
+        if byte < 128 then len = len + byte * mul break end
+        len = len + (byte - 128) * mul
+        mul = mul * 128
+      end
+      local id = string.sub(rest, j, j + len - 1)
+      if queued == nil then queued = redis.call('ZCARD', q) end
+      local last = redis.call('ZREVRANGE', q, 0, 0, 'WITHSCORES')
+      local sc = 1
+      if last[2] then sc = tonumber(last[2]) + 1 end
+      if redis.call('ZADD', q, 'NX', string.format('%d', sc), id) == 1 then
+        redis.call('HSET', m, id, v)
+        if queued == 0 then
+          redis.call('DEL', c)
+          queued = 1
+        end
+        redis.call('HINCRBY', c, from, 1)
+      end
+    end
+    if string.find(flags, 's', 1, true) then
+      -- In seq order (the cursor) the marker is set; without a cursor
+      -- (rooms) it only moves forward.
+      local mk = tonumber(redis.call('HGET', marks, cv)) or 0
+      if mode ~= 'n' or seq > mk then redis.call('HSET', marks, cv, sf) end
+    end
+    if string.find(flags, 'i', 1, true) then
+      local old = tonumber(redis.call('HGET', heads, cv))
+      if old then
+        redis.call('ZREM', z, string.format('%016d', 4503599627370496 - old) .. cv)
+      end
+      redis.call('ZADD', z, score, string.format('%016d', 4503599627370496 - seq) .. cv)
+      redis.call('HSET', heads, cv, sf)
+    end
+    if string.find(flags, 'u', 1, true) then
+      redis.call('SPUBLISH', chan, hdr .. v)
+    end
+    if mode ~= 'n' then cur = seq end
+  end
+end
+if mode ~= 'n' then
+  redis.call('HSET', cursor, cv, string.format('%d', cur) .. ':' .. epoch)
+end
+return {0, cur}
 `)
 
 // ackScript removes messages from a user's pending queue. See Store.Ack.
@@ -252,30 +306,41 @@ end
 return removed
 `)
 
-// membershipScript adds a user to a room or removes it, and announces the
-// change. See Store.Join and Store.Leave.
+// roomMembersScript is the room step of Join and Leave: the room's
+// member set, in the room conversation's slot.
 //
-// KEYS[1] the room's member set, KEYS[2] the user's room set
+// KEYS[1] the room's member set
+// ARGV[1] 'SADD' (join) or 'SREM' (leave), ARGV[2] user
 //
-// ARGV[1] 'SADD' (join) or 'SREM' (leave)
-// ARGV[2] user, ARGV[3] room
-// ARGV[4] feed channel
-// ARGV[5] announcement (see encodeMembership)
+// Returns the number of members added or removed (0 or 1).
+var roomMembersScript = redis.NewScript(`
+local t = redis.call('TYPE', KEYS[1])['ok']
+if t ~= 'none' and t ~= 'set' then
+  return redis.error_reply('WRONGTYPE wshub/redisstore: key ' .. KEYS[1] .. ' holds a ' .. t .. ', not a set')
+end
+return redis.call(ARGV[1], KEYS[1], ARGV[2])
+`)
+
+// userRoomsScript is the user step of Join and Leave: the user's room
+// set, in the user's slot, and the announcement.
+//
+// KEYS[1] the user's room set
+// ARGV[1] 'SADD' (join) or 'SREM' (leave), ARGV[2] room
+// ARGV[3] the user's channel, ARGV[4] announcement (see encodeMembership)
+// ARGV[5] '1' when the room step changed the member set
 //
 // The announcement is published only when a set changed, so that joining
 // again (clients do on every reconnect) costs the feed nothing.
 //
-// Returns the number of set members added or removed (0, 1 or 2).
-var membershipScript = redis.NewScript(`
-for i = 1, 2 do
-  local t = redis.call('TYPE', KEYS[i])['ok']
-  if t ~= 'none' and t ~= 'set' then
-    return redis.error_reply('WRONGTYPE wshub/redisstore: key ' .. KEYS[i] .. ' holds a ' .. t .. ', not a set')
-  end
+// Returns the number of rooms added or removed (0 or 1).
+var userRoomsScript = redis.NewScript(`
+local t = redis.call('TYPE', KEYS[1])['ok']
+if t ~= 'none' and t ~= 'set' then
+  return redis.error_reply('WRONGTYPE wshub/redisstore: key ' .. KEYS[1] .. ' holds a ' .. t .. ', not a set')
 end
-local n = redis.call(ARGV[1], KEYS[1], ARGV[2]) + redis.call(ARGV[1], KEYS[2], ARGV[3])
-if n > 0 then
-  redis.call('SPUBLISH', ARGV[4], ARGV[5])
+local n = redis.call(ARGV[1], KEYS[1], ARGV[2])
+if n > 0 or ARGV[5] == '1' then
+  redis.call('SPUBLISH', ARGV[3], ARGV[4])
 end
 return n
 `)
@@ -372,11 +437,9 @@ return out
 
 // markReadScript moves a read marker forward. See Store.MarkRead.
 //
-// KEYS[1] the user's read markers hash, KEYS[2] the conversation hash
-// ARGV[1] conversation id, ARGV[2] seq (at most maxLuaSeq)
-//
-// The marker moves to min(seq, the conversation's latest seq) when that is
-// above it; a conversation without messages has latest seq 0.
+// KEYS[1] the user's read markers hash
+// ARGV[1] conversation id, ARGV[2] seq, already capped at the
+// conversation's latest seq (read before, in the conversation's slot)
 //
 // Returns {marker, moved (0 or 1)}.
 var markReadScript = redis.NewScript(`
@@ -384,9 +447,7 @@ local t = redis.call('TYPE', KEYS[1])['ok']
 if t ~= 'none' and t ~= 'hash' then
   return redis.error_reply('WRONGTYPE wshub/redisstore: key ' .. KEYS[1] .. ' holds a ' .. t .. ', not a hash')
 end
-local n = tonumber(redis.call('HGET', KEYS[2], 'n')) or 0
 local seq = tonumber(ARGV[2])
-if seq > n then seq = n end
 local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[1])) or 0
 if seq > cur then
   redis.call('HSET', KEYS[1], ARGV[1], string.format('%d', seq))
@@ -395,60 +456,35 @@ end
 return {cur, 0}
 `)
 
-// conversationsScript reads a user's inbox. See Store.Conversations.
+// conversationsScript reads the user's slot of a user's inbox. See
+// Store.Conversations.
 //
 // KEYS[1] the user's conversation index zset, KEYS[2] the user's read
 // markers hash, KEYS[3] the user's room set
 // ARGV[1] number of index entries to read (limit + 1)
-// ARGV[2] the key prefix, ARGV[3] the user
 //
-// The peer's markers hash and the rooms' conversation hashes are derived
-// from the prefix (a Store runs on one Redis server, see the package doc).
+// The peers' markers and the rooms' newest messages live in other slots:
+// the caller reads them after, with pipelined reads.
 //
-// Returns {d, d times (conv, seq, ts, read, seen), then per room (room,
-// seq, head value or false, read)}: the head value is the room's newest
-// stored message, whose TS the caller decodes.
+// Returns {d, d times (conv, seq, ts, read), then per room (room, read)}.
 var conversationsScript = redis.NewScript(`
-local pre, user = ARGV[2], ARGV[3]
 local es = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1, 'WITHSCORES')
 local out = {0}
 local d = 0
 for i = 1, #es, 2 do
   local member = es[i]
   local cv = string.sub(member, 17)
-  local seq = 4503599627370496 - tonumber(string.sub(member, 1, 16))
-  local ts = -tonumber(es[i + 1])
-  local read = tonumber(redis.call('HGET', KEYS[2], cv)) or 0
-  -- cv is "d:<len(a)>:<a>:<b>"; the peer is the one of a, b that is not user.
-  local seen = 0
-  local c = string.find(cv, ':', 3, true)
-  local la = c and tonumber(string.sub(cv, 3, c - 1))
-  if la then
-    local a = string.sub(cv, c + 1, c + la)
-    local b = string.sub(cv, c + la + 2)
-    local peer = a
-    if a == user then peer = b end
-    seen = tonumber(redis.call('HGET', pre .. 'rm:' .. peer, cv)) or 0
-  end
   out[#out + 1] = cv
-  out[#out + 1] = seq
-  out[#out + 1] = ts
-  out[#out + 1] = read
-  out[#out + 1] = seen
+  out[#out + 1] = 4503599627370496 - tonumber(string.sub(member, 1, 16))
+  out[#out + 1] = -tonumber(es[i + 1])
+  out[#out + 1] = tonumber(redis.call('HGET', KEYS[2], cv)) or 0
   d = d + 1
 end
 out[1] = d
 local rooms = redis.call('SMEMBERS', KEYS[3])
 for i = 1, #rooms do
-  local cv = 'r:' .. rooms[i]
-  local ck = pre .. 'c:' .. cv
-  local n = tonumber(redis.call('HGET', ck, 'n')) or 0
-  local head = false
-  if n > 0 then head = redis.call('HGET', ck, string.format('%d', n)) end
   out[#out + 1] = rooms[i]
-  out[#out + 1] = n
-  out[#out + 1] = head
-  out[#out + 1] = tonumber(redis.call('HGET', KEYS[2], cv)) or 0
+  out[#out + 1] = tonumber(redis.call('HGET', KEYS[2], 'r:' .. rooms[i])) or 0
 end
 return out
 `)

@@ -33,6 +33,7 @@ func TestMain(m *testing.M) {
 		if shared.srv != nil {
 			defer shared.srv.Stop()
 		}
+		defer stopSharedCluster()
 		return m.Run()
 	}())
 }

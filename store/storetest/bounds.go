@@ -18,6 +18,29 @@ import (
 type Bounds struct {
 	MaxPending          int
 	MaxPendingPerSender int
+
+	// overshoot is Quirks.BoundsOvershoot, set by the runner.
+	overshoot bool
+}
+
+// Quirks are documented departures of a store from the strictest reading
+// of the contract, which the suite then checks in their documented,
+// weaker form.
+type Quirks struct {
+	// BoundsOvershoot: the store checks the pending bounds before it
+	// writes, not in the same atomic step (store/redisstore, whose steps
+	// each touch one Redis Cluster slot), so that Appends racing for one
+	// queue may together pass a bound by at most their number. The suite
+	// then checks that bound plus the number of concurrent Appends, and
+	// everything else (nothing stored is lost, history and queue agree)
+	// as usual.
+	BoundsOvershoot bool
+	// CIDPerConversation: a (sender, cid) record is scoped to the
+	// conversation (store/redisstore keeps it in the conversation's
+	// slot): the same cid in another conversation is another frame.
+	// Clients resend a frame to the same conversation, so receipts keep
+	// their meaning.
+	CIDPerConversation bool
 }
 
 // RunPendingBounds checks the promise of store.ErrPendingFull: a pending
@@ -26,6 +49,13 @@ type Bounds struct {
 // (the suite closes it); the bounds are small, so the suite writes little.
 // The subtests form one group, PendingBounds.
 func RunPendingBounds(t *testing.T, newStore func(t *testing.T, b Bounds) store.Store) {
+	t.Helper()
+	RunPendingBoundsQuirks(t, Quirks{}, newStore)
+}
+
+// RunPendingBoundsQuirks is RunPendingBounds for a store with the given
+// quirks.
+func RunPendingBoundsQuirks(t *testing.T, q Quirks, newStore func(t *testing.T, b Bounds) store.Store) {
 	t.Helper()
 	tests := []struct {
 		name   string
@@ -47,12 +77,14 @@ func RunPendingBounds(t *testing.T, newStore func(t *testing.T, b Bounds) store.
 	t.Run("PendingBounds", func(t *testing.T) {
 		for _, tc := range tests {
 			t.Run(tc.name, func(t *testing.T) {
-				s := newStore(t, tc.bounds)
+				b := tc.bounds
+				b.overshoot = q.BoundsOvershoot
+				s := newStore(t, b)
 				require.NotNil(t, s, "newStore returned nil")
 				t.Cleanup(func() {
 					assert.NoError(t, s.Close(), "Close at the end of the subtest")
 				})
-				tc.fn(t, s, tc.bounds)
+				tc.fn(t, s, b)
 			})
 		}
 	})
@@ -307,12 +339,24 @@ func testConcurrentSenders(t *testing.T, s store.Store, b Bounds) {
 	}
 	wg.Wait()
 	want := min(b.MaxPending, senders*min(b.MaxPendingPerSender, perSender*tries))
+	assert.Equal(t, int64(senders*perSender*tries), stored.Load()+refused.Load(), "every Append stored or refused")
+	if b.overshoot {
+		// Racing Appends may each pass the check: at most one extra
+		// message per goroutine.
+		assert.GreaterOrEqual(t, stored.Load(), int64(want), "messages stored")
+		assert.LessOrEqual(t, stored.Load(), int64(want+senders*perSender), "messages stored")
+		want = int(stored.Load())
+	}
 	assert.Equal(t, int64(want), stored.Load(), "messages stored")
 	assert.Equal(t, int64(senders*perSender*tries-want), refused.Load(), "messages refused")
 	total := 0
 	for f := range senders {
 		n := perFrom[f].Load()
-		assert.LessOrEqual(t, n, int64(b.MaxPendingPerSender), "sender s%d", f)
+		if b.overshoot {
+			assert.LessOrEqual(t, n, int64(b.MaxPendingPerSender+perSender), "sender s%d", f)
+		} else {
+			assert.LessOrEqual(t, n, int64(b.MaxPendingPerSender), "sender s%d", f)
+		}
 		p := history(t, s, store.DirectConv(fmt.Sprintf("s%d", f), "bob"), store.Query{Limit: 1000})
 		assert.Equal(t, int(n), len(p.Items), "history of s%d", f)
 		assert.Equal(t, uint64(n), p.Last, "seqs of s%d", f)

@@ -43,6 +43,14 @@ type test struct {
 // group can be selected with go test -run, e.g. -run 'TestX/CID'.
 func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 	t.Helper()
+	RunQuirks(t, Quirks{}, newStore)
+}
+
+// RunQuirks is Run for a store with the given quirks: with
+// CIDPerConversation, the case DuplicateAcrossConversations is replaced
+// by CIDScopedToConversation.
+func RunQuirks(t *testing.T, q Quirks, newStore func(t *testing.T) store.Store) {
+	t.Helper()
 	groups := []struct {
 		name  string
 		tests []test
@@ -61,6 +69,9 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 	for _, g := range groups {
 		t.Run(g.name, func(t *testing.T) {
 			for _, tc := range g.tests {
+				if q.CIDPerConversation && tc.name == "DuplicateAcrossConversations" {
+					tc = cidScopedTest
+				}
 				t.Run(tc.name, func(t *testing.T) {
 					s := newStore(t)
 					require.NotNil(t, s, "newStore returned nil")
@@ -73,6 +84,26 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		})
 	}
 }
+
+// cidScopedTest replaces DuplicateAcrossConversations for a store whose
+// cid records are scoped to (sender, conversation) (Quirks): the same cid
+// in another conversation is another frame, and in the same one still a
+// duplicate.
+var cidScopedTest = test{"CIDScopedToConversation", func(t *testing.T, s store.Store) {
+	first := appendOK(t, s, store.AppendRequest{Msg: msg("x", "m1", "alice", "bob"), CID: "c1"})
+	other := appendOK(t, s, store.AppendRequest{Msg: msg("y", "m2", "alice", "carol"), CID: "c1"})
+	assert.Equal(t, uint64(1), other.Seq)
+	got, dup, err := s.Append(t.Context(), store.AppendRequest{Msg: msg("x", "m3", "alice", "bob"), CID: "c1"})
+	require.NoError(t, err)
+	assert.True(t, dup)
+	assertSameMessage(t, first, got)
+	got, dup, err = s.Append(t.Context(), store.AppendRequest{Msg: msg("y", "m4", "alice", "carol"), CID: "c1"})
+	require.NoError(t, err)
+	assert.True(t, dup)
+	assertSameMessage(t, other, got)
+	assert.Equal(t, []string{"m1"}, idsOf(history(t, s, "x", store.Query{}).Items))
+	assert.Equal(t, []string{"m2"}, idsOf(history(t, s, "y", store.Query{}).Items))
+}}
 
 var seqTests = []test{
 	{"StartsAtOneAndIncrementsByOne", func(t *testing.T, s store.Store) {
