@@ -70,11 +70,24 @@ func startHub(ctx context.Context, c hubConfig) (*hubProc, error) {
 	if err != nil {
 		return nil, err
 	}
+	return spawnHub(ctx, cmd, os.Stderr, func(line string) (string, bool) {
+		if !strings.HasPrefix(line, servingPrefix) {
+			return "", false
+		}
+		return strings.Fields(strings.TrimPrefix(line, servingPrefix))[0], true
+	})
+}
+
+// spawnHub starts cmd, a hub that prints a line saying where it serves
+// once it accepts connections, and returns once parse found the hub's
+// ws:// URL in that first line of its standard output. The rest of its
+// standard output and its standard error go to logs.
+func spawnHub(ctx context.Context, cmd *exec.Cmd, logs io.Writer, parse func(line string) (wsURL string, ok bool)) (*hubProc, error) {
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
 	}
-	cmd.Stderr = os.Stderr
+	cmd.Stderr = logs
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
@@ -87,7 +100,7 @@ func startHub(ctx context.Context, c hubConfig) (*hubProc, error) {
 			lines <- line
 		}
 		close(lines)
-		_, _ = io.Copy(os.Stderr, br)
+		_, _ = io.Copy(logs, br)
 	}()
 	go func() {
 		h.waitErr = cmd.Wait()
@@ -95,11 +108,12 @@ func startHub(ctx context.Context, c hubConfig) (*hubProc, error) {
 	}()
 	select {
 	case line, ok := <-lines:
-		if !ok || !strings.HasPrefix(line, servingPrefix) {
+		wsURL, parsed := parse(line)
+		if !ok || !parsed {
 			h.kill()
 			return nil, fmt.Errorf("hub did not start (first line %q)", line)
 		}
-		h.url = strings.Fields(strings.TrimPrefix(line, servingPrefix))[0]
+		h.url = wsURL
 		u, err := url.Parse(h.url)
 		if err != nil {
 			h.kill()

@@ -15,6 +15,7 @@
 //	wshub-bench storm    [flags]   drop every connection at once, time until all are back
 //	wshub-bench slowloris [flags]  C connections each holding a partial frame, dripped a byte at a time
 //	wshub-bench soak     [flags]   steady traffic with churn for minutes: does the hub's RSS, goroutines, fds level off
+//	wshub-bench spread   [flags]   several hub processes sharing Redis, every message crossing them: CPU per delivered message of each
 //
 // Every scenario is bounded in count and in time (-duration, -timeout),
 // prints a progress line to standard error every second and, at the end, a
@@ -75,6 +76,10 @@ commands:
   soak      steady direct and room traffic with users leaving and coming
             back, for -duration: hub RSS, goroutines and descriptors over
             time, whether they level off; lost receipted messages
+  spread    several hub processes sharing one store (Redis), each direct
+            message from a user on one to a user on the next, rooms spread
+            over all: CPU per delivered message of each process, latency,
+            lost receipted messages
   worker    (internal) hold idle connections for the idle scenario
 
 Run "wshub-bench <command> -h" for the flags of a command.
@@ -93,7 +98,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return serveMain(ctx, rest, stdout, stderr)
 	case "worker":
 		return workerMain(ctx, rest, os.Stdin, stdout, stderr)
-	case "idle", "fanout", "saturate", "direct", "storm", "slowloris":
+	case "idle", "fanout", "saturate", "direct", "storm", "slowloris", "spread":
 		return scenarioMain(ctx, cmd, rest, stdout, stderr)
 	case "soak":
 		return soakMain(ctx, rest, stdout, stderr)

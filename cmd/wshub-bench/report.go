@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -171,14 +172,20 @@ func (rep *Report) writeMarkdown(w io.Writer) {
 		}
 		fmt.Fprintln(w)
 	}
+	// A metric only some runs have (spread's per-process rows, the bolt
+	// run's durability check) goes after the one before it in its run.
 	var names []string
 	units := map[string]string{}
 	for _, r := range rep.Runs {
+		at := 0 // where the run's next new metric goes
 		for _, m := range r.Metrics {
-			if _, ok := units[m.Name]; !ok {
-				units[m.Name] = m.Unit
-				names = append(names, m.Name)
+			if _, ok := units[m.Name]; ok {
+				at = slices.Index(names, m.Name) + 1
+				continue
 			}
+			units[m.Name] = m.Unit
+			names = slices.Insert(names, at, m.Name)
+			at++
 		}
 	}
 	for _, n := range names {

@@ -57,6 +57,9 @@ type config struct {
 	sent   int           // payload bytes sent at once
 	drip   time.Duration // interval of the single bytes after them
 	sample time.Duration // interval of the samples in the report
+
+	// Several hub processes (spread).
+	sp spreadConfig
 }
 
 func (c *config) hubFlags(fs *flag.FlagSet, stores string) {
@@ -67,10 +70,16 @@ func (c *config) hubFlags(fs *flag.FlagSet, stores string) {
 	fs.IntVar(&c.sendQueue, "send-queue", 0, "wshub.Options.SendQueue of a spawned hub (0: the hub's default)")
 	fs.StringVar(&c.hubProf, "hub-cpuprofile", "", "write a CPU profile of the hub over the measured window to this file (needs a hub started by serve)")
 	fs.BoolVar(&c.floor, "floor", false, "run against the floor server (serve -floor: writes room messages and nothing else) instead of a hub, as a yardstick for fanout and saturate")
+	c.runFlags(fs, 20000)
+}
+
+// runFlags registers the bounds, the output and the dialing flags every
+// scenario has; perSrc is the default of -per-src.
+func (c *config) runFlags(fs *flag.FlagSet, perSrc int) {
 	fs.DurationVar(&c.timeout, "timeout", 3*time.Minute, "upper bound of each run, setup and teardown included")
 	fs.StringVar(&c.jsonPath, "json", "", "write the JSON report to this file instead of standard output")
 	fs.DurationVar(&c.every, "progress", time.Second, "interval of the progress line on standard error")
-	fs.IntVar(&c.perSrc, "per-src", 20000, "connections per loopback source address (127.0.0.1, 127.0.0.2, ...)")
+	fs.IntVar(&c.perSrc, "per-src", perSrc, "connections per loopback source address (127.0.0.1, 127.0.0.2, ...)")
 	fs.IntVar(&c.concurrency, "concurrency", 200, "connections dialed at the same time")
 }
 
@@ -123,6 +132,8 @@ func scenarioMain(ctx context.Context, name string, args []string, stdout, stder
 		fs.StringVar(&c.drop, "drop", "hub", "who drops the connections: hub (the hub closes each with 1001; needs serve) or client (the tool closes every socket)")
 		fs.DurationVar(&c.settle, "settle", time.Second, "wait after every client connected before dropping them")
 		fs.DurationVar(&c.backoff, "backoff", 0, "ceiling of the clients' first reconnect delay, client.Backoff.Base (0: the client's default, 0.5 s)")
+	case "spread":
+		c.spreadFlags(fs)
 	case "slowloris":
 		c.hubFlags(fs, "mem")
 		fs.IntVar(&c.conns, "conns", 1000, "connections, each holding one partial frame (C)")
@@ -146,6 +157,11 @@ func scenarioMain(ctx context.Context, name string, args []string, stdout, stder
 	}
 	if c.target != "" {
 		if _, err := checkTarget(c.target); err != nil {
+			return err
+		}
+	}
+	if name == "spread" {
+		if err := checkSpread(c); err != nil {
 			return err
 		}
 	}
@@ -228,6 +244,8 @@ type variant struct {
 	name      string
 	batch     bool
 	storeKind string
+	example   string // spread: the example binary to spawn, or "" for -targets
+	hubs      int    // spread: hub processes to spawn
 }
 
 // variants lists the runs of a scenario: one per store for direct, one
@@ -235,6 +253,8 @@ type variant struct {
 func variants(name string, c *config) []variant {
 	var vs []variant
 	switch name {
+	case "spread":
+		return spreadVariants(c)
 	case "direct":
 		for _, s := range strings.Split(c.stores, ",") {
 			s = strings.TrimSpace(s)
@@ -259,6 +279,9 @@ func variants(name string, c *config) []variant {
 // runVariant starts the hub, runs one variant of the scenario against it
 // and stops it.
 func runVariant(ctx context.Context, name string, c *config, v variant, run *Run, stderr io.Writer) error {
+	if name == "spread" {
+		return runSpread(ctx, c, v, run, stderr)
+	}
 	hc := hubConfig{target: c.target, pid: c.hubPID, storeKind: v.storeKind, dbPath: c.dbPath, sendQueue: c.sendQueue}
 	if c.floor {
 		hc.extraArgs = append(hc.extraArgs, "-floor")

@@ -63,6 +63,20 @@ func (t *tally) report(r *Run, lost int64, unit string, pubDur, drain time.Durat
 	}
 }
 
+// absorb adds the counters of o (whose connections received nothing:
+// senders only) to t.
+func (t *tally) absorb(o *tally) {
+	t.sent.Add(o.sent.Load())
+	t.receipted.Add(o.receipted.Load())
+	t.failed.Add(o.failed.Load())
+	t.strays.Add(o.strays.Load())
+	t.errFrames.Add(o.errFrames.Load())
+	t.closed.Add(o.closed.Load())
+	if msg := o.first(); msg != "" {
+		t.noteErr("%s", msg)
+	}
+}
+
 func (t *tally) noteErr(format string, args ...any) {
 	t.mu.Lock()
 	if t.firstErr == "" {
@@ -79,6 +93,9 @@ type lconn struct {
 	ws     *websocket.Conn
 	t      *tally
 	expect int // the sender number whose messages this connection receives; -1 none
+	// deliv, if set, counts this connection's deliveries too (per hub
+	// process, in spread).
+	deliv *atomic.Int64
 
 	// Sender side. window holds a token per frame sent and not yet
 	// answered; the writer puts them, the reader takes them.
@@ -165,6 +182,9 @@ func (c *lconn) handle(line []byte, now int64) {
 			return
 		}
 		t.delivered.Add(1)
+		if c.deliv != nil {
+			c.deliv.Add(1)
+		}
 		t.lat.record(time.Duration(now-sent), c.idx)
 	case 15:
 		seq, ok := parseUint(strField(line, "cid"))
