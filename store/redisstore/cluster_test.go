@@ -129,11 +129,14 @@ func TestCluster_KeysSpread(t *testing.T) {
 	masters, err := c.Masters(t.Context())
 	require.NoError(t, err)
 	require.Len(t, masters, 3)
+	var counts []int64
 	for _, m := range masters {
 		n, err := m.Client(t).DBSize(t.Context()).Result()
 		require.NoError(t, err)
 		assert.Positive(t, n, "keys on master %s", m.Addr)
+		counts = append(counts, n)
 	}
+	t.Logf("keys per master after 100 direct messages between 101 users: %v", counts)
 }
 
 // directReq is a direct message from from to to with a cid.
