@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
 	"github.com/wshub/wshub/internal/redistest"
@@ -19,6 +20,15 @@ func TestStartCluster_FormsAndFailsOver(t *testing.T) {
 	for i := range 100 {
 		require.NoError(t, cc.Set(ctx, fmt.Sprint("k", i), i, 0).Err())
 	}
+	// Replication is asynchronous: wait until every master's replica has
+	// the keys, or the failover below may lose some.
+	require.NoError(t, cc.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+		n, err := m.Do(ctx, "WAIT", 1, 10000).Int()
+		if err == nil && n < 1 {
+			err = fmt.Errorf("%s: no replica acknowledged", m.Options().Addr)
+		}
+		return err
+	}))
 	masters, err := c.Masters(ctx)
 	require.NoError(t, err)
 	require.Len(t, masters, 3)
