@@ -1178,7 +1178,7 @@ func (h *Hub) send(ctx context.Context, cmd Cmd, from, to string, f *Frame, orig
 	if h.isClosed() {
 		return nil, false, ErrUnavailable
 	}
-	body, err := json.Marshal(f.payload())
+	body, err := f.appendPayload(make([]byte, 0, 32+len(f.Content)+len(f.Data)))
 	if err != nil {
 		return nil, false, fmt.Errorf("%w: %v", ErrBadRequest, err)
 	}

@@ -412,6 +412,38 @@ type payload struct {
 	Data    json.RawMessage `json:"data,omitempty"`
 }
 
+// appendPayload appends the JSON object of f's application fields (the
+// payload type's encoding: the same fields, empty ones left out) to b,
+// without reflection: it is on the path of every stored message. It
+// fails as Encode does on a Media or Amount that is not a JSON number or
+// Data that is not valid JSON.
+func (f *Frame) appendPayload(b []byte) ([]byte, error) {
+	start := len(b)
+	b = append(b, '{')
+	var err error
+	if b, err = appendNumField(b, `,"media":`, f.Media); err != nil {
+		return nil, err
+	}
+	b = appendStrField(b, `,"content":`, f.Content)
+	b = appendStrField(b, `,"pic":`, f.Pic)
+	b = appendStrField(b, `,"url":`, f.URL)
+	b = appendStrField(b, `,"memo":`, f.Memo)
+	if b, err = appendNumField(b, `,"amount":`, f.Amount); err != nil {
+		return nil, err
+	}
+	if len(f.Data) > 0 {
+		if !json.Valid(f.Data) {
+			return nil, fmt.Errorf("wshub: frame data is not valid JSON")
+		}
+		b = append(b, `,"data":`...)
+		b = append(b, f.Data...)
+	}
+	if len(b) > start+1 {
+		b = append(b[:start+1], b[start+2:]...) // the first field's leading comma
+	}
+	return append(b, '}'), nil
+}
+
 func (f *Frame) payload() payload {
 	return payload{Media: f.Media, Content: f.Content, Pic: f.Pic, URL: f.URL, Memo: f.Memo, Amount: f.Amount, Data: f.Data}
 }
