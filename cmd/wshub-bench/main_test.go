@@ -145,6 +145,30 @@ func TestDirect_TinyMemAndBoltDurable(t *testing.T) {
 	assert.Zero(t, metric(t, bolt, "durable_missing_after_sigkill"))
 }
 
+// TestDirect_TinyFixedRateHubAndFloor runs the fixed-rate direct scenario
+// against the hub and the direct floor server, alternating, in one
+// invocation.
+func TestDirect_TinyFixedRateHubAndFloor(t *testing.T) {
+	t.Parallel()
+	rep := runTool(t, "direct", "-store", "mem,floor", "-repeat", "2", "-pairs", "4", "-rate", "20", "-duration", "1s")
+	require.Len(t, rep.Runs, 4, "mem, floor, mem, floor")
+	for i, r := range rep.Runs {
+		if i%2 == 1 {
+			assert.Equal(t, "floor-direct", r.Params["server"], r.Name)
+		} else {
+			assert.Equal(t, "mem", r.Params["store"], r.Name)
+		}
+		assert.Equal(t, "20", r.Params["rate_per_user"])
+		rec := metric(t, r, "messages_receipted")
+		assert.InDelta(t, 160, rec, 16, "%s: 8 users x 20/s x 1 s", r.Name)
+		assert.Positive(t, metric(t, r, "messages_delivered"), r.Name)
+		assert.Equal(t, rec, metric(t, r, "messages_delivered"), r.Name)
+		assert.Zero(t, metric(t, r, "lost"), r.Name)
+		assert.Zero(t, metric(t, r, "duplicated"), r.Name)
+		metric(t, r, "hub_cpu_s")
+	}
+}
+
 func TestStorm_TinyEveryoneReconnects(t *testing.T) {
 	t.Parallel()
 	for _, drop := range []string{"hub", "client"} {
