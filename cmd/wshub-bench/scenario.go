@@ -164,6 +164,9 @@ func scenarioMain(ctx context.Context, name string, args []string, stdout, stder
 			return err
 		}
 	}
+	if name == "direct" && c.target != "" && (c.floor || strings.Contains(c.stores, "floor")) {
+		return fmt.Errorf("direct: the floor server is spawned by the tool; it does not go with -target")
+	}
 	if name == "spread" {
 		if err := checkSpread(c); err != nil {
 			return err
