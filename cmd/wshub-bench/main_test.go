@@ -442,3 +442,48 @@ func TestLevelOff_FlagsGrowthInTheLastThird(t *testing.T) {
 	assert.InDelta(t, 30.0, metric(t, growing, "hub_fds_last_slope_per_min"), 1e-6, "5 per 10 s")
 	assert.Contains(t, growing.Notes[0], "hub_fds")
 }
+
+// TestDirectFloor_ForwardsToEveryConnectionAndReceipts checks the direct
+// yardstick on its own: a message reaches every connection of its
+// recipient with the sender stamped, the sender gets a receipt with its
+// cid, and a message to a user who is not connected is receipted and
+// dropped.
+func TestDirectFloor_ForwardsToEveryConnectionAndReceipts(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(newDirectFloor(nil))
+	defer srv.Close()
+	base := "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws?token="
+	dial := func(user string) *websocket.Conn {
+		ws, _, err := websocket.DefaultDialer.Dial(base+user, nil)
+		require.NoError(t, err)
+		t.Cleanup(func() { ws.Close() })
+		_ = ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+		return ws
+	}
+	read := func(ws *websocket.Conn) map[string]any {
+		_, p, err := ws.ReadMessage()
+		require.NoError(t, err)
+		var m map[string]any
+		require.NoError(t, json.Unmarshal(p, &m))
+		return m
+	}
+	a, b1, b2 := dial("a"), dial("b"), dial("b")
+	require.NoError(t, a.WriteMessage(websocket.TextMessage, []byte(`{"cmd":10,"dstid":"b","cid":"7","content":"hi"}`)))
+	r := read(a)
+	assert.Equal(t, 15.0, r["cmd"])
+	assert.Equal(t, "7", r["cid"])
+	assert.NotEmpty(t, r["id"])
+	for _, b := range []*websocket.Conn{b1, b2} {
+		m := read(b)
+		assert.Equal(t, 10.0, m["cmd"])
+		assert.Equal(t, "a", m["userid"])
+		assert.Equal(t, "b", m["dstid"])
+		assert.Equal(t, "hi", m["content"])
+		assert.Equal(t, r["id"], m["id"], "the receipt names the delivered message")
+		assert.Nil(t, m["cid"], "the sender's cid stays with the sender")
+	}
+	require.NoError(t, a.WriteMessage(websocket.TextMessage, []byte(`{"cmd":10,"dstid":"nobody","cid":"8","content":"x"}`)))
+	r = read(a)
+	assert.Equal(t, 15.0, r["cmd"])
+	assert.Equal(t, "8", r["cid"])
+}
