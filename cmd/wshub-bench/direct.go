@@ -14,7 +14,8 @@ import (
 
 // direct runs pairs of users "d<i>a" and "d<i>b", each sending direct
 // messages (cmd 10) to the other as fast as its window of unreceipted
-// frames allows, and each counting, per message number of its peer, what
+// frames allows (cfg.rate 0) or cfg.rate a second (the window still
+// bounds it), and each counting, per message number of its peer, what
 // it received. Messages per second end to end counts the distinct messages
 // received by their recipients.
 //
@@ -31,10 +32,17 @@ func (s *session) direct(bolt bool) error {
 	if count <= 0 {
 		count = 1_000_000
 	}
+	rate := c.rate
+	if rate < 0 {
+		return fmt.Errorf("-rate must not be negative")
+	}
 	r := s.run
 	r.param("pairs", P)
 	r.param("window", c.window)
 	r.param("duration", c.duration)
+	if rate > 0 {
+		r.param("rate_per_user", rate)
+	}
 	verify := bolt && s.hub.cmd != nil && s.dbPath != ""
 
 	t := &tally{}
@@ -82,8 +90,14 @@ func (s *session) direct(bolt bool) error {
 			t.sent.Load(), t.receipted.Load(), dv, rateNow, snap.quantile(0.99).Round(10*time.Microsecond),
 			t.dups.Load(), t.closed.Load(), t.errFrames.Load())
 	})
-	for _, l := range conns {
-		go l.writeLoop(stop, t0, 0, count)
+	for i, l := range conns {
+		// At a fixed rate, spread the senders' first messages over one
+		// period, as fanout spreads its publishers.
+		start := t0
+		if rate > 0 {
+			start = t0.Add(time.Duration(float64(i) / float64(len(conns)) / rate * float64(time.Second)))
+		}
+		go l.writeLoop(stop, start, rate, count)
 	}
 	s.publishFor(c.duration, stop, conns)
 	tPub := time.Now()

@@ -11,7 +11,7 @@
 //	wshub-bench idle     [flags]   C idle connections: connect rate, hub RSS per connection
 //	wshub-bench fanout   [flags]   R rooms x M members, one publisher per room at a fixed rate
 //	wshub-bench saturate [flags]   the same, publishers as fast as the hub takes them
-//	wshub-bench direct   [flags]   pairs exchanging direct messages (memory and bolt store)
+//	wshub-bench direct   [flags]   pairs exchanging direct messages (memory and bolt store, and a forwarder as a yardstick)
 //	wshub-bench storm    [flags]   drop every connection at once, time until all are back
 //	wshub-bench slowloris [flags]  C connections each holding a partial frame, dripped a byte at a time
 //	wshub-bench soak     [flags]   steady traffic with churn for minutes: does the hub's RSS, goroutines, fds level off
@@ -69,7 +69,8 @@ commands:
   idle      open C idle connections: connect rate, hub RSS per connection
   fanout    R rooms x M members, one publisher per room at a fixed rate
   saturate  R rooms x M members, publishers as fast as the hub takes them
-  direct    pairs exchanging direct messages (memory and bolt store)
+  direct    pairs exchanging direct messages (memory and bolt store; -store
+            floor: a forwarder without a store, as a yardstick; -rate: fixed rate)
   storm     drop every connection at once and time the reconnection
   slowloris C connections each holding a partial frame, dripped a byte at a
             time: how long the hub holds them, hub RSS per connection

@@ -145,6 +145,30 @@ func TestDirect_TinyMemAndBoltDurable(t *testing.T) {
 	assert.Zero(t, metric(t, bolt, "durable_missing_after_sigkill"))
 }
 
+// TestDirect_TinyFixedRateHubAndFloor runs the fixed-rate direct scenario
+// against the hub and the direct floor server, alternating, in one
+// invocation.
+func TestDirect_TinyFixedRateHubAndFloor(t *testing.T) {
+	t.Parallel()
+	rep := runTool(t, "direct", "-store", "mem,floor", "-repeat", "2", "-pairs", "4", "-rate", "20", "-duration", "1s")
+	require.Len(t, rep.Runs, 4, "mem, floor, mem, floor")
+	for i, r := range rep.Runs {
+		if i%2 == 1 {
+			assert.Equal(t, "floor-direct", r.Params["server"], r.Name)
+		} else {
+			assert.Equal(t, "mem", r.Params["store"], r.Name)
+		}
+		assert.Equal(t, "20", r.Params["rate_per_user"])
+		rec := metric(t, r, "messages_receipted")
+		assert.InDelta(t, 160, rec, 16, "%s: 8 users x 20/s x 1 s", r.Name)
+		assert.Positive(t, metric(t, r, "messages_delivered"), r.Name)
+		assert.Equal(t, rec, metric(t, r, "messages_delivered"), r.Name)
+		assert.Zero(t, metric(t, r, "lost"), r.Name)
+		assert.Zero(t, metric(t, r, "duplicated"), r.Name)
+		metric(t, r, "hub_cpu_s")
+	}
+}
+
 func TestStorm_TinyEveryoneReconnects(t *testing.T) {
 	t.Parallel()
 	for _, drop := range []string{"hub", "client"} {
@@ -417,4 +441,49 @@ func TestLevelOff_FlagsGrowthInTheLastThird(t *testing.T) {
 	assert.Equal(t, 0.0, metric(t, growing, "levels_off"))
 	assert.InDelta(t, 30.0, metric(t, growing, "hub_fds_last_slope_per_min"), 1e-6, "5 per 10 s")
 	assert.Contains(t, growing.Notes[0], "hub_fds")
+}
+
+// TestDirectFloor_ForwardsToEveryConnectionAndReceipts checks the direct
+// yardstick on its own: a message reaches every connection of its
+// recipient with the sender stamped, the sender gets a receipt with its
+// cid, and a message to a user who is not connected is receipted and
+// dropped.
+func TestDirectFloor_ForwardsToEveryConnectionAndReceipts(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(newDirectFloor(nil))
+	defer srv.Close()
+	base := "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws?token="
+	dial := func(user string) *websocket.Conn {
+		ws, _, err := websocket.DefaultDialer.Dial(base+user, nil)
+		require.NoError(t, err)
+		t.Cleanup(func() { ws.Close() })
+		_ = ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+		return ws
+	}
+	read := func(ws *websocket.Conn) map[string]any {
+		_, p, err := ws.ReadMessage()
+		require.NoError(t, err)
+		var m map[string]any
+		require.NoError(t, json.Unmarshal(p, &m))
+		return m
+	}
+	a, b1, b2 := dial("a"), dial("b"), dial("b")
+	require.NoError(t, a.WriteMessage(websocket.TextMessage, []byte(`{"cmd":10,"dstid":"b","cid":"7","content":"hi"}`)))
+	r := read(a)
+	assert.Equal(t, 15.0, r["cmd"])
+	assert.Equal(t, "7", r["cid"])
+	assert.NotEmpty(t, r["id"])
+	for _, b := range []*websocket.Conn{b1, b2} {
+		m := read(b)
+		assert.Equal(t, 10.0, m["cmd"])
+		assert.Equal(t, "a", m["userid"])
+		assert.Equal(t, "b", m["dstid"])
+		assert.Equal(t, "hi", m["content"])
+		assert.Equal(t, r["id"], m["id"], "the receipt names the delivered message")
+		assert.Nil(t, m["cid"], "the sender's cid stays with the sender")
+	}
+	require.NoError(t, a.WriteMessage(websocket.TextMessage, []byte(`{"cmd":10,"dstid":"nobody","cid":"8","content":"x"}`)))
+	r = read(a)
+	assert.Equal(t, 15.0, r["cmd"])
+	assert.Equal(t, "8", r["cid"])
 }

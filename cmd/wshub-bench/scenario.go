@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -20,11 +21,12 @@ type config struct {
 	// Hub.
 	target    string
 	hubPID    int
-	stores    string // "mem", "bolt" or "mem,bolt"
+	stores    string // "mem", "bolt" or "mem,bolt"; direct also "floor"
 	dbPath    string
 	sendQueue int
 	hubProf   string // CPU profile of the hub over the measured window
 	floor     bool   // spawn the floor server (floor.go) instead of a hub
+	repeat    int    // direct: run the list of variants this many times, alternating
 
 	// Bounds and output.
 	duration time.Duration
@@ -65,11 +67,11 @@ type config struct {
 func (c *config) hubFlags(fs *flag.FlagSet, stores string) {
 	fs.StringVar(&c.target, "target", "", "ws:// URL of a running hub (loopback only) instead of spawning \"wshub-bench serve\"")
 	fs.IntVar(&c.hubPID, "hub-pid", 0, "PID of the -target hub, for its RSS and CPU readings")
-	fs.StringVar(&c.stores, "store", stores, "store of a spawned hub: mem, bolt, or mem,bolt for one run with each")
+	fs.StringVar(&c.stores, "store", stores, "store of a spawned hub: mem, bolt, or mem,bolt for one run with each; direct also takes floor, the direct floor server (serve -floor-direct), e.g. mem,floor")
 	fs.StringVar(&c.dbPath, "db", "", "bbolt file of a spawned hub with -store bolt (default: a new file in a temporary directory)")
 	fs.IntVar(&c.sendQueue, "send-queue", 0, "wshub.Options.SendQueue of a spawned hub (0: the hub's default)")
 	fs.StringVar(&c.hubProf, "hub-cpuprofile", "", "write a CPU profile of the hub over the measured window to this file (needs a hub started by serve)")
-	fs.BoolVar(&c.floor, "floor", false, "run against the floor server (serve -floor: writes room messages and nothing else) instead of a hub, as a yardstick for fanout and saturate")
+	fs.BoolVar(&c.floor, "floor", false, "run against the floor server (serve -floor: writes room messages and nothing else) instead of a hub, as a yardstick for fanout and saturate; for direct: the direct floor server (serve -floor-direct) alone, as -store floor")
 	c.runFlags(fs, 20000)
 }
 
@@ -124,8 +126,10 @@ func scenarioMain(ctx context.Context, name string, args []string, stdout, stder
 		c.hubFlags(fs, "mem,bolt")
 		c.trafficFlags(fs, 10*time.Second)
 		fs.IntVar(&c.pairs, "pairs", 500, "pairs of users, each sending to the other")
+		fs.Float64Var(&c.rate, "rate", 0, "messages per second per user (0: as fast as the window allows)")
 		fs.IntVar(&c.window, "window", 8, "most messages a user has sent without a receipt")
 		fs.IntVar(&c.count, "count", 1_000_000, "most messages per user")
+		fs.IntVar(&c.repeat, "repeat", 1, "run the -store list this many times, alternating (mem,floor,mem,floor,...)")
 	case "storm":
 		c.hubFlags(fs, "mem")
 		fs.IntVar(&c.conns, "conns", 2000, "Go clients (client package, default backoff)")
@@ -159,6 +163,9 @@ func scenarioMain(ctx context.Context, name string, args []string, stdout, stder
 		if _, err := checkTarget(c.target); err != nil {
 			return err
 		}
+	}
+	if name == "direct" && c.target != "" && (c.floor || strings.Contains(c.stores, "floor")) {
+		return fmt.Errorf("direct: the floor server is spawned by the tool; it does not go with -target")
 	}
 	if name == "spread" {
 		if err := checkSpread(c); err != nil {
@@ -256,9 +263,24 @@ func variants(name string, c *config) []variant {
 	case "spread":
 		return spreadVariants(c)
 	case "direct":
-		for _, s := range strings.Split(c.stores, ",") {
-			s = strings.TrimSpace(s)
-			vs = append(vs, variant{name: "store=" + s, storeKind: s})
+		// "floor" in the list is the direct floor server (floordirect.go);
+		// -floor alone runs only that.
+		stores := strings.Split(c.stores, ",")
+		if c.floor {
+			stores = []string{"floor"}
+		}
+		for i := range max(1, c.repeat) {
+			for _, s := range stores {
+				s = strings.TrimSpace(s)
+				name := "store=" + s
+				if s == "floor" {
+					name = "floor"
+				}
+				if c.repeat > 1 {
+					name += "#" + strconv.Itoa(i+1)
+				}
+				vs = append(vs, variant{name: name, storeKind: s})
+			}
 		}
 	case "fanout", "saturate":
 		store := strings.Split(c.stores, ",")[0]
@@ -283,7 +305,12 @@ func runVariant(ctx context.Context, name string, c *config, v variant, run *Run
 		return runSpread(ctx, c, v, run, stderr)
 	}
 	hc := hubConfig{target: c.target, pid: c.hubPID, storeKind: v.storeKind, dbPath: c.dbPath, sendQueue: c.sendQueue}
-	if c.floor {
+	switch {
+	case name == "direct" && v.storeKind == "floor":
+		hc.storeKind = "mem" // not used by the floor server
+		hc.extraArgs = append(hc.extraArgs, "-floor-direct")
+		run.param("server", "floor-direct")
+	case c.floor:
 		hc.extraArgs = append(hc.extraArgs, "-floor")
 		run.param("server", "floor")
 	}
@@ -302,7 +329,10 @@ func runVariant(ctx context.Context, name string, c *config, v variant, run *Run
 		return err
 	}
 	if c.target == "" {
-		run.param("store", v.storeKind)
+		run.param("store", hc.storeKind)
+		if v.storeKind == "floor" {
+			run.param("store", "none")
+		}
 	} else {
 		run.param("target", c.target)
 	}
@@ -313,7 +343,7 @@ func runVariant(ctx context.Context, name string, c *config, v variant, run *Run
 	}()
 	prof := c.hubProf
 	if prof != "" && len(variants(name, c)) > 1 {
-		prof += "." + strings.NewReplacer("=", "", ",", "_").Replace(v.name)
+		prof += "." + strings.NewReplacer("=", "", ",", "_", "#", "_").Replace(v.name)
 	}
 	s := &session{ctx: ctx, cfg: c, hub: hub, run: run, stderr: stderr, prof: prof, dbPath: hc.dbPath}
 	switch name {

@@ -58,6 +58,7 @@ type serveConfig struct {
 	logLevel     string
 	pingInterval time.Duration
 	floor        bool
+	floorDirect  bool
 }
 
 func serveFlags(fs *flag.FlagSet, c *serveConfig) {
@@ -71,6 +72,7 @@ func serveFlags(fs *flag.FlagSet, c *serveConfig) {
 	fs.StringVar(&c.logLevel, "log", "warn", "log level: debug, info, warn or error")
 	fs.DurationVar(&c.pingInterval, "ping-interval", 0, "wshub.Options.PingInterval (0: the hub's default)")
 	fs.BoolVar(&c.floor, "floor", false, "serve the floor server (floor.go), a yardstick that only writes room messages, instead of a hub")
+	fs.BoolVar(&c.floorDirect, "floor-direct", false, "serve the direct floor server (floordirect.go), a yardstick that forwards direct messages (cmd 10) and answers receipts, without a store, instead of a hub")
 }
 
 // serveMain runs a hub until ctx ends (SIGINT, SIGTERM), then shuts it
@@ -117,9 +119,18 @@ func serveMain(ctx context.Context, args []string, stdout, stderr io.Writer) err
 
 	mux := http.NewServeMux()
 	var h *wshub.Hub
-	if c.floor {
+	if c.floor && c.floorDirect {
+		return errors.New("-floor and -floor-direct: one server at a time")
+	}
+	switch {
+	case c.floor:
 		mux.Handle(pathWS, newFloorServer(log))
-	} else if h, err = newBenchHub(mux, st, c, log); err != nil {
+	case c.floorDirect:
+		mux.Handle(pathWS, newDirectFloor(log))
+	default:
+		h, err = newBenchHub(mux, st, c, log)
+	}
+	if err != nil {
 		return err
 	}
 	prof := &cpuProfiler{}
@@ -141,6 +152,9 @@ func serveMain(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	kind := c.storeKind
 	if c.floor {
 		kind = "none (floor server)"
+	}
+	if c.floorDirect {
+		kind = "none (direct floor server)"
 	}
 	fmt.Fprintf(stdout, "%sws://%s%s pid %d store %s\n", servingPrefix, ln.Addr(), pathWS, os.Getpid(), kind)
 
