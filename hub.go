@@ -1244,9 +1244,12 @@ func (h *Hub) deliver(m *store.Message, src *Frame, origin sender, st *starter) 
 // of user only when user is not empty: a store.Router announces a direct
 // message once for its recipient and once for its sender.
 func (h *Hub) deliverFor(m *store.Message, src *Frame, origin sender, user string, st *starter) error {
-	out := frameOf(m)
+	var out *Frame
 	if src != nil {
+		out = frameHead(m) // the payload is src's: not decoded back from m.Body
 		out.setPayload(src.payload())
+	} else {
+		out = frameOf(m)
 	}
 	data, err := out.Encode()
 	if err != nil {
@@ -1358,9 +1361,14 @@ func (h *Hub) pushUser(user string, f outFrame, skip sender, st *starter) int {
 	return count
 }
 
+// frameHead is a stored message's wire frame without its payload.
+func frameHead(m *store.Message) *Frame {
+	return &Frame{Cmd: Cmd(m.Cmd), ID: m.ID, UserID: m.From, DstID: m.To, Seq: m.Seq, TS: m.TS}
+}
+
 // frameOf turns a stored message into its wire frame.
 func frameOf(m *store.Message) *Frame {
-	f := &Frame{Cmd: Cmd(m.Cmd), ID: m.ID, UserID: m.From, DstID: m.To, Seq: m.Seq, TS: m.TS}
+	f := frameHead(m)
 	if len(m.Body) > 0 {
 		var p payload
 		if json.Unmarshal(m.Body, &p) == nil {
