@@ -204,23 +204,9 @@ func (f *Frame) AppendJSON(b []byte) ([]byte, error) {
 	if f.Room {
 		b = append(b, `,"room":true`...)
 	}
-	var err error
-	if b, err = appendNumField(b, `,"media":`, f.Media); err != nil {
+	b, err := f.appendPayloadFields(b)
+	if err != nil {
 		return nil, err
-	}
-	b = appendStrField(b, `,"content":`, f.Content)
-	b = appendStrField(b, `,"pic":`, f.Pic)
-	b = appendStrField(b, `,"url":`, f.URL)
-	b = appendStrField(b, `,"memo":`, f.Memo)
-	if b, err = appendNumField(b, `,"amount":`, f.Amount); err != nil {
-		return nil, err
-	}
-	if len(f.Data) > 0 {
-		if !json.Valid(f.Data) {
-			return nil, fmt.Errorf("wshub: frame data is not valid JSON")
-		}
-		b = append(b, `,"data":`...)
-		b = append(b, f.Data...)
 	}
 	b = appendUintField(b, `,"seq":`, f.Seq)
 	if f.TS != 0 {
@@ -419,7 +405,19 @@ type payload struct {
 // Data that is not valid JSON.
 func (f *Frame) appendPayload(b []byte) ([]byte, error) {
 	start := len(b)
-	b = append(b, '{')
+	b, err := f.appendPayloadFields(append(b, '{'))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > start+1 {
+		b = append(b[:start+1], b[start+2:]...) // the first field's leading comma
+	}
+	return append(b, '}'), nil
+}
+
+// appendPayloadFields appends f's application fields, each with its
+// leading comma, empty ones left out (see Encode for the errors).
+func (f *Frame) appendPayloadFields(b []byte) ([]byte, error) {
 	var err error
 	if b, err = appendNumField(b, `,"media":`, f.Media); err != nil {
 		return nil, err
@@ -438,10 +436,7 @@ func (f *Frame) appendPayload(b []byte) ([]byte, error) {
 		b = append(b, `,"data":`...)
 		b = append(b, f.Data...)
 	}
-	if len(b) > start+1 {
-		b = append(b[:start+1], b[start+2:]...) // the first field's leading comma
-	}
-	return append(b, '}'), nil
+	return b, nil
 }
 
 func (f *Frame) payload() payload {
