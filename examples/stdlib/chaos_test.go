@@ -54,19 +54,7 @@ func TestExample_ChaosOverTwoProcessesAndARedisRestart(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	w, err := chaostest.Start(ctx, chaostest.Config{
-		URLs:              urls,
-		Users:             20,
-		Rooms:             3,
-		RoomsPerUser:      2,
-		Interval:          150 * time.Millisecond,
-		RoomShare:         0.3,
-		Seed:              seed,
-		HeartbeatInterval: 300 * time.Millisecond,
-		HeartbeatTimeout:  time.Second,
-		Backoff:           client.Backoff{Base: 100 * time.Millisecond, Max: 500 * time.Millisecond},
-		Logf:              t.Logf,
-	})
+	w, err := chaostest.Start(ctx, chaosConfig(t, urls, seed))
 	require.NoError(t, err)
 	defer w.Close()
 
@@ -100,16 +88,7 @@ func TestExample_ChaosOverTwoProcessesAndARedisRestart(t *testing.T) {
 	}
 	t.Logf("figures: %v", res)
 
-	require.Positive(t, res.Direct, "direct messages receipted")
-	require.Positive(t, res.RoomMessages, "room messages receipted")
-	assert.Zero(t, res.Unreceipted, "messages still without a receipt once the faults stopped")
-	assert.Zero(t, res.Refused, "messages refused")
-	assert.Zero(t, res.Lost, "receipted direct messages to ack=1 users never delivered: %v", res.FirstLost)
-	assert.Zero(t, res.Duplicated, "direct messages delivered twice to the application")
-	assert.Zero(t, res.OutOfOrder, "direct messages out of order in their conversation")
-	assert.Zero(t, res.Strays, "messages nobody sent")
-	assert.Zero(t, res.RoomLost, "room messages neither received nor reported recovered false: %v", res.FirstLost)
-	assert.Zero(t, res.RoomDuplicated, "room messages delivered twice to the application")
+	assertNothingLost(t, res)
 
 	w.Close()
 	for _, p := range proxies {
@@ -126,4 +105,41 @@ func TestExample_ChaosOverTwoProcessesAndARedisRestart(t *testing.T) {
 			t.Fatalf("example did not exit after SIGTERM; stderr: %s", e.out)
 		}
 	}
+}
+
+// chaosConfig is the workload of the example's chaos tests: 20 Go
+// clients over urls, direct and room messages, fast heartbeats and
+// reconnects.
+func chaosConfig(t *testing.T, urls []string, seed uint64) chaostest.Config {
+	return chaostest.Config{
+		URLs:              urls,
+		Users:             20,
+		Rooms:             3,
+		RoomsPerUser:      2,
+		Interval:          150 * time.Millisecond,
+		RoomShare:         0.3,
+		Seed:              seed,
+		HeartbeatInterval: 300 * time.Millisecond,
+		HeartbeatTimeout:  time.Second,
+		Backoff:           client.Backoff{Base: 100 * time.Millisecond, Max: 500 * time.Millisecond},
+		Logf:              t.Logf,
+	}
+}
+
+// assertNothingLost checks a chaos run's figures: every receipted direct
+// message to an ack=1 user delivered once and in order, every receipted
+// room message to every other member or reported recovered false,
+// nothing refused or left without a receipt.
+func assertNothingLost(t *testing.T, res chaostest.Result) {
+	t.Helper()
+	require.Positive(t, res.Direct, "direct messages receipted")
+	require.Positive(t, res.RoomMessages, "room messages receipted")
+	assert.Zero(t, res.Unreceipted, "messages still without a receipt once the faults stopped")
+	assert.Zero(t, res.Refused, "messages refused")
+	assert.Zero(t, res.Lost, "receipted direct messages to ack=1 users never delivered: %v", res.FirstLost)
+	assert.Zero(t, res.Duplicated, "direct messages delivered twice to the application")
+	assert.Zero(t, res.OutOfOrder, "direct messages out of order in their conversation")
+	assert.Zero(t, res.Strays, "messages nobody sent")
+	assert.Zero(t, res.RoomLost, "room messages neither received nor reported recovered false: %v", res.FirstLost)
+	assert.Zero(t, res.RoomDuplicated, "room messages delivered twice to the application")
 }

@@ -11,7 +11,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/wshub/wshub"
-	"github.com/wshub/wshub/client"
 	"github.com/wshub/wshub/internal/chaosproxy/chaostest"
 	"github.com/wshub/wshub/internal/redistest"
 )
@@ -80,19 +79,7 @@ func TestExample_ClusterFailoverLosesNothingReceipted(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	w, err := chaostest.Start(ctx, chaostest.Config{
-		URLs:              urls,
-		Users:             20,
-		Rooms:             3,
-		RoomsPerUser:      2,
-		Interval:          150 * time.Millisecond,
-		RoomShare:         0.3,
-		Seed:              1,
-		HeartbeatInterval: 300 * time.Millisecond,
-		HeartbeatTimeout:  time.Second,
-		Backoff:           client.Backoff{Base: 100 * time.Millisecond, Max: 500 * time.Millisecond},
-		Logf:              t.Logf,
-	})
+	w, err := chaostest.Start(ctx, chaosConfig(t, urls, 1))
 	require.NoError(t, err)
 	defer w.Close()
 
@@ -110,13 +97,5 @@ func TestExample_ClusterFailoverLosesNothingReceipted(t *testing.T) {
 	res := w.Drain(30 * time.Second)
 	t.Logf("figures: %v", res)
 
-	require.Positive(t, res.Direct, "direct messages receipted")
-	require.Positive(t, res.RoomMessages, "room messages receipted")
-	assert.Zero(t, res.Unreceipted, "messages still without a receipt once the cluster recovered")
-	assert.Zero(t, res.Lost, "receipted direct messages to ack=1 users never delivered: %v", res.FirstLost)
-	assert.Zero(t, res.Duplicated, "direct messages delivered twice to the application")
-	assert.Zero(t, res.OutOfOrder, "direct messages out of order in their conversation")
-	assert.Zero(t, res.Strays, "messages nobody sent")
-	assert.Zero(t, res.RoomLost, "room messages neither received nor reported recovered false: %v", res.FirstLost)
-	assert.Zero(t, res.RoomDuplicated, "room messages delivered twice to the application")
+	assertNothingLost(t, res)
 }
