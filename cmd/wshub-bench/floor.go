@@ -46,19 +46,14 @@ type floorConn struct {
 func newFloorServer(log *slog.Logger) *floorServer {
 	return &floorServer{
 		log:      log,
-		upgrader: websocket.Upgrader{ReadBufferSize: 1024, WriteBufferSize: 1024, CheckOrigin: func(*http.Request) bool { return true }},
+		upgrader: floorUpgrader(),
 		rooms:    make(map[string][]*floorConn),
 	}
 }
 
 func (s *floorServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	user := r.URL.Query().Get("token")
-	if user == "" {
-		http.Error(w, "token required", http.StatusUnauthorized)
-		return
-	}
-	ws, err := s.upgrader.Upgrade(w, r, nil)
-	if err != nil {
+	user, ws, ok := floorAccept(&s.upgrader, w, r)
+	if !ok {
 		return
 	}
 	c := &floorConn{user: user, nc: ws.UnderlyingConn()}
@@ -162,4 +157,24 @@ func textFrameBytes(p []byte) []byte {
 	}
 	b.Write(p)
 	return b.Bytes()
+}
+
+// floorUpgrader is the floor servers' upgrader: small buffers, any origin.
+func floorUpgrader() websocket.Upgrader {
+	return websocket.Upgrader{ReadBufferSize: 1024, WriteBufferSize: 1024, CheckOrigin: func(*http.Request) bool { return true }}
+}
+
+// floorAccept takes the user from the token query parameter (401 without
+// one) and upgrades the request; ok is false when it answered already.
+func floorAccept(up *websocket.Upgrader, w http.ResponseWriter, r *http.Request) (user string, ws *websocket.Conn, ok bool) {
+	user = r.URL.Query().Get("token")
+	if user == "" {
+		http.Error(w, "token required", http.StatusUnauthorized)
+		return "", nil, false
+	}
+	ws, err := up.Upgrade(w, r, nil)
+	if err != nil {
+		return "", nil, false
+	}
+	return user, ws, true
 }

@@ -67,19 +67,14 @@ type floorFrame struct {
 func newDirectFloor(log *slog.Logger) *directFloor {
 	return &directFloor{
 		log:      log,
-		upgrader: websocket.Upgrader{ReadBufferSize: 1024, WriteBufferSize: 1024, CheckOrigin: func(*http.Request) bool { return true }},
+		upgrader: floorUpgrader(),
 		users:    make(map[string][]*directFloorConn),
 	}
 }
 
 func (s *directFloor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	user := r.URL.Query().Get("token")
-	if user == "" {
-		http.Error(w, "token required", http.StatusUnauthorized)
-		return
-	}
-	ws, err := s.upgrader.Upgrade(w, r, nil)
-	if err != nil {
+	user, ws, ok := floorAccept(&s.upgrader, w, r)
+	if !ok {
 		return
 	}
 	c := &directFloorConn{user: user, ws: ws, send: make(chan []byte, floorDirectQueue)}
