@@ -510,13 +510,8 @@ func failover(t *testing.T, c *redistest.Cluster, opts redisstore.Options, traff
 // testPresenceAnnounced: SetPresence and RetirePresence announce their
 // transitions with SPUBLISH on the presence channel, in order.
 func testPresenceAnnounced(t *testing.T, cc redis.UniversalClient) {
-	s, err := redisstore.New(cc, redisstore.Options{Prefix: newPrefix("pres")})
-	require.NoError(t, err)
-	ps := cc.SSubscribe(t.Context(), redisstore.PresenceChannel(s))
-	t.Cleanup(func() { _ = ps.Close() })
-	_, err = ps.Receive(t.Context())
-	require.NoError(t, err)
-	_, err = s.SetPresence(t.Context(), "P", time.Minute, []string{"alice", "bob"}, nil)
+	s, ps := listeningStore(t, cc, "pres", redisstore.PresenceChannel)
+	_, err := s.SetPresence(t.Context(), "P", time.Minute, []string{"alice", "bob"}, nil)
 	require.NoError(t, err)
 	require.NoError(t, s.RetirePresence(t.Context(), "P"))
 	on, err := s.Online(t.Context(), []string{"alice"})
@@ -548,12 +543,8 @@ func TestStore_PresenceAnnounced(t *testing.T) {
 // when they change membership, once; both sets follow.
 func testMembershipAnnounced(t *testing.T, cc redis.UniversalClient) {
 	ctx := t.Context()
-	s, err := redisstore.New(cc, redisstore.Options{Prefix: newPrefix("member")})
-	require.NoError(t, err)
-	ps := cc.SSubscribe(ctx, redisstore.UserChannel(s, "alice"))
-	t.Cleanup(func() { _ = ps.Close() })
-	_, err = ps.Receive(ctx)
-	require.NoError(t, err)
+	s, ps := listeningStore(t, cc, "member", func(s *redisstore.Store) string { return redisstore.UserChannel(s, "alice") })
+	var err error
 	require.NoError(t, s.Join(ctx, "go", "alice"))
 	require.NoError(t, s.Join(ctx, "go", "alice"))
 	members, err := s.Members(ctx, "go")
@@ -595,12 +586,8 @@ func TestStore_MembershipAnnounced(t *testing.T) {
 // the conversation.
 func testGapFillKeepsPendingAndOrigin(t *testing.T, cc redis.UniversalClient) {
 	ctx := t.Context()
-	s, err := redisstore.New(cc, redisstore.Options{Prefix: newPrefix("gapmeta")})
-	require.NoError(t, err)
-	ps := cc.SSubscribe(ctx, redisstore.UserChannel(s, "alice"))
-	t.Cleanup(func() { _ = ps.Close() })
-	_, err = ps.Receive(ctx)
-	require.NoError(t, err)
+	s, ps := listeningStore(t, cc, "gapmeta", func(s *redisstore.Store) string { return redisstore.UserChannel(s, "alice") })
+	var err error
 
 	req := directReq("alice", "bob", "m1")
 	req.Pending = []string{"bob", "alice"} // and alice's other devices
@@ -668,4 +655,18 @@ func TestStore_ResendAfterConversationLost(t *testing.T) {
 	q, err := s.Pending(ctx, "bob")
 	require.NoError(t, err)
 	assert.Equal(t, []string{"m1", "m2", "m3", "n1", "n2", "n3"}, idsOf(q))
+}
+
+// listeningStore returns a Store on cc with a fresh prefix named name, and
+// a sharded subscription, confirmed, to the channel of it that channel
+// names.
+func listeningStore(t *testing.T, cc redis.UniversalClient, name string, channel func(*redisstore.Store) string) (*redisstore.Store, *redis.PubSub) {
+	t.Helper()
+	s, err := redisstore.New(cc, redisstore.Options{Prefix: newPrefix(name)})
+	require.NoError(t, err)
+	ps := cc.SSubscribe(t.Context(), channel(s))
+	t.Cleanup(func() { _ = ps.Close() })
+	_, err = ps.Receive(t.Context())
+	require.NoError(t, err)
+	return s, ps
 }
