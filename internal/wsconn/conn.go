@@ -118,6 +118,7 @@ type Transport struct {
 	upgrader websocket.Upgrader
 	pool     sync.Pool // *[]byte write buffers of the gatherConns
 	poll     *poller   // nil where every connection has a reader goroutine
+	work     workers   // run the reads of ready sockets and the flushers
 }
 
 // New makes a Transport. Close it after every connection ended.
@@ -140,11 +141,13 @@ func New(cfg Config) *Transport {
 	return t
 }
 
-// Close releases the epoll loop. Call it once no connection is left.
+// Close releases the epoll loop and the idle workers. Call it once no
+// connection is left.
 func (t *Transport) Close() {
 	if t.poll != nil {
 		t.poll.close()
 	}
+	t.work.stop()
 }
 
 // Upgrade answers a WebSocket handshake (RFC 6455 section 4; a bad one is
@@ -547,8 +550,9 @@ func (c *Conn) recoverRead(goOn *bool) {
 	}
 }
 
-// readable runs in the poller's loop when the socket has bytes: it starts
-// a goroutine that reads and handles them, then arms the socket again.
+// readable runs in the poller's loop when the socket has bytes: it hands
+// the connection to a worker that reads and handles them, then arms the
+// socket again.
 func (c *Conn) readable() {
 	c.mu.Lock()
 	if c.finished {
@@ -557,21 +561,24 @@ func (c *Conn) readable() {
 	}
 	c.t.cfg.Goroutines.Add(1) // counted while the connection is, so never from zero
 	c.mu.Unlock()
-	go func() {
-		defer c.t.cfg.Goroutines.Done()
-		if !c.readReady(c.raw) {
-			return
-		}
-		c.mu.Lock()
-		var err error
-		if !c.finished {
-			err = c.t.poll.rearmLocked(c)
-		}
-		c.mu.Unlock()
-		if err != nil {
-			c.finish(err)
-		}
-	}()
+	c.t.work.run(c, (*Conn).readPolled)
+}
+
+// readPolled reads a ready socket (see readable), on a worker.
+func (c *Conn) readPolled() {
+	defer c.t.cfg.Goroutines.Done()
+	if !c.readReady(c.raw) {
+		return
+	}
+	c.mu.Lock()
+	var err error
+	if !c.finished {
+		err = c.t.poll.rearmLocked(c)
+	}
+	c.mu.Unlock()
+	if err != nil {
+		c.finish(err)
+	}
 }
 
 // isFinished reports whether finish ran.

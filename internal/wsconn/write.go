@@ -86,9 +86,9 @@ func (c *Conn) broadcastLocked() {
 	}
 }
 
-// Flush starts a flusher goroutine for a connection whose writer role the
+// Flush starts a flusher (on a worker) for a connection whose writer role the
 // caller took (Queue said writer).
-func (c *Conn) Flush() { go c.flush() }
+func (c *Conn) Flush() { c.t.work.run(c, (*Conn).flush) }
 
 // Write writes the queue of a connection whose writer role the caller
 // took (Queue said writer), without waiting for the socket: what the
@@ -98,7 +98,7 @@ func (c *Conn) Flush() { go c.flush() }
 // frame to an idle connection.
 func (c *Conn) Write() {
 	if !c.gc.canTry() {
-		go c.flush()
+		c.t.work.run(c, (*Conn).flush)
 		return
 	}
 	for {
@@ -121,7 +121,7 @@ func (c *Conn) Write() {
 		}
 		if size >= tryBytes {
 			c.mu.Unlock()
-			go c.flush()
+			c.t.work.run(c, (*Conn).flush)
 			return
 		}
 		batch := c.takeLocked()
@@ -140,7 +140,7 @@ func (c *Conn) Write() {
 			return
 		}
 		if !done {
-			go c.flush() // writes the rest first
+			c.t.work.run(c, (*Conn).flush) // writes the rest first
 			return
 		}
 	}
