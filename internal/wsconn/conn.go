@@ -372,6 +372,11 @@ const readChunk = 4 << 10
 // rawReader reads a socket without blocking.
 type rawReader interface {
 	readNow(p []byte) (int, error)
+	// rearms reports whether the reader's socket is armed again after
+	// readReady returns (the poller's, level-triggered), so that a read
+	// that came back short need not be followed by one that would only
+	// report errWouldBlock: bytes arriving meanwhile raise a new event.
+	rearms() bool
 }
 
 // readPool holds the read buffers (*[]byte of readChunk+maxHeader); a
@@ -397,6 +402,7 @@ func (c *Conn) readReady(rc rawReader) (goOn bool) {
 	}()
 	for {
 		b := *buf
+		asked := cap(b) - len(b)
 		got, err := rc.readNow(b[len(b):cap(b)])
 		if got > 0 {
 			frames, units := c.p.frames, c.p.units
@@ -414,7 +420,9 @@ func (c *Conn) readReady(rc rawReader) (goOn bool) {
 			c.notePartial(len(rest) > 0 || c.p.busy(), c.p.units != units)
 		}
 		switch {
-		case err == errWouldBlock:
+		case err == errWouldBlock, err == nil && got > 0 && got < asked && rc.rearms():
+			// The socket is empty: a short read took all it had (one
+			// system call fewer per event than reading to EAGAIN).
 			if len(*buf) > 0 {
 				c.rbuf = buf
 			}
@@ -527,6 +535,8 @@ func (c *Conn) readBlocking() {
 // blockingReader reads a connection with calls that wait for bytes; it
 // never reports errWouldBlock.
 type blockingReader struct{ c net.Conn }
+
+func (blockingReader) rearms() bool { return false }
 
 func (r blockingReader) readNow(p []byte) (int, error) {
 	got, err := r.c.Read(p)

@@ -10,6 +10,8 @@ import (
 // rawConn reads a TCP socket's file descriptor directly.
 type rawConn struct{ rc syscall.RawConn }
 
+func (rawConn) rearms() bool { return true }
+
 func (r rawConn) readNow(p []byte) (int, error) {
 	var n int
 	var err error
