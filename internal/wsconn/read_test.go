@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"sync"
 	"testing"
+	"time"
 )
 
 // scriptedReader hands out its chunks one read at a time, then reports
@@ -39,7 +40,7 @@ func (m *messages) Closed(err error) {}
 
 // testConn is a Conn with no socket, for readReady.
 func testConn(h Handler) *Conn {
-	c := &Conn{t: &Transport{cfg: Config{ReadLimit: 1 << 20, Goroutines: new(sync.WaitGroup), Logger: slog.New(slog.DiscardHandler)}}, h: h, mu: new(sync.Mutex)}
+	c := &Conn{t: &Transport{cfg: Config{ReadLimit: 1 << 20, FrameTimeout: time.Hour, Goroutines: new(sync.WaitGroup), Logger: slog.New(slog.DiscardHandler)}}, h: h, mu: new(sync.Mutex)}
 	c.p.limit = c.t.cfg.ReadLimit
 	return c
 }
@@ -66,6 +67,13 @@ func TestReadReady_ShortReadEndsTheEvent(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			h := &messages{}
 			c := testConn(h)
+			defer func() {
+				c.mu.Lock()
+				if c.frameTimer != nil {
+					c.frameTimer.Stop()
+				}
+				c.mu.Unlock()
+			}()
 			r := &scriptedReader{chunks: [][]byte{tc.frame}, rearm: tc.rearm}
 			if !c.readReady(r) {
 				t.Fatal("readReady ended the connection")
