@@ -51,22 +51,61 @@
 //
 // # Bounds and retention
 //
+// bbolt never gives space back to the file system by itself: a page freed
+// by a deletion is reused for later writes, but the file keeps the size it
+// once reached. So what bounds the file is what the store deletes, and
+// these are the knobs:
+//
 //   - pending: each user's queue holds at most Options.MaxPending messages
 //     (default 10,000), and at most Options.MaxPendingPerSender from one
 //     sender (default 1,000). An Append that would go past either for any
 //     of its recipients is refused with store.ErrPendingFull and writes
-//     nothing. A queued message leaves its queue only by Ack. The bounds
+//     nothing. A queued message leaves its queue only by Ack, whatever
+//     its age: a queued message is a promise to deliver, and these bounds
+//     are the explicit limit on what the promises can hold. The bounds
 //     are counted per user and per (user, sender) next to the queues, in
 //     the same transactions, so a crash cannot make them disagree.
-//   - history: each conversation keeps its newest Options.MaxHistory
-//     messages (default 100,000); Page.First tells how far back it reaches.
-//     A message leaves the file when it has left its history and every
-//     pending queue.
+//   - history by count: each conversation keeps its newest
+//     Options.MaxHistory messages (default 100,000); Page.First tells how
+//     far back it reaches.
+//   - history by age: with Options.MaxAge (default off), a message leaves
+//     its history once it was committed more than MaxAge ago (the commit
+//     time the store records, not the sender's TS: it grows along the log,
+//     so the expired messages are a prefix of it and the retained seqs of
+//     a conversation stay contiguous). The committer expires them in the
+//     background, oldest first, in passes of at most 1,000 messages, each
+//     one short transaction between its batches of writes, every
+//     MaxAge/8 (at least 10 ms, at most CheckpointInterval) and at once
+//     again while a backlog remains; only checkpointed messages are
+//     expired, so a message may stay readable up to about
+//     CheckpointInterval plus that interval beyond MaxAge.
+//   - the file: a message leaves the file when it has left its history
+//     (by count or age) and every pending queue. A conversation whose
+//     every message expired is dropped: a direct conversation entirely
+//     (history bucket, both users' inbox entries and read markers); a room
+//     keeps its empty history bucket, which holds its last seq. Seqs never
+//     repeat: a dropped direct conversation's last seq raises a seq floor
+//     (one number in the file), and a conversation without a history
+//     bucket, new or dropped, starts one above it, with its recipient's
+//     read marker just below so that Seq - Read counts its one message.
+//     Without MaxAge nothing is dropped and every conversation starts at
+//     seq 1; with it, new direct conversations start above 1 once one was
+//     dropped.
 //   - (sender, cid) records: kept at least Options.CIDRetention (default
 //     24 h) unless half of Options.MaxCIDs (default 100,000) newer ones
 //     exist, and as long as the message is in the file. They are kept
 //     in memory (rebuilt from the log by Open), about 100 bytes each, never
 //     more than MaxCIDs.
+//
+// With MaxAge, under a steady load the file stops growing once messages
+// expire as fast as new ones arrive (the tests show it for conversations
+// between ever new users); what it holds then is about MaxAge of messages,
+// the queued ones, the rooms and memberships. Stats.Size is the part of the
+// file in use (bbolt grows the file on disk in steps of up to 16 MiB
+// beyond it). The file never shrinks: after a burst, or after lowering a
+// bound, copy it offline with Compact (or the bbolt command,
+// "bbolt compact -o new.db hub.db", from go.etcd.io/bbolt/cmd/bbolt) while
+// no store has it open, and replace it with the copy.
 //
 // Memory: besides the cid records, the store holds the records since the
 // last checkpoint, at most CheckpointEvery (default 50,000) messages, and
@@ -168,6 +207,15 @@ type Options struct {
 	// MaxHistory is the number of newest messages kept per conversation.
 	// Zero means DefaultMaxHistory (100,000); negative means unbounded.
 	MaxHistory int
+	// MaxAge is how long a message stays in its conversation's history,
+	// counted from the commit of its Append (the time the store recorded
+	// with it, not the sender's TS). Older messages leave the history,
+	// oldest first, in the background, and the file once no pending queue
+	// holds them: a queue keeps a message until it is acked, whatever its
+	// age. A direct conversation with nothing left is dropped; its seqs
+	// never repeat (see Bounds and retention). Zero (the default) or
+	// negative means no age bound: only MaxHistory bounds a history.
+	MaxAge time.Duration
 	// MaxPending is the most messages one user's pending queue holds; an
 	// Append past it is refused with store.ErrPendingFull. Zero means
 	// DefaultMaxPending (10,000); negative means unbounded.
@@ -294,6 +342,13 @@ type Store struct {
 
 	stats stats
 
+	// now is the clock of the commit times (the age MaxAge measures) and
+	// of the expiry; time.Now except in tests.
+	now func() time.Time
+	// expireReq carries a test's request to checkpoint and expire now
+	// (see export_test.go); the committer answers on the channel sent.
+	expireReq chan chan int
+
 	// closed is set by Close before anything else; methods check it first.
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -351,6 +406,9 @@ func openFile(path string, opts Options) (*Store, error) {
 		quit:    make(chan struct{}),
 		stopped: make(chan struct{}),
 		notify:  make(chan []*request, 4),
+
+		now:       time.Now,
+		expireReq: make(chan chan int),
 	}
 	s.lingerTimer = time.NewTimer(time.Hour)
 	s.lingerTimer.Stop()
@@ -537,9 +595,13 @@ func replay(db *bolt.DB, path string, opts Options) (ov *overlay, cids *cidIndex
 				if want == 0 {
 					if hb := tx.Bucket(bucketHist).Bucket([]byte(rec.e.conv)); hb != nil {
 						want = hb.Sequence()
+					} else {
+						// Started at the seq floor of its commit, which
+						// later expiry may have raised: any seq.
+						rec.e.fresh = true
 					}
 				}
-				if rec.e.seq != want+1 {
+				if rec.e.seq == 0 || (!rec.e.fresh && rec.e.seq != want+1) {
 					return fmt.Errorf("%w: %s: record %d: seq %d after %d", ErrCorrupt, path, seqOf(k), rec.e.seq, want)
 				}
 				counts.enqueue(rec.pending, rec.e.from, rec.e.id)

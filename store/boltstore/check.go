@@ -173,8 +173,9 @@ func checkFile(path string) error {
 // since are in the log only): for every user, pendn holds the number of
 // entries of pend / <user>, pendc the number per sender, and pendid each
 // entry by message id; every entry's log record exists and carries that
-// id and sender; every kept record is still held by a queue; and the
-// conversation index and read markers agree (checkInbox). It returns a
+// id and sender; every kept record is still held by a queue; the
+// histories agree with the log (checkHistory); and the conversation index
+// and read markers agree (checkInbox). It returns a
 // description of the first disagreement found.
 func checkQueues(tx *bolt.Tx) error {
 	log, pend, pendN := tx.Bucket(bucketLog), tx.Bucket(bucketPend), tx.Bucket(bucketPendN)
@@ -264,7 +265,77 @@ func checkQueues(tx *bolt.Tx) error {
 	if err != nil {
 		return err
 	}
+	if err := checkHistory(tx); err != nil {
+		return err
+	}
 	return checkInbox(tx)
+}
+
+// checkHistory verifies the histories against the log: each history holds
+// contiguous seqs ending at its Sequence (or none, once every message
+// expired), each entry's log record exists and carries that conversation
+// and seq, and every checkpointed log record (up to meta/applied) is in
+// its history or kept for a queue: none is left behind by the trimming.
+func checkHistory(tx *bolt.Tx) error {
+	log, hist, kept := tx.Bucket(bucketLog), tx.Bucket(bucketHist), tx.Bucket(bucketKept)
+	err := hist.ForEachBucket(func(conv []byte) error {
+		hb := hist.Bucket(conv)
+		var prev uint64
+		err := hb.ForEach(func(k, pos []byte) error {
+			seq := seqOf(k)
+			if prev > 0 && seq != prev+1 {
+				return fmt.Errorf("history %q: seq %d follows %d", conv, seq, prev)
+			}
+			prev = seq
+			e, err := logEntry(log.Get(pos))
+			if err != nil {
+				return fmt.Errorf("history %q seq %d: log record %d: %v", conv, seq, seqOf(pos), err)
+			}
+			if e.conv != string(conv) || e.seq != seq {
+				return fmt.Errorf("history %q seq %d: log record %d is seq %d of %q", conv, seq, seqOf(pos), e.seq, e.conv)
+			}
+			return nil
+		})
+		if err == nil && prev > 0 && prev != hb.Sequence() {
+			err = fmt.Errorf("history %q ends at seq %d, its Sequence is %d", conv, prev, hb.Sequence())
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	applied := seqOf(tx.Bucket(bucketMeta).Get(keyApplied))
+	c := log.Cursor()
+	for k, v := c.First(); k != nil && seqOf(k) <= applied; k, v = c.Next() {
+		if kept.Get(k) != nil {
+			continue
+		}
+		e, err := logEntry(v)
+		if err != nil {
+			return fmt.Errorf("log record %d: %v", seqOf(k), err)
+		}
+		hb := hist.Bucket([]byte(e.conv))
+		if hb == nil || !bytes.Equal(hb.Get(seqKey(e.seq)), k) {
+			return fmt.Errorf("log record %d (seq %d of %q) is in neither its history nor a queue", seqOf(k), e.seq, e.conv)
+		}
+	}
+	return nil
+}
+
+// logEntry decodes the entry of an append record.
+func logEntry(rec []byte) (*entry, error) {
+	if rec == nil {
+		return nil, errors.New("missing")
+	}
+	r, err := decodeRecord(rec)
+	if err != nil {
+		return nil, err
+	}
+	ar, ok := r.(appendRec)
+	if !ok {
+		return nil, errBadRecord
+	}
+	return ar.e, nil
 }
 
 // splitPair returns the two parts of a pairKey.

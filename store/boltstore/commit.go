@@ -216,6 +216,14 @@ func (s *Store) commitLoop() {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	armed := false
+	// expireC ticks the expiry passes (Options.MaxAge; see retention.go).
+	var expireTimer *time.Timer
+	var expireC <-chan time.Time
+	if s.opts.MaxAge > 0 {
+		expireTimer = time.NewTimer(s.retentionEvery())
+		defer expireTimer.Stop()
+		expireC = expireTimer.C
+	}
 	for {
 		var tick <-chan time.Time
 		if s.ov.records > 0 {
@@ -239,6 +247,26 @@ func (s *Store) commitLoop() {
 		case <-tick:
 			armed = false
 			s.checkpoint()
+		case <-expireC:
+			if _, more := s.expire(); more {
+				expireTimer.Reset(0) // again soon: select takes queued batches in turn
+			} else {
+				expireTimer.Reset(s.retentionEvery())
+			}
+		case done := <-s.expireReq:
+			// A test's request: checkpoint, then expire until done.
+			s.checkpoint()
+			timer.Stop()
+			armed = false
+			total := 0
+			for {
+				n, more := s.expire()
+				total += n
+				if !more {
+					break
+				}
+			}
+			done <- total
 		case <-s.quit:
 			timer.Stop()
 			// Flush what callers queued before Close.
@@ -341,7 +369,7 @@ func (s *Store) commit(batch []*request) {
 		var w *writer
 		err := s.safely(func() error {
 			return s.db.Update(func(tx *bolt.Tx) error {
-				w = s.newWriter(tx, now, s.counts)
+				w = s.newWriter(tx, s.now(), s.counts)
 				wrote := false
 				for i, r := range live {
 					if err := w.logRequest(r); err != nil {

@@ -3,6 +3,7 @@ package boltstore_test
 import (
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -35,6 +36,16 @@ func TestBoltStore_Conformance(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestBoltStore_ConformanceWithMaxAge: an age bound that nothing reaches
+// changes nothing, while its expiry passes run between the writes.
+func TestBoltStore_ConformanceWithMaxAge(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) store.Store {
+		s, err := boltstore.Open(filepath.Join(t.TempDir(), "hub.db"), boltstore.Options{CheckpointEvery: 3, MaxAge: time.Hour, CheckpointInterval: 10 * time.Millisecond})
+		require.NoError(t, err)
+		return s
+	})
 }
 
 func TestBoltStore_PendingBounds(t *testing.T) {

@@ -16,3 +16,31 @@ func CheckQueues(path string) error {
 	defer db.Close()
 	return db.View(checkQueues)
 }
+
+// OpenWithClock is Open with now as the clock of the commit times and of
+// the expiry (Options.MaxAge).
+func OpenWithClock(path string, opts Options, now func() time.Time) (*Store, error) {
+	s, err := openFile(path, opts)
+	if err != nil {
+		return nil, err
+	}
+	s.now = now
+	go s.commitLoop()
+	return s, nil
+}
+
+// ExpireNow makes the committer checkpoint and then run expiry passes
+// until none is due, and returns the number of messages they handled.
+func ExpireNow(s *Store) int {
+	done := make(chan int, 1)
+	s.expireReq <- done
+	return <-done
+}
+
+// SetExpireBatch sets the most log records one expiry pass handles, and
+// returns a func that restores it.
+func SetExpireBatch(n int) (restore func()) {
+	old := expireBatch
+	expireBatch = n
+	return func() { expireBatch = old }
+}

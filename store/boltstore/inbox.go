@@ -98,6 +98,9 @@ func (w *writer) writeInbox(ov *overlay) error {
 	}
 	for _, pair := range sortedKeys(ov.marks) {
 		k := []byte(pair)
+		if _, conv := splitPair(k); w.hist.Bucket([]byte(conv)) == nil {
+			continue // dropped after its messages expired (retention.go)
+		}
 		if v := ov.marks[pair]; v > seqOf(marks.Get(k)) {
 			if err := marks.Put(k, seqKey(v)); err != nil {
 				return err
@@ -259,6 +262,10 @@ func (s *Store) readInbox(tx *bolt.Tx, user string, limit int, heads []inboxHead
 						return corruptf(s.path, "history %q seq %d: %v", it.Conv, seqOf(k), err)
 					}
 					it.Seq, it.TS = m.Seq, m.TS
+				} else {
+					// Every message expired (MaxAge): the last seq stays,
+					// so that Seq - Read is still the unread count.
+					it.Seq = hb.Sequence()
 				}
 			}
 			items = append(items, it)

@@ -72,6 +72,11 @@ type entry struct {
 	to      string
 	ts      int64 // the message's TS
 	direct  bool  // store.IsDirect: indexed in the inboxes of from and to
+	// fresh: the first message of a conversation that has no history
+	// bucket (new, or dropped after its messages expired): its seq is one
+	// past meta/seqfloor (see retention.go). Not stored: Open recomputes
+	// it in replay.
+	fresh bool
 }
 
 // inboxHead is the head of a direct conversation in a user's inbox.
@@ -135,6 +140,9 @@ func (ov *overlay) applyAppend(r appendRec, now time.Time) {
 	}
 	cl.ents = append(cl.ents, r.e)
 	ov.marks[string(pairKey(r.e.from, r.e.conv))] = r.e.seq
+	if k, m, ok := freshMark(r.e); ok {
+		ov.marks[k] = max(ov.marks[k], m)
+	}
 	if r.e.direct {
 		ov.head(r.e.from, inboxHead{conv: r.e.conv, peer: r.e.to, seq: r.e.seq, ts: r.e.ts})
 		ov.head(r.e.to, inboxHead{conv: r.e.conv, peer: r.e.from, seq: r.e.seq, ts: r.e.ts})
@@ -212,4 +220,15 @@ func (ov *overlay) lastSeq(conv string) uint64 {
 		return cl.last()
 	}
 	return 0
+}
+
+// freshMark returns the read marker an append sets for the recipient of a
+// direct conversation that starts above seq 1 (e.fresh): seq-1, so that
+// Seq - Read counts the one message and not the seqs below it, which
+// never existed in this conversation or expired from it.
+func freshMark(e *entry) (pair string, marker uint64, ok bool) {
+	if !e.fresh || !e.direct || e.seq <= 1 || e.to == e.from {
+		return "", 0, false
+	}
+	return string(pairKey(e.to, e.conv)), e.seq - 1, true
 }

@@ -16,7 +16,8 @@ func checkpointed(tx *bolt.Tx) uint64 { return seqOf(tx.Bucket(bucketMeta).Get(k
 // History implements store.Store.
 //
 // The retained seqs of a conversation are contiguous, [First, Last]: the
-// index holds a prefix of them and the overlay the rest.
+// index holds a prefix of them and the overlay the rest. A conversation
+// whose every message expired (MaxAge) has First 0 and Last its last seq.
 func (s *Store) History(ctx context.Context, conv string, q store.Query) (store.Page, error) {
 	page := store.Page{Epoch: s.epoch}
 	if conv == "" {
@@ -43,11 +44,13 @@ func (s *Store) History(ctx context.Context, conv string, q store.Query) (store.
 			idxLast = hb.Sequence()
 			if k, _ := hb.Cursor().First(); k != nil {
 				idxFirst = seqOf(k)
+			} else {
+				idxFirst = idxLast + 1 // every message expired (MaxAge)
 			}
 		}
 		if checkpointed(tx) >= gen || len(ov.ents) == 0 {
 			ov = convLog{} // checkpointed since the copy (or empty)
-		} else if ov.base != idxLast+1 {
+		} else if hb != nil && ov.base != idxLast+1 { // without hb it starts at the seq floor
 			return corruptf(s.path, "history %q: index ends at %d, overlay starts at %d", conv, idxLast, ov.base)
 		}
 		first, last := idxFirst, idxLast
@@ -58,6 +61,10 @@ func (s *Store) History(ctx context.Context, conv string, q store.Query) (store.
 			}
 		}
 		if last == 0 {
+			return nil
+		}
+		if first > last {
+			page.Last = last // nothing retained: First stays 0
 			return nil
 		}
 		if keep := uint64(s.opts.MaxHistory); s.opts.MaxHistory > 0 && last > keep && first < last-keep+1 {

@@ -3,6 +3,8 @@ package boltstore
 import (
 	"sync/atomic"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // Stats counts what the committer did since Open. Durations are wall
@@ -14,6 +16,13 @@ type Stats struct {
 	Checkpoints    uint64        // checkpoints committed
 	Checkpointed   uint64        // log and ack records they indexed
 	CheckpointTime time.Duration // time spent in checkpoints
+	Expired        uint64        // messages that left their history by age (Options.MaxAge)
+	ExpirePasses   uint64        // expiry transactions committed
+	ExpireTime     time.Duration // time spent in them
+	// Size is the part of the file bbolt uses, in bytes: its pages up to
+	// the highest one in use (free pages below it included). The file on
+	// disk may be longer: bbolt grows it in steps.
+	Size int64
 }
 
 // stats holds the counters behind Stats. Written by the committer,
@@ -21,11 +30,26 @@ type Stats struct {
 type stats struct {
 	commits, requests, commitNanos       atomic.Uint64
 	checkpoints, checkpointed, ckptNanos atomic.Uint64
+	expired, expirePasses, expireNanos   atomic.Uint64
 }
 
-// Stats returns the committer's counters.
+// Stats returns the committer's counters and the size of the file in
+// use (0 once the store is closed).
 func (s *Store) Stats() Stats {
+	var size int64
+	if !s.closed.Load() {
+		_ = s.safely(func() error {
+			return s.db.View(func(tx *bolt.Tx) error {
+				size = tx.Size()
+				return nil
+			})
+		})
+	}
 	return Stats{
+		Size:           size,
+		Expired:        s.stats.expired.Load(),
+		ExpirePasses:   s.stats.expirePasses.Load(),
+		ExpireTime:     time.Duration(s.stats.expireNanos.Load()),
 		Commits:        s.stats.commits.Load(),
 		Requests:       s.stats.requests.Load(),
 		CommitTime:     time.Duration(s.stats.commitNanos.Load()),

@@ -125,10 +125,15 @@ func (w *writer) logAppend(r *request) error {
 	}
 	conv := r.msg.Conv
 	last, ok := w.lastSeq[conv]
+	fresh := false
 	if !ok {
 		if last = w.s.ov.lastSeq(conv); last == 0 {
 			if hb := w.hist.Bucket([]byte(conv)); hb != nil {
 				last = hb.Sequence()
+			} else {
+				// New, or dropped after its messages expired: above
+				// every seq a dropped conversation reached.
+				fresh, last = true, seqOf(w.meta.Get(keySeqFloor))
 			}
 		}
 	}
@@ -145,13 +150,16 @@ func (w *writer) logAppend(r *request) error {
 		return err
 	}
 	e := &entry{pos: pos, enc: enc, id: r.msg.ID, conv: conv, from: r.msg.From, seq: seq, bodyLen: len(r.msg.Body), created: created,
-		to: r.msg.To, ts: r.msg.TS, direct: store.IsDirect(&r.msg)}
+		to: r.msg.To, ts: r.msg.TS, direct: store.IsDirect(&r.msg), fresh: fresh}
 	rec := appendRec{e: e, pending: r.pending, cid: r.cid}
 	if w.counts != nil {
 		w.counts.enqueue(r.pending, r.msg.From, r.msg.ID)
 	}
 	w.lastSeq[conv] = seq
 	w.marks[string(pairKey(r.msg.From, conv))] = seq
+	if k, m, ok := freshMark(e); ok {
+		w.marks[k] = max(w.marks[k], m)
+	}
 	if r.cid != "" {
 		w.newCIDs[r.cid] = e
 	}
@@ -283,9 +291,16 @@ func (w *writer) writeHistory(conv string, cl *convLog) error {
 	if len(cl.ents) == 0 {
 		return nil
 	}
-	hb, err := w.hist.CreateBucketIfNotExists([]byte(conv))
-	if err != nil {
-		return err
+	hb := w.hist.Bucket([]byte(conv))
+	if hb == nil {
+		var err error
+		if hb, err = w.hist.CreateBucket([]byte(conv)); err != nil {
+			return err
+		}
+		// Above 1 when it starts at meta/seqfloor (retention.go).
+		if err := hb.SetSequence(cl.base - 1); err != nil {
+			return err
+		}
 	}
 	hb.FillPercent = appendFill
 	last := cl.last()
