@@ -228,8 +228,11 @@ type Conn struct {
 	// descriptor, valid while not finished (guarded by mu).
 	raw    rawReader
 	polled bool
-	pollFD int
-	pollID uint64
+	// reading: a worker reads the socket; again: an event came meanwhile,
+	// so it reads once more before it stops.
+	reading, again bool // guarded by mu
+	pollFD         int
+	pollID         uint64
 }
 
 // RemoteAddr returns the peer's network address.
@@ -372,10 +375,10 @@ const readChunk = 4 << 10
 // rawReader reads a socket without blocking.
 type rawReader interface {
 	readNow(p []byte) (int, error)
-	// rearms reports whether the reader's socket is armed again after
-	// readReady returns (the poller's, level-triggered), so that a read
-	// that came back short need not be followed by one that would only
-	// report errWouldBlock: bytes arriving meanwhile raise a new event.
+	// rearms reports whether bytes that arrive after a read raise a new
+	// event that reads them (the poller's sockets), so that a read that
+	// came back short need not be followed by one that would only report
+	// errWouldBlock.
 	rearms() bool
 }
 
@@ -560,34 +563,40 @@ func (c *Conn) recoverRead(goOn *bool) {
 	}
 }
 
-// readable runs in the poller's loop when the socket has bytes: it hands
-// the connection to a worker that reads and handles them, then arms the
-// socket again.
+// readable runs in the poller's loop when the socket got bytes: it hands
+// the connection to a worker that reads and handles them or, while one
+// does, tells that worker to read again before it stops (the socket is
+// edge-triggered: bytes that arrive during a read raise a new event).
 func (c *Conn) readable() {
 	c.mu.Lock()
-	if c.finished {
+	switch {
+	case c.finished:
+		c.mu.Unlock()
+		return
+	case c.reading:
+		c.again = true
 		c.mu.Unlock()
 		return
 	}
+	c.reading = true
 	c.t.cfg.Goroutines.Add(1) // counted while the connection is, so never from zero
 	c.mu.Unlock()
 	c.t.work.run(c, (*Conn).readPolled)
 }
 
-// readPolled reads a ready socket (see readable), on a worker.
+// readPolled reads a ready socket (see readable), on a worker, until no
+// event came during its last read.
 func (c *Conn) readPolled() {
 	defer c.t.cfg.Goroutines.Done()
-	if !c.readReady(c.raw) {
-		return
-	}
-	c.mu.Lock()
-	var err error
-	if !c.finished {
-		err = c.t.poll.rearmLocked(c)
-	}
-	c.mu.Unlock()
-	if err != nil {
-		c.finish(err)
+	for c.readReady(c.raw) {
+		c.mu.Lock()
+		if !c.again || c.finished {
+			c.reading = false
+			c.mu.Unlock()
+			return
+		}
+		c.again = false
+		c.mu.Unlock()
 	}
 }
 

@@ -35,9 +35,12 @@ func (r rawConn) readNow(p []byte) (int, error) {
 }
 
 // poller waits on an epoll instance for the sockets of idle connections
-// and starts a goroutine to read one when it has bytes. Each socket is
-// armed for one event at a time (EPOLLONESHOT), so one goroutine at a time
-// reads a connection, in order.
+// and hands one to a worker to read when it got bytes. The sockets are
+// edge-triggered (EPOLLET): an event comes when bytes arrive, and stays
+// registered, so no system call re-arms a socket after each read; a
+// connection that gets an event while a worker reads it is read again by
+// that worker (Conn.readable), so one goroutine at a time reads a
+// connection, in order.
 //
 // The epoll instance is itself watched by the Go runtime's network poller
 // (file, ep): loop takes events with non-blocking epoll_wait calls and
@@ -57,7 +60,9 @@ type poller struct {
 	done chan struct{} // closed by loop when it returns
 }
 
-const pollEvents = syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT
+// pollEvents: readable, peer closed, edge-triggered (syscall.EPOLLET, a
+// negative int constant there).
+const pollEvents uint32 = syscall.EPOLLIN | syscall.EPOLLRDHUP | 1<<31
 
 // newPoller makes the epoll instance and its wake-up pipe.
 func newPoller() (*poller, error) {
@@ -130,13 +135,6 @@ func (p *poller) add(n *Conn) bool {
 	}
 	n.polled = true
 	return true
-}
-
-// rearmLocked arms n's socket for its next event. The caller holds n.mu and
-// has checked that n is not finished, so the descriptor is still n's.
-func (p *poller) rearmLocked(n *Conn) error {
-	ev := syscall.EpollEvent{Events: pollEvents, Fd: int32(uint32(n.pollID)), Pad: int32(uint32(n.pollID >> 32))}
-	return syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_MOD, n.pollFD, &ev)
 }
 
 // removeLocked unregisters n's socket before it is closed. The caller

@@ -9,8 +9,7 @@ type poller struct{}
 
 func newPoller() (*poller, error) { return nil, errors.New("wsconn: no epoll on this system") }
 
-func (p *poller) add(n *Conn) bool          { return false }
-func (p *poller) rearmLocked(n *Conn) error { return nil }
-func (p *poller) removeLocked(n *Conn)      {}
-func (p *poller) loop()                     {}
-func (p *poller) close()                    {}
+func (p *poller) add(n *Conn) bool     { return false }
+func (p *poller) removeLocked(n *Conn) {}
+func (p *poller) loop()                {}
+func (p *poller) close()               {}
