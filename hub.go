@@ -1290,7 +1290,8 @@ type starter struct {
 // goroutine, and the fewest worth a goroutine of their own.
 const writeShare = 64
 
-// writeOut writes the connections in st (wsconn.Conn.Write), which never
+// writeOut writes the connections in st (wsconn.Transport.WriteMany:
+// several sockets per system call where io_uring allows), which never
 // waits for a socket, and returns st to its pool. A few it writes itself;
 // more it hands to goroutines, one per processor at most, and returns at
 // once: the sending connection goes on with its next frame while its
@@ -1300,9 +1301,7 @@ const writeShare = 64
 func (h *Hub) writeOut(st *starter) {
 	conns := st.conns
 	if len(conns) <= writeShare {
-		for _, c := range conns {
-			c.Write()
-		}
+		h.tr.WriteMany(conns)
 		h.putStarter(st)
 		return
 	}
@@ -1312,9 +1311,7 @@ func (h *Hub) writeOut(st *starter) {
 	for i := 0; i < len(conns); i += per {
 		part := conns[i:min(i+per, len(conns))]
 		go func() {
-			for _, c := range part {
-				c.Write()
-			}
+			h.tr.WriteMany(part)
 			if st.parts.Add(-1) == 0 {
 				h.putStarter(st)
 			}

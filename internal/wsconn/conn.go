@@ -90,6 +90,9 @@ type Config struct {
 	Goroutines *sync.WaitGroup
 	// Logger receives debug logs of failed connections. Required.
 	Logger *slog.Logger
+	// NoRing makes WriteMany write each socket with its own system call
+	// even where io_uring is available.
+	NoRing bool
 	// CloseSent, when set, is called with the code of every close frame
 	// a connection starts sending (once per connection), for metrics.
 	CloseSent func(code int)
@@ -119,6 +122,7 @@ type Transport struct {
 	pool     sync.Pool // *[]byte write buffers of the gatherConns
 	poll     *poller   // nil where every connection has a reader goroutine
 	work     workers   // run the reads of ready sockets and the flushers
+	rings    rings     // io_uring instances for WriteMany
 }
 
 // New makes a Transport. Close it after every connection ended.
@@ -148,6 +152,7 @@ func (t *Transport) Close() {
 		t.poll.close()
 	}
 	t.work.stop()
+	t.rings.close()
 }
 
 // Upgrade answers a WebSocket handshake (RFC 6455 section 4; a bad one is

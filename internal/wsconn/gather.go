@@ -25,6 +25,13 @@ type gatherConn struct {
 	pool *sync.Pool      // of *[]byte, the hub's
 	raw  syscall.RawConn // for tryFlush; nil where it is not supported (TLS, Windows)
 
+	// fd is the socket's descriptor when raw is set, for writes submitted
+	// through a ring (Transport.WriteMany); closeMu keeps it open while a
+	// submission uses it (held for reading then, for writing by Close).
+	fd      int
+	closeMu sync.RWMutex
+	closed  bool // guarded by closeMu
+
 	mu       sync.Mutex // guards buf, sent, on and deadline; held across the socket write so frames keep their order
 	buf      *[]byte    // frames gathered, or a rest tryFlush left; from pool, else nil
 	sent     int        // bytes at the start of buf already written
@@ -34,7 +41,20 @@ type gatherConn struct {
 
 // newGatherConn wraps nc.
 func newGatherConn(nc net.Conn, pool *sync.Pool) *gatherConn {
-	return &gatherConn{Conn: nc, pool: pool, raw: rawConnOf(nc)}
+	c := &gatherConn{Conn: nc, pool: pool, raw: rawConnOf(nc), fd: -1}
+	if c.raw != nil && c.raw.Control(func(fd uintptr) { c.fd = int(fd) }) != nil {
+		c.raw = nil
+	}
+	return c
+}
+
+// Close closes the socket once no ring submission is using its
+// descriptor (a submission is short: its sends never wait).
+func (c *gatherConn) Close() error {
+	c.closeMu.Lock()
+	defer c.closeMu.Unlock()
+	c.closed = true
+	return c.Conn.Close()
 }
 
 // SetWriteDeadline sets the write deadline, unless it is the one already

@@ -21,6 +21,7 @@ type blockingHandler struct {
 	release chan struct{}
 	got     chan string
 	closed  chan struct{}
+	wg      *sync.WaitGroup // counts the connection while it lives
 }
 
 func (h *blockingHandler) Message(p []byte) {
@@ -31,7 +32,7 @@ func (h *blockingHandler) Message(p []byte) {
 	h.got <- string(p)
 }
 func (h *blockingHandler) Written([]string) {}
-func (h *blockingHandler) Closed(error)     { close(h.closed) }
+func (h *blockingHandler) Closed(error)     { close(h.closed); h.wg.Done() }
 
 // A frame that arrives while a worker is still handling the previous one
 // raises an event that only marks the connection (edge-triggered socket):
@@ -48,7 +49,7 @@ func TestPoller_FrameArrivingDuringARead(t *testing.T) {
 	if tr.poll == nil {
 		t.Fatal("no poller on Linux")
 	}
-	h := &blockingHandler{entered: make(chan struct{}), release: make(chan struct{}), got: make(chan string, 4), closed: make(chan struct{})}
+	h := &blockingHandler{entered: make(chan struct{}), release: make(chan struct{}), got: make(chan string, 4), closed: make(chan struct{}), wg: &wg}
 	conns := make(chan *Conn, 1)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, err := tr.Upgrade(w, r, h, false, nil)
@@ -56,6 +57,7 @@ func TestPoller_FrameArrivingDuringARead(t *testing.T) {
 			t.Error(err)
 			return
 		}
+		wg.Add(1)
 		conns <- c
 		c.Serve()
 	}))

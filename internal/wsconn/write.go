@@ -102,48 +102,71 @@ func (c *Conn) Write() {
 		return
 	}
 	for {
-		c.mu.Lock()
-		if len(c.queue) == 0 {
-			closes := c.giveUpLocked()
-			c.mu.Unlock()
-			if closes {
-				go c.writeClose()
-			}
-			c.t.cfg.Goroutines.Done()
+		batch, ok := c.writeBegin()
+		if !ok {
 			return
 		}
-		size := 0
-		for _, f := range c.queue {
-			size += frameCost(f)
-			if f.Tag != "" {
-				size = tryBytes
-			}
-		}
-		if size >= tryBytes {
-			c.mu.Unlock()
-			c.t.work.run(c, (*Conn).flush)
-			return
-		}
-		batch := c.takeLocked()
-		c.mu.Unlock()
-
-		c.gc.gather()
-		err := c.write(batch) // under maxGather: gathered only
-		done := false
-		if err == nil {
-			done, err = c.gc.tryFlush()
-		}
-		c.recycle(batch)
-		if err != nil {
-			c.writeFailed(err)
-			c.t.cfg.Goroutines.Done()
-			return
-		}
-		if !done {
-			c.t.work.run(c, (*Conn).flush) // writes the rest first
+		done, err := c.gc.tryFlush()
+		if !c.writeEnd(batch, done, err) {
 			return
 		}
 	}
+}
+
+// writeBegin starts a pass of Write: it takes the queue and gathers its
+// frames, and returns them. It reports false when the pass ended there:
+// the queue was empty (the writer role is given up), a flusher took it
+// over (a long queue, a tagged frame), or the connection failed.
+func (c *Conn) writeBegin() (batch []Frame, ok bool) {
+	c.mu.Lock()
+	if len(c.queue) == 0 {
+		closes := c.giveUpLocked()
+		c.mu.Unlock()
+		if closes {
+			go c.writeClose()
+		}
+		c.t.cfg.Goroutines.Done()
+		return nil, false
+	}
+	size := 0
+	for _, f := range c.queue {
+		size += frameCost(f)
+		if f.Tag != "" {
+			size = tryBytes
+		}
+	}
+	if size >= tryBytes {
+		c.mu.Unlock()
+		c.t.work.run(c, (*Conn).flush)
+		return nil, false
+	}
+	batch = c.takeLocked()
+	c.mu.Unlock()
+
+	c.gc.gather()
+	if err := c.write(batch); err != nil { // under maxGather: gathered only
+		c.writeEnd(batch, false, err)
+		return nil, false
+	}
+	return batch, true
+}
+
+// writeEnd ends a pass of Write once the gathered bytes were offered to
+// the socket (done: all taken), and reports whether Write goes on with
+// the frames queued meanwhile: a rest goes to a flusher, a failure ends
+// the connection.
+func (c *Conn) writeEnd(batch []Frame, done bool, err error) (again bool) {
+	c.recycle(batch)
+	if err != nil {
+		c.writeFailed(err)
+		c.t.cfg.Goroutines.Done()
+		return false
+	}
+	if !done {
+		c.t.work.run(c, (*Conn).flush) // writes the rest first
+		return false
+	}
+	return true
 }
 
 // takeLocked takes the queued frames for a writer's pass. Their bytes
