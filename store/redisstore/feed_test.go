@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -324,7 +325,12 @@ func TestFeed_UnansweredHealthCheckBreaksSubscribe(t *testing.T) {
 	t.Cleanup(func() { assert.NoError(t, client.Do(context.Background(), "CLIENT", "UNPAUSE").Err()) })
 	err := sub.result(t)
 	assert.ErrorIs(t, err, redisstore.ErrFeedBroken)
-	assert.ErrorContains(t, err, "PING")
+	// The command left unanswered is the health check's PING, or an
+	// SSUBSCRIBE the subscriber had in flight when Redis paused (seen
+	// under load): either way the subscriber noticed within its bound.
+	if msg := fmt.Sprint(err); !strings.Contains(msg, "PING") && !strings.Contains(msg, "ssubscribe") {
+		t.Errorf("the error names neither PING nor SSUBSCRIBE: %v", err)
+	}
 }
 
 // TestFeed_ForeignAnnouncementBreaksSubscribe: a payload this package did
