@@ -82,3 +82,42 @@ func TestWorkers_StopEndsThem(t *testing.T) {
 	close(gate)
 	waitFor(t, "the busy one gone", func() bool { return w.live.Load() == 0 })
 }
+
+// deep uses about n KiB of stack, as the dispatch path under a read does.
+//
+//go:noinline
+func deep(n int) byte {
+	var pad [1000]byte
+	pad[n%len(pad)] = byte(n)
+	if n <= 1 {
+		return pad[0]
+	}
+	return deep(n-1) + pad[n%len(pad)]
+}
+
+// BenchmarkTasks: a task that needs 16 KiB of stack, handed to the
+// workers (Transport's way) or to a goroutine started for it (the way
+// before): the fresh goroutine grows its stack every time.
+func BenchmarkTasks(b *testing.B) {
+	task := func(done chan struct{}) func(*Conn) {
+		return func(*Conn) { deep(16); done <- struct{}{} }
+	}
+	b.Run("workers", func(b *testing.B) {
+		var w workers
+		defer w.stop()
+		done := make(chan struct{})
+		fn := task(done)
+		for b.Loop() {
+			w.run(nil, fn)
+			<-done
+		}
+	})
+	b.Run("goroutine", func(b *testing.B) {
+		done := make(chan struct{})
+		fn := task(done)
+		for b.Loop() {
+			go fn(nil)
+			<-done
+		}
+	})
+}
