@@ -88,14 +88,19 @@ type Client struct {
 	// current connection uses it; connections never overlap.
 	seen *dedup
 
-	mu      sync.Mutex
-	out     outbox           // guarded by mu
-	acks    []string         // guarded by mu: ids to acknowledge with the next write
-	rooms   map[string]*room // guarded by mu: joined rooms
-	welcome *wshub.Frame     // guarded by mu: the latest welcome frame
-	ended   bool             // guarded by mu: Run has ended; nothing new is accepted
-	err     error            // guarded by mu: why Run ended (nil after Close)
-	cancel  func()           // guarded by mu: cancels Run's context; set by Run
+	mu    sync.Mutex
+	out   outbox           // guarded by mu
+	acks  []string         // guarded by mu: ids to acknowledge with the next write
+	rooms map[string]*room // guarded by mu: joined rooms
+	// rejoins maps the cid of each automatic rejoin sent on the current
+	// connection to its room, until its answer came; rejoinSeq numbers
+	// them.
+	rejoins   map[string]string // guarded by mu
+	rejoinSeq uint64            // guarded by mu
+	welcome   *wshub.Frame      // guarded by mu: the latest welcome frame
+	ended     bool              // guarded by mu: Run has ended; nothing new is accepted
+	err       error             // guarded by mu: why Run ended (nil after Close)
+	cancel    func()            // guarded by mu: cancels Run's context; set by Run
 	// abandoned holds the cids of the latest Calls whose ctx ended before
 	// their answer, so that a late answer is dropped rather than
 	// delivered as a message. Guarded by mu.

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -490,4 +491,65 @@ func TestClient_CloseWhileWaitingForWelcome(t *testing.T) {
 	case <-time.After(wait):
 		t.Fatal("Close waited for the welcome timeout")
 	}
+}
+
+// A rejoin the hub refuses for now (503: its store unavailable, say) is
+// not left refused: the client reconnects, after its backoff, and
+// rejoins, so the room's messages still arrive. One refused for good
+// (403) leaves the room.
+func TestClient_RefusedRejoinIsRetriedOnANewConnection(t *testing.T) {
+	var refuse atomic.Int32 // the next rejoins to refuse, with code
+	var refused atomic.Int32
+	srv := hubtest.New(t, wshub.Options{Middleware: []wshub.Middleware{func(next wshub.Dispatcher) wshub.Dispatcher {
+		return wshub.DispatcherFunc(func(ctx context.Context, n *wshub.Node, f *wshub.Frame) error {
+			if f.Cmd == wshub.CmdJoin && n.UserID() == "alice" {
+				if code := refuse.Swap(0); code != 0 {
+					refused.Add(1)
+					if code == 403 {
+						return wshub.ErrForbidden
+					}
+					return wshub.ErrUnavailable
+				}
+			}
+			return next.Dispatch(ctx, n, f)
+		})
+	}}})
+	p := startProxy(t, srv.HTTP.Listener.Addr().String())
+	var ev events
+	alice := dial(t, "ws://"+p.addr()+"/ws", "alice", ev.options(client.Options{
+		Backoff:           fastBackoff,
+		HeartbeatInterval: 500 * time.Millisecond, // the refusals must reach a connection alive
+		HeartbeatTimeout:  2 * time.Second,
+	}))
+	bob := dial(t, srv.URL, "bob", client.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	for _, room := range []string{"lobby", "attic"} {
+		_, err := alice.Join(ctx, room)
+		require.NoError(t, err)
+		_, err = bob.Join(ctx, room)
+		require.NoError(t, err)
+	}
+
+	refuse.Store(503)
+	p.blackhole() // alice misses these, then reconnects; her first rejoin is refused
+	send(t, bob, &wshub.Frame{Cmd: wshub.CmdRoom, DstID: "lobby", Content: "missed"})
+	send(t, bob, &wshub.Frame{Cmd: wshub.CmdRoom, DstID: "attic", Content: "missed too"})
+	require.Eventually(t, func() bool { return refused.Load() == 1 }, wait, 5*time.Millisecond)
+	// A connection's live room messages come whatever its rejoins say:
+	// only a rejoin replays what was missed.
+	got := []string{recv(t, alice).Content, recv(t, alice).Content}
+	assert.ElementsMatch(t, []string{"missed", "missed too"}, got, "replayed after the refused rejoin")
+	assert.Len(t, alice.Rooms(), 2, "no room left after a 503")
+
+	refuse.Store(403)
+	p.blackhole()
+	require.Eventually(t, func() bool { return refused.Load() == 2 }, wait, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return len(alice.Rooms()) == 1 }, wait, 5*time.Millisecond, "the room refused with 403 is left")
+	var kept string
+	for room := range alice.Rooms() {
+		kept = room
+	}
+	send(t, bob, &wshub.Frame{Cmd: wshub.CmdRoom, DstID: kept, Content: "still here"})
+	assert.Equal(t, "still here", recv(t, alice).Content)
 }

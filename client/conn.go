@@ -151,10 +151,15 @@ func (c *Client) connect(ctx context.Context) (time.Duration, error) {
 	c.welcome = welcome
 	c.out.resetSent()
 	rejoin := make([][]byte, 0, len(c.rooms)+1)
+	c.rejoins = make(map[string]string, len(c.rooms))
 	for name, r := range c.rooms {
-		f := wshub.Frame{Cmd: wshub.CmdJoin, DstID: name, Since: r.Seq, Epoch: r.Epoch}
+		// A cid of its own, so that a refusal is known for what it is.
+		c.rejoinSeq++
+		cid := "rejoin-" + strconv.FormatUint(c.rejoinSeq, 10)
+		f := wshub.Frame{Cmd: wshub.CmdJoin, CID: cid, DstID: name, Since: r.Seq, Epoch: r.Epoch}
 		if b, err := f.Encode(); err == nil {
 			rejoin = append(rejoin, b)
+			c.rejoins[cid] = name
 		}
 	}
 	if b := c.rewatchFrame(); b != nil {
@@ -477,6 +482,23 @@ func (c *Client) handle(cn *conn, f *wshub.Frame) bool {
 	case wshub.CmdError:
 		serr := &ServerError{Code: f.Code, Reason: f.Reason, Frame: f}
 		c.mu.Lock()
+		if room, ok := c.rejoins[f.CID]; ok && f.CID != "" {
+			delete(c.rejoins, f.CID)
+			if f.Code >= 500 || f.Code == http.StatusTooManyRequests {
+				// The hub could not rejoin the room now (its store
+				// unavailable, say): on this connection the room would
+				// get nothing. Reconnect, after the backoff, and rejoin.
+				c.mu.Unlock()
+				c.reportErr(fmt.Errorf("wshub/client: rejoin of room %q refused, reconnecting: %w", room, serr))
+				return false
+			}
+			// Refused for good (no longer allowed, say): the room is
+			// left.
+			delete(c.rooms, room)
+			c.mu.Unlock()
+			c.reportErr(fmt.Errorf("wshub/client: rejoin of room %q refused, room left: %w", room, serr))
+			return true
+		}
 		var e *entry
 		if f.Code == http.StatusServiceUnavailable {
 			// The hub could not take it now (shutting down, its store
@@ -547,12 +569,17 @@ func (c *Client) answerCall(f *wshub.Frame) bool {
 // automatic rejoin after a reconnect.
 func (c *Client) handleJoin(f *wshub.Frame) {
 	c.mu.Lock()
-	e := c.out.get(f.CID)
-	if e == nil || e.kind != kindRequest || e.cmd != wshub.CmdJoin {
-		e = c.out.firstRequest(wshub.CmdJoin, f.DstID)
-	}
-	if e != nil {
-		c.out.unlink(e)
+	var e *entry
+	if _, ok := c.rejoins[f.CID]; ok && f.CID != "" {
+		delete(c.rejoins, f.CID) // the answer to an automatic rejoin
+	} else {
+		e = c.out.get(f.CID)
+		if e == nil || e.kind != kindRequest || e.cmd != wshub.CmdJoin {
+			e = c.out.firstRequest(wshub.CmdJoin, f.DstID)
+		}
+		if e != nil {
+			c.out.unlink(e)
+		}
 	}
 	r, known := c.rooms[f.DstID]
 	rejoin := e == nil && known

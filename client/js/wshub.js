@@ -36,6 +36,8 @@
 //   - rooms: joined rooms are remembered with the last contiguous seq and the
 //     epoch seen, and rejoined with since/epoch after a reconnect, so the
 //     server replays what was missed; the 'joined' event reports recovered.
+//     A join refused for now (429, 500, 503) keeps the room: the socket is
+//     dropped and the join sent again after the reconnect.
 //   - requests: call() sends an application command with a fresh cid and
 //     resolves with the answer carrying that cid. It is written once: the
 //     hub does not deduplicate application commands, so when the socket
@@ -744,6 +746,16 @@ export class WSHubClient {
     if (this._answer(f)) return;
     const err = new HubError(f);
     const r = f.cid ? this._requests.get(f.cid) : null;
+    if (r && r.cmd === Cmd.Join && transientCodes.has(f.code) && this._rooms.has(r.dstid)) {
+      // The hub could not (re)join the room now (its store unavailable,
+      // say), so it replayed nothing: keep the request, reconnect after
+      // the backoff and send it again, so what was missed is replayed.
+      clearTimeout(r.timer);
+      r.timer = 0;
+      this._emit('error', err);
+      this._drop(1000, `join of ${r.dstid} refused (${f.code}), reconnecting`, false);
+      return;
+    }
     if (r) {
       this._requests.delete(f.cid);
       clearTimeout(r.timer);

@@ -334,6 +334,54 @@ func TestClient_RoomRejoinReplaysMissed(t *testing.T) {
 	eval(t, tab, `c.close(), true`, nil)
 }
 
+// TestClient_RefusedRejoinIsRetried: a rejoin the hub refuses for now
+// (503: its store unavailable, say) replays nothing; the client keeps
+// the room, reconnects and rejoins, and what was missed is replayed.
+func TestClient_RefusedRejoinIsRetried(t *testing.T) {
+	var refuse atomic.Bool
+	var refused atomic.Int32
+	hub := hubtest.New(t, wshub.Options{
+		CheckOrigin: func(*http.Request) bool { return true },
+		Middleware: []wshub.Middleware{func(next wshub.Dispatcher) wshub.Dispatcher {
+			return wshub.DispatcherFunc(func(ctx context.Context, n *wshub.Node, f *wshub.Frame) error {
+				if f.Cmd == wshub.CmdJoin && refuse.CompareAndSwap(true, false) {
+					refused.Add(1)
+					return wshub.ErrUnavailable
+				}
+				return next.Dispatch(ctx, n, f)
+			})
+		}},
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	require.NoError(t, hub.Hub.Join(ctx, "bob", "lobby"))
+	say := func(text string) {
+		_, err := hub.Hub.SendToRoom(ctx, "bob", "lobby", &wshub.Frame{Cmd: wshub.CmdRoom, Content: text})
+		require.NoError(t, err)
+	}
+
+	tab := newBrowser(t)
+	srv := newPageServer(t, nil)
+	open(t, tab, srv.URL)
+	eval(t, tab, fmt.Sprintf(`window.c = track(new M.WSHubClient(%q, {token: 'alice', backoff: {base: 50, max: 200}})), c.join('lobby').then(() => true)`, hub.URL), nil)
+	eval(t, tab, `c.close(), true`, nil)
+	say("missed 1")
+	say("missed 2")
+	refuse.Store(true)
+	eval(t, tab, `c.connect(), true`, nil)
+	waitFor(t, tab, `count('message') === 2`, `log`)
+	assert.Equal(t, int32(1), refused.Load(), "the first rejoin was refused")
+	var texts []string
+	eval(t, tab, `log.filter((e) => e.t === 'message').map((e) => e.d.content)`, &texts)
+	assert.Equal(t, []string{"missed 1", "missed 2"}, texts)
+	var rooms []struct {
+		Room string `json:"room"`
+	}
+	eval(t, tab, `c.rooms()`, &rooms)
+	require.Len(t, rooms, 1, "the room is kept")
+	eval(t, tab, `c.close(), true`, nil)
+}
+
 // setOnline tells the tab that the network is gone or back
 // (navigator.onLine and the window's offline / online events).
 func setOnline(t *testing.T, tab context.Context, online bool) {
