@@ -185,7 +185,17 @@ func (c *gatherConn) writeGatheredLocked() error {
 	}
 	var err error
 	if b := (*c.buf)[c.sent:]; len(b) > 0 {
-		_, err = c.Conn.Write(b)
+		if c.raw != nil {
+			// What the socket takes at once, as a raw system call (no
+			// hand-off of the processor, no poller bookkeeping); only a
+			// rest waits for the socket, through the net.Conn.
+			var n int
+			n, err = rawWrite(c.raw, b)
+			b = b[n:]
+		}
+		if len(b) > 0 && err == nil {
+			_, err = c.Conn.Write(b)
+		}
 	}
 	c.releaseLocked()
 	return err
