@@ -156,7 +156,9 @@ func growthMain(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			fmt.Fprintf(stderr, "wshub-bench growth %s: %v\n", cs, err)
 		}
 		for _, r := range runs {
-			r.finish()
+			if r.LoadAfter == 0 { // a fill's points are finished as they end
+				r.finish()
+			}
 		}
 		rep.Runs = append(rep.Runs, runs...)
 	}
@@ -938,6 +940,7 @@ func (gs *growthSession) fill() ([]*Run, error) {
 		if n := st.closed.Load(); n > 0 {
 			return runs, fmt.Errorf("%d connections ended by the hub: %s", n, st.first())
 		}
+		r.finish()
 		fmt.Fprintf(gs.stderr, "[growth %s] point %d: %d stored\n", g.storeKind, p, stored)
 	}
 	return runs, nil

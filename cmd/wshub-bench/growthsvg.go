@@ -49,6 +49,7 @@ var growthCharts = []chartSpec{
 		{metric: "hub_heap_bytes_per_message", label: "hub heap", dash: "6,3"}}},
 	{title: "hub memory", unit: "MiB", logY: true, series: []seriesSpec{
 		{metric: "hub_rss", label: "RSS"},
+		{metric: "hub_rss_anon", label: "RSS without files", dash: "2,3"},
 		{metric: "hub_heap_after_gc", label: "heap after GC", dash: "6,3"}}},
 	{title: "hub CPU per message while filling", unit: "µs", series: []seriesSpec{
 		{metric: "fill_hub_cpu_us_per_message", label: "CPU per message"}}},
