@@ -16,6 +16,7 @@
 //	wshub-bench slowloris [flags]  C connections each holding a partial frame, dripped a byte at a time
 //	wshub-bench soak     [flags]   steady traffic with churn for minutes: does the hub's RSS, goroutines, fds level off
 //	wshub-bench spread   [flags]   several hub processes sharing Redis, every message crossing them: CPU per delivered message of each
+//	wshub-bench growth   [flags]   how cost grows with the data: a store filled to millions of messages, a big pending queue, big rooms
 //
 // Every scenario is bounded in count and in time (-duration, -timeout),
 // prints a progress line to standard error every second and, at the end, a
@@ -81,6 +82,13 @@ commands:
             message from a user on one to a user on the next, rooms spread
             over all: CPU per delivered message of each process, latency,
             lost receipted messages
+  growth    how cost grows with the data (issue 14): -case fill fills a
+            store (-store bolt, mem or redis) to -to messages over -convs
+            conversations, measuring at -points: throughput, receipt and
+            history latency, store bytes and hub memory per message;
+            -case pending, room, rooms: a user with -pending queued
+            messages connecting, a room of -members, -rooms small rooms
+  growthplot  draw saved growth reports (-json) into one SVG (-svg)
   worker    (internal) hold idle connections for the idle scenario
 
 Run "wshub-bench <command> -h" for the flags of a command.
@@ -103,6 +111,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return scenarioMain(ctx, cmd, rest, stdout, stderr)
 	case "soak":
 		return soakMain(ctx, rest, stdout, stderr)
+	case "growth":
+		return growthMain(ctx, rest, stdout, stderr)
+	case "growthplot":
+		return growthPlotMain(rest, stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -27,6 +27,7 @@ import (
 	"github.com/wshub/wshub/store"
 	"github.com/wshub/wshub/store/boltstore"
 	"github.com/wshub/wshub/store/memstore"
+	"github.com/wshub/wshub/store/redisstore"
 )
 
 // servingPrefix starts the line serve prints once it accepts connections:
@@ -59,11 +60,20 @@ type serveConfig struct {
 	pingInterval time.Duration
 	floor        bool
 	floorDirect  bool
+	// Store bounds and the Redis store (growth).
+	redisAddr  string
+	maxPending int
+	maxPerSndr int
+	maxRooms   int
 }
 
 func serveFlags(fs *flag.FlagSet, c *serveConfig) {
 	fs.StringVar(&c.addr, "addr", "127.0.0.1:0", "listen address (loopback only; port 0 picks a free one)")
-	fs.StringVar(&c.storeKind, "store", "mem", "store: mem or bolt")
+	fs.StringVar(&c.storeKind, "store", "mem", "store: mem, bolt or redis")
+	fs.StringVar(&c.redisAddr, "redis", "127.0.0.1:6379", "Redis address (loopback only) for -store redis")
+	fs.IntVar(&c.maxPending, "max-pending", 0, "the store's MaxPending: most messages queued for one user (0: the store's default, 10,000; negative: unbounded)")
+	fs.IntVar(&c.maxPerSndr, "max-pending-per-sender", 0, "the store's MaxPendingPerSender (0: the store's default, 1,000; negative: unbounded)")
+	fs.IntVar(&c.maxRooms, "max-rooms", 0, "wshub.Options.MaxRooms (0: the hub's default, 1,000; negative: no limit)")
 	fs.StringVar(&c.dbPath, "db", "", "bbolt file for -store bolt (default: a new file in a temporary directory, removed at exit)")
 	fs.IntVar(&c.sendQueue, "send-queue", 0, "wshub.Options.SendQueue (0: the hub's default)")
 	fs.IntVar(&c.maxConns, "max-conns-per-user", 64, "wshub.Options.MaxConnsPerUser")
@@ -99,7 +109,7 @@ func serveMain(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return fmt.Errorf("-addr %s: the bench hub listens on a loopback address only", c.addr)
 	}
 
-	st, closeStore, err := openStore(c.storeKind, c.dbPath)
+	st, closeStore, err := openStore(ctx, c)
 	if err != nil {
 		return err
 	}
@@ -132,6 +142,16 @@ func serveMain(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	if err != nil {
 		return err
+	}
+	if h != nil {
+		// With -store redis, the first client is not served before the
+		// hub's store feed is subscribed.
+		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err := h.WaitReady(wctx)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("hub not ready: %w", err)
+		}
 	}
 	prof := &cpuProfiler{}
 	mux.HandleFunc("POST "+pathProfStart, prof.start)
@@ -181,13 +201,14 @@ func serveMain(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	return nil
 }
 
-// openStore opens the store named by kind and returns it with its closer.
-func openStore(kind, dbPath string) (store.Store, func(), error) {
-	switch kind {
+// openStore opens the store c names and returns it with its closer.
+func openStore(ctx context.Context, c serveConfig) (store.Store, func(), error) {
+	switch c.storeKind {
 	case "mem":
-		st := memstore.New(memstore.Options{})
+		st := memstore.New(memstore.Options{MaxPending: c.maxPending, MaxPendingPerSender: c.maxPerSndr})
 		return st, func() { st.Close() }, nil
 	case "bolt":
+		dbPath := c.dbPath
 		cleanup := func() {}
 		if dbPath == "" {
 			dir, err := os.MkdirTemp("", "wshub-bench-")
@@ -199,14 +220,29 @@ func openStore(kind, dbPath string) (store.Store, func(), error) {
 		}
 		// Durable: every commit is synced before Append returns, so every
 		// receipt follows an fsync (boltstore.Options.NoSync is false).
-		st, err := boltstore.Open(dbPath, boltstore.Options{})
+		st, err := boltstore.Open(dbPath, boltstore.Options{MaxPending: c.maxPending, MaxPendingPerSender: c.maxPerSndr})
 		if err != nil {
 			cleanup()
 			return nil, nil, err
 		}
 		return st, func() { st.Close(); cleanup() }, nil
+	case "redis":
+		host, _, err := net.SplitHostPort(c.redisAddr)
+		if err != nil {
+			return nil, nil, fmt.Errorf("-redis %s: want HOST:PORT", c.redisAddr)
+		}
+		if err := checkLoopback(host); err != nil {
+			return nil, nil, fmt.Errorf("-redis %s: %w", c.redisAddr, err)
+		}
+		octx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		st, err := redisstore.Open(octx, c.redisAddr, redisstore.Options{MaxPending: c.maxPending, MaxPendingPerSender: c.maxPerSndr})
+		if err != nil {
+			return nil, nil, err
+		}
+		return st, func() { st.Close() }, nil
 	}
-	return nil, nil, fmt.Errorf("-store %q: want mem or bolt", kind)
+	return nil, nil, fmt.Errorf("-store %q: want mem, bolt or redis", c.storeKind)
 }
 
 func writeHeapProfile(path string) error {
@@ -294,6 +330,7 @@ func newBenchHub(mux *http.ServeMux, st store.Store, c serveConfig, log *slog.Lo
 		CheckOrigin:     func(*http.Request) bool { return true },
 		SendQueue:       c.sendQueue,
 		MaxConnsPerUser: c.maxConns,
+		MaxRooms:        c.maxRooms,
 		PingInterval:    c.pingInterval,
 		Logger:          log,
 		// The load comes from one loopback address, thousands of
