@@ -71,6 +71,7 @@ type growthConfig struct {
 	roomsPerUser int
 
 	svgPath string
+	maxAge  time.Duration // -max-age: the bolt store's MaxAge
 }
 
 // growthRing is how many send times a connection keeps, by cid modulo
@@ -105,6 +106,7 @@ func growthMain(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.IntVar(&g.roomSize, "room-size", 10, "rooms: members per room")
 	fs.IntVar(&g.roomsPerUser, "rooms-per-user", 100, "rooms: rooms each user joins (users = rooms x size / this)")
 	fs.StringVar(&g.svgPath, "svg", "", "fill: write the growth curves as an SVG chart to this file")
+	fs.DurationVar(&g.maxAge, "max-age", 0, "with -store bolt: the hub's store keeps messages this long (boltstore.Options.MaxAge; 0: for ever): with it the file stops growing")
 	c.runFlags(fs, 20000)
 	c.timeout = 40 * time.Minute
 	fs.Lookup("timeout").DefValue = "40m0s"
@@ -292,6 +294,9 @@ type growthSession struct {
 func (gs *growthSession) runCase() ([]*Run, error) {
 	g := gs.g
 	hc := hubConfig{storeKind: g.storeKind, dbPath: g.dbPath, extraArgs: []string{"-log", "error"}}
+	if g.maxAge > 0 {
+		hc.extraArgs = append(hc.extraArgs, "-max-age", g.maxAge.String())
+	}
 	switch gs.caseName {
 	case "fill":
 		// The hot conversation's sender may be ahead of its recipient's

@@ -65,6 +65,7 @@ type serveConfig struct {
 	maxPending int
 	maxPerSndr int
 	maxRooms   int
+	maxAge     time.Duration // boltstore.Options.MaxAge (retention)
 }
 
 func serveFlags(fs *flag.FlagSet, c *serveConfig) {
@@ -74,6 +75,7 @@ func serveFlags(fs *flag.FlagSet, c *serveConfig) {
 	fs.IntVar(&c.maxPending, "max-pending", 0, "the store's MaxPending: most messages queued for one user (0: the store's default, 10,000; negative: unbounded)")
 	fs.IntVar(&c.maxPerSndr, "max-pending-per-sender", 0, "the store's MaxPendingPerSender (0: the store's default, 1,000; negative: unbounded)")
 	fs.IntVar(&c.maxRooms, "max-rooms", 0, "wshub.Options.MaxRooms (0: the hub's default, 1,000; negative: no limit)")
+	fs.DurationVar(&c.maxAge, "max-age", 0, "with -store bolt: boltstore.Options.MaxAge, messages older than this leave their history and, once delivered, the file (0: kept)")
 	fs.StringVar(&c.dbPath, "db", "", "bbolt file for -store bolt (default: a new file in a temporary directory, removed at exit)")
 	fs.IntVar(&c.sendQueue, "send-queue", 0, "wshub.Options.SendQueue (0: the hub's default)")
 	fs.IntVar(&c.maxConns, "max-conns-per-user", 64, "wshub.Options.MaxConnsPerUser")
@@ -220,7 +222,7 @@ func openStore(ctx context.Context, c serveConfig) (store.Store, func(), error) 
 		}
 		// Durable: every commit is synced before Append returns, so every
 		// receipt follows an fsync (boltstore.Options.NoSync is false).
-		st, err := boltstore.Open(dbPath, boltstore.Options{MaxPending: c.maxPending, MaxPendingPerSender: c.maxPerSndr})
+		st, err := boltstore.Open(dbPath, boltstore.Options{MaxPending: c.maxPending, MaxPendingPerSender: c.maxPerSndr, MaxAge: c.maxAge})
 		if err != nil {
 			cleanup()
 			return nil, nil, err
