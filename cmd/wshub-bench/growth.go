@@ -701,34 +701,7 @@ func closeGconns(conns []*gconn) {
 
 // connectG dials conns, at most concurrency at a time.
 func connectG(ctx context.Context, d *dialers, conns []*gconn, concurrency int) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	sem := make(chan struct{}, max(1, concurrency))
-	var wg sync.WaitGroup
-	var once sync.Once
-	var first error
-	for _, c := range conns {
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-		}
-		if ctx.Err() != nil {
-			break
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			if err := c.connect(ctx, d); err != nil {
-				once.Do(func() { first = err; cancel() })
-			}
-		}()
-	}
-	wg.Wait()
-	if first == nil && ctx.Err() != nil {
-		first = ctx.Err()
-	}
-	return first
+	return eachBounded(ctx, conns, concurrency, func(ctx context.Context, c *gconn) error { return c.connect(ctx, d) })
 }
 
 // drain waits (up to d) until every message sent got a receipt or an
@@ -956,21 +929,8 @@ func procStatusField(pid int, field string) (int64, bool) {
 	if pid == 0 {
 		return 0, false
 	}
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		return 0, false
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, field); ok {
-			f := strings.Fields(rest)
-			if len(f) == 0 {
-				return 0, false
-			}
-			kb, err := strconv.ParseInt(f[0], 10, 64)
-			return kb << 10, err == nil
-		}
-	}
-	return 0, false
+	kb, ok := procStatusKiB(pid, field)
+	return kb << 10, ok
 }
 
 // countLabel prints 100000 as 100k and 3000000 as 3M.
@@ -1319,30 +1279,7 @@ func (gs *growthSession) roomCase() ([]*Run, error) {
 
 // forEachG runs fn on every connection, at most concurrency at a time.
 func forEachG(ctx context.Context, conns []*gconn, concurrency int, fn func(*gconn) error) error {
-	sem := make(chan struct{}, max(1, concurrency))
-	var wg sync.WaitGroup
-	var once sync.Once
-	var first error
-	for _, c := range conns {
-		sem <- struct{}{}
-		if ctx.Err() != nil || first != nil {
-			<-sem
-			break
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			if err := fn(c); err != nil {
-				once.Do(func() { first = err })
-			}
-		}()
-	}
-	wg.Wait()
-	if first == nil {
-		first = ctx.Err()
-	}
-	return first
+	return eachBounded(ctx, conns, concurrency, func(_ context.Context, c *gconn) error { return fn(c) })
 }
 
 // roomsCase: -rooms rooms of -room-size members. Users come in blocks of

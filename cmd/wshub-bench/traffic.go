@@ -278,13 +278,20 @@ func (c *lconn) close() {
 // connectAll dials conns with at most concurrency dials at a time, each
 // followed by setup (e.g. a join), and returns the first error.
 func connectAll(ctx context.Context, conns []*lconn, concurrency int, setup func(ctx context.Context, c *lconn) error) error {
+	return eachBounded(ctx, conns, concurrency, setup)
+}
+
+// eachBounded calls fn for each item, at most concurrency calls at a
+// time; the first error cancels the ctx of the others and the calls not
+// started yet, and is returned (or ctx's error, when it ended first).
+func eachBounded[T any](ctx context.Context, items []T, concurrency int, fn func(ctx context.Context, item T) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	sem := make(chan struct{}, max(1, concurrency))
 	var wg sync.WaitGroup
 	var once sync.Once
 	var first error
-	for _, c := range conns {
+	for _, it := range items {
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():
@@ -296,7 +303,7 @@ func connectAll(ctx context.Context, conns []*lconn, concurrency int, setup func
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			if err := setup(ctx, c); err != nil {
+			if err := fn(ctx, it); err != nil {
 				once.Do(func() { first = err; cancel() })
 			}
 		}()
