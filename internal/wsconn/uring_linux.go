@@ -207,7 +207,12 @@ func (rs *rings) get() *ring {
 	}
 	r, err := newRing(ringEntries)
 	if err != nil {
-		rs.off = true // not supported, not allowed (seccomp), or out of memory
+		// Not supported or not allowed (seccomp): never again. Out of
+		// locked memory (kernels before 5.12 count rings against
+		// RLIMIT_MEMLOCK) with rings made already: make do with those.
+		if rs.made == 0 {
+			rs.off = true
+		}
 		return nil
 	}
 	rs.made++
