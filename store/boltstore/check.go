@@ -142,7 +142,10 @@ func checkFile(path string) error {
 		return fmt.Errorf("%w: %s: root page %d out of range", ErrCorrupt, path, m.root)
 	}
 	if m.freelist == noFreelist {
-		return nil
+		// bbolt rebuilds the freelist by walking every page from the
+		// root, on a goroutine of its own, where a damaged page panics
+		// the process: walk them here first.
+		return walkPages(f, m, path)
 	}
 	if m.freelist < 2 || m.freelist >= m.pgid {
 		return fmt.Errorf("%w: %s: freelist page %d out of range", ErrCorrupt, path, m.freelist)
@@ -166,6 +169,142 @@ func checkFile(path string) error {
 		return fmt.Errorf("%w: %s: freelist page %d holds more ids than fit", ErrCorrupt, path, m.freelist)
 	}
 	return nil
+}
+
+// Page flags and leaf element flags of bbolt's format.
+const (
+	branchPageFlag = 0x01
+	leafPageFlag   = 0x02
+	bucketLeafFlag = 0x01
+	branchElemSize = 16 // pos u32, ksize u32, pgid u64
+	leafElemSize   = 16 // flags u32, pos u32, ksize u32, vsize u32
+	bucketHdrSize  = 16 // root u64, sequence u64
+)
+
+// walkPages reads every page reachable from m's root, as bbolt does when
+// it rebuilds the freelist of a file that has none (Options.NoFreelistSync
+// in openBolt), and reports the first page that is not what its parent
+// says (its id, its kind, its elements out of bounds, a page past the
+// data or reached twice) as ErrCorrupt.
+func walkPages(f *os.File, m boltMeta, path string) error {
+	ps := int64(m.pageSize)
+	seen := make(map[uint64]bool)
+	buf := make([]byte, ps)
+	var walk func(id uint64, depth int) error
+	// page reads page id with its overflow pages.
+	page := func(id uint64) ([]byte, error) {
+		if id < 2 || id >= m.pgid {
+			return nil, fmt.Errorf("page %d out of range", id)
+		}
+		if seen[id] {
+			return nil, fmt.Errorf("page %d reached twice", id)
+		}
+		seen[id] = true
+		if _, err := f.ReadAt(buf, int64(id)*ps); err != nil {
+			return nil, fmt.Errorf("page %d: %v", id, err)
+		}
+		ne := binary.NativeEndian
+		if got := ne.Uint64(buf[0:]); got != id {
+			return nil, fmt.Errorf("page %d identifies as %d", id, got)
+		}
+		overflow := uint64(ne.Uint32(buf[12:]))
+		if overflow == 0 {
+			return buf, nil
+		}
+		if id+overflow >= m.pgid {
+			return nil, fmt.Errorf("page %d overflows the data", id)
+		}
+		p := make([]byte, int64(overflow+1)*ps)
+		if _, err := f.ReadAt(p, int64(id)*ps); err != nil {
+			return nil, fmt.Errorf("page %d: %v", id, err)
+		}
+		for i := uint64(1); i <= overflow; i++ {
+			seen[id+i] = true
+		}
+		return p, nil
+	}
+	// node checks the page p (a branch or a leaf) and walks its children
+	// and the buckets it holds.
+	var node func(p []byte, depth int) error
+	node = func(p []byte, depth int) error {
+		if depth > 64 {
+			return errors.New("page tree too deep")
+		}
+		ne := binary.NativeEndian
+		flags, count := ne.Uint16(p[8:]), int(ne.Uint16(p[10:]))
+		switch flags {
+		case branchPageFlag:
+			if pageHeaderSize+count*branchElemSize > len(p) {
+				return fmt.Errorf("page %d: %d elements do not fit", ne.Uint64(p), count)
+			}
+			children := make([]uint64, count)
+			for i := range count {
+				children[i] = ne.Uint64(p[pageHeaderSize+i*branchElemSize+8:])
+			}
+			for _, c := range children {
+				if err := walk(c, depth+1); err != nil {
+					return err
+				}
+			}
+		case leafPageFlag:
+			if pageHeaderSize+count*leafElemSize > len(p) {
+				return fmt.Errorf("page %d: %d elements do not fit", ne.Uint64(p), count)
+			}
+			var buckets [][]byte
+			for i := range count {
+				at := pageHeaderSize + i*leafElemSize
+				eflags, pos := ne.Uint32(p[at:]), int(ne.Uint32(p[at+4:]))
+				ksize, vsize := int(ne.Uint32(p[at+8:])), int(ne.Uint32(p[at+12:]))
+				start := at + pos + ksize
+				if pos < 0 || ksize < 0 || vsize < 0 || start+vsize > len(p) || at+pos > len(p) {
+					return fmt.Errorf("page %d: element %d out of the page", ne.Uint64(p), i)
+				}
+				if eflags&bucketLeafFlag != 0 {
+					buckets = append(buckets, bytes.Clone(p[start:start+vsize]))
+				}
+			}
+			for _, v := range buckets {
+				if err := bucket(v, depth+1, walk, node); err != nil {
+					return err
+				}
+			}
+		default:
+			return fmt.Errorf("page %d: flags %#x where a branch or leaf belongs", ne.Uint64(p), flags)
+		}
+		return nil
+	}
+	walk = func(id uint64, depth int) error {
+		p, err := page(id)
+		if err != nil {
+			return err
+		}
+		// buf is reused: node works on a copy of a single page.
+		if &p[0] == &buf[0] {
+			p = bytes.Clone(p)
+		}
+		return node(p, depth)
+	}
+	if err := walk(m.root, 0); err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrCorrupt, path, err)
+	}
+	return nil
+}
+
+// bucket walks a bucket value of a leaf: its root page, or the inline
+// page that follows its header.
+func bucket(v []byte, depth int, walk func(uint64, int) error, node func([]byte, int) error) error {
+	if len(v) < bucketHdrSize {
+		return errors.New("bucket value too short")
+	}
+	root := binary.NativeEndian.Uint64(v)
+	if root != 0 {
+		return walk(root, depth)
+	}
+	inline := v[bucketHdrSize:]
+	if len(inline) < pageHeaderSize {
+		return errors.New("inline bucket too short")
+	}
+	return node(inline, depth)
 }
 
 // checkQueues verifies that the index's pending queues and their counts
