@@ -164,7 +164,14 @@ func (c *gatherConn) tryFlush() (bool, error) {
 	if c.buf == nil {
 		return true, nil
 	}
-	w, err := rawWrite(c.raw, (*c.buf)[c.sent:])
+	return c.wroteLocked(rawWrite(c.raw, (*c.buf)[c.sent:]))
+}
+
+// wroteLocked records a non-blocking write of w bytes of the gathered
+// ones (tryFlush's, or a ring submission's): it reports whether all were
+// written, when the buffer goes back to the pool; a failed write drops
+// them. The caller holds mu and checked that buf is set.
+func (c *gatherConn) wroteLocked(w int, err error) (done bool, _ error) {
 	c.sent += w
 	if err != nil {
 		c.releaseLocked()

@@ -27,7 +27,7 @@ func (t *Transport) WriteMany(conns []*Conn) {
 	p := passPool.Get().(*pass)
 	for len(conns) > 0 {
 		k := min(len(conns), r.entries)
-		if !p.run(t, r, conns[:k]) {
+		if !p.run(r, conns[:k]) {
 			t.rings.disable()
 			for _, c := range conns[k:] {
 				c.Write()
@@ -63,7 +63,7 @@ func (p *pass) reset() {
 // passes; it goes back to Write for a connection whose queue grew
 // meanwhile. It reports false when the ring itself failed: the bytes of
 // that submission were then left to the connections' flushers.
-func (p *pass) run(t *Transport, r *ring, conns []*Conn) bool {
+func (p *pass) run(r *ring, conns []*Conn) bool {
 	p.reset()
 	for _, c := range conns {
 		if !c.gc.canTry() {
@@ -105,7 +105,7 @@ func (p *pass) run(t *Transport, r *ring, conns []*Conn) bool {
 		gc := c.gc
 		closed := gc.closed
 		gc.closeMu.RUnlock()
-		done, werr := gc.sentLocked(len(p.bufs[i]), p.res[i], closed, err)
+		done, werr := gc.sentLocked(p.res[i], closed, err)
 		gc.mu.Unlock()
 		if c.writeEnd(p.batches[i], done, werr) {
 			c.Write() // frames queued meanwhile
@@ -114,27 +114,20 @@ func (p *pass) run(t *Transport, r *ring, conns []*Conn) bool {
 	return err == nil
 }
 
-// sentLocked records the outcome of a submitted send of n bytes (res: the
-// bytes written or a negative errno), as tryFlush does for its write. The
-// caller holds mu. A failed submission (serr) leaves the bytes for a
-// flusher.
-func (c *gatherConn) sentLocked(n int, res int32, closed bool, serr error) (done bool, err error) {
+// sentLocked records the outcome of a submitted send (res: the bytes
+// written or a negative errno), as tryFlush does for its write. The
+// caller holds mu. A full socket, and a failed submission (serr), leave
+// the bytes for a flusher.
+func (c *gatherConn) sentLocked(res int32, closed bool, serr error) (done bool, err error) {
 	switch {
 	case c.buf == nil:
 		return true, nil
 	case closed:
-		c.releaseLocked()
-		return false, net.ErrClosed
+		return c.wroteLocked(0, net.ErrClosed)
 	case serr != nil || res == -int32(syscall.EAGAIN) || res == -int32(syscall.EINTR):
-		return false, nil // the rest stays for the flusher
+		return c.wroteLocked(0, nil)
 	case res < 0:
-		c.releaseLocked()
-		return false, syscall.Errno(-res)
+		return c.wroteLocked(0, syscall.Errno(-res))
 	}
-	c.sent += int(res)
-	if int(res) < n {
-		return false, nil
-	}
-	c.releaseLocked()
-	return true, nil
+	return c.wroteLocked(int(res), nil)
 }

@@ -189,7 +189,6 @@ const (
 func walkPages(f *os.File, m boltMeta, path string) error {
 	ps := int64(m.pageSize)
 	seen := make(map[uint64]bool)
-	buf := make([]byte, ps)
 	var walk func(id uint64, depth int) error
 	// page reads page id with its overflow pages.
 	page := func(id uint64) ([]byte, error) {
@@ -200,22 +199,23 @@ func walkPages(f *os.File, m boltMeta, path string) error {
 			return nil, fmt.Errorf("page %d reached twice", id)
 		}
 		seen[id] = true
-		if _, err := f.ReadAt(buf, int64(id)*ps); err != nil {
+		p := make([]byte, ps)
+		if _, err := f.ReadAt(p, int64(id)*ps); err != nil {
 			return nil, fmt.Errorf("page %d: %v", id, err)
 		}
 		ne := binary.NativeEndian
-		if got := ne.Uint64(buf[0:]); got != id {
+		if got := ne.Uint64(p[0:]); got != id {
 			return nil, fmt.Errorf("page %d identifies as %d", id, got)
 		}
-		overflow := uint64(ne.Uint32(buf[12:]))
+		overflow := uint64(ne.Uint32(p[12:]))
 		if overflow == 0 {
-			return buf, nil
+			return p, nil
 		}
 		if id+overflow >= m.pgid {
 			return nil, fmt.Errorf("page %d overflows the data", id)
 		}
-		p := make([]byte, int64(overflow+1)*ps)
-		if _, err := f.ReadAt(p, int64(id)*ps); err != nil {
+		p = append(p, make([]byte, int64(overflow)*ps)...)
+		if _, err := f.ReadAt(p[ps:], int64(id+1)*ps); err != nil {
 			return nil, fmt.Errorf("page %d: %v", id, err)
 		}
 		for i := uint64(1); i <= overflow; i++ {
@@ -260,7 +260,7 @@ func walkPages(f *os.File, m boltMeta, path string) error {
 					return fmt.Errorf("page %d: element %d out of the page", ne.Uint64(p), i)
 				}
 				if eflags&bucketLeafFlag != 0 {
-					buckets = append(buckets, bytes.Clone(p[start:start+vsize]))
+					buckets = append(buckets, p[start:start+vsize])
 				}
 			}
 			for _, v := range buckets {
@@ -277,10 +277,6 @@ func walkPages(f *os.File, m boltMeta, path string) error {
 		p, err := page(id)
 		if err != nil {
 			return err
-		}
-		// buf is reused: node works on a copy of a single page.
-		if &p[0] == &buf[0] {
-			p = bytes.Clone(p)
 		}
 		return node(p, depth)
 	}
