@@ -126,6 +126,25 @@ func (rt router) Dispatch(ctx context.Context, n *Node, f *Frame) error {
 	return fmt.Errorf("%w: %d", ErrUnknownCommand, f.Cmd)
 }
 
+// mayWait reports whether dispatching a frame of cmd may wait for
+// something: the store's I/O or the application's code (Middleware,
+// Dispatcher, AuthorizeRoom). Such a frame's connection is told first
+// (wsconn.Conn.Blocking), so that the transport's poller, when it is the
+// goroutine that read the frame, hands polling on before it waits. The
+// built-in commands with a store.NonBlocking store never wait: they
+// write to sockets without blocking.
+func (h *Hub) mayWait(cmd Cmd) bool {
+	switch {
+	case h.waits:
+		return true
+	case cmd >= CmdApp:
+		return h.opts.Dispatcher != nil
+	case cmd == CmdRoom, cmd == CmdJoin, cmd == CmdRoomHistory:
+		return h.opts.AuthorizeRoom != nil
+	}
+	return false
+}
+
 // sendFrame stores and delivers a client's direct (cmd 10) or room (cmd
 // 11) message, within its user's quota (Options.MessageRate,
 // MaxRecipients), and answers the receipt. A message over the quota is

@@ -276,7 +276,11 @@ type Hub struct {
 	quotas   *quotaTable       // nil when MessageRate and MaxRecipients are off
 	tr       *wsconn.Transport // the WebSocket connections' transport
 	dispatch Dispatcher        // middleware around router
-	seed     maphash.Seed
+	// waits: dispatching any frame may wait (the store is not a
+	// store.NonBlocking, or Options.Middleware runs the application's
+	// code); see mayWait.
+	waits bool
+	seed  maphash.Seed
 	// starters holds the *starter of deliveries.
 	starters sync.Pool
 
@@ -447,6 +451,8 @@ func New(opts Options) (*Hub, error) {
 		h.ownStore = true
 	}
 	h.dispatch = chain(router{h}, opts.Middleware)
+	_, nonBlocking := h.store.(store.NonBlocking)
+	h.waits = !nonBlocking || len(opts.Middleware) > 0
 	h.starters.New = func() any { return new(starter) }
 	for i := range h.users {
 		h.users[i].users = make(map[string]*userEntry)

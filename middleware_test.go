@@ -2,14 +2,18 @@ package wshub_test
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/wshub/wshub"
 	"github.com/wshub/wshub/hubtest"
+	"github.com/wshub/wshub/store"
+	"github.com/wshub/wshub/store/memstore"
 )
 
 // The hub stamps every incoming frame with the authenticated user before
@@ -72,5 +76,103 @@ func TestMiddleware_SeesAuthenticatedUserNotTheClientsUserID(t *testing.T) {
 				assert.Equal(t, "alice", r.Content, "the Dispatcher's f.UserID")
 			}
 		})
+	}
+}
+
+// An application hook that waits (a Middleware, the Dispatcher,
+// AuthorizeRoom) holds up its own connection only: while it waits, other
+// users' frames are read and answered. With the memory store the hub
+// handles built-in commands on the transport's poller; a frame that goes
+// to application code has it hand polling on first.
+func TestHub_AWaitingHookHoldsUpOnlyItsConnection(t *testing.T) {
+	type hook func(ctx context.Context, n *wshub.Node, f *wshub.Frame)
+	tests := []struct {
+		name string
+		opts func(wait hook) wshub.Options
+		raw  string // alice's frame that waits
+	}{
+		{"middleware", func(wait hook) wshub.Options {
+			return wshub.Options{Middleware: []wshub.Middleware{func(next wshub.Dispatcher) wshub.Dispatcher {
+				return wshub.DispatcherFunc(func(ctx context.Context, n *wshub.Node, f *wshub.Frame) error {
+					wait(ctx, n, f)
+					return next.Dispatch(ctx, n, f)
+				})
+			}}}
+		}, `{"cmd":1,"cid":"wait"}`},
+		{"dispatcher", func(wait hook) wshub.Options {
+			return wshub.Options{Dispatcher: wshub.DispatcherFunc(func(ctx context.Context, n *wshub.Node, f *wshub.Frame) error {
+				wait(ctx, n, f)
+				return nil
+			})}
+		}, `{"cmd":100,"cid":"wait"}`},
+		{"authorize room", func(wait hook) wshub.Options {
+			return wshub.Options{AuthorizeRoom: func(ctx context.Context, n *wshub.Node, cmd wshub.Cmd, room string) error {
+				wait(ctx, n, &wshub.Frame{CID: room})
+				return nil
+			}}
+		}, `{"cmd":12,"dstid":"wait"}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			entered, release := make(chan struct{}), make(chan struct{})
+			defer close(release)
+			srv := hubtest.New(t, tt.opts(func(ctx context.Context, n *wshub.Node, f *wshub.Frame) {
+				if n.UserID() == "alice" && f.CID == "wait" {
+					close(entered)
+					<-release
+				}
+			}))
+			alice, bob, carol := srv.Dial(t, "alice"), srv.Dial(t, "bob"), srv.Dial(t, "carol")
+			alice.SendRaw(t, tt.raw)
+			select {
+			case <-entered:
+			case <-time.After(hubtest.Timeout):
+				t.Fatal("the hook did not get alice's frame")
+			}
+			for i := range 3 {
+				cid := fmt.Sprint("b", i)
+				bob.Send(t, &wshub.Frame{Cmd: wshub.CmdSingle, DstID: "carol", CID: cid, Content: "hi"})
+				assert.Equal(t, cid, bob.Expect(t, wshub.CmdReceipt).CID)
+				assert.Equal(t, "hi", carol.Expect(t, wshub.CmdSingle).Content)
+			}
+		})
+	}
+}
+
+// waitingStore is a store that may wait for I/O (it is not a
+// store.NonBlocking): its Append of a message whose cid is "wait" waits
+// until release is closed.
+type waitingStore struct {
+	store.Store
+	entered, release chan struct{}
+}
+
+func (s *waitingStore) Append(ctx context.Context, req store.AppendRequest) (store.Message, bool, error) {
+	if req.CID == "wait" {
+		close(s.entered)
+		<-s.release
+	}
+	return s.Store.Append(ctx, req)
+}
+
+// A store call that waits holds up its own connection only, as a hook's
+// does: with a store that is not a store.NonBlocking, every frame is
+// handled off the transport's poller.
+func TestHub_AWaitingStoreHoldsUpOnlyItsConnection(t *testing.T) {
+	st := &waitingStore{Store: memstore.New(memstore.Options{}), entered: make(chan struct{}), release: make(chan struct{})}
+	defer close(st.release)
+	srv := hubtest.New(t, wshub.Options{Store: st})
+	alice, bob, carol := srv.Dial(t, "alice"), srv.Dial(t, "bob"), srv.Dial(t, "carol")
+	alice.Send(t, &wshub.Frame{Cmd: wshub.CmdSingle, DstID: "carol", CID: "wait", Content: "later"})
+	select {
+	case <-st.entered:
+	case <-time.After(hubtest.Timeout):
+		t.Fatal("the store did not get alice's message")
+	}
+	for i := range 3 {
+		cid := fmt.Sprint("b", i)
+		bob.Send(t, &wshub.Frame{Cmd: wshub.CmdSingle, DstID: "carol", CID: cid, Content: "hi"})
+		assert.Equal(t, cid, bob.Expect(t, wshub.CmdReceipt).CID)
+		assert.Equal(t, "hi", carol.Expect(t, wshub.CmdSingle).Content)
 	}
 }

@@ -307,6 +307,9 @@ func (e *nodeEvents) Message(data []byte) {
 	}
 	n.overLimit = 0
 	f.UserID = n.user
+	if h.mayWait(f.Cmd) {
+		n.conn.Blocking()
+	}
 	if err := n.dispatch(f); err != nil {
 		n.Send(h.errorFrame(n, f, err))
 	}

@@ -338,6 +338,18 @@ type Signal struct {
 	Data []byte
 }
 
+// NonBlocking is implemented by a Store whose calls never wait for I/O or
+// for anything but short critical sections: memstore's. The hub then
+// runs a frame's store calls on the goroutine that read the frame, even
+// when that goroutine is the transport's poller (which saves a thread's
+// wake-up per frame); for any other store it first hands polling on to
+// another goroutine. A store that says it never blocks and then waits
+// (on a network, on a disk) delays the reads of other connections.
+type NonBlocking interface {
+	// NonBlocking marks the store; it is never called.
+	NonBlocking()
+}
+
 // Signaler is implemented by a Feed that also carries ephemeral frames
 // between hub processes. A hub whose Feed is not a Signaler delivers
 // them to its own connections only.

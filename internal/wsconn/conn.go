@@ -136,7 +136,7 @@ func New(cfg Config) *Transport {
 		CheckOrigin: func(*http.Request) bool { return true },
 	}
 	t.pool.New = func() any { b := make([]byte, 0, 4096); return &b }
-	if p, err := newPoller(); err == nil {
+	if p, err := newPoller(&t.work); err == nil {
 		t.poll = p
 		go p.loop()
 	} else {
@@ -238,6 +238,9 @@ type Conn struct {
 	reading, again bool // guarded by mu
 	pollFD         int
 	pollID         uint64
+	// inline is the poller whose goroutine reads the connection in its
+	// place (readInline), until Blocking hands polling on; nil otherwise.
+	inline atomic.Pointer[poller]
 }
 
 // RemoteAddr returns the peer's network address.
@@ -501,6 +504,7 @@ func (c *Conn) message(p []byte) {
 
 // ping answers a ping frame with a pong of the same payload.
 func (c *Conn) ping(p []byte) {
+	c.Blocking() // the write waits while the peer does not read
 	if err := c.gc.writeControl(opPong, p, c.t.cfg.WriteTimeout); err != nil {
 		c.finish(err)
 	}
@@ -589,8 +593,50 @@ func (c *Conn) readable() {
 	c.t.work.run(c, (*Conn).readPolled)
 }
 
-// readPolled reads a ready socket (see readable), on a worker, until no
-// event came during its last read.
+// readInline reads the ready socket on the goroutine of the poller's loop
+// instead of handing it to a worker (readable), which saves waking a
+// thread for the worker: the loop reads the last socket of each batch of
+// events itself. It reports whether that goroutine still polls: a read
+// that may block hands polling on to another goroutine first (Blocking),
+// and the loop's goroutine then returns when the read is done.
+func (c *Conn) readInline(p *poller) bool {
+	c.mu.Lock()
+	switch {
+	case c.finished:
+		c.mu.Unlock()
+		return true
+	case c.reading:
+		c.again = true
+		c.mu.Unlock()
+		return true
+	}
+	c.reading = true
+	c.t.cfg.Goroutines.Add(1)
+	c.inline.Store(p)
+	c.mu.Unlock()
+	c.readPolled()
+	return c.inline.Swap(nil) != nil
+}
+
+// Blocking tells the connection that the goroutine reading it is about to
+// wait for something (a store's I/O, the application's code): when that
+// goroutine is the transport's poller, reading the connection in its place
+// (readInline), it hands polling on to another goroutine first, so that no
+// other connection's read waits behind it. Otherwise it does nothing. Call
+// it from Handler.Message before a call that may wait; the connection
+// calls it itself before its own waits (a pong's write, a lingering
+// close).
+func (c *Conn) Blocking() {
+	if c.inline.Load() == nil {
+		return
+	}
+	if p := c.inline.Swap(nil); p != nil {
+		p.handoff()
+	}
+}
+
+// readPolled reads a ready socket (see readable), on a worker or the
+// poller's goroutine, until no event came during its last read.
 func (c *Conn) readPolled() {
 	defer c.t.cfg.Goroutines.Done()
 	for c.readReady(c.raw) {
@@ -645,6 +691,7 @@ func (c *Conn) end(err error, abrupt bool) {
 		err = c.endErr
 	}
 	c.mu.Unlock()
+	c.Blocking() // the linger and Handler.Closed may wait
 	if abrupt {
 		c.gc.Close() // the peer went silent: nothing to linger for
 	} else {

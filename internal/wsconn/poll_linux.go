@@ -57,6 +57,11 @@ type poller struct {
 	nodes map[uint64]*Conn // by the id in their epoll registration
 	next  uint64
 
+	// One goroutine at a time runs loop: the one started by New, then,
+	// after a hand-off (Conn.Blocking), a worker.
+	work   *workers
+	events []syscall.EpollEvent // used by the goroutine running loop
+
 	done chan struct{} // closed by loop when it returns
 }
 
@@ -65,7 +70,7 @@ type poller struct {
 const pollEvents uint32 = syscall.EPOLLIN | syscall.EPOLLRDHUP | 1<<31
 
 // newPoller makes the epoll instance and its wake-up pipe.
-func newPoller() (*poller, error) {
+func newPoller(work *workers) (*poller, error) {
 	epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, err
@@ -75,7 +80,8 @@ func newPoller() (*poller, error) {
 		return nil, err
 	}
 	// Non-blocking, so os.NewFile registers it with the runtime's poller.
-	p := &poller{epfd: epfd, file: os.NewFile(uintptr(epfd), "wshub-epoll"), nodes: make(map[uint64]*Conn), next: 1, done: make(chan struct{})}
+	p := &poller{epfd: epfd, file: os.NewFile(uintptr(epfd), "wshub-epoll"), nodes: make(map[uint64]*Conn), next: 1, done: make(chan struct{}),
+		work: work, events: make([]syscall.EpollEvent, 256)}
 	if p.ep, err = p.file.SyscallConn(); err != nil {
 		p.file.Close()
 		return nil, err
@@ -150,37 +156,56 @@ func (p *poller) forget(id uint64) {
 	p.mu.Unlock()
 }
 
-// loop waits for events until close, starting a reading goroutine per
-// ready socket.
+// loop waits for events until close, and hands each ready socket to a
+// worker (Conn.readable), but the last one of each batch, which it reads
+// itself (Conn.readInline): at the usual rate of a socket or two per
+// wake-up, that saves waking a thread per frame. A read that may wait
+// hands polling on to another goroutine first (Conn.Blocking, handoff);
+// loop then returns once that read is done, and the other goroutine polls
+// on. One goroutine at a time runs loop.
 func (p *poller) loop() {
-	defer close(p.done)
-	events := make([]syscall.EpollEvent, 256)
 	for {
 		var k int
 		var werr error
 		err := p.ep.Read(func(fd uintptr) bool {
-			k, werr = syscall.EpollWait(int(fd), events, 0)
+			k, werr = syscall.EpollWait(int(fd), p.events, 0)
 			if werr == syscall.EINTR {
 				k, werr = 0, nil
 			}
 			return k > 0 || werr != nil // else park until the instance is readable
 		})
 		if err != nil || werr != nil {
+			close(p.done)
 			return
 		}
-		for _, ev := range events[:k] {
+		var last *Conn
+		for _, ev := range p.events[:k] {
 			id := uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
 			if id == 0 {
-				return // the wake-up pipe: close was called
+				close(p.done) // the wake-up pipe: close was called
+				return
 			}
 			p.mu.Lock()
 			n := p.nodes[id]
 			p.mu.Unlock()
-			if n != nil {
-				n.readable()
+			if n == nil {
+				continue
 			}
+			if last != nil {
+				last.readable()
+			}
+			last = n
+		}
+		if last != nil && !last.readInline(p) {
+			return // another goroutine polls now
 		}
 	}
+}
+
+// handoff starts loop on a worker: the goroutine running it is about to
+// wait (Conn.Blocking).
+func (p *poller) handoff() {
+	p.work.run(nil, func(*Conn) { p.loop() })
 }
 
 // close ends loop and releases the epoll instance. Call it once no socket

@@ -7,9 +7,10 @@ import "errors"
 // poller is Linux only: elsewhere every connection has a reader goroutine.
 type poller struct{}
 
-func newPoller() (*poller, error) { return nil, errors.New("wsconn: no epoll on this system") }
+func newPoller(*workers) (*poller, error) { return nil, errors.New("wsconn: no epoll on this system") }
 
 func (p *poller) add(n *Conn) bool     { return false }
 func (p *poller) removeLocked(n *Conn) {}
 func (p *poller) loop()                {}
 func (p *poller) close()               {}
+func (p *poller) handoff()             {}

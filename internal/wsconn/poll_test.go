@@ -3,20 +3,24 @@
 package wsconn
 
 import (
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
 )
 
-// blockingHandler blocks in Message("block") until release is closed and
-// reports every message on got.
+// blockingHandler blocks in Message("block") until release is closed,
+// after telling its connection (Conn.Blocking), and reports every message
+// on got.
 type blockingHandler struct {
+	conn    atomic.Pointer[Conn]
 	entered chan struct{}
 	release chan struct{}
 	got     chan string
@@ -26,6 +30,7 @@ type blockingHandler struct {
 
 func (h *blockingHandler) Message(p []byte) {
 	if string(p) == "block" {
+		h.conn.Load().Blocking()
 		close(h.entered)
 		<-h.release
 	}
@@ -58,6 +63,7 @@ func TestPoller_FrameArrivingDuringARead(t *testing.T) {
 			return
 		}
 		wg.Add(1)
+		h.conn.Store(c)
 		conns <- c
 		c.Serve()
 	}))
@@ -68,6 +74,8 @@ func TestPoller_FrameArrivingDuringARead(t *testing.T) {
 	}
 	defer ws.Close()
 	c := <-conns
+	var release sync.Once // on every path: a handler left blocked would hold the poller
+	defer release.Do(func() { close(h.release) })
 	if err := ws.WriteMessage(websocket.TextMessage, []byte("block")); err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +97,7 @@ func TestPoller_FrameArrivingDuringARead(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	close(h.release)
+	release.Do(func() { close(h.release) })
 	for _, want := range []string{"block", "second"} {
 		select {
 		case got := <-h.got:
@@ -104,4 +112,121 @@ func TestPoller_FrameArrivingDuringARead(t *testing.T) {
 	<-h.closed
 	wg.Wait()
 	tr.Close()
+}
+
+// pollServer serves a transport's connections with the handlers newHandler
+// makes, one per connection; close ends the connections' transport after
+// they ended.
+func pollServer(t *testing.T, newHandler func(wg *sync.WaitGroup) *blockingHandler) (tr *Transport, dial func() *websocket.Conn) {
+	t.Helper()
+	var wg sync.WaitGroup
+	tr = New(Config{
+		ReadLimit: 1 << 20, FrameTimeout: time.Minute, WriteTimeout: time.Minute,
+		PingInterval: time.Hour, PongTimeout: time.Hour,
+		SendQueue: 16, SendQueueBytes: 1 << 20,
+		Goroutines: &wg, Logger: slog.New(slog.DiscardHandler),
+	})
+	if tr.poll == nil {
+		t.Fatal("no poller on Linux")
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := newHandler(&wg)
+		c, err := tr.Upgrade(w, r, h, false, nil)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		wg.Add(1)
+		h.conn.Store(c)
+		c.Serve()
+	}))
+	var clients []*websocket.Conn
+	t.Cleanup(func() {
+		for _, ws := range clients {
+			ws.Close()
+		}
+		srv.Close()
+		wg.Wait()
+		tr.Close()
+	})
+	return tr, func() *websocket.Conn {
+		ws, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		clients = append(clients, ws)
+		return ws
+	}
+}
+
+func newBlockingHandler(wg *sync.WaitGroup) *blockingHandler {
+	return &blockingHandler{entered: make(chan struct{}), release: make(chan struct{}), got: make(chan string, 64), closed: make(chan struct{}), wg: wg}
+}
+
+// The poller reads the last ready socket of each batch itself, on its own
+// goroutine: frames of one connection, one at a time, start no worker.
+func TestPoller_ReadsTheLastReadySocketItself(t *testing.T) {
+	handlers := make(chan *blockingHandler, 1)
+	tr, dial := pollServer(t, func(wg *sync.WaitGroup) *blockingHandler {
+		h := newBlockingHandler(wg)
+		handlers <- h
+		return h
+	})
+	ws := dial()
+	h := <-handlers
+	for i := range 20 {
+		msg := fmt.Sprint("frame ", i)
+		if err := ws.WriteMessage(websocket.TextMessage, []byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case got := <-h.got:
+			if got != msg {
+				t.Fatalf("got %q, want %q", got, msg)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%q not handled within 10s", msg)
+		}
+	}
+	if n := tr.work.live.Load(); n != 0 {
+		t.Errorf("%d workers started for frames the poller could read itself", n)
+	}
+}
+
+// A read that waits (its handler called Conn.Blocking) hands polling on:
+// while it waits, another connection's frames are read and handled.
+func TestPoller_AWaitingReadHandsPollingOn(t *testing.T) {
+	handlers := make(chan *blockingHandler, 2)
+	_, dial := pollServer(t, func(wg *sync.WaitGroup) *blockingHandler {
+		h := newBlockingHandler(wg)
+		handlers <- h
+		return h
+	})
+	a := dial()
+	ha := <-handlers
+	b := dial()
+	hb := <-handlers
+	defer close(ha.release)
+	if err := a.WriteMessage(websocket.TextMessage, []byte("block")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-ha.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the blocking frame was not handled within 10s")
+	}
+	for i := range 5 {
+		msg := fmt.Sprint("hello ", i)
+		if err := b.WriteMessage(websocket.TextMessage, []byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case got := <-hb.got:
+			if got != msg {
+				t.Fatalf("got %q, want %q", got, msg)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%q of another connection not handled within 10s while a read waits", msg)
+		}
+	}
 }

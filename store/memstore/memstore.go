@@ -151,9 +151,15 @@ type Store struct {
 }
 
 var (
-	_ store.Store = (*Store)(nil)
-	_ store.Inbox = (*Store)(nil)
+	_ store.Store       = (*Store)(nil)
+	_ store.Inbox       = (*Store)(nil)
+	_ store.NonBlocking = (*Store)(nil)
 )
+
+// NonBlocking marks the store as one whose calls never wait for I/O (see
+// store.NonBlocking): the hub runs them on the goroutine that read the
+// frame.
+func (*Store) NonBlocking() {}
 
 // New returns an empty Store with a fresh random Epoch.
 func New(opts Options) *Store {
