@@ -187,7 +187,16 @@ func DecodeFrame(b []byte) (*Frame, error) {
 // in the order of the Frame type. It fails when Media or Amount is not a
 // JSON number or Data is not valid JSON.
 func (f *Frame) Encode() ([]byte, error) {
-	return f.AppendJSON(make([]byte, 0, 128+len(f.Content)+len(f.Data)))
+	return f.AppendJSON(make([]byte, 0, f.sizeHint()))
+}
+
+// sizeHint is about the length of f's encoding: its text fields and room
+// for the names and numbers, so that Encode allocates once (escaped
+// characters and Items grow it).
+func (f *Frame) sizeHint() int {
+	return 112 + len(f.ID) + len(f.CID) + len(f.UserID) + len(f.DstID) +
+		len(f.Media) + len(f.Content) + len(f.Pic) + len(f.URL) + len(f.Memo) +
+		len(f.Amount) + len(f.Data) + len(f.Epoch) + len(f.Reason)
 }
 
 // MarshalJSON encodes f as Encode does.
