@@ -1158,7 +1158,10 @@ func (h *Hub) SendToUser(ctx context.Context, from, to string, f *Frame) (*Frame
 		return nil, err
 	}
 	r, _, err := h.send(ctx, CmdSingle, from, to, f, nil)
-	return r, err
+	if err != nil {
+		return nil, err
+	}
+	return &r, nil
 }
 
 // SendToRoom stores a message from user from to room and delivers it to
@@ -1173,24 +1176,27 @@ func (h *Hub) SendToRoom(ctx context.Context, from, room string, f *Frame) (*Fra
 		return nil, err
 	}
 	r, _, err := h.send(ctx, CmdRoom, from, room, f, nil)
-	return r, err
+	if err != nil {
+		return nil, err
+	}
+	return &r, nil
 }
 
 // send stores and delivers a direct (CmdSingle) or room (CmdRoom) message
 // and returns its receipt; dup reports a resend of a (from, cid) stored
 // before, which stored nothing. origin, the sending connection, if any,
 // gets the receipt instead of the message.
-func (h *Hub) send(ctx context.Context, cmd Cmd, from, to string, f *Frame, origin *Node) (receipt *Frame, dup bool, err error) {
+func (h *Hub) send(ctx context.Context, cmd Cmd, from, to string, f *Frame, origin *Node) (receipt Frame, dup bool, err error) {
 	if h.isClosed() {
-		return nil, false, ErrUnavailable
+		return Frame{}, false, ErrUnavailable
 	}
 	body, err := f.appendPayload(make([]byte, 0, 32+len(f.Content)+len(f.Data)))
 	if err != nil {
-		return nil, false, fmt.Errorf("%w: %v", ErrBadRequest, err)
+		return Frame{}, false, fmt.Errorf("%w: %v", ErrBadRequest, err)
 	}
 	id, err := uuid.NewV7()
 	if err != nil {
-		return nil, false, fmt.Errorf("%w: message id: %w", ErrInternal, err)
+		return Frame{}, false, fmt.Errorf("%w: message id: %w", ErrInternal, err)
 	}
 	req := store.AppendRequest{
 		Msg: store.Message{ID: id.String(), TS: time.Now().UnixMilli(), Cmd: int(cmd), From: from, To: to, Body: body},
@@ -1225,12 +1231,12 @@ func (h *Hub) send(ctx context.Context, cmd Cmd, from, to string, f *Frame, orig
 	}
 	h.stats.observeAppend(time.Since(start))
 	if err != nil {
-		return nil, false, h.storeErr(err)
+		return Frame{}, false, h.storeErr(err)
 	}
 	if !dup {
 		h.stats.stored.Add(1)
 	}
-	return &Frame{Cmd: CmdReceipt, CID: f.CID, ID: m.ID, DstID: to, Seq: m.Seq, TS: m.TS}, dup, nil
+	return Frame{Cmd: CmdReceipt, CID: f.CID, ID: m.ID, DstID: to, Seq: m.Seq, TS: m.TS}, dup, nil
 }
 
 // deliver pushes a stored message to the local connections that receive
