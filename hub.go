@@ -451,8 +451,8 @@ func New(opts Options) (*Hub, error) {
 		h.ownStore = true
 	}
 	h.dispatch = chain(router{h}, opts.Middleware)
-	_, nonBlocking := h.store.(store.NonBlocking)
-	h.waits = !nonBlocking || len(opts.Middleware) > 0
+	nb, ok := h.store.(store.NonBlocking)
+	h.waits = !ok || !nb.NonBlocking() || len(opts.Middleware) > 0
 	h.starters.New = func() any { return new(starter) }
 	for i := range h.users {
 		h.users[i].users = make(map[string]*userEntry)

@@ -155,24 +155,50 @@ func (s *waitingStore) Append(ctx context.Context, req store.AppendRequest) (sto
 	return s.Store.Append(ctx, req)
 }
 
+// waitingMem embeds the memory store, and waits in Append as
+// waitingStore does: it reports NonBlocking false.
+type waitingMem struct {
+	*memstore.Store
+	wait *waitingStore
+}
+
+func (s *waitingMem) Append(ctx context.Context, req store.AppendRequest) (store.Message, bool, error) {
+	return s.wait.Append(ctx, req)
+}
+
+func (*waitingMem) NonBlocking() bool { return false }
+
 // A store call that waits holds up its own connection only, as a hook's
-// does: with a store that is not a store.NonBlocking, every frame is
-// handled off the transport's poller.
+// does: with a store that is not a store.NonBlocking, or says false,
+// every frame is handled off the transport's poller.
 func TestHub_AWaitingStoreHoldsUpOnlyItsConnection(t *testing.T) {
-	st := &waitingStore{Store: memstore.New(memstore.Options{}), entered: make(chan struct{}), release: make(chan struct{})}
-	defer close(st.release)
-	srv := hubtest.New(t, wshub.Options{Store: st})
-	alice, bob, carol := srv.Dial(t, "alice"), srv.Dial(t, "bob"), srv.Dial(t, "carol")
-	alice.Send(t, &wshub.Frame{Cmd: wshub.CmdSingle, DstID: "carol", CID: "wait", Content: "later"})
-	select {
-	case <-st.entered:
-	case <-time.After(hubtest.Timeout):
-		t.Fatal("the store did not get alice's message")
+	tests := []struct {
+		name string
+		wrap func(*waitingStore) store.Store
+	}{
+		{"no NonBlocking", func(w *waitingStore) store.Store { return w }},
+		{"NonBlocking false", func(w *waitingStore) store.Store {
+			return &waitingMem{Store: w.Store.(*memstore.Store), wait: w}
+		}},
 	}
-	for i := range 3 {
-		cid := fmt.Sprint("b", i)
-		bob.Send(t, &wshub.Frame{Cmd: wshub.CmdSingle, DstID: "carol", CID: cid, Content: "hi"})
-		assert.Equal(t, cid, bob.Expect(t, wshub.CmdReceipt).CID)
-		assert.Equal(t, "hi", carol.Expect(t, wshub.CmdSingle).Content)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w := &waitingStore{Store: memstore.New(memstore.Options{}), entered: make(chan struct{}), release: make(chan struct{})}
+			defer close(w.release)
+			srv := hubtest.New(t, wshub.Options{Store: tt.wrap(w)})
+			alice, bob, carol := srv.Dial(t, "alice"), srv.Dial(t, "bob"), srv.Dial(t, "carol")
+			alice.Send(t, &wshub.Frame{Cmd: wshub.CmdSingle, DstID: "carol", CID: "wait", Content: "later"})
+			select {
+			case <-w.entered:
+			case <-time.After(hubtest.Timeout):
+				t.Fatal("the store did not get alice's message")
+			}
+			for i := range 3 {
+				cid := fmt.Sprint("b", i)
+				bob.Send(t, &wshub.Frame{Cmd: wshub.CmdSingle, DstID: "carol", CID: cid, Content: "hi"})
+				assert.Equal(t, cid, bob.Expect(t, wshub.CmdReceipt).CID)
+				assert.Equal(t, "hi", carol.Expect(t, wshub.CmdSingle).Content)
+			}
+		})
 	}
 }

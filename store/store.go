@@ -339,15 +339,16 @@ type Signal struct {
 }
 
 // NonBlocking is implemented by a Store whose calls never wait for I/O or
-// for anything but short critical sections: memstore's. The hub then
-// runs a frame's store calls on the goroutine that read the frame, even
-// when that goroutine is the transport's poller (which saves a thread's
-// wake-up per frame); for any other store it first hands polling on to
-// another goroutine. A store that says it never blocks and then waits
-// (on a network, on a disk) delays the reads of other connections.
+// for anything but short critical sections: memstore's. When NonBlocking
+// reports true, the hub runs a frame's store calls on the goroutine that
+// read the frame, even when that goroutine is the transport's poller
+// (which saves a thread's wake-up per frame); for any other store it
+// first hands polling on to another goroutine. A store that says it never
+// blocks and then waits (on a network, on a disk) delays the reads of
+// other connections. A wrapper that embeds *memstore.Store and adds I/O
+// must override NonBlocking to report false.
 type NonBlocking interface {
-	// NonBlocking marks the store; it is never called.
-	NonBlocking()
+	NonBlocking() bool
 }
 
 // Signaler is implemented by a Feed that also carries ephemeral frames

@@ -156,10 +156,10 @@ var (
 	_ store.NonBlocking = (*Store)(nil)
 )
 
-// NonBlocking marks the store as one whose calls never wait for I/O (see
-// store.NonBlocking): the hub runs them on the goroutine that read the
+// NonBlocking reports true: the store's calls never wait for I/O (see
+// store.NonBlocking), so the hub runs them on the goroutine that read the
 // frame.
-func (*Store) NonBlocking() {}
+func (*Store) NonBlocking() bool { return true }
 
 // New returns an empty Store with a fresh random Epoch.
 func New(opts Options) *Store {
