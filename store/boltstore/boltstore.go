@@ -352,6 +352,9 @@ type Store struct {
 	// now is the clock of the commit times (the age MaxAge measures) and
 	// of the expiry; time.Now except in tests.
 	now func() time.Time
+	// expireBatch is the most log records one expiry pass handles
+	// (defaultExpireBatch).
+	expireBatch int
 	// expireReq carries a test's request to checkpoint and expire now
 	// (see export_test.go); the committer answers on the channel sent.
 	expireReq chan chan int
@@ -414,8 +417,9 @@ func openFile(path string, opts Options) (*Store, error) {
 		stopped: make(chan struct{}),
 		notify:  make(chan []*request, 4),
 
-		now:       time.Now,
-		expireReq: make(chan chan int),
+		now:         time.Now,
+		expireBatch: defaultExpireBatch,
+		expireReq:   make(chan chan int),
 	}
 	s.lingerTimer = time.NewTimer(time.Hour)
 	s.lingerTimer.Stop()

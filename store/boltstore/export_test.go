@@ -20,11 +20,22 @@ func CheckQueues(path string) error {
 // OpenWithClock is Open with now as the clock of the commit times and of
 // the expiry (Options.MaxAge).
 func OpenWithClock(path string, opts Options, now func() time.Time) (*Store, error) {
+	return OpenTuned(path, opts, now, 0)
+}
+
+// OpenTuned is Open with now (if not nil) as the clock, and with at most
+// batch (if positive) log records per expiry pass.
+func OpenTuned(path string, opts Options, now func() time.Time, batch int) (*Store, error) {
 	s, err := openFile(path, opts)
 	if err != nil {
 		return nil, err
 	}
-	s.now = now
+	if now != nil {
+		s.now = now
+	}
+	if batch > 0 {
+		s.expireBatch = batch
+	}
 	go s.commitLoop()
 	return s, nil
 }
@@ -35,12 +46,4 @@ func ExpireNow(s *Store) int {
 	done := make(chan int, 1)
 	s.expireReq <- done
 	return <-done
-}
-
-// SetExpireBatch sets the most log records one expiry pass handles, and
-// returns a func that restores it.
-func SetExpireBatch(n int) (restore func()) {
-	old := expireBatch
-	expireBatch = n
-	return func() { expireBatch = old }
 }

@@ -18,13 +18,13 @@ import (
 // so the messages older than MaxAge are a prefix of it. The committer
 // expires them in passes, between its batches: a pass is one write
 // transaction that walks the log from meta/expired (the last position an
-// earlier pass handled) over at most expireBatch records that are older
+// earlier pass handled) over at most Store.expireBatch records that are older
 // than MaxAge and already checkpointed (at most meta/applied), deletes each
 // from its conversation's history, and releases its log record as the
 // count bound does (release: deleted, or kept while a queue holds it).
 // Within a conversation seq order is log order, so a pass removes a prefix
 // of each history and the retained seqs stay contiguous. A pass that had
-// more to do than expireBatch is followed by another at once (with the
+// more to do than Store.expireBatch is followed by another at once (with the
 // callers' batches in between); otherwise the next comes retentionEvery
 // later. A pass that found nothing to do is rolled back (no sync).
 //
@@ -41,8 +41,9 @@ import (
 // Seq - Read still counts its one message. Without MaxAge nothing is
 // forgotten, seqfloor stays 0 and every conversation starts at 1.
 
-// expireBatch is the most log records one expiry pass handles.
-var expireBatch = 1000
+// defaultExpireBatch is the most log records one expiry pass handles
+// (Store.expireBatch; tests lower it).
+const defaultExpireBatch = 1000
 
 // Meta keys of the retention: the last log position an expiry pass
 // handled, and the seq floor of the conversations without a history
@@ -69,7 +70,7 @@ func (s *Store) expire() (n int, more bool) {
 	err := s.safely(func() error {
 		return s.db.Update(func(tx *bolt.Tx) error {
 			var err error
-			n, more, err = s.newWriter(tx, start, nil).expire(cutoff, expireBatch)
+			n, more, err = s.newWriter(tx, start, nil).expire(cutoff, s.expireBatch)
 			if err == nil && n == 0 {
 				return errNothingWritten
 			}

@@ -122,11 +122,10 @@ func TestHelperRetentionProcess(t *testing.T) {
 	if path == "" {
 		return
 	}
-	boltstore.SetExpireBatch(5)
-	s, err := boltstore.Open(path, boltstore.Options{
+	s, err := boltstore.OpenTuned(path, boltstore.Options{
 		MaxAge: 20 * time.Millisecond, CheckpointEvery: 13, CheckpointInterval: 3 * time.Millisecond,
 		MaxPendingPerSender: -1, MaxPending: -1,
-	})
+	}, nil, 5)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "open:", err)
 		os.Exit(2)

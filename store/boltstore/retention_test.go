@@ -186,11 +186,10 @@ func TestRetention_MaxAge(t *testing.T) {
 // passes of at most the batch size, oldest first, each leaving the file
 // consistent.
 func TestRetention_Batches(t *testing.T) {
-	defer boltstore.SetExpireBatch(7)()
 	path := filepath.Join(t.TempDir(), "hub.db")
 	clk := newClock()
 	opts := boltstore.Options{MaxAge: time.Minute, NoSync: true}
-	s, err := boltstore.OpenWithClock(path, opts, clk.Now)
+	s, err := boltstore.OpenTuned(path, opts, clk.Now, 7)
 	require.NoError(t, err)
 	for i := range 100 {
 		req := direct(fmt.Sprintf("u%d", i%10), "z", fmt.Sprint(i), "")
