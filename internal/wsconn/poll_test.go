@@ -39,13 +39,14 @@ func (h *blockingHandler) Message(p []byte) {
 func (h *blockingHandler) Written([]string) {}
 func (h *blockingHandler) Closed(error)     { close(h.closed); h.wg.Done() }
 
-// A frame that arrives while a worker is still handling the previous one
-// raises an event that only marks the connection (edge-triggered socket):
-// the worker reads again before it stops, so the frame is not left in the
-// socket waiting for an event that will not come.
-func TestPoller_FrameArrivingDuringARead(t *testing.T) {
+// pollServer serves a polled transport's connections, each with a
+// blockingHandler of its own; dial connects a client and returns it with
+// the server side's handler (its conn set). The cleanup closes the
+// clients and the transport once every connection ended.
+func pollServer(t *testing.T) (tr *Transport, dial func() (*websocket.Conn, *blockingHandler)) {
+	t.Helper()
 	var wg sync.WaitGroup
-	tr := New(Config{
+	tr = New(Config{
 		ReadLimit: 1 << 20, FrameTimeout: time.Minute, WriteTimeout: time.Minute,
 		PingInterval: time.Hour, PongTimeout: time.Hour,
 		SendQueue: 16, SendQueueBytes: 1 << 20,
@@ -54,9 +55,10 @@ func TestPoller_FrameArrivingDuringARead(t *testing.T) {
 	if tr.poll == nil {
 		t.Fatal("no poller on Linux")
 	}
-	h := &blockingHandler{entered: make(chan struct{}), release: make(chan struct{}), got: make(chan string, 4), closed: make(chan struct{}), wg: &wg}
-	conns := make(chan *Conn, 1)
+	handlers := make(chan *blockingHandler, 1)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := &blockingHandler{entered: make(chan struct{}), release: make(chan struct{}),
+			got: make(chan string, 64), closed: make(chan struct{}), wg: &wg}
 		c, err := tr.Upgrade(w, r, h, false, nil)
 		if err != nil {
 			t.Error(err)
@@ -64,25 +66,62 @@ func TestPoller_FrameArrivingDuringARead(t *testing.T) {
 		}
 		wg.Add(1)
 		h.conn.Store(c)
-		conns <- c
+		handlers <- h
 		c.Serve()
 	}))
-	defer srv.Close()
-	ws, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
-	if err != nil {
+	var clients []*websocket.Conn
+	t.Cleanup(func() {
+		for _, ws := range clients {
+			ws.Close()
+		}
+		srv.Close()
+		wg.Wait()
+		tr.Close()
+	})
+	return tr, func() (*websocket.Conn, *blockingHandler) {
+		ws, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		clients = append(clients, ws)
+		return ws, <-handlers
+	}
+}
+
+// expectGot fails the test unless h handles want within 10 s.
+func expectGot(t *testing.T, h *blockingHandler, want string) {
+	t.Helper()
+	select {
+	case got := <-h.got:
+		if got != want {
+			t.Fatalf("got %q, want %q", got, want)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%q not handled within 10s", want)
+	}
+}
+
+// send writes msg to ws as a text frame.
+func send(t *testing.T, ws *websocket.Conn, msg string) {
+	t.Helper()
+	if err := ws.WriteMessage(websocket.TextMessage, []byte(msg)); err != nil {
 		t.Fatal(err)
 	}
-	defer ws.Close()
-	c := <-conns
-	var release sync.Once // on every path: a handler left blocked would hold the poller
+}
+
+// A frame that arrives while a worker is still handling the previous one
+// raises an event that only marks the connection (edge-triggered socket):
+// the worker reads again before it stops, so the frame is not left in the
+// socket waiting for an event that will not come.
+func TestPoller_FrameArrivingDuringARead(t *testing.T) {
+	_, dial := pollServer(t)
+	ws, h := dial()
+	c := h.conn.Load()
+	var release sync.Once // on every path: a handler left blocked would hold its reader
 	defer release.Do(func() { close(h.release) })
-	if err := ws.WriteMessage(websocket.TextMessage, []byte("block")); err != nil {
-		t.Fatal(err)
-	}
+	send(t, ws, "block")
 	<-h.entered
-	if err := ws.WriteMessage(websocket.TextMessage, []byte("second")); err != nil {
-		t.Fatal(err)
-	}
+	send(t, ws, "second")
 	// The second frame's event came while the worker is busy.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -98,95 +137,21 @@ func TestPoller_FrameArrivingDuringARead(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	release.Do(func() { close(h.release) })
-	for _, want := range []string{"block", "second"} {
-		select {
-		case got := <-h.got:
-			if got != want {
-				t.Fatalf("got %q, want %q", got, want)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatalf("%q not handled within 10s", want)
-		}
-	}
+	expectGot(t, h, "block")
+	expectGot(t, h, "second")
 	ws.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""))
 	<-h.closed
-	wg.Wait()
-	tr.Close()
-}
-
-// pollServer serves a transport's connections with the handlers newHandler
-// makes, one per connection; close ends the connections' transport after
-// they ended.
-func pollServer(t *testing.T, newHandler func(wg *sync.WaitGroup) *blockingHandler) (tr *Transport, dial func() *websocket.Conn) {
-	t.Helper()
-	var wg sync.WaitGroup
-	tr = New(Config{
-		ReadLimit: 1 << 20, FrameTimeout: time.Minute, WriteTimeout: time.Minute,
-		PingInterval: time.Hour, PongTimeout: time.Hour,
-		SendQueue: 16, SendQueueBytes: 1 << 20,
-		Goroutines: &wg, Logger: slog.New(slog.DiscardHandler),
-	})
-	if tr.poll == nil {
-		t.Fatal("no poller on Linux")
-	}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h := newHandler(&wg)
-		c, err := tr.Upgrade(w, r, h, false, nil)
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		wg.Add(1)
-		h.conn.Store(c)
-		c.Serve()
-	}))
-	var clients []*websocket.Conn
-	t.Cleanup(func() {
-		for _, ws := range clients {
-			ws.Close()
-		}
-		srv.Close()
-		wg.Wait()
-		tr.Close()
-	})
-	return tr, func() *websocket.Conn {
-		ws, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		clients = append(clients, ws)
-		return ws
-	}
-}
-
-func newBlockingHandler(wg *sync.WaitGroup) *blockingHandler {
-	return &blockingHandler{entered: make(chan struct{}), release: make(chan struct{}), got: make(chan string, 64), closed: make(chan struct{}), wg: wg}
 }
 
 // The poller reads the last ready socket of each batch itself, on its own
 // goroutine: frames of one connection, one at a time, start no worker.
 func TestPoller_ReadsTheLastReadySocketItself(t *testing.T) {
-	handlers := make(chan *blockingHandler, 1)
-	tr, dial := pollServer(t, func(wg *sync.WaitGroup) *blockingHandler {
-		h := newBlockingHandler(wg)
-		handlers <- h
-		return h
-	})
-	ws := dial()
-	h := <-handlers
+	tr, dial := pollServer(t)
+	ws, h := dial()
 	for i := range 20 {
 		msg := fmt.Sprint("frame ", i)
-		if err := ws.WriteMessage(websocket.TextMessage, []byte(msg)); err != nil {
-			t.Fatal(err)
-		}
-		select {
-		case got := <-h.got:
-			if got != msg {
-				t.Fatalf("got %q, want %q", got, msg)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatalf("%q not handled within 10s", msg)
-		}
+		send(t, ws, msg)
+		expectGot(t, h, msg)
 	}
 	if n := tr.work.live.Load(); n != 0 {
 		t.Errorf("%d workers started for frames the poller could read itself", n)
@@ -196,20 +161,11 @@ func TestPoller_ReadsTheLastReadySocketItself(t *testing.T) {
 // A read that waits (its handler called Conn.Blocking) hands polling on:
 // while it waits, another connection's frames are read and handled.
 func TestPoller_AWaitingReadHandsPollingOn(t *testing.T) {
-	handlers := make(chan *blockingHandler, 2)
-	_, dial := pollServer(t, func(wg *sync.WaitGroup) *blockingHandler {
-		h := newBlockingHandler(wg)
-		handlers <- h
-		return h
-	})
-	a := dial()
-	ha := <-handlers
-	b := dial()
-	hb := <-handlers
+	_, dial := pollServer(t)
+	a, ha := dial()
+	b, hb := dial()
 	defer close(ha.release)
-	if err := a.WriteMessage(websocket.TextMessage, []byte("block")); err != nil {
-		t.Fatal(err)
-	}
+	send(t, a, "block")
 	select {
 	case <-ha.entered:
 	case <-time.After(10 * time.Second):
@@ -217,16 +173,7 @@ func TestPoller_AWaitingReadHandsPollingOn(t *testing.T) {
 	}
 	for i := range 5 {
 		msg := fmt.Sprint("hello ", i)
-		if err := b.WriteMessage(websocket.TextMessage, []byte(msg)); err != nil {
-			t.Fatal(err)
-		}
-		select {
-		case got := <-hb.got:
-			if got != msg {
-				t.Fatalf("got %q, want %q", got, msg)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatalf("%q of another connection not handled within 10s while a read waits", msg)
-		}
+		send(t, b, msg)
+		expectGot(t, hb, msg)
 	}
 }
