@@ -124,18 +124,26 @@ func TestHub_AWaitingHookHoldsUpOnlyItsConnection(t *testing.T) {
 			}))
 			alice, bob, carol := srv.Dial(t, "alice"), srv.Dial(t, "bob"), srv.Dial(t, "carol")
 			alice.SendRaw(t, tt.raw)
-			select {
-			case <-entered:
-			case <-time.After(hubtest.Timeout):
-				t.Fatal("the hook did not get alice's frame")
-			}
-			for i := range 3 {
-				cid := fmt.Sprint("b", i)
-				bob.Send(t, &wshub.Frame{Cmd: wshub.CmdSingle, DstID: "carol", CID: cid, Content: "hi"})
-				assert.Equal(t, cid, bob.Expect(t, wshub.CmdReceipt).CID)
-				assert.Equal(t, "hi", carol.Expect(t, wshub.CmdSingle).Content)
-			}
+			othersServedWhileWaiting(t, entered, "the hook", bob, carol)
 		})
+	}
+}
+
+// othersServedWhileWaiting waits until what (a hook, the store) is
+// holding alice's frame (entered), then has bob send carol three direct
+// messages, each receipted and delivered meanwhile.
+func othersServedWhileWaiting(t *testing.T, entered <-chan struct{}, what string, bob, carol *hubtest.Conn) {
+	t.Helper()
+	select {
+	case <-entered:
+	case <-time.After(hubtest.Timeout):
+		t.Fatalf("%s did not get alice's frame", what)
+	}
+	for i := range 3 {
+		cid := fmt.Sprint("b", i)
+		bob.Send(t, &wshub.Frame{Cmd: wshub.CmdSingle, DstID: "carol", CID: cid, Content: "hi"})
+		assert.Equal(t, cid, bob.Expect(t, wshub.CmdReceipt).CID)
+		assert.Equal(t, "hi", carol.Expect(t, wshub.CmdSingle).Content)
 	}
 }
 
@@ -188,17 +196,7 @@ func TestHub_AWaitingStoreHoldsUpOnlyItsConnection(t *testing.T) {
 			srv := hubtest.New(t, wshub.Options{Store: tt.wrap(w)})
 			alice, bob, carol := srv.Dial(t, "alice"), srv.Dial(t, "bob"), srv.Dial(t, "carol")
 			alice.Send(t, &wshub.Frame{Cmd: wshub.CmdSingle, DstID: "carol", CID: "wait", Content: "later"})
-			select {
-			case <-w.entered:
-			case <-time.After(hubtest.Timeout):
-				t.Fatal("the store did not get alice's message")
-			}
-			for i := range 3 {
-				cid := fmt.Sprint("b", i)
-				bob.Send(t, &wshub.Frame{Cmd: wshub.CmdSingle, DstID: "carol", CID: cid, Content: "hi"})
-				assert.Equal(t, cid, bob.Expect(t, wshub.CmdReceipt).CID)
-				assert.Equal(t, "hi", carol.Expect(t, wshub.CmdSingle).Content)
-			}
+			othersServedWhileWaiting(t, w.entered, "the store", bob, carol)
 		})
 	}
 }
