@@ -17,8 +17,8 @@ import (
 )
 
 // blockingHandler blocks in Message("block") until release is closed,
-// after telling its connection (Conn.Blocking), and reports every message
-// on got.
+// after telling its connection (Conn.Blocking), panics in
+// Message("panic"), and reports every other message on got.
 type blockingHandler struct {
 	conn    atomic.Pointer[Conn]
 	entered chan struct{}
@@ -29,6 +29,9 @@ type blockingHandler struct {
 }
 
 func (h *blockingHandler) Message(p []byte) {
+	if string(p) == "panic" {
+		panic("a bug in the handler")
+	}
 	if string(p) == "block" {
 		h.conn.Load().Blocking()
 		close(h.entered)
@@ -175,5 +178,35 @@ func TestPoller_AWaitingReadHandsPollingOn(t *testing.T) {
 		msg := fmt.Sprint("hello ", i)
 		send(t, b, msg)
 		expectGot(t, hb, msg)
+	}
+}
+
+// A handler that panics on the poller's goroutine ends its connection
+// (ErrReadPanic), whose socket then lingers for the peer's close (up to
+// closeGrace, 2 s: this client never closes); the poller goes on at once:
+// another connection's frames are read meanwhile, before the first
+// connection's end is reported.
+func TestPoller_APanickingReadEndsOnlyItsConnection(t *testing.T) {
+	_, dial := pollServer(t)
+	a, ha := dial()
+	b, hb := dial()
+	for round := range 2 {
+		send(t, a, "panic")
+		for i := range 3 {
+			msg := fmt.Sprint("round ", round, " frame ", i)
+			send(t, b, msg)
+			expectGot(t, hb, msg)
+		}
+		select {
+		case <-ha.closed:
+			t.Fatal("the other connection's frames were read only after the lingering one ended")
+		default:
+		}
+		select {
+		case <-ha.closed:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the connection whose handler panicked did not end within 10s")
+		}
+		a, ha = dial()
 	}
 }
