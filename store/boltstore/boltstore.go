@@ -129,10 +129,13 @@
 //
 // bbolt's list of free pages is not written with each commit
 // (bolt.Options.NoFreelistSync): written whole and contiguously, a long
-// one made the file grow while retention freed pages. Open rebuilds it by
+// one made the file grow while retention freed pages. Close writes it
+// once, so that the next Open reads it; after a crash Open rebuilds it by
 // reading every page in use, after checking each of them itself (a
 // damaged page is ErrCorrupt, not a panic): about 0.3 s for a 260 MiB
-// file of 1 M messages, against 0.05 s with a written list.
+// file of 1 M messages, 4 s for 2.6 GiB and 10 M with the file in the
+// page cache, 82 s for that file read from this machine's disk; after a
+// Close, 0.05 s.
 //
 // Reads (History, Pending, Rooms, Members) run in read-only transactions,
 // concurrently with each other and with the committer.
@@ -650,6 +653,12 @@ func (s *Store) Close() error {
 		s.closed.Store(true)
 		close(s.quit)
 		<-s.stopped
+		// One last commit writes the freelist, so that the next Open
+		// reads it instead of walking every page.
+		s.db.NoFreelistSync = false
+		if err := s.safely(func() error { return s.db.Update(func(*bolt.Tx) error { return nil }) }); err != nil {
+			s.log.Warn("wshub/boltstore: writing the freelist at close failed; the next Open rebuilds it", "err", err)
+		}
 		if err := s.db.Close(); err != nil {
 			s.closeErr = fmt.Errorf("wshub/boltstore: close %s: %w", s.path, err)
 		}

@@ -805,3 +805,30 @@ func TestBoltStore_InboxCheckpointed(t *testing.T) {
 	assert.Equal(t, store.ConvInfo{Conv: store.DirectConv("alice", "bob"), Kind: store.ConvDirect, Peer: "bob",
 		Seq: 2, TS: 2, Read: 2, Seen: 2}, items[1])
 }
+
+// Close writes bbolt's freelist (commits skip it), so that the next Open
+// reads it rather than walking every page; a file left by a crash has
+// none, and opens all the same.
+func TestClose_WritesTheFreelist(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "hub.db")
+	ctx := t.Context()
+	for round := range 2 {
+		s, err := boltstore.Open(path, boltstore.Options{})
+		require.NoError(t, err)
+		for i := range 5 {
+			_, _, err := s.Append(ctx, direct("a", "b", fmt.Sprint(round, "-", i), ""))
+			require.NoError(t, err)
+		}
+		written, err := boltstore.FreelistWritten(path)
+		require.NoError(t, err)
+		assert.False(t, written, "round %d: a commit wrote the freelist", round)
+		require.NoError(t, s.Close())
+		written, err = boltstore.FreelistWritten(path)
+		require.NoError(t, err)
+		assert.True(t, written, "round %d: Close did not write the freelist", round)
+	}
+	s := open(t, path, boltstore.Options{})
+	page, err := s.History(ctx, store.DirectConv("a", "b"), store.Query{Limit: 20})
+	require.NoError(t, err)
+	assert.Len(t, page.Items, 10)
+}

@@ -1,6 +1,7 @@
 package boltstore
 
 import (
+	"os"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -46,4 +47,23 @@ func ExpireNow(s *Store) int {
 	done := make(chan int, 1)
 	s.expireReq <- done
 	return <-done
+}
+
+// FreelistWritten reports whether the newest meta page of the file at path
+// points to a written freelist (else Open rebuilds it by walking the
+// pages).
+func FreelistWritten(path string) (bool, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return false, err
+	}
+	m0, _, err0 := parseMeta(b)
+	m1, _, err1 := parseMeta(b[m0.pageSize:])
+	switch {
+	case err0 != nil:
+		return false, err0
+	case err1 == nil && m1.txid > m0.txid:
+		m0 = m1
+	}
+	return m0.freelist != noFreelist, nil
 }
