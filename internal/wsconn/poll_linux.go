@@ -62,7 +62,8 @@ type poller struct {
 	work   *workers
 	events []syscall.EpollEvent // used by the goroutine running loop
 
-	done chan struct{} // closed by loop when it returns
+	done     chan struct{} // closed by loop when it ends (close, or a failed wait)
+	doneOnce sync.Once
 }
 
 // pollEvents: readable, peer closed, edge-triggered (syscall.EPOLLET, a
@@ -175,14 +176,14 @@ func (p *poller) loop() {
 			return k > 0 || werr != nil // else park until the instance is readable
 		})
 		if err != nil || werr != nil {
-			close(p.done)
+			p.end()
 			return
 		}
 		var last *Conn
 		for _, ev := range p.events[:k] {
 			id := uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
 			if id == 0 {
-				close(p.done) // the wake-up pipe: close was called
+				p.end() // the wake-up pipe: close was called
 				return
 			}
 			p.mu.Lock()
@@ -201,6 +202,10 @@ func (p *poller) loop() {
 		}
 	}
 }
+
+// end marks the loop ended, once (a loop started by a late hand-off that
+// finds the instance closed ends it again).
+func (p *poller) end() { p.doneOnce.Do(func() { close(p.done) }) }
 
 // handoff starts loop on a worker: the goroutine running it is about to
 // wait (Conn.Blocking).
