@@ -210,3 +210,31 @@ func TestPoller_APanickingReadEndsOnlyItsConnection(t *testing.T) {
 		a, ha = dial()
 	}
 }
+
+// A client that sends pings and reads nothing fills its socket with pongs
+// until the pong's write waits (up to WriteTimeout): the connection hands
+// the poller on before that write, so other connections are still read.
+func TestPoller_AStuckPongDoesNotHoldUpOthers(t *testing.T) {
+	_, dial := pollServer(t)
+	a, _ := dial()
+	b, hb := dial()
+	// a's pings until the server stops reading them: its reader is then
+	// stuck in a pong's write (WriteTimeout is a minute here).
+	payload := strings.Repeat("p", 125)
+	stuck := false
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
+		err := a.WriteControl(websocket.PingMessage, []byte(payload), time.Now().Add(time.Second))
+		if err != nil {
+			stuck = true // our socket is full too: the server stopped reading a
+			break
+		}
+	}
+	if !stuck {
+		t.Fatal("the server kept reading pings for 30s without its pongs being read")
+	}
+	for i := range 3 {
+		msg := fmt.Sprint("hello ", i)
+		send(t, b, msg)
+		expectGot(t, hb, msg)
+	}
+}
