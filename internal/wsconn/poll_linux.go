@@ -17,7 +17,7 @@ func (r rawConn) readNow(p []byte) (int, error) {
 	var err error
 	cerr := r.rc.Read(func(fd uintptr) bool {
 		for {
-			n, err = syscall.Read(int(fd), p)
+			n, err = sockRead(int(fd), p)
 			if err != syscall.EINTR {
 				return true // one attempt: never wait
 			}
@@ -169,7 +169,7 @@ func (p *poller) loop() {
 		var k int
 		var werr error
 		err := p.ep.Read(func(fd uintptr) bool {
-			k, werr = syscall.EpollWait(int(fd), p.events, 0)
+			k, werr = epollTake(int(fd), p.events)
 			if werr == syscall.EINTR {
 				k, werr = 0, nil
 			}
