@@ -450,7 +450,8 @@ func TestLevelOff_FlagsGrowthInTheLastThird(t *testing.T) {
 // dropped.
 func TestDirectFloor_ForwardsToEveryConnectionAndReceipts(t *testing.T) {
 	t.Parallel()
-	srv := httptest.NewServer(newDirectFloor(nil))
+	floor := newDirectFloor(nil)
+	srv := httptest.NewServer(floor)
 	defer srv.Close()
 	base := "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws?token="
 	dial := func(user string) *websocket.Conn {
@@ -468,6 +469,13 @@ func TestDirectFloor_ForwardsToEveryConnectionAndReceipts(t *testing.T) {
 		return m
 	}
 	a, b1, b2 := dial("a"), dial("b"), dial("b")
+	// The server registers a connection after its handshake's answer:
+	// wait for all three, or the message could go out before b2 is known.
+	require.Eventually(t, func() bool {
+		floor.mu.RLock()
+		defer floor.mu.RUnlock()
+		return len(floor.users["a"]) == 1 && len(floor.users["b"]) == 2
+	}, 5*time.Second, time.Millisecond, "the floor server registered the connections")
 	require.NoError(t, a.WriteMessage(websocket.TextMessage, []byte(`{"cmd":10,"dstid":"b","cid":"7","content":"hi"}`)))
 	r := read(a)
 	assert.Equal(t, 15.0, r["cmd"])
