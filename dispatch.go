@@ -121,28 +121,10 @@ func (rt router) Dispatch(ctx context.Context, n *Node, f *Frame) error {
 		return h.presenceCmd(ctx, n, f)
 	}
 	if f.Cmd >= CmdApp && h.opts.Dispatcher != nil {
+		n.conn.Blocking() // the application's code may wait
 		return h.opts.Dispatcher.Dispatch(ctx, n, f)
 	}
 	return fmt.Errorf("%w: %d", ErrUnknownCommand, f.Cmd)
-}
-
-// mayWait reports whether dispatching a frame of cmd may wait for
-// something: the store's I/O or the application's code (Middleware,
-// Dispatcher, AuthorizeRoom). Such a frame's connection is told first
-// (wsconn.Conn.Blocking), so that the transport's poller, when it is the
-// goroutine that read the frame, hands polling on before it waits. The
-// built-in commands with a store.NonBlocking store never wait: they
-// write to sockets without blocking.
-func (h *Hub) mayWait(cmd Cmd) bool {
-	switch {
-	case h.waits:
-		return true
-	case cmd >= CmdApp:
-		return h.opts.Dispatcher != nil
-	case cmd == CmdRoom, cmd == CmdJoin, cmd == CmdRoomHistory:
-		return h.opts.AuthorizeRoom != nil
-	}
-	return false
 }
 
 // sendFrame stores and delivers a client's direct (cmd 10) or room (cmd
@@ -177,6 +159,7 @@ func (h *Hub) authorize(ctx context.Context, n *Node, cmd Cmd, room string) erro
 	if h.opts.AuthorizeRoom == nil {
 		return nil
 	}
+	n.conn.Blocking() // the application's code may wait
 	err := h.opts.AuthorizeRoom(ctx, n, cmd, room)
 	if err == nil {
 		return nil

@@ -278,7 +278,8 @@ type Hub struct {
 	dispatch Dispatcher        // middleware around router
 	// waits: dispatching any frame may wait (the store is not a
 	// store.NonBlocking, or Options.Middleware runs the application's
-	// code); see mayWait.
+	// code), so each is handed off the transport's poller first
+	// (nodeEvents.Message).
 	waits bool
 	seed  maphash.Seed
 	// starters holds the *starter of deliveries.

@@ -307,7 +307,10 @@ func (e *nodeEvents) Message(data []byte) {
 	}
 	n.overLimit = 0
 	f.UserID = n.user
-	if h.mayWait(f.Cmd) {
+	if h.waits {
+		// The store or a middleware may wait: hand the transport's poller
+		// on before (wsconn.Conn.Blocking). The Dispatcher and
+		// AuthorizeRoom do it where they are called.
 		n.conn.Blocking()
 	}
 	if err := n.dispatch(f); err != nil {
