@@ -3,9 +3,7 @@ package wshub_test
 import (
 	"bytes"
 	"io"
-	"net"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -223,47 +221,4 @@ func pump(b *testing.B, ws *websocket.Conn, prefix []byte, delivered *atomic.Int
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(want)/b.Elapsed().Seconds(), "deliveries/s")
-}
-
-// BenchmarkLoopbackWrite is the floor under any hub's light fan-out on the
-// machine it runs on: one write of a room frame (WebSocket header and
-// payload) to each of 500 loopback TCP connections in turn, read by their
-// peers in this process, and nothing else. On loopback the writer's system
-// call also runs the receiving side's TCP processing and wakes the
-// reader, so this is what one delivery costs the writing process when
-// frames cannot be coalesced (one message at a time per connection).
-func BenchmarkLoopbackWrite(b *testing.B) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ln.Close()
-	const conns = 500
-	var writers []net.Conn
-	var wg sync.WaitGroup
-	for range conns {
-		c, err := net.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			b.Fatal(err)
-		}
-		s, err := ln.Accept()
-		if err != nil {
-			b.Fatal(err)
-		}
-		writers = append(writers, s)
-		wg.Go(func() { io.Copy(io.Discard, c); c.Close() })
-	}
-	frame := append([]byte{0x81, byte(len(roomFrame))}, roomFrame...)
-	b.SetBytes(int64(len(frame)))
-	i := 0
-	for b.Loop() {
-		if _, err := writers[i%conns].Write(frame); err != nil {
-			b.Fatal(err)
-		}
-		i++
-	}
-	for _, w := range writers {
-		w.Close()
-	}
-	wg.Wait()
 }
