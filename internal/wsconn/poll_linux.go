@@ -109,16 +109,8 @@ func (p *poller) closeFDs() {
 // true; it reports false otherwise (n is then read by a goroutine of its
 // own). A connection that ended already needs neither: add reports true.
 func (p *poller) add(n *Conn) bool {
-	tc, ok := n.gc.tcp()
-	if !ok {
-		return false
-	}
-	rc, err := tc.SyscallConn()
-	if err != nil {
-		return false
-	}
-	fd := -1
-	if rc.Control(func(f uintptr) { fd = int(f) }) != nil || fd < 0 {
+	rc, fd := n.gc.raw, n.gc.fd // set for a plain TCP socket (newGatherConn)
+	if rc == nil || fd < 0 {
 		return false
 	}
 	n.mu.Lock()
