@@ -1281,7 +1281,9 @@ func (h *Hub) deliverFor(m *store.Message, src *Frame, origin sender, user strin
 		rs.mu.RUnlock()
 	} else {
 		if m.From != m.To && (user == "" || user == m.From) {
-			count += h.pushUser(m.From, of, origin, st)
+			own := of
+			own.own = true
+			count += h.pushUser(m.From, own, origin, st)
 		}
 		if user == "" || user == m.To {
 			of.pendingID = m.ID

@@ -36,7 +36,17 @@ type outFrame struct {
 	// other frames.
 	conv string
 	seq  uint64
+	// own marks a copy of a direct message to its sender's other
+	// connections: never in the user's pending queue, so never covered
+	// by what the pending sync sent (Node.floor).
+	own bool
 }
+
+// floored reports whether a connection's floor (the highest seq of f's
+// conversation it was sent already) covers f: a stored message, and not
+// a copy of the user's own direct message, which shares the conversation
+// but not the pending queue.
+func (f *outFrame) floored() bool { return f.seq > 0 && !f.own }
 
 // Node is one WebSocket connection of a user: what a Dispatcher and the
 // hooks get to answer it (Send), close it (Close), and learn who is on it
@@ -190,7 +200,7 @@ func (n *Node) push(f outFrame, now bool, st *starter) bool {
 		return false
 	}
 	if !now {
-		if f.seq > 0 && n.floor != nil {
+		if n.floor != nil && f.floored() {
 			if fl, ok := n.floor[f.conv]; ok {
 				if f.seq <= fl {
 					n.mu.Unlock()
@@ -270,7 +280,7 @@ func (n *Node) release(sent map[string]uint64) {
 	writer := false
 	var err error
 	for _, f := range held {
-		if f.seq > 0 && f.seq <= n.floor[f.conv] {
+		if f.floored() && f.seq <= n.floor[f.conv] {
 			continue
 		}
 		var w bool

@@ -6,9 +6,12 @@ import (
 	"log/slog"
 	"net/http"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -210,4 +213,70 @@ func TestHub_SendToUserPendingFull(t *testing.T) {
 	assert.Nil(t, r)
 	_, err = srv.Hub.SendToUser(ctx, "other", "bob", &wshub.Frame{Content: "another sender"})
 	assert.NoError(t, err, "the bound is per sender")
+}
+
+// gatedPending is a memory store whose Pending, once armed, waits until
+// open is closed, after saying so on entered: it holds a connection in
+// its pending sync, registered and with its live frames held back.
+type gatedPending struct {
+	*memstore.Store
+	armed         atomic.Bool
+	entered, open chan struct{}
+	enteredOnce   sync.Once
+}
+
+func (s *gatedPending) Pending(ctx context.Context, user string) ([]store.Message, error) {
+	if s.armed.Load() {
+		s.enteredOnce.Do(func() { close(s.entered) })
+		<-s.open
+	}
+	return s.Store.Pending(ctx, user)
+}
+
+// A connection syncing its pending queue holds its live frames back, then
+// skips those its pending queue covered. A copy of the user's own message,
+// sent from another device meanwhile, is never in the pending queue: it is
+// not covered, whatever the seq of the messages that were.
+func TestHub_OwnCopyHeldDuringThePendingSyncIsDelivered(t *testing.T) {
+	st := &gatedPending{Store: memstore.New(memstore.Options{}), entered: make(chan struct{}), open: make(chan struct{})}
+	srv := hubtest.New(t, wshub.Options{Store: st})
+	alice := srv.Dial(t, "alice")
+	bob1 := srv.Dial(t, "bob", "ack=1")
+	st.armed.Store(true)
+	done := make(chan *hubtest.Conn)
+	go func() {
+		// Dial reads the welcome, which is sent before the pending sync.
+		bob2, _, err := websocket.DefaultDialer.Dial(srv.DialURL("bob", "ack=1"), nil)
+		if err != nil {
+			close(done)
+			return
+		}
+		t.Cleanup(func() { bob2.Close() })
+		done <- &hubtest.Conn{WS: bob2}
+	}()
+	select {
+	case <-st.entered:
+	case <-time.After(hubtest.Timeout):
+		t.Fatal("bob's second connection did not start its pending sync")
+	}
+	// bob's own message (seq 1), copied to his syncing connection, then
+	// alice's to bob (seq 2), which his pending queue will hold.
+	bob1.Send(t, &wshub.Frame{Cmd: wshub.CmdSingle, DstID: "alice", CID: "b1", Content: "mine"})
+	require.Equal(t, uint64(1), bob1.Expect(t, wshub.CmdReceipt).Seq)
+	alice.Expect(t, wshub.CmdSingle)
+	alice.Send(t, &wshub.Frame{Cmd: wshub.CmdSingle, DstID: "bob", CID: "a1", Content: "yours"})
+	require.Equal(t, uint64(2), alice.Expect(t, wshub.CmdReceipt).Seq)
+	bob1.Expect(t, wshub.CmdSingle) // unacked: still pending
+	close(st.open)
+
+	bob2 := <-done
+	require.NotNil(t, bob2, "bob's second connection")
+	require.Equal(t, wshub.CmdWelcome, bob2.Recv(t).Cmd)
+	got := map[string]uint64{}
+	for range 2 {
+		f := bob2.Expect(t, wshub.CmdSingle)
+		got[f.Content] = f.Seq
+	}
+	assert.Equal(t, map[string]uint64{"yours": 2, "mine": 1}, got)
+	bob2.ExpectNothing(t)
 }
