@@ -495,3 +495,13 @@ func TestDirectFloor_ForwardsToEveryConnectionAndReceipts(t *testing.T) {
 	assert.Equal(t, 15.0, r["cmd"])
 	assert.Equal(t, "8", r["cid"])
 }
+
+// -progress 0 turns the progress line off instead of panicking in
+// time.NewTicker.
+func TestProgress_ZeroIntervalPrintsNothing(t *testing.T) {
+	var out bytes.Buffer
+	p := startProgress(&out, 0, "x", func() string { return "line" })
+	time.Sleep(10 * time.Millisecond)
+	p.end()
+	assert.Empty(t, out.String())
+}

@@ -283,9 +283,14 @@ type progress struct {
 }
 
 // startProgress calls line every interval and prints its result,
-// prefixed with the elapsed time.
+// prefixed with the elapsed time. An interval of 0 or less prints
+// nothing.
 func startProgress(w io.Writer, interval time.Duration, name string, line func() string) *progress {
 	p := &progress{w: w, start: time.Now(), stop: make(chan struct{}), done: make(chan struct{})}
+	if interval <= 0 {
+		close(p.done)
+		return p
+	}
 	go func() {
 		defer close(p.done)
 		t := time.NewTicker(interval)

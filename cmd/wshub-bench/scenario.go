@@ -80,7 +80,7 @@ func (c *config) hubFlags(fs *flag.FlagSet, stores string) {
 func (c *config) runFlags(fs *flag.FlagSet, perSrc int) {
 	fs.DurationVar(&c.timeout, "timeout", 3*time.Minute, "upper bound of each run, setup and teardown included")
 	fs.StringVar(&c.jsonPath, "json", "", "write the JSON report to this file instead of standard output")
-	fs.DurationVar(&c.every, "progress", time.Second, "interval of the progress line on standard error")
+	fs.DurationVar(&c.every, "progress", time.Second, "interval of the progress line on standard error (0: none)")
 	fs.IntVar(&c.perSrc, "per-src", perSrc, "connections per loopback source address (127.0.0.1, 127.0.0.2, ...)")
 	fs.IntVar(&c.concurrency, "concurrency", 200, "connections dialed at the same time")
 }
