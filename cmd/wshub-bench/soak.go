@@ -72,7 +72,8 @@ type soakReport struct {
 type soakMsg struct {
 	to        string // recipient user, or "" for a room message
 	receipted bool
-	delivered int // deliveries to the recipient's application, over all its clients
+	at        time.Time // when its receipt came
+	delivered int       // deliveries to the recipient's application, over all its clients
 }
 
 // soakUser is one user: its current client, replaced on a graceful
@@ -86,6 +87,7 @@ type soakUser struct {
 	c       *client.Client // guarded by mu; nil while away
 	conn    net.Conn       // guarded by mu: the current socket, for a cut
 	leaving bool           // guarded by mu: being churned
+	dials   []time.Time    // guarded by mu: when each socket was dialed
 }
 
 // soak is one soak run.
@@ -376,7 +378,7 @@ func (k *soak) run() ([]soakSample, error) {
 	r.addDur("drain", drain)
 	levelOff(r, samples)
 	if lost > 0 {
-		r.errorf("%d receipted direct messages lost", lost)
+		r.errorf("%d receipted direct messages lost: %s", lost, k.lostDetail(5))
 	}
 	if n := k.strays.Load(); n > 0 {
 		r.errorf("%d messages nobody sent", n)
@@ -411,6 +413,7 @@ func (k *soak) connect(u *soakUser) error {
 		if err == nil {
 			u.mu.Lock()
 			u.conn = nc
+			u.dials = append(u.dials, time.Now())
 			u.mu.Unlock()
 		}
 		return nc, err
@@ -536,7 +539,7 @@ func (k *soak) onReceipt(f *wshub.Frame) {
 	k.mu.Lock()
 	m := k.msgs[f.CID]
 	if m != nil && !m.receipted {
-		m.receipted = true
+		m.receipted, m.at = true, time.Now()
 		k.receipted.Add(1)
 	}
 	k.mu.Unlock()
@@ -619,6 +622,46 @@ func (k *soak) lost() int64 {
 		}
 	}
 	return n
+}
+
+// lostDetail describes up to max lost messages: when each was receipted,
+// and its recipient's client then and since, for the diagnosis of a run
+// that lost one.
+func (k *soak) lostDetail(max int) string {
+	now := time.Now()
+	type lostMsg struct {
+		key, to string
+		at      time.Time
+	}
+	var lost []lostMsg
+	k.mu.Lock()
+	for key, m := range k.msgs {
+		if len(lost) < max && m.receipted && m.to != "" && m.delivered == 0 {
+			lost = append(lost, lostMsg{key, m.to, m.at})
+		}
+	}
+	k.mu.Unlock()
+	out := make([]string, 0, len(lost))
+	for _, l := range lost {
+		state, ago := "unknown", []string{}
+		for _, u := range k.users {
+			if u.name != l.to {
+				continue
+			}
+			u.mu.Lock()
+			state = "away"
+			if u.c != nil {
+				state = u.c.State().String()
+			}
+			for _, d := range u.dials {
+				ago = append(ago, fmt.Sprintf("%.2f", now.Sub(d).Seconds()))
+			}
+			u.mu.Unlock()
+		}
+		out = append(out, fmt.Sprintf("%s to %s receipted %.2f s before the end (its client %s; sockets dialed %s s before the end)",
+			l.key, l.to, now.Sub(l.at).Seconds(), state, strings.Join(ago, ", ")))
+	}
+	return strings.Join(out, "; ")
 }
 
 // closeAll closes every client.
