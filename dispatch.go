@@ -150,7 +150,7 @@ func (h *Hub) sendFrame(ctx context.Context, n *Node, f *Frame) error {
 	if err != nil {
 		return err
 	}
-	return n.Send(&r)
+	return n.answer(&r)
 }
 
 // authorize asks Options.AuthorizeRoom, if set. A refusal that is not an

@@ -473,6 +473,8 @@ func New(opts Options) (*Hub, error) {
 		Goroutines:     &h.nodes,
 		Logger:         h.log,
 		CloseSent:      func(code int) { h.stats.count(&h.stats.closes, code) },
+		// Written acks in the store: inline when the store never waits.
+		InlineWritten: ok && nb.NonBlocking(),
 	})
 	h.presence = newPresence(h)
 	if f, ok := h.store.(store.Feed); ok {

@@ -158,6 +158,23 @@ func (n *Node) Send(f *Frame) error {
 	return nil
 }
 
+// answer queues f, the answer to the frame being handled, and writes it
+// on the calling goroutine when the socket takes it at once
+// (wsconn.Conn.Write), rather than waking a flusher for it.
+func (n *Node) answer(f *Frame) error {
+	data, err := f.Encode()
+	if err != nil {
+		return err
+	}
+	st := n.hub.starters.Get().(*starter)
+	ok := n.push(outFrame{data: data}, true, st)
+	n.hub.writeOut(st)
+	if !ok {
+		return ErrClosed
+	}
+	return nil
+}
+
 // Close closes the connection with a close frame of code and reason,
 // after the frames already queued for it are written.
 func (n *Node) Close(code int, reason string) { n.conn.Close(code, reason, true) }

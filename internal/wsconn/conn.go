@@ -96,6 +96,11 @@ type Config struct {
 	// CloseSent, when set, is called with the code of every close frame
 	// a connection starts sending (once per connection), for metrics.
 	CloseSent func(code int)
+	// InlineWritten says Handler.Written never waits: Write and WriteMany
+	// then write tagged frames on the calling goroutine as they do others,
+	// and call Written there once the socket took them. Otherwise tagged
+	// frames go to a flusher, which calls Written.
+	InlineWritten bool
 }
 
 // Handler receives one connection's events.
@@ -105,7 +110,9 @@ type Handler interface {
 	// order; data is valid only during the call.
 	Message(data []byte)
 	// Written is called after frames queued with a Tag were written to
-	// the socket, with their tags, on a writer goroutine.
+	// the socket, with their tags, on a writer goroutine (with
+	// Config.InlineWritten, possibly the goroutine that called Write). tags
+	// is valid only during the call.
 	Written(tags []string)
 	// Closed is called once, when the connection ended and its socket is
 	// closed, with what ended it: nil after a normal close handshake
@@ -201,6 +208,10 @@ type Conn struct {
 	spare   []Frame // guarded by mu
 	qbytes  int     // guarded by mu
 	writing bool    // guarded by mu: someone holds the writer role
+	// heldTags are the tags of frames a Write left partly written to the
+	// flusher, which reports them once it wrote the rest; tagBuf is the
+	// array the writer collects tags in. Used by the writer role's holder.
+	heldTags, tagBuf []string
 	// drained, made when WaitRoom first waits, is signalled (on mu) when
 	// the writer takes the queue.
 	drained *sync.Cond // guarded by mu

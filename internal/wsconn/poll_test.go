@@ -26,6 +26,9 @@ type blockingHandler struct {
 	got     chan string
 	closed  chan struct{}
 	wg      *sync.WaitGroup // counts the connection while it lives
+
+	mu      sync.Mutex
+	written []string // the tags reported to Written, in order
 }
 
 func (h *blockingHandler) Message(p []byte) {
@@ -37,9 +40,16 @@ func (h *blockingHandler) Message(p []byte) {
 		close(h.entered)
 		<-h.release
 	}
+	if string(p) == "hold" {
+		time.Sleep(100 * time.Millisecond) // busy, without Blocking
+	}
 	h.got <- string(p)
 }
-func (h *blockingHandler) Written([]string) {}
+func (h *blockingHandler) Written(tags []string) {
+	h.mu.Lock()
+	h.written = append(h.written, tags...)
+	h.mu.Unlock()
+}
 func (h *blockingHandler) Closed(error)     { close(h.closed); h.wg.Done() }
 
 // pollServer serves a polled transport's connections, each with a
@@ -47,14 +57,22 @@ func (h *blockingHandler) Closed(error)     { close(h.closed); h.wg.Done() }
 // the server side's handler (its conn set). The cleanup closes the
 // clients and the transport once every connection ended.
 func pollServer(t *testing.T) (tr *Transport, dial func() (*websocket.Conn, *blockingHandler)) {
+	return pollServerWith(t, func(*Config) {})
+}
+
+// pollServerWith is pollServer with the transport's Config changed by
+// tune first.
+func pollServerWith(t *testing.T, tune func(*Config)) (tr *Transport, dial func() (*websocket.Conn, *blockingHandler)) {
 	t.Helper()
 	var wg sync.WaitGroup
-	tr = New(Config{
+	cfg := Config{
 		ReadLimit: 1 << 20, FrameTimeout: time.Minute, WriteTimeout: time.Minute,
 		PingInterval: time.Hour, PongTimeout: time.Hour,
 		SendQueue: 16, SendQueueBytes: 1 << 20,
 		Goroutines: &wg, Logger: slog.New(slog.DiscardHandler),
-	})
+	}
+	tune(&cfg)
+	tr = New(cfg)
 	if tr.poll == nil {
 		t.Fatal("no poller on Linux")
 	}
@@ -158,6 +176,56 @@ func TestPoller_ReadsTheLastReadySocketItself(t *testing.T) {
 	}
 	if n := tr.work.live.Load(); n != 0 {
 		t.Errorf("%d workers started for frames the poller could read itself", n)
+	}
+}
+
+// The sockets that became ready together are read by the poller itself,
+// one after the other, within its budget: frames that came on three
+// connections while it was busy with a fourth start no worker.
+func TestPoller_ReadsSeveralReadySocketsItself(t *testing.T) {
+	tr, dial := pollServer(t)
+	tr.poll.budget.Store(int64(time.Minute)) // -race and a loaded machine: never over it
+	a, ha := dial()
+	others := make([]*websocket.Conn, 3)
+	hs := make([]*blockingHandler, 3)
+	for i := range others {
+		others[i], hs[i] = dial()
+	}
+	send(t, a, "hold")
+	time.Sleep(20 * time.Millisecond) // the poller is in a's read
+	for i, ws := range others {
+		send(t, ws, fmt.Sprint("frame ", i))
+	}
+	expectGot(t, ha, "hold")
+	for i, h := range hs {
+		expectGot(t, h, fmt.Sprint("frame ", i))
+	}
+	if n := tr.work.live.Load(); n != 0 {
+		t.Errorf("%d workers started for sockets the poller could read itself", n)
+	}
+}
+
+// Over its budget, the poller hands the rest of the batch to workers.
+func TestPoller_OverItsBudgetHandsTheRestToWorkers(t *testing.T) {
+	tr, dial := pollServer(t)
+	tr.poll.budget.Store(0)
+	a, ha := dial()
+	others := make([]*websocket.Conn, 3)
+	hs := make([]*blockingHandler, 3)
+	for i := range others {
+		others[i], hs[i] = dial()
+	}
+	send(t, a, "hold")
+	time.Sleep(20 * time.Millisecond)
+	for i, ws := range others {
+		send(t, ws, fmt.Sprint("frame ", i))
+	}
+	expectGot(t, ha, "hold")
+	for i, h := range hs {
+		expectGot(t, h, fmt.Sprint("frame ", i))
+	}
+	if n := tr.work.live.Load(); n == 0 {
+		t.Error("no worker started: the poller read a batch over its budget itself")
 	}
 }
 

@@ -131,7 +131,7 @@ func (c *Conn) writeBegin() (batch []Frame, ok bool) {
 	size := 0
 	for _, f := range c.queue {
 		size += frameCost(f)
-		if f.Tag != "" {
+		if f.Tag != "" && !c.t.cfg.InlineWritten {
 			size = tryBytes
 		}
 	}
@@ -156,6 +156,10 @@ func (c *Conn) writeBegin() (batch []Frame, ok bool) {
 // the frames queued meanwhile: a rest goes to a flusher, a failure ends
 // the connection.
 func (c *Conn) writeEnd(batch []Frame, done bool, err error) (again bool) {
+	tags := c.tagBuf[:0]
+	if err == nil {
+		tags = appendTags(tags, batch)
+	}
 	c.recycle(batch)
 	if err != nil {
 		c.writeFailed(err)
@@ -163,10 +167,26 @@ func (c *Conn) writeEnd(batch []Frame, done bool, err error) (again bool) {
 		return false
 	}
 	if !done {
+		c.heldTags = tags              // reported by the flusher
 		c.t.work.run(c, (*Conn).flush) // writes the rest first
 		return false
 	}
+	if len(tags) > 0 {
+		c.h.Written(tags)
+		clear(tags)
+	}
+	c.tagBuf = tags[:0]
 	return true
+}
+
+// appendTags appends the tags of batch's tagged frames to tags.
+func appendTags(tags []string, batch []Frame) []string {
+	for _, f := range batch {
+		if f.Tag != "" {
+			tags = append(tags, f.Tag)
+		}
+	}
+	return tags
 }
 
 // takeLocked takes the queued frames for a writer's pass. Their bytes
@@ -222,8 +242,15 @@ func (c *Conn) writeFailed(err error) {
 func (c *Conn) flush() {
 	defer c.t.cfg.Goroutines.Done()
 	if err := c.gc.flush(); err != nil {
+		c.heldTags = nil
 		c.writeFailed(err)
 		return
+	}
+	if held := c.heldTags; len(held) > 0 {
+		c.heldTags = nil
+		c.h.Written(held) // a Write's frames, written whole now
+		clear(held)
+		c.tagBuf = held[:0]
 	}
 	var tags []string
 	for {
@@ -246,11 +273,7 @@ func (c *Conn) flush() {
 		}
 		tags = tags[:0]
 		if err == nil {
-			for _, f := range batch {
-				if f.Tag != "" {
-					tags = append(tags, f.Tag)
-				}
-			}
+			tags = appendTags(tags, batch)
 		}
 		c.recycle(batch)
 		if err != nil {
