@@ -50,7 +50,7 @@ func (h *blockingHandler) Written(tags []string) {
 	h.written = append(h.written, tags...)
 	h.mu.Unlock()
 }
-func (h *blockingHandler) Closed(error)     { close(h.closed); h.wg.Done() }
+func (h *blockingHandler) Closed(error) { close(h.closed); h.wg.Done() }
 
 // pollServer serves a polled transport's connections, each with a
 // blockingHandler of its own; dial connects a client and returns it with
