@@ -103,6 +103,13 @@ type Config struct {
 	InlineWritten bool
 }
 
+// writerTags are the tags a writer collects (buf, reused) and those of
+// frames a Write left partly written to the flusher, which reports them
+// once it wrote the rest (held).
+type writerTags struct {
+	held, buf []string
+}
+
 // Handler receives one connection's events.
 type Handler interface {
 	// Message handles one whole text message, valid UTF-8. It is called
@@ -196,26 +203,22 @@ func (t *Transport) Upgrade(w http.ResponseWriter, r *http.Request, h Handler, b
 // demand while frames wait for the socket. Control frames (pings, pongs,
 // close) go through the gatherConn, whose lock keeps frames whole.
 type Conn struct {
-	t     *Transport
-	h     Handler
-	gc    *gatherConn
-	batch bool
+	t  *Transport
+	h  Handler
+	gc *gatherConn
 
 	mu *sync.Mutex // see Upgrade
 	// queue holds frames waiting for the writer, qbytes their size;
 	// spare is a written batch's array kept for reuse.
-	queue   []Frame // guarded by mu
-	spare   []Frame // guarded by mu
-	qbytes  int     // guarded by mu
-	writing bool    // guarded by mu: someone holds the writer role
-	// heldTags are the tags of frames a Write left partly written to the
-	// flusher, which reports them once it wrote the rest; tagBuf is the
-	// array the writer collects tags in. Used by the writer role's holder.
-	heldTags, tagBuf []string
+	queue  []Frame // guarded by mu
+	spare  []Frame // guarded by mu
+	qbytes int     // guarded by mu
+	// tags, used by the writer role's holder, is made at the first
+	// tagged frame written with Config.InlineWritten.
+	tags *writerTags
 	// drained, made when WaitRoom first waits, is signalled (on mu) when
 	// the writer takes the queue.
 	drained *sync.Cond // guarded by mu
-	closing bool       // guarded by mu: a close began; nothing more is queued
 	// closeMsg is the close frame to send; the writer sends it after the
 	// queue when writerCloses is set (a draining close). closeSent: it was
 	// written; peerClosed: the peer's close frame was read.
@@ -224,10 +227,13 @@ type Conn struct {
 	closeSent    bool   // guarded by mu
 	peerClosed   bool   // guarded by mu
 	finished     bool   // guarded by mu: finish ran
+	writing      bool   // guarded by mu: someone holds the writer role
+	closing      bool   // guarded by mu: a close began; nothing more is queued
+	frameArmed   bool   // guarded by mu: frameTimer will run checkFrame
+	batch        bool
 	// endErr is what a close handshake ends the connection with: the
 	// peer's close code when it is not a normal one.
 	endErr     error       // guarded by mu
-	frameArmed bool        // guarded by mu: frameTimer will run checkFrame
 	pinger     *time.Timer // guarded by mu
 	grace      *time.Timer // guarded by mu: ends a close the peer does not answer
 	frameTimer *time.Timer // guarded by mu: checks partialSince

@@ -156,9 +156,14 @@ func (c *Conn) writeBegin() (batch []Frame, ok bool) {
 // the frames queued meanwhile: a rest goes to a flusher, a failure ends
 // the connection.
 func (c *Conn) writeEnd(batch []Frame, done bool, err error) (again bool) {
-	tags := c.tagBuf[:0]
-	if err == nil {
-		tags = appendTags(tags, batch)
+	var tags []string
+	if err == nil && c.t.cfg.InlineWritten {
+		if c.tags != nil {
+			tags = c.tags.buf[:0]
+		}
+		if tags = appendTags(tags, batch); len(tags) > 0 && c.tags == nil {
+			c.tags = new(writerTags)
+		}
 	}
 	c.recycle(batch)
 	if err != nil {
@@ -167,15 +172,17 @@ func (c *Conn) writeEnd(batch []Frame, done bool, err error) (again bool) {
 		return false
 	}
 	if !done {
-		c.heldTags = tags              // reported by the flusher
+		if len(tags) > 0 {
+			c.tags.held, c.tags.buf = tags, nil // reported by the flusher
+		}
 		c.t.work.run(c, (*Conn).flush) // writes the rest first
 		return false
 	}
 	if len(tags) > 0 {
 		c.h.Written(tags)
 		clear(tags)
+		c.tags.buf = tags[:0]
 	}
-	c.tagBuf = tags[:0]
 	return true
 }
 
@@ -242,15 +249,18 @@ func (c *Conn) writeFailed(err error) {
 func (c *Conn) flush() {
 	defer c.t.cfg.Goroutines.Done()
 	if err := c.gc.flush(); err != nil {
-		c.heldTags = nil
+		if c.tags != nil {
+			c.tags.held = nil
+		}
 		c.writeFailed(err)
 		return
 	}
-	if held := c.heldTags; len(held) > 0 {
-		c.heldTags = nil
+	if ts := c.tags; ts != nil && len(ts.held) > 0 {
+		held := ts.held
+		ts.held = nil
 		c.h.Written(held) // a Write's frames, written whole now
 		clear(held)
-		c.tagBuf = held[:0]
+		ts.buf = held[:0]
 	}
 	var tags []string
 	for {
