@@ -121,7 +121,7 @@ func (rt router) Dispatch(ctx context.Context, n *Node, f *Frame) error {
 		return h.presenceCmd(ctx, n, f)
 	}
 	if f.Cmd >= CmdApp && h.opts.Dispatcher != nil {
-		n.conn.Blocking() // the application's code may wait
+		n.blocking() // the application's code may wait
 		return h.opts.Dispatcher.Dispatch(ctx, n, f)
 	}
 	return fmt.Errorf("%w: %d", ErrUnknownCommand, f.Cmd)
@@ -143,7 +143,13 @@ func (h *Hub) sendFrame(ctx context.Context, n *Node, f *Frame) error {
 			return err
 		}
 	}
-	r, dup, err := h.send(ctx, f.Cmd, n.user, f.DstID, f, n)
+	var out *starter
+	if !h.waits {
+		// Handled on the connection's reading goroutine, which nothing
+		// makes wait: the writes wait for the end of the read (ReadDone).
+		out = n.readBatch()
+	}
+	r, dup, err := h.send(ctx, f.Cmd, n.user, f.DstID, f, n, out)
 	if h.quotas != nil && (dup || err != nil) {
 		h.quotas.refund(n.user, time.Now())
 	}
@@ -159,7 +165,7 @@ func (h *Hub) authorize(ctx context.Context, n *Node, cmd Cmd, room string) erro
 	if h.opts.AuthorizeRoom == nil {
 		return nil
 	}
-	n.conn.Blocking() // the application's code may wait
+	n.blocking() // the application's code may wait
 	err := h.opts.AuthorizeRoom(ctx, n, cmd, room)
 	if err == nil {
 		return nil

@@ -1160,7 +1160,7 @@ func (h *Hub) SendToUser(ctx context.Context, from, to string, f *Frame) (*Frame
 	if err := checkID("sender id", from); err != nil {
 		return nil, err
 	}
-	r, _, err := h.send(ctx, CmdSingle, from, to, f, nil)
+	r, _, err := h.send(ctx, CmdSingle, from, to, f, nil, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -1178,7 +1178,7 @@ func (h *Hub) SendToRoom(ctx context.Context, from, room string, f *Frame) (*Fra
 	if err := checkID("sender id", from); err != nil {
 		return nil, err
 	}
-	r, _, err := h.send(ctx, CmdRoom, from, room, f, nil)
+	r, _, err := h.send(ctx, CmdRoom, from, room, f, nil, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -1188,8 +1188,10 @@ func (h *Hub) SendToRoom(ctx context.Context, from, room string, f *Frame) (*Fra
 // send stores and delivers a direct (CmdSingle) or room (CmdRoom) message
 // and returns its receipt; dup reports a resend of a (from, cid) stored
 // before, which stored nothing. origin, the sending connection, if any,
-// gets the receipt instead of the message.
-func (h *Hub) send(ctx context.Context, cmd Cmd, from, to string, f *Frame, origin *Node) (receipt Frame, dup bool, err error) {
+// gets the receipt instead of the message. The connections the delivery
+// leaves to write go to out when it is not nil (origin's read batch),
+// else they are written before send returns.
+func (h *Hub) send(ctx context.Context, cmd Cmd, from, to string, f *Frame, origin *Node, out *starter) (receipt Frame, dup bool, err error) {
 	if h.isClosed() {
 		return Frame{}, false, ErrUnavailable
 	}
@@ -1223,14 +1225,19 @@ func (h *Hub) send(ctx context.Context, cmd Cmd, from, to string, f *Frame, orig
 		// The conversation lock makes append-then-deliver one step per
 		// conversation, so connections receive it in seq order.
 		cl := h.convLock(req.Msg.Conv)
-		st := h.starters.Get().(*starter)
+		st := out
+		if st == nil {
+			st = h.starters.Get().(*starter)
+		}
 		cl.Lock()
 		m, dup, err = h.store.Append(ctx, req)
 		if err == nil && !dup {
 			err = h.deliver(&m, f, sender{node: origin}, st)
 		}
 		cl.Unlock()
-		h.writeOut(st)
+		if out == nil {
+			h.writeOut(st)
+		}
 	}
 	h.stats.observeAppend(time.Since(start))
 	if err != nil {

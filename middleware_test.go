@@ -129,6 +129,63 @@ func TestHub_AWaitingHookHoldsUpOnlyItsConnection(t *testing.T) {
 	}
 }
 
+// clientFrames encodes texts as masked client text frames (a zero mask
+// key), for one write of several frames.
+func clientFrames(texts ...string) []byte {
+	var b []byte
+	for _, s := range texts {
+		b = append(b, 0x81, 0x80|byte(len(s)), 0, 0, 0, 0) // under 126 bytes
+		b = append(b, s...)
+	}
+	return b
+}
+
+// The frames of one read hold their writes back until the read's end, so
+// that a burst costs few system calls; a hook that waits, in a later frame
+// of the same read, has them written first: bob gets alice's message
+// while her next frame waits in the Dispatcher or AuthorizeRoom.
+func TestHub_AWaitingHookDoesNotHoldUpTheWritesOfItsRead(t *testing.T) {
+	tests := []struct {
+		name string
+		opts func(wait func()) wshub.Options
+		raw  string
+	}{
+		{"dispatcher", func(wait func()) wshub.Options {
+			return wshub.Options{Dispatcher: wshub.DispatcherFunc(func(ctx context.Context, n *wshub.Node, f *wshub.Frame) error {
+				wait()
+				return nil
+			})}
+		}, `{"cmd":100,"cid":"wait"}`},
+		{"authorize room", func(wait func()) wshub.Options {
+			return wshub.Options{AuthorizeRoom: func(ctx context.Context, n *wshub.Node, cmd wshub.Cmd, room string) error {
+				wait()
+				return nil
+			}}
+		}, `{"cmd":12,"dstid":"wait"}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			entered, release := make(chan struct{}), make(chan struct{})
+			defer close(release)
+			var once sync.Once
+			srv := hubtest.New(t, tt.opts(func() {
+				once.Do(func() { close(entered) })
+				<-release
+			}))
+			alice, bob := srv.Dial(t, "alice"), srv.Dial(t, "bob")
+			_, err := alice.WS.UnderlyingConn().Write(clientFrames(`{"cmd":10,"dstid":"bob","cid":"m1","content":"first"}`, tt.raw))
+			require.NoError(t, err)
+			select {
+			case <-entered:
+			case <-time.After(hubtest.Timeout):
+				t.Fatal("the hook did not get alice's second frame")
+			}
+			assert.Equal(t, "first", bob.Expect(t, wshub.CmdSingle).Content, "delivered while the hook waits")
+			assert.Equal(t, "m1", alice.Expect(t, wshub.CmdReceipt).CID, "receipted while the hook waits")
+		})
+	}
+}
+
 // othersServedWhileWaiting waits until what (a hook, the store) is
 // holding alice's frame (entered), then has bob send carol three direct
 // messages, each receipted and delivered meanwhile.

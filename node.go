@@ -94,6 +94,9 @@ type Node struct {
 	// typing bounds the connection's typing frames (cmd 22); made on
 	// the first one, used by the goroutine reading the connection only.
 	typing *rate.Limiter
+	// batch holds the writes the frames of the current read left, until
+	// its end (readBatch); used by the goroutine reading the connection.
+	batch *starter
 
 	// watching lists the users this connection watches (cmd 21), guarded
 	// by the hub's presence.watchMu. watched says it watched some once;
@@ -166,13 +169,47 @@ func (n *Node) answer(f *Frame) error {
 	if err != nil {
 		return err
 	}
-	st := n.hub.starters.Get().(*starter)
+	st := n.batch // set: written at the end of the read (ReadDone)
+	if st == nil {
+		st = n.hub.starters.Get().(*starter)
+	}
 	ok := n.push(outFrame{data: data}, true, st)
-	n.hub.writeOut(st)
+	if n.batch == nil {
+		n.hub.writeOut(st)
+	}
 	if !ok {
 		return ErrClosed
 	}
 	return nil
+}
+
+// readBatch returns the starter of the connection's current read, made
+// at its first use: the connections that deliveries and receipts of the
+// frames of one read left to write, written together at its end
+// (nodeEvents.ReadDone), so that a client's burst of frames costs few
+// system calls. Only the goroutine reading the connection uses it, and
+// only where nothing makes it wait before ReadDone.
+func (n *Node) readBatch() *starter {
+	if n.batch == nil {
+		n.batch = n.hub.starters.Get().(*starter)
+	}
+	return n.batch
+}
+
+// writeBatch writes what the current read left to write, if anything.
+func (n *Node) writeBatch() {
+	if st := n.batch; st != nil {
+		n.batch = nil
+		n.hub.writeOut(st)
+	}
+}
+
+// blocking hands the transport's poller on before a call that may wait
+// (wsconn.Conn.Blocking), having first written what the current read
+// left to write: nobody else's frames wait for this connection's wait.
+func (n *Node) blocking() {
+	n.writeBatch()
+	n.conn.Blocking()
 }
 
 // Close closes the connection with a close frame of code and reason,
@@ -338,12 +375,16 @@ func (e *nodeEvents) Message(data []byte) {
 		// The store or a middleware may wait: hand the transport's poller
 		// on before (wsconn.Conn.Blocking). The Dispatcher and
 		// AuthorizeRoom do it where they are called.
-		n.conn.Blocking()
+		n.blocking()
 	}
 	if err := n.dispatch(f); err != nil {
 		n.Send(h.errorFrame(n, f, err))
 	}
 }
+
+// ReadDone writes what the frames of one read left to write
+// (wsconn.ReadBatcher).
+func (e *nodeEvents) ReadDone() { (*Node)(e).writeBatch() }
 
 // Written marks the direct messages written to a connection without ack=1
 // as delivered (docs/protocol.md, the pending queue): they leave the

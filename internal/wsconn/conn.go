@@ -110,6 +110,17 @@ type writerTags struct {
 	held, buf []string
 }
 
+// ReadBatcher is implemented by a Handler that holds work back across the
+// messages of one read (the hub: the writes of their deliveries and
+// receipts, so that a client's burst goes out in few system calls).
+// ReadDone is called on the goroutine reading the connection after the
+// messages of each read were handled, and before that goroutine waits for
+// anything of its own (a pong's write, the end of the connection) or
+// leaves a read that panicked.
+type ReadBatcher interface {
+	ReadDone()
+}
+
 // Handler receives one connection's events.
 type Handler interface {
 	// Message handles one whole text message, valid UTF-8. It is called
@@ -191,6 +202,7 @@ func (t *Transport) Upgrade(w http.ResponseWriter, r *http.Request, h Handler, b
 		mu = new(sync.Mutex)
 	}
 	c := &Conn{t: t, h: h, gc: hj.conn, batch: batch, mu: mu}
+	c.rd, _ = h.(ReadBatcher)
 	c.lastFrame.Store(time.Now().UnixNano())
 	return c, nil
 }
@@ -205,6 +217,7 @@ func (t *Transport) Upgrade(w http.ResponseWriter, r *http.Request, h Handler, b
 type Conn struct {
 	t  *Transport
 	h  Handler
+	rd ReadBatcher // h, when it is one
 	gc *gatherConn
 
 	mu *sync.Mutex // see Upgrade
@@ -435,6 +448,7 @@ func (c *Conn) readReady(rc rawReader) (goOn bool) {
 		if got > 0 {
 			frames, units := c.p.frames, c.p.units
 			rest, fail := c.p.feed(b[:len(b)+got], c)
+			c.readDone()
 			if c.p.frames != frames {
 				c.lastFrame.Store(time.Now().UnixNano())
 			}
@@ -519,8 +533,17 @@ func (c *Conn) message(p []byte) {
 	c.h.Message(p)
 }
 
+// readDone calls the handler's ReadDone, if it has one (see ReadBatcher),
+// on the reading goroutine.
+func (c *Conn) readDone() {
+	if c.rd != nil {
+		c.rd.ReadDone()
+	}
+}
+
 // ping answers a ping frame with a pong of the same payload.
 func (c *Conn) ping(p []byte) {
+	c.readDone()
 	c.Blocking() // the write waits while the peer does not read
 	if err := c.gc.writeControl(opPong, p, c.t.cfg.WriteTimeout); err != nil {
 		c.finish(err)
@@ -531,6 +554,7 @@ func (c *Conn) ping(p []byte) {
 // connection now; a close of the peer's own is answered, after the frames
 // queued before it, and the connection ends once that answer is written.
 func (c *Conn) closeFrame(code int, reason string) {
+	c.readDone() // the connection may end here
 	c.mu.Lock()
 	c.peerClosed = true
 	began, sent := c.closing, c.closeSent
@@ -585,6 +609,7 @@ func (c *Conn) recoverRead(goOn *bool) {
 		c.t.cfg.Logger.Error("wsconn: reading a connection panicked",
 			slog.Any("panic", v), slog.String("stack", string(debug.Stack())))
 		*goOn = false
+		c.readDone()
 		c.finish(ErrReadPanic)
 	}
 }
