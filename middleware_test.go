@@ -79,49 +79,62 @@ func TestMiddleware_SeesAuthenticatedUserNotTheClientsUserID(t *testing.T) {
 	}
 }
 
+// waitHook is an application hook's body in waitingHooks: it waits, for
+// alice's frame with cid (or room) "wait".
+type waitHook func(ctx context.Context, n *wshub.Node, f *wshub.Frame)
+
+// waitingHooks are the application hooks that may wait, each with the
+// frame of alice's that reaches it.
+var waitingHooks = []struct {
+	name string
+	opts func(wait waitHook) wshub.Options
+	raw  string // alice's frame that waits
+}{
+	{"middleware", func(wait waitHook) wshub.Options {
+		return wshub.Options{Middleware: []wshub.Middleware{func(next wshub.Dispatcher) wshub.Dispatcher {
+			return wshub.DispatcherFunc(func(ctx context.Context, n *wshub.Node, f *wshub.Frame) error {
+				wait(ctx, n, f)
+				return next.Dispatch(ctx, n, f)
+			})
+		}}}
+	}, `{"cmd":1,"cid":"wait"}`},
+	{"dispatcher", func(wait waitHook) wshub.Options {
+		return wshub.Options{Dispatcher: wshub.DispatcherFunc(func(ctx context.Context, n *wshub.Node, f *wshub.Frame) error {
+			wait(ctx, n, f)
+			return nil
+		})}
+	}, `{"cmd":100,"cid":"wait"}`},
+	{"authorize room", func(wait waitHook) wshub.Options {
+		return wshub.Options{AuthorizeRoom: func(ctx context.Context, n *wshub.Node, cmd wshub.Cmd, room string) error {
+			wait(ctx, n, &wshub.Frame{CID: room})
+			return nil
+		}}
+	}, `{"cmd":12,"dstid":"wait"}`},
+}
+
+// hookServer starts a hub with a hook of waitingHooks (opts), whose
+// wait says so on entered and holds alice's frame until the test ends.
+func hookServer(t *testing.T, opts func(waitHook) wshub.Options) (*hubtest.Server, <-chan struct{}) {
+	entered, release := make(chan struct{}), make(chan struct{})
+	srv := hubtest.New(t, opts(func(ctx context.Context, n *wshub.Node, f *wshub.Frame) {
+		if n.UserID() == "alice" && f.CID == "wait" {
+			close(entered)
+			<-release
+		}
+	}))
+	t.Cleanup(func() { close(release) }) // before the hub's shutdown, registered earlier
+	return srv, entered
+}
+
 // An application hook that waits (a Middleware, the Dispatcher,
 // AuthorizeRoom) holds up its own connection only: while it waits, other
 // users' frames are read and answered. With the memory store the hub
 // handles built-in commands on the transport's poller; a frame that goes
 // to application code has it hand polling on first.
 func TestHub_AWaitingHookHoldsUpOnlyItsConnection(t *testing.T) {
-	type hook func(ctx context.Context, n *wshub.Node, f *wshub.Frame)
-	tests := []struct {
-		name string
-		opts func(wait hook) wshub.Options
-		raw  string // alice's frame that waits
-	}{
-		{"middleware", func(wait hook) wshub.Options {
-			return wshub.Options{Middleware: []wshub.Middleware{func(next wshub.Dispatcher) wshub.Dispatcher {
-				return wshub.DispatcherFunc(func(ctx context.Context, n *wshub.Node, f *wshub.Frame) error {
-					wait(ctx, n, f)
-					return next.Dispatch(ctx, n, f)
-				})
-			}}}
-		}, `{"cmd":1,"cid":"wait"}`},
-		{"dispatcher", func(wait hook) wshub.Options {
-			return wshub.Options{Dispatcher: wshub.DispatcherFunc(func(ctx context.Context, n *wshub.Node, f *wshub.Frame) error {
-				wait(ctx, n, f)
-				return nil
-			})}
-		}, `{"cmd":100,"cid":"wait"}`},
-		{"authorize room", func(wait hook) wshub.Options {
-			return wshub.Options{AuthorizeRoom: func(ctx context.Context, n *wshub.Node, cmd wshub.Cmd, room string) error {
-				wait(ctx, n, &wshub.Frame{CID: room})
-				return nil
-			}}
-		}, `{"cmd":12,"dstid":"wait"}`},
-	}
-	for _, tt := range tests {
+	for _, tt := range waitingHooks {
 		t.Run(tt.name, func(t *testing.T) {
-			entered, release := make(chan struct{}), make(chan struct{})
-			defer close(release)
-			srv := hubtest.New(t, tt.opts(func(ctx context.Context, n *wshub.Node, f *wshub.Frame) {
-				if n.UserID() == "alice" && f.CID == "wait" {
-					close(entered)
-					<-release
-				}
-			}))
+			srv, entered := hookServer(t, tt.opts)
 			alice, bob, carol := srv.Dial(t, "alice"), srv.Dial(t, "bob"), srv.Dial(t, "carol")
 			alice.SendRaw(t, tt.raw)
 			othersServedWhileWaiting(t, entered, "the hook", bob, carol)
@@ -145,33 +158,9 @@ func clientFrames(texts ...string) []byte {
 // of the same read, has them written first: bob gets alice's message
 // while her next frame waits in the Dispatcher or AuthorizeRoom.
 func TestHub_AWaitingHookDoesNotHoldUpTheWritesOfItsRead(t *testing.T) {
-	tests := []struct {
-		name string
-		opts func(wait func()) wshub.Options
-		raw  string
-	}{
-		{"dispatcher", func(wait func()) wshub.Options {
-			return wshub.Options{Dispatcher: wshub.DispatcherFunc(func(ctx context.Context, n *wshub.Node, f *wshub.Frame) error {
-				wait()
-				return nil
-			})}
-		}, `{"cmd":100,"cid":"wait"}`},
-		{"authorize room", func(wait func()) wshub.Options {
-			return wshub.Options{AuthorizeRoom: func(ctx context.Context, n *wshub.Node, cmd wshub.Cmd, room string) error {
-				wait()
-				return nil
-			}}
-		}, `{"cmd":12,"dstid":"wait"}`},
-	}
-	for _, tt := range tests {
+	for _, tt := range waitingHooks {
 		t.Run(tt.name, func(t *testing.T) {
-			entered, release := make(chan struct{}), make(chan struct{})
-			defer close(release)
-			var once sync.Once
-			srv := hubtest.New(t, tt.opts(func() {
-				once.Do(func() { close(entered) })
-				<-release
-			}))
+			srv, entered := hookServer(t, tt.opts)
 			alice, bob := srv.Dial(t, "alice"), srv.Dial(t, "bob")
 			_, err := alice.WS.UnderlyingConn().Write(clientFrames(`{"cmd":10,"dstid":"bob","cid":"m1","content":"first"}`, tt.raw))
 			require.NoError(t, err)

@@ -181,51 +181,39 @@ func TestPoller_ReadsTheLastReadySocketItself(t *testing.T) {
 
 // The sockets that became ready together are read by the poller itself,
 // one after the other, within its budget: frames that came on three
-// connections while it was busy with a fourth start no worker.
-func TestPoller_ReadsSeveralReadySocketsItself(t *testing.T) {
-	tr, dial := pollServer(t)
-	tr.poll.budget.Store(int64(time.Minute)) // -race and a loaded machine: never over it
-	a, ha := dial()
-	others := make([]*websocket.Conn, 3)
-	hs := make([]*blockingHandler, 3)
-	for i := range others {
-		others[i], hs[i] = dial()
-	}
-	send(t, a, "hold")
-	time.Sleep(20 * time.Millisecond) // the poller is in a's read
-	for i, ws := range others {
-		send(t, ws, fmt.Sprint("frame ", i))
-	}
-	expectGot(t, ha, "hold")
-	for i, h := range hs {
-		expectGot(t, h, fmt.Sprint("frame ", i))
-	}
-	if n := tr.work.live.Load(); n != 0 {
-		t.Errorf("%d workers started for sockets the poller could read itself", n)
-	}
-}
-
-// Over its budget, the poller hands the rest of the batch to workers.
-func TestPoller_OverItsBudgetHandsTheRestToWorkers(t *testing.T) {
-	tr, dial := pollServer(t)
-	tr.poll.budget.Store(0)
-	a, ha := dial()
-	others := make([]*websocket.Conn, 3)
-	hs := make([]*blockingHandler, 3)
-	for i := range others {
-		others[i], hs[i] = dial()
-	}
-	send(t, a, "hold")
-	time.Sleep(20 * time.Millisecond)
-	for i, ws := range others {
-		send(t, ws, fmt.Sprint("frame ", i))
-	}
-	expectGot(t, ha, "hold")
-	for i, h := range hs {
-		expectGot(t, h, fmt.Sprint("frame ", i))
-	}
-	if n := tr.work.live.Load(); n == 0 {
-		t.Error("no worker started: the poller read a batch over its budget itself")
+// connections while it was busy with a fourth start no worker. Over its
+// budget, it hands the rest of the batch to workers.
+func TestPoller_ReadsSeveralReadySocketsItselfWithinItsBudget(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		budget  time.Duration
+		workers bool
+	}{
+		{"within", time.Minute, false}, // -race and a loaded machine: never over it
+		{"over", 0, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			tr, dial := pollServer(t)
+			tr.poll.budget.Store(int64(tt.budget))
+			a, ha := dial()
+			others := make([]*websocket.Conn, 3)
+			hs := make([]*blockingHandler, 3)
+			for i := range others {
+				others[i], hs[i] = dial()
+			}
+			send(t, a, "hold")
+			time.Sleep(20 * time.Millisecond) // the poller is in a's read
+			for i, ws := range others {
+				send(t, ws, fmt.Sprint("frame ", i))
+			}
+			expectGot(t, ha, "hold")
+			for i, h := range hs {
+				expectGot(t, h, fmt.Sprint("frame ", i))
+			}
+			if n := tr.work.live.Load(); (n > 0) != tt.workers {
+				t.Errorf("%d workers started; want some: %v", n, tt.workers)
+			}
+		})
 	}
 }
 
