@@ -150,11 +150,19 @@ func (h *Hub) sendFrame(ctx context.Context, n *Node, f *Frame) error {
 		out = n.readBatch()
 	}
 	r, dup, err := h.send(ctx, f.Cmd, n.user, f.DstID, f, n, out)
+	if out != nil && len(out.conns) > writeShare {
+		// A big room: its writes go out now, on goroutines of their own
+		// (writeOut), while the next frames are read.
+		n.writeBatch()
+	}
 	if h.quotas != nil && (dup || err != nil) {
 		h.quotas.refund(n.user, time.Now())
 	}
 	if err != nil {
 		return err
+	}
+	if h.waits {
+		return n.Send(&r) // a flusher writes it (see pollBudget for why not here)
 	}
 	return n.answer(&r)
 }

@@ -96,6 +96,12 @@ type Config struct {
 	// CloseSent, when set, is called with the code of every close frame
 	// a connection starts sending (once per connection), for metrics.
 	CloseSent func(code int)
+	// PollBudget is how long the epoll loop may spend reading the ready
+	// sockets of one batch itself before it hands the rest to workers;
+	// with 0 it reads only the last one itself. Set it when handling a
+	// message seldom waits (a read that waits hands the loop on, and each
+	// hand-off wakes a worker).
+	PollBudget time.Duration
 	// InlineWritten says Handler.Written never waits: Write and WriteMany
 	// then write tagged frames on the calling goroutine as they do others,
 	// and call Written there once the socket took them. Otherwise tagged
@@ -161,7 +167,7 @@ func New(cfg Config) *Transport {
 		CheckOrigin: func(*http.Request) bool { return true },
 	}
 	t.pool.New = func() any { b := make([]byte, 0, 4096); return &b }
-	if p, err := newPoller(&t.work); err == nil {
+	if p, err := newPoller(&t.work, cfg.PollBudget); err == nil {
 		t.poll = p
 		go p.loop()
 	} else {

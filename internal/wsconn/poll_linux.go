@@ -69,7 +69,7 @@ type poller struct {
 	events []syscall.EpollEvent
 	k, at  int
 	start  time.Time
-	budget atomic.Int64 // inlineBudget in nanoseconds (tests change it)
+	budget atomic.Int64 // Config.PollBudget in nanoseconds (tests change it)
 
 	done     chan struct{} // closed by loop when it ends (close, or a failed wait)
 	doneOnce sync.Once
@@ -80,7 +80,7 @@ type poller struct {
 const pollEvents uint32 = syscall.EPOLLIN | syscall.EPOLLRDHUP | 1<<31
 
 // newPoller makes the epoll instance and its wake-up pipe.
-func newPoller(work *workers) (*poller, error) {
+func newPoller(work *workers, budget time.Duration) (*poller, error) {
 	epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, err
@@ -92,7 +92,7 @@ func newPoller(work *workers) (*poller, error) {
 	// Non-blocking, so os.NewFile registers it with the runtime's poller.
 	p := &poller{epfd: epfd, file: os.NewFile(uintptr(epfd), "wshub-epoll"), nodes: make(map[uint64]*Conn), next: 1, done: make(chan struct{}),
 		work: work, events: make([]syscall.EpollEvent, 256)}
-	p.budget.Store(int64(inlineBudget))
+	p.budget.Store(int64(budget))
 	if p.ep, err = p.file.SyscallConn(); err != nil {
 		p.file.Close()
 		return nil, err
@@ -159,13 +159,9 @@ func (p *poller) forget(id uint64) {
 	p.mu.Unlock()
 }
 
-// inlineBudget is how long loop may spend reading the sockets of one
-// batch itself before it hands the rest of the batch to workers.
-const inlineBudget = 100 * time.Microsecond
-
 // loop waits for events until close and reads the ready sockets of each
 // batch itself (Conn.readInline), one after the other, until it spent
-// inlineBudget on the batch; the rest but the last it hands to workers
+// Config.PollBudget on the batch; the rest but the last it hands to workers
 // (Conn.readable). Waking a worker's thread costs more time than a few
 // reads that do not wait: read inline, a frame is handled sooner (this
 // VM, direct messages: 47 µs from the client's write to the hub's read at

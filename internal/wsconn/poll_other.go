@@ -2,12 +2,17 @@
 
 package wsconn
 
-import "errors"
+import (
+	"errors"
+	"time"
+)
 
 // poller is Linux only: elsewhere every connection has a reader goroutine.
 type poller struct{}
 
-func newPoller(*workers) (*poller, error) { return nil, errors.New("wsconn: no epoll on this system") }
+func newPoller(*workers, time.Duration) (*poller, error) {
+	return nil, errors.New("wsconn: no epoll on this system")
+}
 
 func (p *poller) add(n *Conn) bool     { return false }
 func (p *poller) removeLocked(n *Conn) {}
