@@ -9,26 +9,20 @@ import (
 // it never blocks, so the Go scheduler need not be told of it, and a
 // burst of them (a delivery to a big room) does not keep the runtime's
 // monitor busy taking processors back from goroutines "in a system call".
-func sockWrite(fd int, b []byte) (int, error) {
-	if len(b) == 0 {
-		return 0, nil
-	}
-	n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
-	if e != 0 {
-		return 0, e
-	}
-	return int(n), nil
-}
+func sockWrite(fd int, b []byte) (int, error) { return rawIO(syscall.SYS_WRITE, fd, b) }
 
 // sockRead is read(2) on a non-blocking socket, as a raw system call, for
 // the same reasons as sockWrite: it never blocks. Telling the scheduler of
 // a system call also wakes its monitor thread when that sleeps, which the
 // first read after an idle moment (most of them at a light load) did.
-func sockRead(fd int, b []byte) (int, error) {
+func sockRead(fd int, b []byte) (int, error) { return rawIO(syscall.SYS_READ, fd, b) }
+
+// rawIO is read(2) or write(2) (trap) of b on fd as a raw system call.
+func rawIO(trap uintptr, fd int, b []byte) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
-	n, _, e := syscall.RawSyscall(syscall.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+	n, _, e := syscall.RawSyscall(trap, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
 	if e != 0 {
 		return 0, e
 	}
