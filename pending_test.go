@@ -239,9 +239,24 @@ func (s *gatedPending) Pending(ctx context.Context, user string) ([]store.Messag
 // not covered, whatever the seq of the messages that were.
 func TestHub_OwnCopyHeldDuringThePendingSyncIsDelivered(t *testing.T) {
 	st := &gatedPending{Store: memstore.New(memstore.Options{}), entered: make(chan struct{}), open: make(chan struct{})}
-	srv := hubtest.New(t, wshub.Options{Store: st})
+	// Dial returns at the welcome, before the pending sync: arm the gate
+	// only once the first two connections are past theirs.
+	synced := make(chan struct{}, 2)
+	srv := hubtest.New(t, wshub.Options{Store: st, OnConnect: func(*wshub.Node) {
+		select {
+		case synced <- struct{}{}:
+		default: // bob's second connection
+		}
+	}})
 	alice := srv.Dial(t, "alice")
 	bob1 := srv.Dial(t, "bob", "ack=1")
+	for range 2 {
+		select {
+		case <-synced:
+		case <-time.After(hubtest.Timeout):
+			t.Fatal("the first two connections did not finish their pending sync")
+		}
+	}
 	st.armed.Store(true)
 	done := make(chan *hubtest.Conn)
 	go func() {
