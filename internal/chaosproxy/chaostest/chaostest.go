@@ -70,7 +70,8 @@ type msg struct {
 	receipted bool
 	id        string
 	seq       uint64
-	refused   string // the error that refused it for good, if any
+	refused   string        // the error that refused it for good, if any
+	at        time.Duration // when the receipt came, since the workload started
 }
 
 // user is one user and its client.
@@ -92,11 +93,37 @@ type user struct {
 	roomOutOfOrder int                       // guarded by mu
 	recoveredFalse map[string]int            // guarded by mu: room -> rejoins answered recovered false
 	strays         int                       // guarded by mu: messages that no sender of the workload sent
+	trace          []traceEvent              // guarded by mu: what happened to the client, for a failure's report
+}
+
+// traceEvent is one line of a user's timeline: a connection opened or
+// closed, a join answer, a room message on the wire, an error.
+type traceEvent struct {
+	at   time.Duration // since the workload started
+	room string        // the room it concerns, or "" for the connection
+	what string
+}
+
+// maxTrace bounds a user's timeline.
+const maxTrace = 20000
+
+// note adds an event to u's timeline.
+func (u *user) note(start time.Time, room, format string, args ...any) {
+	u.mu.Lock()
+	u.noteLocked(start, room, format, args...)
+	u.mu.Unlock()
+}
+
+func (u *user) noteLocked(start time.Time, room, format string, args ...any) {
+	if len(u.trace) < maxTrace {
+		u.trace = append(u.trace, traceEvent{at: time.Since(start), room: room, what: fmt.Sprintf(format, args...)})
+	}
 }
 
 // Workload runs the users of a chaos test.
 type Workload struct {
 	cfg   Config
+	start time.Time
 	users []*user
 	byKey map[string]*user // written before the clients start
 
@@ -121,7 +148,7 @@ func Start(ctx context.Context, cfg Config) (*Workload, error) {
 	if cfg.Logf == nil {
 		cfg.Logf = func(string, ...any) {}
 	}
-	w := &Workload{cfg: cfg, stop: make(chan struct{}), msgs: make(map[string]*msg), byKey: map[string]*user{}}
+	w := &Workload{cfg: cfg, start: time.Now(), stop: make(chan struct{}), msgs: make(map[string]*msg), byKey: map[string]*user{}}
 	w.sendCtx, w.giveUp = context.WithCancel(context.Background())
 	for i := range cfg.Users {
 		u := &user{
@@ -160,7 +187,7 @@ func (w *Workload) connect(ctx context.Context, i int, u *user) error {
 		Ack:   u.ack,
 		Dialer: &websocket.Dialer{
 			HandshakeTimeout: 2 * hb,
-			NetDialContext:   tapDial(u.onWire),
+			NetDialContext:   tapDial(func(b []byte) { u.onWire(w.start, b) }),
 		},
 		Header:            http.Header{},
 		HeartbeatInterval: w.cfg.HeartbeatInterval,
@@ -168,12 +195,20 @@ func (w *Workload) connect(ctx context.Context, i int, u *user) error {
 		Backoff:           w.cfg.Backoff,
 		ReconnectAlways:   true,
 		OnMessage:         u.onMessage,
-		OnOpen:            func(*wshub.Frame) { u.opens.Add(1) },
-		OnRejoin:          u.onRejoin,
+		OnOpen: func(f *wshub.Frame) {
+			u.opens.Add(1)
+			u.note(w.start, "", "open %s", f.ID)
+		},
+		OnClose: func(code int, reason string) { u.note(w.start, "", "closed %d %q", code, reason) },
+		OnRejoin: func(room string, recovered bool) {
+			u.note(w.start, room, "rejoined, recovered %v", recovered)
+			u.onRejoin(room, recovered)
+		},
 		OnError: func(err error) {
 			if errors.Is(err, client.ErrHeartbeatTimeout) {
 				u.hbTimeouts.Add(1)
 			}
+			u.note(w.start, "", "error: %v", err)
 		},
 	})
 	if err != nil {
@@ -191,15 +226,31 @@ func (w *Workload) connect(ctx context.Context, i int, u *user) error {
 	return nil
 }
 
-// onWire counts a message that reached the client's socket.
-func (u *user) onWire(b []byte) {
+// onWire counts a message that reached the client's socket, and notes
+// room messages, join answers and errors in the timeline.
+func (u *user) onWire(start time.Time, b []byte) {
 	f, err := wshub.DecodeFrame(b)
-	if err != nil || (f.Cmd != wshub.CmdSingle && f.Cmd != wshub.CmdRoom) || f.UserID == u.name {
+	if err != nil {
 		return
 	}
 	u.mu.Lock()
+	defer u.mu.Unlock()
+	switch f.Cmd {
+	case wshub.CmdJoin:
+		rec := "-"
+		if f.Recovered != nil {
+			rec = strconv.FormatBool(*f.Recovered)
+		}
+		u.noteLocked(start, f.DstID, "wire: join answer cid %s seq %d epoch %q recovered %s", f.CID, f.Seq, f.Epoch, rec)
+	case wshub.CmdError:
+		u.noteLocked(start, "", "wire: error cid %s %d %s", f.CID, f.Code, f.Reason)
+	case wshub.CmdRoom:
+		u.noteLocked(start, f.DstID, "wire: seq %d %s", f.Seq, f.Content)
+	}
+	if (f.Cmd != wshub.CmdSingle && f.Cmd != wshub.CmdRoom) || f.UserID == u.name {
+		return
+	}
 	u.raw[f.Content]++
-	u.mu.Unlock()
 }
 
 // onMessage records a message the client handed to the application.
@@ -305,7 +356,7 @@ func (w *Workload) send(u *user, f *wshub.Frame, m *msg) {
 		switch {
 		case err == nil:
 			w.mu.Lock()
-			m.receipted, m.id, m.seq = true, r.ID, r.Seq
+			m.receipted, m.id, m.seq, m.at = true, r.ID, r.Seq, time.Since(w.start)
 			w.mu.Unlock()
 			return
 		case errors.As(err, &se) && (se.Code >= 500 && se.Code != 507 || se.Code == 429):
@@ -387,6 +438,10 @@ type Result struct {
 	HeartbeatTimeouts int64
 	// FirstLost names a few lost messages, for the failure message.
 	FirstLost []string
+	// Trace is the timeline of the first recipient that lost a room
+	// message (its connections, and the joins and messages of that room),
+	// with the receipt times of what it lost: for a failure's report.
+	Trace string
 }
 
 // Check counts what arrived. It can be called while clients still drain.
@@ -458,7 +513,11 @@ func (w *Workload) Check() Result {
 			default:
 				r.RoomLost++
 				if len(r.FirstLost) < 5 {
-					r.FirstLost = append(r.FirstLost, fmt.Sprintf("%s in %s (seq %d) -> %s", m.key, m.room, m.seq, u.name))
+					r.FirstLost = append(r.FirstLost, fmt.Sprintf("%s in %s (seq %d, receipted at %v, %d on the wire) -> %s",
+						m.key, m.room, m.seq, m.at.Round(time.Millisecond), u.raw[m.key], u.name))
+				}
+				if r.Trace == "" {
+					r.Trace = u.timeline(m.room)
 				}
 			}
 		}
@@ -474,6 +533,19 @@ func (w *Workload) Check() Result {
 		r.HeartbeatTimeouts += u.hbTimeouts.Load()
 	}
 	return r
+}
+
+// timeline formats u's events of the connection and of room. The caller
+// holds u.mu.
+func (u *user) timeline(room string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "timeline of %s (connection, and room %s):\n", u.name, room)
+	for _, e := range u.trace {
+		if e.room == "" || e.room == room {
+			fmt.Fprintf(&b, "  %9v %s\n", e.at.Round(time.Microsecond), e.what)
+		}
+	}
+	return b.String()
 }
 
 func contains(list []string, s string) bool {
