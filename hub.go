@@ -311,8 +311,13 @@ type Hub struct {
 	signaler store.Signaler
 	// router, when the feed is a store.Router, routes by interest: the
 	// hub follows its online users and their rooms (see follow.go).
-	router   store.Router
-	presence *presence // cmd 21
+	router store.Router
+	// unfollowMu is held for reading across an Unfollow call and the
+	// check that its connection follows the current subscription, and
+	// for writing while a break is counted (runFeed): an Unfollow of a
+	// connection of the old subscription never reaches the next one.
+	unfollowMu sync.RWMutex
+	presence   *presence // cmd 21
 
 	stats hubStats // counters for Stats
 
@@ -724,7 +729,9 @@ func (h *Hub) runFeed() {
 	wait := feedRetryMin
 	for {
 		err := h.feed.Subscribe(h.ctx, h.onEvent)
+		h.unfollowMu.Lock()
 		since := h.setReady(false)
+		h.unfollowMu.Unlock()
 		if h.ctx.Err() != nil {
 			return
 		}
@@ -765,7 +772,7 @@ func (h *Hub) onEvent(ev store.Event) {
 		}
 		h.writeOut(st)
 	case store.EventJoin:
-		h.followJoined(h.indexJoin(ev.User, ev.Room), ev.Room, false)
+		_ = h.followJoined(h.indexJoin(ev.User, ev.Room), ev.Room, false) // closes on failure
 	case store.EventLeave:
 		h.indexLeave(ev.User, ev.Room)
 	case store.EventSignal:
@@ -886,18 +893,37 @@ func (h *Hub) IsOnline(user string) bool {
 // register adds n to the indexes, loading the user's rooms from the store
 // when n is its first connection. It returns the connection that n
 // replaces (over MaxConnsPerUser), if any.
+//
+// The user's entry (its connections and rooms) and the room index change
+// together, under the user's shard lock: register, unregister, indexJoin
+// and indexLeave each add or remove exactly the (connection, room) pairs
+// of the index they follow or unfollow (follow.go), whatever runs
+// between them.
 func (h *Hub) register(ctx context.Context, n *Node) (evicted *Node, err error) {
 	ul := h.userLock(n.user)
 	ul.Lock()
 	defer ul.Unlock()
+	if err := h.markFollows(n); err != nil {
+		return nil, err
+	}
+	s := h.userShard(n.user)
 	var rooms []string
-	if !h.IsOnline(n.user) {
+	loaded := false
+	for {
+		s.mu.Lock()
+		if s.users[n.user] != nil || loaded {
+			break // with s.mu held
+		}
+		// Offline: its rooms come from the store. Only register makes a
+		// user's entry, under the user's lock, so none appears
+		// meanwhile; one may go (its last connection closing) until
+		// s.mu is held, which is why this is checked under it.
+		s.mu.Unlock()
 		if rooms, err = h.store.Rooms(ctx, n.user); err != nil {
 			return nil, err
 		}
+		loaded = true
 	}
-	s := h.userShard(n.user)
-	s.mu.Lock()
 	u := s.users[n.user]
 	if u == nil {
 		h.presence.mark(n.user)
@@ -914,15 +940,18 @@ func (h *Hub) register(ctx context.Context, n *Node) (evicted *Node, err error) 
 	if live := u.liveNodes(); len(live) > h.opts.MaxConnsPerUser {
 		evicted = live[0]
 	}
-	joined := make([]string, 0, len(u.rooms))
+	var keys []string
+	if h.followLocked(n, userKey) {
+		keys = append(keys, userKey)
+	}
 	for r := range u.rooms {
-		joined = append(joined, r)
+		h.indexAdd(r, n)
+		if h.followLocked(n, r) {
+			keys = append(keys, r)
+		}
 	}
 	s.mu.Unlock()
-	for _, r := range joined {
-		h.indexAdd(r, n)
-	}
-	if err := h.followNode(ctx, n, joined); err != nil {
+	if err := h.follow(ctx, []pendingFollows{{n, keys}}, true); err != nil {
 		h.unregister(n)
 		return nil, err
 	}
@@ -954,18 +983,21 @@ func (h *Hub) unregister(n *Node) {
 		delete(s.users, n.user)
 		h.presence.mark(n.user)
 	}
-	rooms := make([]string, 0, len(u.rooms))
-	for r := range u.rooms {
-		rooms = append(rooms, r)
-	}
-	s.mu.Unlock()
 	if !found {
+		s.mu.Unlock()
 		return
 	}
-	for _, r := range rooms {
+	for r := range u.rooms {
 		h.indexRemove(r, n)
 	}
-	h.unfollowNode(n, rooms)
+	var drop []string
+	for k := range n.follows {
+		if h.unfollowLocked(n, k) {
+			drop = append(drop, k)
+		}
+	}
+	s.mu.Unlock()
+	h.unfollow(n, drop)
 }
 
 func (h *Hub) indexAdd(room string, nodes ...*Node) {
@@ -1016,32 +1048,27 @@ func (h *Hub) isMember(user, room string) bool {
 // UTF-8, and ErrTooManyRooms when the user is a member of
 // Options.MaxRooms rooms already (and not of this one).
 func (h *Hub) Join(ctx context.Context, user, room string) error {
-	_, err := h.join(ctx, user, room)
-	return err
+	return h.join(ctx, user, room)
 }
 
-// join returns the user's connections that were added to the room index.
-func (h *Hub) join(ctx context.Context, user, room string) ([]*Node, error) {
+// join joins user to room, in the store and for its connections here.
+func (h *Hub) join(ctx context.Context, user, room string) error {
 	if err := checkID("user id", user); err != nil {
-		return nil, err
+		return err
 	}
 	if err := checkID("room id", room); err != nil {
-		return nil, err
+		return err
 	}
 	ul := h.userLock(user)
 	ul.Lock()
 	defer ul.Unlock()
 	if err := h.checkMaxRooms(ctx, user, room); err != nil {
-		return nil, err
+		return err
 	}
 	if err := h.store.Join(ctx, room, user); err != nil {
-		return nil, h.storeErr(err)
+		return h.storeErr(err)
 	}
-	nodes := h.indexJoin(user, room)
-	if err := h.followJoined(nodes, room, true); err != nil {
-		return nil, err
-	}
-	return nodes, nil
+	return h.followJoined(h.indexJoin(user, room), room, true)
 }
 
 // checkMaxRooms returns ErrTooManyRooms when user is a member of
@@ -1078,26 +1105,31 @@ func (h *Hub) checkMaxRooms(ctx context.Context, user, room string) error {
 }
 
 // indexJoin records that user is a member of room, if the user is online
-// here, and returns the connections added to the room's index.
-func (h *Hub) indexJoin(user, room string) []*Node {
+// here, adding its connections to the room's index, and returns their
+// follows of the room, for followJoined.
+func (h *Hub) indexJoin(user, room string) []pendingFollows {
 	s := h.userShard(user)
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	u := s.users[user]
-	var nodes []*Node
-	if u != nil {
-		if _, ok := u.rooms[room]; !ok {
-			if u.rooms == nil {
-				u.rooms = make(map[string]struct{})
-			}
-			u.rooms[room] = struct{}{}
-			nodes = append(nodes, u.nodes...)
+	if u == nil {
+		return nil
+	}
+	if _, ok := u.rooms[room]; ok {
+		return nil
+	}
+	if u.rooms == nil {
+		u.rooms = make(map[string]struct{})
+	}
+	u.rooms[room] = struct{}{}
+	h.indexAdd(room, u.nodes...)
+	var fs []pendingFollows
+	for _, n := range u.nodes {
+		if h.followLocked(n, room) {
+			fs = append(fs, pendingFollows{n, []string{room}})
 		}
 	}
-	s.mu.Unlock()
-	if len(nodes) > 0 {
-		h.indexAdd(room, nodes...)
-	}
-	return nodes
+	return fs
 }
 
 // Leave removes user from room, in the store and for its connections
@@ -1124,19 +1156,23 @@ func (h *Hub) Leave(ctx context.Context, user, room string) error {
 func (h *Hub) indexLeave(user, room string) {
 	s := h.userShard(user)
 	s.mu.Lock()
-	var nodes []*Node
+	var drop []*Node
 	if u := s.users[user]; u != nil {
 		if _, in := u.rooms[room]; in {
 			// Only then: a leave announced by the feed after a local Leave
 			// must not remove (and unfollow) again.
 			delete(u.rooms, room)
-			nodes = append(nodes, u.nodes...)
+			h.indexRemove(room, u.nodes...)
+			for _, n := range u.nodes {
+				if h.unfollowLocked(n, room) {
+					drop = append(drop, n)
+				}
+			}
 		}
 	}
 	s.mu.Unlock()
-	if len(nodes) > 0 {
-		h.indexRemove(room, nodes...)
-		h.unfollowLeft(nodes, room)
+	for _, n := range drop {
+		h.unfollow(n, []string{room})
 	}
 }
 
@@ -1427,7 +1463,7 @@ func (h *Hub) joinAndReplay(ctx context.Context, n *Node, f *Frame) error {
 	n.mu.Unlock()
 	var last uint64
 	defer func() { n.release(map[string]uint64{conv: last}) }()
-	if _, err := h.join(ctx, n.user, room); err != nil {
+	if err := h.join(ctx, n.user, room); err != nil {
 		return err
 	}
 	want := f.Since > 0 || f.Epoch != ""

@@ -107,6 +107,10 @@ type Node struct {
 	// followBreaks is, with a store.Router, Hub.feedBreaks+1 when the
 	// connection followed its user and rooms (0: it followed nothing).
 	followBreaks atomic.Uint64
+	// follows records, with a store.Router, the connection's follows of
+	// its rooms and user (follow.go). Guarded by its user's shard lock;
+	// nil until the first.
+	follows map[string]followState
 }
 
 func newNode(h *Hub, user string, ack bool) *Node {

@@ -290,7 +290,9 @@ const (
 //
 // Follows belong to the running Subscribe and end with it. They are
 // counted: a user or room followed twice is followed until it was
-// unfollowed twice.
+// unfollowed twice. The hub makes each Unfollow after the Follow it
+// undoes returned, and only on the subscription that Follow was made on,
+// so a count falls to zero only when nobody follows any more.
 type Router interface {
 	Feed
 	// Follow makes the running subscription receive the announcements
