@@ -42,9 +42,10 @@ func (s State) String() string {
 	return "State(" + strconv.Itoa(int(s)) + ")"
 }
 
-// RoomState is what the client remembers of a joined room: the last seq it
-// delivered (or the join reply's seq) and the history epoch that seq
-// belongs to. Rejoins after a reconnect ask for the messages after Seq.
+// RoomState is what the client remembers of a joined room: the seq up to
+// which it has delivered every message (its own receipted ones included),
+// or the join reply's seq, and the history epoch that seq belongs to.
+// Rejoins after a reconnect ask for the messages after Seq.
 type RoomState struct {
 	Seq   uint64
 	Epoch string
@@ -118,6 +119,72 @@ const abandonedSize = 256
 // room is the state of one joined room. Guarded by Client.mu.
 type room struct {
 	RoomState
+	// ahead holds the seqs delivered above Seq+1: Seq moves only over
+	// contiguous seqs (observe), so that a rejoin's since never skips a
+	// message this client has not had. Nil until needed.
+	ahead map[uint64]struct{}
+}
+
+// maxAhead bounds room.ahead. Past it the client gives up on the oldest
+// gap: a hub delivers a room's messages to a connection in seq order, so
+// a gap that many messages old is not going to fill on this connection
+// (the next rejoin asks from Seq, which then lies past it).
+const maxAhead = 4096
+
+// observe notes that the message with seq was delivered (or, for the
+// client's own message, receipted), moving Seq over contiguous seqs only:
+// a live message can arrive on a new connection before its rejoin's
+// replay has filled the gap before it, and that connection may end before
+// the replay comes.
+func (r *room) observe(seq uint64) {
+	if seq <= r.Seq {
+		return
+	}
+	if seq == r.Seq+1 && len(r.ahead) == 0 {
+		r.Seq = seq
+		return
+	}
+	if r.ahead == nil {
+		r.ahead = make(map[uint64]struct{})
+	}
+	r.ahead[seq] = struct{}{}
+	if len(r.ahead) > maxAhead {
+		low := seq
+		for s := range r.ahead {
+			low = min(low, s)
+		}
+		r.Seq = low - 1
+	}
+	r.drain()
+}
+
+// moveTo moves Seq to seq (a join answer's: everything up to it was
+// replayed or reported not recovered), if it is ahead.
+func (r *room) moveTo(seq uint64) {
+	if seq <= r.Seq {
+		return
+	}
+	r.Seq = seq
+	for s := range r.ahead {
+		if s <= seq {
+			delete(r.ahead, s)
+		}
+	}
+	r.drain()
+}
+
+// drain moves Seq over the seqs in ahead that follow it.
+func (r *room) drain() {
+	for {
+		if _, ok := r.ahead[r.Seq+1]; !ok {
+			break
+		}
+		r.Seq++
+		delete(r.ahead, r.Seq)
+	}
+	if len(r.ahead) == 0 {
+		r.ahead = nil
+	}
 }
 
 // New returns a client for the hub at rawURL (ws://, wss://, or http(s)://

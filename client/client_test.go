@@ -553,3 +553,71 @@ func TestClient_RefusedRejoinIsRetriedOnANewConnection(t *testing.T) {
 	send(t, bob, &wshub.Frame{Cmd: wshub.CmdRoom, DstID: kept, Content: "still here"})
 	assert.Equal(t, "still here", recv(t, alice).Content)
 }
+
+// A new connection gets its rooms' live messages at once, before its
+// rejoin's replay of what was missed; if it ends before the rejoin's
+// answer, the next rejoin must still ask for the missed messages, not
+// from the newest live one (the chaos test lost room messages that way).
+func TestClient_LiveMessageBeforeTheRejoinAnswerDoesNotSkipTheGap(t *testing.T) {
+	var hold atomic.Bool
+	held := make(chan struct{}, 1)
+	release := make(chan struct{})
+	srv := hubtest.New(t, wshub.Options{Middleware: []wshub.Middleware{func(next wshub.Dispatcher) wshub.Dispatcher {
+		return wshub.DispatcherFunc(func(ctx context.Context, n *wshub.Node, f *wshub.Frame) error {
+			if f.Cmd == wshub.CmdJoin && n.UserID() == "alice" && hold.Swap(false) {
+				held <- struct{}{}
+				<-release // answered on a connection gone by then
+			}
+			return next.Dispatch(ctx, n, f)
+		})
+	}}})
+	p := startProxy(t, srv.HTTP.Listener.Addr().String())
+	alice := dial(t, "ws://"+p.addr()+"/ws", "alice", client.Options{
+		Backoff:           fastBackoff,
+		HeartbeatInterval: 200 * time.Millisecond,
+		HeartbeatTimeout:  time.Second,
+	})
+	bob := dial(t, srv.URL, "bob", client.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	_, err := alice.Join(ctx, "lobby")
+	require.NoError(t, err)
+	_, err = bob.Join(ctx, "lobby")
+	require.NoError(t, err)
+	send(t, bob, &wshub.Frame{Cmd: wshub.CmdRoom, DstID: "lobby", Content: "seen"})
+	require.Equal(t, "seen", recv(t, alice).Content)
+
+	hold.Store(true)
+	p.blackhole() // alice misses this one, then reconnects; her rejoin is held
+	send(t, bob, &wshub.Frame{Cmd: wshub.CmdRoom, DstID: "lobby", Content: "missed"})
+	select {
+	case <-held:
+	case <-ctx.Done():
+		t.Fatal("alice did not rejoin")
+	}
+	// On the new connection, before the rejoin's answer: a live one.
+	send(t, bob, &wshub.Frame{Cmd: wshub.CmdRoom, DstID: "lobby", Content: "live"})
+	require.Equal(t, "live", recv(t, alice).Content)
+	p.cut() // before the rejoin's answer
+	close(release)
+	assert.Equal(t, "missed", recv(t, alice).Content, "replayed by the next rejoin")
+	assert.Equal(t, uint64(3), alice.Rooms()["lobby"].Seq)
+}
+
+// A room's resume point counts the client's own messages, which the hub
+// receipts instead of delivering to it: it stays contiguous.
+func TestClient_RoomSeqCountsOwnReceiptedMessages(t *testing.T) {
+	srv := hubtest.New(t, wshub.Options{})
+	alice := dial(t, srv.URL, "alice", client.Options{})
+	bob := dial(t, srv.URL, "bob", client.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	for _, c := range []*client.Client{alice, bob} {
+		_, err := c.Join(ctx, "lobby")
+		require.NoError(t, err)
+	}
+	send(t, alice, &wshub.Frame{Cmd: wshub.CmdRoom, DstID: "lobby", Content: "mine"})
+	send(t, bob, &wshub.Frame{Cmd: wshub.CmdRoom, DstID: "lobby", Content: "yours"})
+	require.Equal(t, "yours", recv(t, alice).Content)
+	assert.Equal(t, uint64(2), alice.Rooms()["lobby"].Seq)
+}

@@ -470,6 +470,11 @@ func (c *Client) handle(cn *conn, f *wshub.Frame) bool {
 	case wshub.CmdReceipt:
 		c.mu.Lock()
 		e := c.out.remove(f.CID)
+		if e != nil && e.cmd == wshub.CmdRoom && f.Seq > 0 {
+			if r := c.rooms[e.dst]; r != nil {
+				r.observe(f.Seq) // the client's own message: never delivered to it
+			}
+		}
 		c.mu.Unlock()
 		if e == nil {
 			return true // for a frame whose Send gave up, or a duplicate
@@ -588,10 +593,10 @@ func (c *Client) handleJoin(f *wshub.Frame) {
 	case e == nil && !known:
 		// An answer nobody asked for (a Join whose caller gave up).
 	case !known:
-		c.rooms[f.DstID] = &room{RoomState{Seq: f.Seq, Epoch: f.Epoch}}
+		c.rooms[f.DstID] = &room{RoomState: RoomState{Seq: f.Seq, Epoch: f.Epoch}}
 	case r.Epoch != f.Epoch:
 		// A new history stream: old seqs mean nothing any more.
-		r.Seq, r.Epoch = f.Seq, f.Epoch
+		r.Seq, r.Epoch, r.ahead = f.Seq, f.Epoch, nil
 	default:
 		// The rejoin carried the epoch, so the hub replayed from since
 		// (even since 0, which the wire cannot carry but the epoch
@@ -600,7 +605,7 @@ func (c *Client) handleJoin(f *wshub.Frame) {
 		if r.Epoch == "" {
 			recovered = f.Seq <= r.Seq // nothing was asked back
 		}
-		r.Seq = max(r.Seq, f.Seq)
+		r.moveTo(f.Seq)
 	}
 	c.mu.Unlock()
 	if e != nil {
@@ -649,8 +654,8 @@ func (c *Client) deliver(cn *conn, f *wshub.Frame) bool {
 	}
 	if f.Cmd == wshub.CmdRoom && f.Seq > 0 {
 		c.mu.Lock()
-		if r := c.rooms[f.DstID]; r != nil && f.Seq > r.Seq {
-			r.Seq = f.Seq
+		if r := c.rooms[f.DstID]; r != nil {
+			r.observe(f.Seq)
 		}
 		c.mu.Unlock()
 	}

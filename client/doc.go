@@ -29,14 +29,14 @@
 //   - Incoming messages are delivered once: duplicates by id are dropped,
 //     and with Options.Ack every direct message is acknowledged (cmd 14)
 //     after the application got it, so the hub keeps it until then.
-//   - Rooms: the client remembers the rooms it joined with the last seq and
-//     epoch it saw, and after a reconnect joins them again with since and
-//     epoch; the hub replays what was missed (Options.OnRejoin reports
-//     whether that was everything). A rejoin the hub refuses for now (5xx,
-//     429: its store unavailable, say) replayed nothing, so the client
-//     closes that connection and reconnects after its backoff; one
-//     refused for good (403) leaves the room. Both are reported to
-//     Options.OnError.
+//   - Rooms: the client remembers the rooms it joined with the last
+//     contiguous seq and the epoch it saw, and after a reconnect joins
+//     them again with since and epoch; the hub replays what was missed
+//     (Options.OnRejoin reports whether that was everything). A rejoin
+//     the hub refuses for now (5xx, 429: its store unavailable, say)
+//     replayed nothing, so the client closes that connection and
+//     reconnects after its backoff; one refused for good (403) leaves the
+//     room. Both are reported to Options.OnError.
 //
 // Incoming messages arrive on the Messages channel, or on
 // Options.OnMessage. Connection events arrive on the other On* callbacks;

@@ -155,6 +155,10 @@ const transientCodes = new Set([429, 500, 503]);
 
 const seenLimit = 10000; // ids remembered for duplicate detection
 const abandonedLimit = 256; // cids of timed-out calls whose late answers are dropped
+// Seqs of a room remembered above its last contiguous seq; past it the
+// oldest gap is given up (a hub delivers a room in seq order, so a gap
+// that old will not fill on this connection).
+const aheadLimit = 4096;
 
 // closedError is the rejection of a call made on, or still waiting when, a
 // client that stopped.
@@ -888,6 +892,7 @@ export class WSHubClient {
     const st = this._rooms.get(room);
     if (!st || seq <= st.seq) return;
     st.ahead.add(seq);
+    if (st.ahead.size > aheadLimit) st.seq = Math.min(...st.ahead) - 1;
     this._drainAhead(st);
   }
 
