@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -102,6 +103,13 @@ type Config struct {
 	// message seldom waits (a read that waits hands the loop on, and each
 	// hand-off wakes a worker).
 	PollBudget time.Duration
+	// Pollers is how many epoll loops read the sockets, each for its
+	// share of the connections (given out in turn). 0 means twice
+	// GOMAXPROCS: a loop busy with its batch leaves the sockets that
+	// become ready meanwhile to the others, parked and woken at once,
+	// rather than making them wait for the batch's end (docs/benchmarks.md,
+	// "More than one poller").
+	Pollers int
 	// InlineWritten says Handler.Written never waits: Write and WriteMany
 	// then write tagged frames on the calling goroutine as they do others,
 	// and call Written there once the socket took them. Otherwise tagged
@@ -151,9 +159,10 @@ type Transport struct {
 	cfg      Config
 	upgrader websocket.Upgrader
 	pool     sync.Pool // *[]byte write buffers of the gatherConns
-	poll     *poller   // nil where every connection has a reader goroutine
-	work     workers   // run the reads of ready sockets and the flushers
-	rings    rings     // io_uring instances for WriteMany
+	polls    []*poller // none where every connection has a reader goroutine
+	nextPoll atomic.Uint32
+	work     workers // run the reads of ready sockets and the flushers
+	rings    rings   // io_uring instances for WriteMany
 }
 
 // New makes a Transport. Close it after every connection ended.
@@ -167,20 +176,35 @@ func New(cfg Config) *Transport {
 		CheckOrigin: func(*http.Request) bool { return true },
 	}
 	t.pool.New = func() any { b := make([]byte, 0, 4096); return &b }
-	if p, err := newPoller(&t.work, cfg.PollBudget); err == nil {
-		t.poll = p
+	pollers := cfg.Pollers
+	if pollers <= 0 {
+		pollers = 2 * runtime.GOMAXPROCS(0)
+	}
+	for i := range min(pollers, maxPollers) {
+		p, err := newPoller(&t.work, cfg.PollBudget, i)
+		if err != nil {
+			cfg.Logger.Debug("wsconn: no poller; one reader goroutine per connection", slog.Any("err", err))
+			break
+		}
+		t.polls = append(t.polls, p)
 		go p.loop()
-	} else {
-		cfg.Logger.Debug("wsconn: no poller; one reader goroutine per connection", slog.Any("err", err))
 	}
 	return t
+}
+
+// poller returns the epoll loop the next connection goes to, or nil.
+func (t *Transport) poller() *poller {
+	if len(t.polls) == 0 {
+		return nil
+	}
+	return t.polls[int(t.nextPoll.Add(1))%len(t.polls)]
 }
 
 // Close releases the epoll loop and the idle workers. Call it once no
 // connection is left.
 func (t *Transport) Close() {
-	if t.poll != nil {
-		t.poll.close()
+	for _, p := range t.polls {
+		p.close()
 	}
 	t.work.stop()
 	t.rings.close()
@@ -295,7 +319,7 @@ func (c *Conn) Serve() {
 	d := cfg.PingInterval
 	c.pinger = time.AfterFunc(d/2+rand.N(d/2+1), c.sendPing)
 	c.mu.Unlock()
-	if c.t.poll == nil || !c.t.poll.add(c) {
+	if p := c.t.poller(); p == nil || !p.add(c) {
 		cfg.Goroutines.Add(1) // while the connection is counted by its owner
 		go c.readBlocking()
 	}
@@ -733,7 +757,7 @@ func (c *Conn) end(err error, abrupt bool) {
 		}
 	}
 	if c.polled {
-		c.t.poll.removeLocked(c) // before the descriptor is closed and reused
+		c.t.polls[pollerOf(c.pollID)].removeLocked(c) // before the descriptor is closed and reused
 	}
 	if errors.Is(err, errPeerClose) {
 		err = c.endErr
@@ -779,3 +803,14 @@ func appendHeader(b []byte, op byte, n int) []byte {
 	b = append(b, 127)
 	return binary.BigEndian.AppendUint64(b, uint64(n))
 }
+
+// pollerShift places a poller's number in the top bits of the ids of its
+// epoll registrations, so that a connection finds its poller by its id;
+// maxPollers is how many numbers that leaves.
+const (
+	pollerShift = 56
+	maxPollers  = 1 << (64 - pollerShift)
+)
+
+// pollerOf returns the number of the poller that gave id.
+func pollerOf(id uint64) int { return int(id >> pollerShift) }

@@ -79,8 +79,10 @@ type poller struct {
 // negative int constant there).
 const pollEvents uint32 = syscall.EPOLLIN | syscall.EPOLLRDHUP | 1<<31
 
-// newPoller makes the epoll instance and its wake-up pipe.
-func newPoller(work *workers, budget time.Duration) (*poller, error) {
+// newPoller makes the epoll instance and its wake-up pipe, for the
+// Transport's poller number i: the ids of its registrations carry i
+// (pollerOf).
+func newPoller(work *workers, budget time.Duration, i int) (*poller, error) {
 	epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, err
@@ -90,7 +92,7 @@ func newPoller(work *workers, budget time.Duration) (*poller, error) {
 		return nil, err
 	}
 	// Non-blocking, so os.NewFile registers it with the runtime's poller.
-	p := &poller{epfd: epfd, file: os.NewFile(uintptr(epfd), "wshub-epoll"), nodes: make(map[uint64]*Conn), next: 1, done: make(chan struct{}),
+	p := &poller{epfd: epfd, file: os.NewFile(uintptr(epfd), "wshub-epoll"), nodes: make(map[uint64]*Conn), next: uint64(i)<<pollerShift | 1, done: make(chan struct{}),
 		work: work, events: make([]syscall.EpollEvent, 256)}
 	p.budget.Store(int64(budget))
 	if p.ep, err = p.file.SyscallConn(); err != nil {

@@ -10,7 +10,7 @@ import (
 // poller is Linux only: elsewhere every connection has a reader goroutine.
 type poller struct{}
 
-func newPoller(*workers, time.Duration) (*poller, error) {
+func newPoller(*workers, time.Duration, int) (*poller, error) {
 	return nil, errors.New("wsconn: no epoll on this system")
 }
 

@@ -70,10 +70,11 @@ func pollServerWith(t *testing.T, tune func(*Config)) (tr *Transport, dial func(
 		PingInterval: time.Hour, PongTimeout: time.Hour,
 		SendQueue: 16, SendQueueBytes: 1 << 20,
 		Goroutines: &wg, Logger: slog.New(slog.DiscardHandler),
+		Pollers: 1, // the tests of one loop's batches
 	}
 	tune(&cfg)
 	tr = New(cfg)
-	if tr.poll == nil {
+	if len(tr.polls) == 0 {
 		t.Fatal("no poller on Linux")
 	}
 	handlers := make(chan *blockingHandler, 1)
@@ -127,6 +128,47 @@ func send(t *testing.T, ws *websocket.Conn, msg string) {
 	t.Helper()
 	if err := ws.WriteMessage(websocket.TextMessage, []byte(msg)); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// pollerNodes returns how many connections each poller has registered.
+func pollerNodes(tr *Transport) []int {
+	counts := make([]int, len(tr.polls))
+	for i, p := range tr.polls {
+		p.mu.Lock()
+		counts[i] = len(p.nodes)
+		p.mu.Unlock()
+	}
+	return counts
+}
+
+// The connections are given to the pollers in turn, each poller reads its
+// own, and a connection that ends leaves its own poller (found by its
+// registration's id).
+func TestPoller_ConnectionsAreSpreadOverThePollers(t *testing.T) {
+	tr, dial := pollServerWith(t, func(c *Config) { c.Pollers = 3 })
+	type client struct {
+		ws *websocket.Conn
+		h  *blockingHandler
+	}
+	var cs []client
+	for range 6 {
+		ws, h := dial()
+		cs = append(cs, client{ws, h})
+	}
+	if got := pollerNodes(tr); fmt.Sprint(got) != "[2 2 2]" {
+		t.Fatalf("connections per poller %v, want [2 2 2]", got)
+	}
+	for i, c := range cs {
+		send(t, c.ws, fmt.Sprint("hello ", i))
+		expectGot(t, c.h, fmt.Sprint("hello ", i))
+	}
+	for _, c := range cs {
+		c.ws.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""))
+		<-c.h.closed
+	}
+	if got := pollerNodes(tr); fmt.Sprint(got) != "[0 0 0]" {
+		t.Fatalf("connections per poller after they ended %v, want [0 0 0]", got)
 	}
 }
 
@@ -194,7 +236,7 @@ func TestPoller_ReadsSeveralReadySocketsItselfWithinItsBudget(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			tr, dial := pollServer(t)
-			tr.poll.budget.Store(int64(tt.budget))
+			tr.polls[0].budget.Store(int64(tt.budget))
 			a, ha := dial()
 			others := make([]*websocket.Conn, 3)
 			hs := make([]*blockingHandler, 3)
