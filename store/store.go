@@ -235,7 +235,28 @@ type ConvInfo struct {
 
 // IsDirect reports whether m belongs to a direct conversation that an
 // Inbox indexes: m.To is set and m.Conv is DirectConv(m.From, m.To).
-func IsDirect(m *Message) bool { return m.To != "" && m.Conv == DirectConv(m.From, m.To) }
+func IsDirect(m *Message) bool {
+	if m.To == "" {
+		return false
+	}
+	// m.Conv == DirectConv(m.From, m.To), without building the key.
+	a, b := m.From, m.To
+	if b < a {
+		a, b = b, a
+	}
+	var buf [20]byte
+	n := strconv.AppendInt(buf[:0], int64(len(a)), 10)
+	c := m.Conv
+	if len(c) != 2+len(n)+1+len(a)+1+len(b) || c[:2] != "d:" {
+		return false
+	}
+	c = c[2:]
+	if c[:len(n)] != string(n) || c[len(n)] != ':' {
+		return false
+	}
+	c = c[len(n)+1:]
+	return c[:len(a)] == a && c[len(a)] == ':' && c[len(a)+1:] == b
+}
 
 // DirectConv is the conversation key of the direct messages between users
 // a and b, whoever sent them: DirectConv(a, b) == DirectConv(b, a).
