@@ -118,7 +118,7 @@ func (h *Hub) unfollowLocked(n *Node, key string) bool {
 // fails (store.Router: the caller unregisters or closes the connections,
 // which unfollows them).
 func (h *Hub) follow(ctx context.Context, fs []pendingFollows, wait bool) error {
-	if len(fs) == 0 {
+	if h.router == nil || len(fs) == 0 {
 		return nil
 	}
 	var users, rooms []string
@@ -163,7 +163,7 @@ func (h *Hub) follow(ctx context.Context, fs []pendingFollows, wait bool) error 
 // unfollow makes the Unfollow call of n's keys, when n follows the
 // current subscription.
 func (h *Hub) unfollow(n *Node, keys []string) {
-	if len(keys) == 0 {
+	if h.router == nil || len(keys) == 0 {
 		return
 	}
 	h.unfollowMu.RLock()
