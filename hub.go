@@ -1276,17 +1276,14 @@ func (h *Hub) send(ctx context.Context, cmd Cmd, from, to string, f *Frame, orig
 		// The conversation lock makes append-then-deliver one step per
 		// conversation, so connections receive it in seq order.
 		cl := h.convLock(req.Msg.Conv)
-		st := out
-		if st == nil {
-			st = h.starters.Get().(*starter)
-		}
+		st, own := h.starterOr(out)
 		cl.Lock()
 		m, dup, err = h.store.Append(ctx, req)
 		if err == nil && !dup {
 			err = h.deliver(&m, f, sender{node: origin}, st)
 		}
 		cl.Unlock()
-		if out == nil {
+		if own {
 			h.writeOut(st)
 		}
 	}
@@ -1392,6 +1389,15 @@ func (h *Hub) writeOut(st *starter) {
 			}
 		}()
 	}
+}
+
+// starterOr returns out, or, when out is nil, a starter of the pool that
+// the caller owns: it writes it (writeOut) once it released its locks.
+func (h *Hub) starterOr(out *starter) (st *starter, own bool) {
+	if out != nil {
+		return out, false
+	}
+	return h.starters.Get().(*starter), true
 }
 
 // putStarter returns st to its pool.

@@ -173,12 +173,10 @@ func (n *Node) answer(f *Frame) error {
 	if err != nil {
 		return err
 	}
-	st := n.batch // set: written at the end of the read (ReadDone)
-	if st == nil {
-		st = n.hub.starters.Get().(*starter)
-	}
+	// With a read batch, written at the end of the read (ReadDone).
+	st, own := n.hub.starterOr(n.batch)
 	ok := n.push(outFrame{data: data}, true, st)
-	if n.batch == nil {
+	if own {
 		n.hub.writeOut(st)
 	}
 	if !ok {
