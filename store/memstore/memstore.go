@@ -44,10 +44,17 @@
 // Messages returned by History, Pending and a duplicate Append share their
 // Body with the store's copy: callers must treat them as read-only. Append
 // copies the Body it is given, so the caller may reuse its buffer.
+//
+// # Memory
+//
+// Each message is kept, with its cid, in one allocation that holds no
+// pointers (about 250-350 bytes of heap for a short chat message), shared by
+// the history, the pending queues and the cid records: the garbage collector
+// marks it without scanning it, so a store holding millions of messages adds
+// little to every collection of the process.
 package memstore
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"hash/maphash"
@@ -278,25 +285,28 @@ func (s *Store) Append(ctx context.Context, req store.AppendRequest) (store.Mess
 		now = s.now()
 		cs.expireLocked(now, s.cidTTL)
 		if rec, ok := cs.m[key]; ok {
-			return *rec.msg, true, nil
+			return rec.rec.message(), true, nil
 		}
 	}
 	stored, err := s.appendQueued(c, &req)
 	if err != nil {
 		return store.Message{}, false, err
 	}
+	// The record's own strings from here on: the caller's become garbage.
 	if cs != nil {
-		cs.addLocked(key, stored, now)
+		cs.addLocked(cidKey{from: stored.msg.From, cid: stored.cid}, stored.rec, now)
 	}
-	s.indexLocked(stored)
-	return withBody(stored, req.Msg.Body), false, nil
+	s.indexLocked(&stored.msg)
+	m := stored.msg
+	m.Body = req.Msg.Body
+	return m, false, nil
 }
 
 // appendQueued appends req.Msg to c and enqueues it for req.Pending, unless
 // a queue is at a bound. The recipients' queues stay locked from the check
 // to the enqueue, so that concurrent Appends cannot both take the last
 // place. c.mu is held for writing.
-func (s *Store) appendQueued(c *conversation, req *store.AppendRequest) (*store.Message, error) {
+func (s *Store) appendQueued(c *conversation, req *store.AppendRequest) (entry, error) {
 	if len(req.Pending) == 1 {
 		// A direct message: one queue, looked up once.
 		u := req.Pending[0]
@@ -305,24 +315,24 @@ func (s *Store) appendQueued(c *conversation, req *store.AppendRequest) (*store.
 		defer sh.mu.Unlock()
 		q := sh.pending[u]
 		if err := s.roomIn(q, u, req.Msg.From); err != nil {
-			return nil, err
+			return entry{}, err
 		}
-		stored := c.appendLocked(req.Msg, s.historyLimit)
+		stored := c.appendLocked(&req.Msg, req.CID, s.historyLimit)
 		if q == nil {
 			q = s.newQueue()
 			sh.pending[u] = q
 		}
-		q.push(stored)
+		q.push(stored.rec, stored.msg.ID, stored.msg.From)
 		return stored, nil
 	}
 	var locked queueLocks
 	s.lockQueues(&locked, req.Pending)
 	defer s.unlockQueues(&locked)
 	if err := s.checkRoomLocked(req.Pending, req.Msg.From); err != nil {
-		return nil, err
+		return entry{}, err
 	}
-	stored := c.appendLocked(req.Msg, s.historyLimit)
-	s.enqueueLocked(req.Pending, stored)
+	stored := c.appendLocked(&req.Msg, req.CID, s.historyLimit)
+	s.enqueueLocked(req.Pending, &stored)
 	return stored, nil
 }
 
@@ -402,14 +412,6 @@ func (s *Store) newQueue() *pendingQueue {
 	return &pendingQueue{index: make(map[string]int), perSender: s.maxPerSender}
 }
 
-// withBody returns a copy of the stored *m with the caller's body, which
-// the caller may modify without touching the store.
-func withBody(m *store.Message, body []byte) store.Message {
-	out := *m
-	out.Body = body
-	return out
-}
-
 // conversation returns conv's state, creating it if needed.
 func (s *Store) conversation(conv string) *conversation {
 	sh := &s.convs[s.shard(conv)%numShards]
@@ -439,7 +441,7 @@ func (s *Store) lookup(conv string) *conversation {
 // enqueueLocked adds m to the pending queue of every user in users, whose
 // shards are locked. The caller holds the lock of m's conversation, so that
 // queues receive one conversation's messages in seq order.
-func (s *Store) enqueueLocked(users []string, m *store.Message) {
+func (s *Store) enqueueLocked(users []string, m *entry) {
 	for _, u := range users {
 		sh := &s.users[s.shard(u)%numShards]
 		q := sh.pending[u]
@@ -447,7 +449,7 @@ func (s *Store) enqueueLocked(users []string, m *store.Message) {
 			q = s.newQueue()
 			sh.pending[u] = q
 		}
-		q.push(m)
+		q.push(m.rec, m.msg.ID, m.msg.From)
 	}
 }
 
@@ -498,7 +500,7 @@ func (s *Store) History(ctx context.Context, conv string, q store.Query) (store.
 	}
 	page.Items = make([]store.Message, 0, hi-lo+1)
 	for seq := lo; seq <= hi; seq++ {
-		page.Items = append(page.Items, *c.at(seq))
+		page.Items = append(page.Items, c.at(seq).message())
 	}
 	return page, nil
 }
@@ -627,36 +629,43 @@ type convShard struct {
 // newest messages, whose seqs are consecutive and end at last.
 type conversation struct {
 	mu    sync.RWMutex
-	buf   []*store.Message // guarded by mu; ring, len(buf) <= historyLimit
-	start int              // guarded by mu; index in buf of the oldest message
-	n     int              // guarded by mu; number of messages retained
-	last  uint64           // guarded by mu; newest seq assigned, 0 if none
-	ts    int64            // guarded by mu; TS of the message with seq last
+	buf   []record // guarded by mu; ring, len(buf) <= historyLimit
+	start int      // guarded by mu; index in buf of the oldest message
+	n     int      // guarded by mu; number of messages retained
+	last  uint64   // guarded by mu; newest seq assigned, 0 if none
+	ts    int64    // guarded by mu; TS of the message with seq last
 }
 
 // first returns the oldest retained seq; c.mu held, c.n > 0.
 func (c *conversation) first() uint64 { return c.last - uint64(c.n) + 1 }
 
 // at returns the message with seq, which is retained; c.mu held.
-func (c *conversation) at(seq uint64) *store.Message {
+func (c *conversation) at(seq uint64) record {
 	return c.buf[(c.start+int(seq-c.first()))%len(c.buf)]
 }
 
-// appendLocked stores a copy of m with the next seq and returns it; c.mu is
-// held for writing. The copy is never modified: history, pending queues and
-// cid records share it.
-func (c *conversation) appendLocked(msg store.Message, limit int) *store.Message {
+// entry is a record just made, with its fields decoded once.
+type entry struct {
+	rec record
+	msg store.Message // sharing rec's bytes
+	cid string        // sharing rec's bytes
+}
+
+// appendLocked stores msg with the next seq, and cid, and returns the
+// record; c.mu is held for writing. History, pending queues and cid records
+// share the record, which is never modified.
+func (c *conversation) appendLocked(msg *store.Message, cid string, limit int) entry {
 	c.last++
 	c.ts = msg.TS
-	m := &msg
-	m.Seq = c.last
-	m.Body = bytes.Clone(m.Body)
+	m := newRecord(msg, c.last, cid)
+	e := entry{rec: m}
+	e.msg, e.cid = m.decode()
 	switch {
 	case c.n < len(c.buf):
 		c.buf[(c.start+c.n)%len(c.buf)] = m
 		c.n++
 	case len(c.buf) < limit:
-		grown := make([]*store.Message, min(max(2*len(c.buf), 16), limit))
+		grown := make([]record, min(max(2*len(c.buf), 4), limit))
 		copy(grown, c.buf[c.start:])
 		copy(grown[len(c.buf)-c.start:], c.buf[:c.start])
 		c.buf, c.start = grown, 0
@@ -666,7 +675,7 @@ func (c *conversation) appendLocked(msg store.Message, limit int) *store.Message
 		c.buf[c.start] = m // the oldest falls off
 		c.start = (c.start + 1) % len(c.buf)
 	}
-	return m
+	return e
 }
 
 // userShard is one shard of the per-user state.
@@ -680,11 +689,11 @@ type userShard struct {
 // entries become tombstones that are skipped and compacted away, so that
 // Ack by id is O(1) amortized. It is guarded by its userShard's mu.
 type pendingQueue struct {
-	items []*store.Message // items[head:] are live entries and tombstones (nil)
-	head  int              // items[:head] are all tombstones
-	base  int              // position of items[0]: positions survive compaction
-	index map[string]int   // message id -> position of its live entry
-	live  int              // number of live entries
+	items []record       // items[head:] are live entries and tombstones (nil)
+	head  int            // items[:head] are all tombstones
+	base  int            // position of items[0]: positions survive compaction
+	index map[string]int // message id -> position of its live entry
+	live  int            // number of live entries
 
 	// from counts the live entries per sender, for the bound perSender
 	// (0: unbounded). No sender can be at the bound while fewer than
@@ -697,21 +706,21 @@ type pendingQueue struct {
 
 // push appends m. A message already in the queue is not added again.
 // Nothing is ever dropped: the caller checked the bounds.
-func (q *pendingQueue) push(m *store.Message) {
-	if _, ok := q.index[m.ID]; ok {
+func (q *pendingQueue) push(m record, id, from string) {
+	if _, ok := q.index[id]; ok {
 		return
 	}
-	q.index[m.ID] = q.base + len(q.items)
+	q.index[id] = q.base + len(q.items)
 	q.items = append(q.items, m)
 	q.live++
 	switch {
 	case q.from != nil:
-		q.from[m.From]++
+		q.from[from]++
 	case q.perSender > 0 && q.live >= q.perSender:
 		q.from = make(map[string]int)
 		for _, it := range q.items[q.head:] {
 			if it != nil {
-				q.from[it.From]++
+				q.from[it.from()]++
 			}
 		}
 	}
@@ -734,7 +743,7 @@ func (q *pendingQueue) tombstone(i int) {
 	if q.from != nil {
 		if q.live-1 < q.perSender/2 {
 			q.from = nil
-		} else if from := q.items[i].From; q.from[from] > 1 {
+		} else if from := q.items[i].from(); q.from[from] > 1 {
 			q.from[from]--
 		} else {
 			delete(q.from, from)
@@ -765,11 +774,11 @@ func (q *pendingQueue) tombstone(i int) {
 
 // rebuild copies the live entries to a new array, renumbering them.
 func (q *pendingQueue) rebuild() {
-	items := make([]*store.Message, 0, 2*q.live)
+	items := make([]record, 0, 2*q.live)
 	q.base += len(q.items) // new positions never collide with old ones
 	for _, it := range q.items[q.head:] {
 		if it != nil {
-			q.index[it.ID] = q.base + len(items)
+			q.index[it.id()] = q.base + len(items)
 			items = append(items, it)
 		}
 	}
@@ -781,7 +790,7 @@ func (q *pendingQueue) list() []store.Message {
 	out := make([]store.Message, 0, q.live)
 	for _, it := range q.items[q.head:] {
 		if it != nil {
-			out = append(out, *it)
+			out = append(out, it.message())
 		}
 	}
 	return out
@@ -832,22 +841,22 @@ type cidShard struct {
 type cidKey struct{ from, cid string }
 
 type cidRecord struct {
-	msg *store.Message
+	rec record
 	gen uint64 // matches the fifo entry that owns the record
 }
 
 type cidEntry struct {
 	key cidKey
-	at  time.Time
+	at  int64 // Unix nanoseconds (a time.Time holds a pointer)
 	gen uint64
 }
 
 // addLocked records key -> m at time now and evicts the oldest records
 // beyond the shard's limit.
-func (cs *cidShard) addLocked(key cidKey, m *store.Message, now time.Time) {
+func (cs *cidShard) addLocked(key cidKey, m record, now time.Time) {
 	cs.gen++
-	cs.m[key] = cidRecord{msg: m, gen: cs.gen}
-	cs.fifo = append(cs.fifo, cidEntry{key: key, at: now, gen: cs.gen})
+	cs.m[key] = cidRecord{rec: m, gen: cs.gen}
+	cs.fifo = append(cs.fifo, cidEntry{key: key, at: now.UnixNano(), gen: cs.gen})
 	for len(cs.m) > cs.limit {
 		cs.popLocked()
 	}
@@ -855,7 +864,7 @@ func (cs *cidShard) addLocked(key cidKey, m *store.Message, now time.Time) {
 
 // expireLocked drops the records older than ttl.
 func (cs *cidShard) expireLocked(now time.Time, ttl time.Duration) {
-	for cs.head < len(cs.fifo) && now.Sub(cs.fifo[cs.head].at) >= ttl {
+	for cs.head < len(cs.fifo) && time.Duration(now.UnixNano()-cs.fifo[cs.head].at) >= ttl {
 		cs.popLocked()
 	}
 }
