@@ -57,3 +57,26 @@ func TestRecord_CopiesTheCallersBytes(t *testing.T) {
 	assert.Equal(t, `{"content":"hi"}`, string(got.Body))
 	assert.Equal(t, "id-1", got.ID)
 }
+
+// FuzzRecord checks that any message, seq and cid come back from their
+// record as they went in.
+func FuzzRecord(f *testing.F) {
+	f.Add("id", "conv", "from", "to", "cid", []byte(`{"content":"hi"}`), uint64(1), int64(1732590000000), 10)
+	f.Add("", "", "", "", "", []byte(nil), uint64(0), int64(-1), -1)
+	f.Fuzz(func(t *testing.T, id, conv, from, to, cid string, body []byte, seq uint64, ts int64, cmd int) {
+		m := store.Message{ID: id, Conv: conv, TS: ts, Cmd: cmd, From: from, To: to, Body: body}
+		r := newRecord(&m, seq, cid)
+		if len(r) != cap(r) {
+			t.Fatalf("record of %d bytes in %d", len(r), cap(r))
+		}
+		got, gotCID := r.decode()
+		m.Seq = seq
+		if len(m.Body) == 0 {
+			m.Body = nil
+		}
+		assert.Equal(t, m, got)
+		assert.Equal(t, cid, gotCID)
+		assert.Equal(t, id, r.id())
+		assert.Equal(t, from, r.from())
+	})
+}
