@@ -361,6 +361,28 @@ type Signal struct {
 	Data []byte
 }
 
+// PendingPager is implemented by a Store that reads a user's pending queue
+// a page at a time. The hub uses it when a connection starts: a long queue
+// is then never held whole in the hub's memory (once per connection of the
+// user), and the first message goes out after one page is read. Without
+// it the hub calls Pending. storetest.RunPendingPages checks it.
+type PendingPager interface {
+	// PendingPage returns up to limit of user's pending messages (limit
+	// less than 1 means 1), in enqueue order, from the position cursor on
+	// ("" is the start of the queue), and the cursor of the next page,
+	// which is "" once the page reached the end of the queue. A cursor is
+	// the store's own text, valid for that user; another text is an error
+	// wrapping ErrInvalid.
+	//
+	// The pages of one walk (from "" until next is "") return every
+	// message of the queue exactly once, in enqueue order, those enqueued
+	// during the walk included, even if the queue was emptied (every
+	// message acknowledged) and filled again between two pages; a message
+	// acknowledged during the walk may be missing. The last page may be
+	// empty.
+	PendingPage(ctx context.Context, user, cursor string, limit int) (page []Message, next string, err error)
+}
+
 // NonBlocking is implemented by a Store whose calls never wait for I/O or
 // for anything but short critical sections: memstore's. When NonBlocking
 // reports true, the hub runs a frame's store calls on the goroutine that

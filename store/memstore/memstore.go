@@ -59,6 +59,8 @@ import (
 	"fmt"
 	"hash/maphash"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -147,7 +149,8 @@ type Store struct {
 	now          func() time.Time
 	seed         maphash.Seed
 
-	closed atomic.Bool
+	closed   atomic.Bool
+	queueGen atomic.Uint64 // generations of pending queues (PendingPage)
 
 	convs   [numShards]convShard
 	users   [numShards]userShard
@@ -158,9 +161,10 @@ type Store struct {
 }
 
 var (
-	_ store.Store       = (*Store)(nil)
-	_ store.Inbox       = (*Store)(nil)
-	_ store.NonBlocking = (*Store)(nil)
+	_ store.Store        = (*Store)(nil)
+	_ store.Inbox        = (*Store)(nil)
+	_ store.NonBlocking  = (*Store)(nil)
+	_ store.PendingPager = (*Store)(nil)
 )
 
 // NonBlocking reports true: the store's calls never wait for I/O (see
@@ -409,7 +413,7 @@ func (s *Store) roomIn(q *pendingQueue, user, from string) error {
 
 // newQueue returns an empty pending queue.
 func (s *Store) newQueue() *pendingQueue {
-	return &pendingQueue{index: make(map[string]int), perSender: s.maxPerSender}
+	return &pendingQueue{gen: s.queueGen.Add(1), index: make(map[string]int), perSender: s.maxPerSender}
 }
 
 // conversation returns conv's state, creating it if needed.
@@ -521,6 +525,48 @@ func (s *Store) Pending(ctx context.Context, user string) ([]store.Message, erro
 		return nil, nil
 	}
 	return q.list(), nil
+}
+
+// PendingPage implements store.PendingPager. A cursor is the queue's
+// generation and a position in it ("3.257"): positions never change
+// (pendingItem), and a queue freed when it emptied and made again has a
+// new generation, whose messages all came after any cursor of the old
+// one, so a walk starts it from the beginning.
+func (s *Store) PendingPage(ctx context.Context, user, cursor string, limit int) ([]store.Message, string, error) {
+	if err := s.check(ctx); err != nil {
+		return nil, "", err
+	}
+	if user == "" {
+		return nil, "", fmt.Errorf("%w: empty user", store.ErrInvalid)
+	}
+	var gen uint64
+	var pos int
+	if cursor != "" {
+		g, p, ok := strings.Cut(cursor, ".")
+		var gerr, perr error
+		gen, gerr = strconv.ParseUint(g, 10, 64)
+		pos, perr = strconv.Atoi(p)
+		if !ok || gerr != nil || perr != nil || pos < 0 {
+			return nil, "", fmt.Errorf("%w: pending cursor %q", store.ErrInvalid, cursor)
+		}
+	}
+	limit = max(limit, 1)
+	sh := &s.users[s.shard(user)%numShards]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	q := sh.pending[user]
+	if q == nil {
+		return nil, "", nil
+	}
+	i := q.head
+	if cursor != "" && gen == q.gen {
+		i = max(i, q.at(pos))
+	}
+	page, next := q.page(i, limit)
+	if next < 0 {
+		return page, "", nil
+	}
+	return page, strconv.FormatUint(q.gen, 10) + "." + strconv.Itoa(next), nil
 }
 
 // Ack implements store.Store. Each id costs O(1) amortized.
@@ -689,11 +735,12 @@ type userShard struct {
 // entries become tombstones that are skipped and compacted away, so that
 // Ack by id is O(1) amortized. It is guarded by its userShard's mu.
 type pendingQueue struct {
-	items []record       // items[head:] are live entries and tombstones (nil)
+	items []pendingItem  // items[head:] are live entries and tombstones (nil rec)
 	head  int            // items[:head] are all tombstones
-	base  int            // position of items[0]: positions survive compaction
+	next  int            // position of the next entry pushed
 	index map[string]int // message id -> position of its live entry
 	live  int            // number of live entries
+	gen   uint64         // the queue's generation, for PendingPage's cursors
 
 	// from counts the live entries per sender, for the bound perSender
 	// (0: unbounded). No sender can be at the bound while fewer than
@@ -704,14 +751,23 @@ type pendingQueue struct {
 	from      map[string]int
 }
 
+// pendingItem is one entry of a pending queue: a message (nil once
+// removed) and its position, which increases along the queue and never
+// changes, so that compaction moves no cursor (PendingPage).
+type pendingItem struct {
+	rec record
+	pos int
+}
+
 // push appends m. A message already in the queue is not added again.
 // Nothing is ever dropped: the caller checked the bounds.
 func (q *pendingQueue) push(m record, id, from string) {
 	if _, ok := q.index[id]; ok {
 		return
 	}
-	q.index[id] = q.base + len(q.items)
-	q.items = append(q.items, m)
+	q.index[id] = q.next
+	q.items = append(q.items, pendingItem{rec: m, pos: q.next})
+	q.next++
 	q.live++
 	switch {
 	case q.from != nil:
@@ -719,11 +775,26 @@ func (q *pendingQueue) push(m record, id, from string) {
 	case q.perSender > 0 && q.live >= q.perSender:
 		q.from = make(map[string]int)
 		for _, it := range q.items[q.head:] {
-			if it != nil {
-				q.from[it.from()]++
+			if it.rec != nil {
+				q.from[it.rec.from()]++
 			}
 		}
 	}
+}
+
+// at returns the index in items of the first entry at position pos or
+// after it (len(items) if none): O(1) while the positions in items are
+// consecutive, as pushes and sliding compaction keep them, else a binary
+// search (after a rebuild).
+func (q *pendingQueue) at(pos int) int {
+	if len(q.items) == 0 {
+		return 0
+	}
+	if k := pos - q.items[0].pos; k >= 0 && k < len(q.items) && q.items[k].pos == pos {
+		return k
+	}
+	k, _ := slices.BinarySearchFunc(q.items, pos, func(it pendingItem, pos int) int { return it.pos - pos })
+	return k
 }
 
 // remove turns the live entry of id into a tombstone, if there is one.
@@ -733,7 +804,7 @@ func (q *pendingQueue) remove(id string) {
 		return
 	}
 	delete(q.index, id)
-	q.tombstone(pos - q.base)
+	q.tombstone(q.at(pos))
 }
 
 // tombstone marks the live entry items[i], whose id has left the index,
@@ -743,28 +814,26 @@ func (q *pendingQueue) tombstone(i int) {
 	if q.from != nil {
 		if q.live-1 < q.perSender/2 {
 			q.from = nil
-		} else if from := q.items[i].from(); q.from[from] > 1 {
+		} else if from := q.items[i].rec.from(); q.from[from] > 1 {
 			q.from[from]--
 		} else {
 			delete(q.from, from)
 		}
 	}
-	q.items[i] = nil
+	q.items[i].rec = nil
 	q.live--
-	for q.head < len(q.items) && q.items[q.head] == nil {
+	for q.head < len(q.items) && q.items[q.head].rec == nil {
 		q.head++
 	}
 	switch {
 	case q.head == len(q.items):
 		// All removed: start over, keeping the array.
-		q.base += len(q.items)
 		q.items, q.head = q.items[:0], 0
 	case q.head >= 32 && 2*q.head >= len(q.items):
 		// A FIFO queue's tombstones are at the front: slide the rest
-		// down. Positions stay valid because base moves with them.
+		// down.
 		n := copy(q.items, q.items[q.head:])
 		clear(q.items[n:])
-		q.base += q.head
 		q.items, q.head = q.items[:n], 0
 	case len(q.items)-q.live >= 32 && len(q.items)-q.live > 2*q.live:
 		// Acks out of order left tombstones in the middle: rebuild.
@@ -772,13 +841,12 @@ func (q *pendingQueue) tombstone(i int) {
 	}
 }
 
-// rebuild copies the live entries to a new array, renumbering them.
+// rebuild copies the live entries to a new array, keeping their
+// positions.
 func (q *pendingQueue) rebuild() {
-	items := make([]record, 0, 2*q.live)
-	q.base += len(q.items) // new positions never collide with old ones
+	items := make([]pendingItem, 0, 2*q.live)
 	for _, it := range q.items[q.head:] {
-		if it != nil {
-			q.index[it.id()] = q.base + len(items)
+		if it.rec != nil {
 			items = append(items, it)
 		}
 	}
@@ -787,13 +855,26 @@ func (q *pendingQueue) rebuild() {
 
 // list returns the live messages in enqueue order.
 func (q *pendingQueue) list() []store.Message {
-	out := make([]store.Message, 0, q.live)
-	for _, it := range q.items[q.head:] {
-		if it != nil {
-			out = append(out, it.message())
+	out, _ := q.page(q.head, q.live)
+	return out
+}
+
+// page returns up to limit live messages from items[i:], in enqueue order,
+// and the position after the last one, or -1 when no live entry follows
+// it.
+func (q *pendingQueue) page(i, limit int) ([]store.Message, int) {
+	out := make([]store.Message, 0, min(limit, q.live))
+	for ; i < len(q.items) && len(out) < limit; i++ {
+		if it := q.items[i]; it.rec != nil {
+			out = append(out, it.rec.message())
 		}
 	}
-	return out
+	for j := i; j < len(q.items); j++ {
+		if q.items[j].rec != nil {
+			return out, q.items[i-1].pos + 1
+		}
+	}
+	return out, -1
 }
 
 // roomShard is one shard of the room -> members index.

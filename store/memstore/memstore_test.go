@@ -3,6 +3,7 @@ package memstore_test
 import (
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -18,6 +19,66 @@ import (
 
 func TestStore_Conformance(t *testing.T) {
 	storetest.Run(t, func(*testing.T) store.Store { return memstore.New(memstore.Options{}) })
+}
+
+func TestStore_PendingPages(t *testing.T) {
+	storetest.RunPendingPages(t, func(*testing.T) store.Store { return memstore.New(memstore.Options{}) })
+}
+
+// A walk's cursor survives both compactions of the queue between two
+// pages: the slide of acknowledged entries off its front, and the rebuild
+// after out-of-order acks, with messages returned by an earlier page still
+// unacknowledged (as the hub leaves them until they are written).
+func TestStore_PendingPageCursorSurvivesCompaction(t *testing.T) {
+	ctx := t.Context()
+	for _, tc := range []struct {
+		name string
+		acks func(ids []string) []string // what to ack after the first page
+	}{
+		{"slide", func(ids []string) []string { return ids[:200] }},
+		{"rebuild", func(ids []string) []string {
+			var out []string
+			for i := 45; i < len(ids); i++ {
+				if i%10 != 0 {
+					out = append(out, ids[i])
+				}
+			}
+			return out
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := memstore.New(memstore.Options{})
+			var ids []string
+			for i := range 300 {
+				id := fmt.Sprintf("m%03d", i)
+				ids = append(ids, id)
+				_, _, err := s.Append(ctx, store.AppendRequest{Msg: store.Message{ID: id, Conv: "c", From: "alice", To: "bob"}, Pending: []string{"bob"}})
+				require.NoError(t, err)
+			}
+			first, cursor, err := s.PendingPage(ctx, "bob", "", 40)
+			require.NoError(t, err)
+			acked := tc.acks(ids)
+			require.NoError(t, s.Ack(ctx, "bob", acked...))
+			got := first
+			for cursor != "" {
+				var page []store.Message
+				page, cursor, err = s.PendingPage(ctx, "bob", cursor, 40)
+				require.NoError(t, err)
+				got = append(got, page...)
+			}
+			var want []string
+			for i, id := range ids {
+				if i < 40 || !slices.Contains(acked, id) {
+					want = append(want, id)
+				}
+			}
+			var gotIDs []string
+			for _, m := range got {
+				gotIDs = append(gotIDs, m.ID)
+			}
+			assert.Equal(t, want, gotIDs)
+		})
+	}
 }
 
 func TestStore_PendingBounds(t *testing.T) {
