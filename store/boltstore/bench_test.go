@@ -224,3 +224,142 @@ func BenchmarkConversations(b *testing.B) {
 		return s
 	})
 }
+
+// BenchmarkPendingPage measures reading a queue of 10,000 messages,
+// checkpointed into the index: its first page of 100 (what a connection
+// waits for before its first message goes out), the whole queue in pages
+// of 100, and Pending at once. Run with:
+//
+//	go test -run '^$' -bench PendingPage -benchmem ./store/boltstore
+func BenchmarkPendingPage(b *testing.B) {
+	const queued, limit = 10_000, 100
+	s, err := boltstore.Open(filepath.Join(b.TempDir(), "hub.db"), boltstore.Options{NoSync: true, MaxPending: -1, MaxPendingPerSender: -1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	ctx := b.Context()
+	fillQueue(b, s, "bob", 0, queued)
+
+	b.Run("FirstPage", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			page, next, err := s.PendingPage(ctx, "bob", "", limit)
+			if err != nil || len(page) != limit || next == "" {
+				b.Fatalf("PendingPage: %d messages, next %q, err %v", len(page), next, err)
+			}
+		}
+	})
+	b.Run("AllPages", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			n, cursor := 0, ""
+			for {
+				page, next, err := s.PendingPage(ctx, "bob", cursor, limit)
+				if err != nil {
+					b.Fatal(err)
+				}
+				n += len(page)
+				if next == "" {
+					break
+				}
+				cursor = next
+			}
+			if n != queued {
+				b.Fatalf("the pages held %d messages", n)
+			}
+		}
+	})
+	b.Run("Pending", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if ms, err := s.Pending(ctx, "bob"); err != nil || len(ms) != queued {
+				b.Fatalf("Pending: %d messages, err %v", len(ms), err)
+			}
+		}
+	})
+}
+
+// fillQueue enqueues the messages first to first+n-1 (ids "m<i>") for
+// user from 16 concurrent writers, so that group commit fills the queue
+// fast, and checkpoints them into the index.
+func fillQueue(b *testing.B, s *boltstore.Store, user string, first, n int) {
+	b.Helper()
+	ctx := b.Context()
+	const writers = 16
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	for w := range writers {
+		wg.Go(func() {
+			from := "u" + strconv.Itoa(w)
+			for i := first + w; i < first+n; i += writers {
+				m := store.Message{ID: "m" + strconv.Itoa(i), Conv: store.DirectConv(from, user), From: from, To: user, Cmd: 10, Body: []byte(`{"content":"hello"}`)}
+				if _, _, err := s.Append(ctx, store.AppendRequest{Msg: m, Pending: []string{user}}); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		b.Fatal(err)
+	}
+	boltstore.ExpireNow(s) // checkpoints (nothing expires without MaxAge)
+}
+
+// BenchmarkPendingPageAcked measures what the hub does when a user with a
+// checkpointed queue connects: it walks the queue in pages of 256 and
+// acknowledges each page before reading the next, so that the acks of the
+// walk wait in the overlay (no checkpoint comes between: CheckpointEvery
+// and CheckpointInterval are out of reach). An op is the walk of a whole
+// queue, acks included; the queue is filled again, untimed, before each.
+// Run with:
+//
+//	go test -run '^$' -bench PendingPageAcked -benchmem ./store/boltstore
+func BenchmarkPendingPageAcked(b *testing.B) {
+	const limit = 256
+	for _, queued := range []int{10_000, 100_000} {
+		b.Run(fmt.Sprintf("queued=%d", queued), func(b *testing.B) {
+			s, err := boltstore.Open(filepath.Join(b.TempDir(), "hub.db"), boltstore.Options{
+				NoSync: true, MaxPending: -1, MaxPendingPerSender: -1,
+				CheckpointEvery: 1 << 30, CheckpointInterval: time.Hour,
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			ctx := b.Context()
+			b.ReportAllocs()
+			b.StopTimer()
+			for i := range b.N {
+				fillQueue(b, s, "bob", i*queued, queued)
+				b.StartTimer()
+				n, cursor := 0, ""
+				for {
+					page, next, err := s.PendingPage(ctx, "bob", cursor, limit)
+					if err != nil {
+						b.Fatal(err)
+					}
+					n += len(page)
+					acks := make([]string, len(page))
+					for j, m := range page {
+						acks[j] = m.ID
+					}
+					if err := s.Ack(ctx, "bob", acks...); err != nil {
+						b.Fatal(err)
+					}
+					if next == "" {
+						break
+					}
+					cursor = next
+				}
+				b.StopTimer()
+				if n != queued {
+					b.Fatalf("the pages held %d messages", n)
+				}
+			}
+		})
+	}
+}

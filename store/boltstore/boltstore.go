@@ -137,8 +137,8 @@
 // page cache, 82 s for that file read from this machine's disk; after a
 // Close, 0.05 s.
 //
-// Reads (History, Pending, Rooms, Members) run in read-only transactions,
-// concurrently with each other and with the committer.
+// Reads (History, Pending, PendingPage, Rooms, Members) run in read-only
+// transactions, concurrently with each other and with the committer.
 package boltstore
 
 import (
@@ -362,13 +362,21 @@ type Store struct {
 	// (see export_test.go); the committer answers on the channel sent.
 	expireReq chan chan int
 
+	// ackWork, if not nil, is told how many acks of the overlay a read of
+	// the pending queue copied or looked up (pendingAfter). Set by tests
+	// only (see export_test.go), under mu; called under mu's read lock.
+	ackWork func(n int)
+
 	// closed is set by Close before anything else; methods check it first.
 	closed    atomic.Bool
 	closeOnce sync.Once
 	closeErr  error // written inside closeOnce, read after it
 }
 
-var _ store.Store = (*Store)(nil)
+var (
+	_ store.Store        = (*Store)(nil)
+	_ store.PendingPager = (*Store)(nil)
+)
 
 // Open opens the store file at path, creating it (and a new epoch) if it
 // does not exist or is empty. Zero Options mean the defaults.

@@ -378,9 +378,10 @@ func TestStore_PendingBoundsAcrossReopen(t *testing.T) {
 }
 
 // TestStore_QueuedMessageOutlivesHistory: a message its history no longer
-// holds stays in the log while a queue holds it, and leaves with the last
-// ack. The history is trimmed by a later checkpoint (Index) or in the
-// checkpoint that indexes the message (AtOnce).
+// holds stays in the log while a queue holds it (Pending and the pages of
+// PendingPage return it), and leaves with the last ack. The history is
+// trimmed by a later checkpoint (Index) or in the checkpoint that indexes
+// the message (AtOnce).
 func TestStore_QueuedMessageOutlivesHistory(t *testing.T) {
 	for _, c := range []struct {
 		name  string
@@ -403,6 +404,16 @@ func TestStore_QueuedMessageOutlivesHistory(t *testing.T) {
 				return n
 			}
 			defer func() { _ = s.Close() }()
+			// queued checks user's queue, whole and in pages of 2.
+			queued := func(user string, want ...string) {
+				t.Helper()
+				pend, err := s.Pending(t.Context(), user)
+				require.NoError(t, err)
+				assert.Equal(t, want, ids(pend), "pending of %s", user)
+				walked, err := walkPages(t.Context(), s, user, 2)
+				require.NoError(t, err)
+				assert.Equal(t, want, ids(walked), "pending of %s in pages", user)
+			}
 			conv := store.DirectConv("a", "b")
 			for i := 1; i <= 5; i++ {
 				req := direct("a", "b", fmt.Sprint(i), fmt.Sprintf("c%d", i))
@@ -410,22 +421,18 @@ func TestStore_QueuedMessageOutlivesHistory(t *testing.T) {
 				_, _, err := s.Append(t.Context(), req)
 				require.NoError(t, err)
 			}
+			queued("b", "1", "2", "3", "4", "5") // Index: trimmed already (or being)
 			assert.Equal(t, 5, reopen(), "log records")
 			p, err := s.History(t.Context(), conv, store.Query{})
 			require.NoError(t, err)
 			assert.Equal(t, []string{"3", "4", "5"}, ids(p.Items))
-			for _, u := range []string{"b", "c"} {
-				pend, err := s.Pending(t.Context(), u)
-				require.NoError(t, err)
-				assert.Equal(t, []string{"1", "2", "3", "4", "5"}, ids(pend), "pending of %s", u)
-			}
+			queued("b", "1", "2", "3", "4", "5")
+			queued("c", "1", "2", "3", "4", "5")
 
 			require.NoError(t, s.Ack(t.Context(), "b", "1", "2"))
 			require.NoError(t, s.Ack(t.Context(), "c", "1"))
 			assert.Equal(t, 4, reopen(), "1 left the last queue, 2 is still in c's")
-			pend, err := s.Pending(t.Context(), "c")
-			require.NoError(t, err)
-			assert.Equal(t, []string{"2", "3", "4", "5"}, ids(pend))
+			queued("c", "2", "3", "4", "5")
 
 			require.NoError(t, s.Ack(t.Context(), "c", "2", "3"))
 			assert.Equal(t, 3, reopen(), "the history's three")
@@ -622,7 +629,9 @@ func TestStore_NoSync(t *testing.T) {
 // TestStore_ReadsDuringCheckpoints reads while writers append and ack and
 // checkpoints move the writes from the log into the index every few
 // records: a reader must never see a message twice, miss one that an
-// Append returned before the read began, or see a gap in the seqs.
+// Append returned before the read began, or see a gap in the seqs. The
+// same goes for a walk of PendingPage, whose pages meet checkpoints
+// anywhere: before, between and during them.
 func TestStore_ReadsDuringCheckpoints(t *testing.T) {
 	s := open(t, filepath.Join(t.TempDir(), "hub.db"), boltstore.Options{CheckpointEvery: 5})
 	conv := store.DirectConv("a", "b")
@@ -683,6 +692,32 @@ func TestStore_ReadsDuringCheckpoints(t *testing.T) {
 					seen[m.ID] = true
 					assert.Greater(t, m.Seq, last, "pending in order")
 					last = m.Seq
+				}
+
+				// A walk returns what Append returned before it began,
+				// unless acked (every third), once and in order.
+				mu.Lock()
+				var want []string
+				for id := range returned {
+					if seqIndex(id)%3 != 0 {
+						want = append(want, id)
+					}
+				}
+				mu.Unlock()
+				walked, err := walkPages(t.Context(), s, "b", 7)
+				if !assert.NoError(t, err) {
+					return
+				}
+				seen = map[string]bool{}
+				last = 0
+				for _, m := range walked {
+					assert.False(t, seen[m.ID], "walk: %s twice", m.ID)
+					seen[m.ID] = true
+					assert.Greater(t, m.Seq, last, "walk in order")
+					last = m.Seq
+				}
+				for _, id := range want {
+					assert.True(t, seen[id], "walk: %s missing", id)
 				}
 			}
 		})

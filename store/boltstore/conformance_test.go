@@ -38,6 +38,20 @@ func TestBoltStore_Conformance(t *testing.T) {
 	}
 }
 
+// TestBoltStore_PendingPages walks queues held in the log only, in the
+// index only, and in both, so that pages start and end on either side.
+func TestBoltStore_PendingPages(t *testing.T) {
+	for _, c := range checkpointings {
+		t.Run(c.name, func(t *testing.T) {
+			storetest.RunPendingPages(t, func(t *testing.T) store.Store {
+				s, err := boltstore.Open(filepath.Join(t.TempDir(), "hub.db"), boltstore.Options{CheckpointEvery: c.every})
+				require.NoError(t, err)
+				return s
+			})
+		})
+	}
+}
+
 // TestBoltStore_ConformanceWithMaxAge: an age bound that nothing reaches
 // changes nothing, while its expiry passes run between the writes.
 func TestBoltStore_ConformanceWithMaxAge(t *testing.T) {

@@ -2,6 +2,7 @@ package boltstore
 
 import (
 	"os"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -66,4 +67,15 @@ func FreelistWritten(path string) (bool, error) {
 		m0 = m1
 	}
 	return m0.freelist != noFreelist, nil
+}
+
+// CountAckWork makes s count, from now on, the acks of the overlay that its
+// reads of pending queues (Pending, PendingPage) copy or look up, and
+// returns the count.
+func CountAckWork(s *Store) *atomic.Int64 {
+	n := new(atomic.Int64)
+	s.mu.Lock()
+	s.ackWork = func(k int) { n.Add(int64(k)) }
+	s.mu.Unlock()
+	return n
 }

@@ -1,9 +1,11 @@
 package boltstore
 
 import (
+	"cmp"
 	"context"
 	"fmt"
-	"maps"
+	"slices"
+	"strconv"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -126,65 +128,230 @@ func (s *Store) History(ctx context.Context, conv string, q store.Query) (store.
 	return page, nil
 }
 
-// Pending implements store.Store.
+// Pending implements store.Store: the whole queue, read as one page
+// without a limit.
 func (s *Store) Pending(ctx context.Context, user string) ([]store.Message, error) {
 	if user == "" {
 		return nil, fmt.Errorf("%w: empty user", store.ErrInvalid)
 	}
+	out, _, _, err := s.pendingAfter(ctx, user, 0, 0)
+	return out, err
+}
 
-	// The overlay's part, copied under the lock.
-	s.mu.RLock()
-	gen := s.ov.gen
-	var ovEnts []*entry
-	var acks map[string]struct{}
-	if ul := s.ov.users[user]; ul != nil {
-		for _, pe := range ul.ents {
-			if !pe.acked {
-				ovEnts = append(ovEnts, pe.e)
+// PendingPage implements store.PendingPager.
+//
+// A cursor is the log position of the last message of its page, in
+// decimal. Every queue entry, in the index or the overlay, is keyed by the
+// position of its message's log record; the committer assigns positions in
+// commit order and never reuses one, and a batch becomes visible to
+// readers (in the overlay) only once committed, all of it at once and
+// after the batches before it. So a queue in enqueue order is a queue in
+// position order, a checkpoint moves an entry from the overlay to the
+// index under the same position, and whatever is enqueued after a page
+// was read (into a queue acknowledged empty meanwhile or not) has a higher
+// position than any message that page returned: the next page, the
+// entries after the cursor's position, holds each later message once and
+// no earlier one, whenever checkpoints happened. A text other than a
+// position in canonical decimal, or a position beyond the end of the log,
+// is not a cursor of this store: store.ErrInvalid.
+//
+// The cost of a page grows with limit (and the acknowledged entries it
+// skips), not with the length of the queue nor with the number of acks
+// waiting for the next checkpoint (see pendingAfter).
+func (s *Store) PendingPage(ctx context.Context, user, cursor string, limit int) ([]store.Message, string, error) {
+	if user == "" {
+		return nil, "", fmt.Errorf("%w: empty user", store.ErrInvalid)
+	}
+	var after uint64
+	if cursor != "" {
+		var err error
+		after, err = strconv.ParseUint(cursor, 10, 64)
+		// Only the text FormatUint wrote: no sign, no leading zero.
+		if err != nil || after == 0 || strconv.FormatUint(after, 10) != cursor {
+			return nil, "", fmt.Errorf("%w: pending cursor %q", store.ErrInvalid, cursor)
+		}
+	}
+	page, last, more, err := s.pendingAfter(ctx, user, after, max(limit, 1))
+	if err != nil || !more {
+		return page, "", err
+	}
+	return page, strconv.FormatUint(last, 10), nil
+}
+
+// maxPendingHint bounds the room pendingAfter makes for a page at once,
+// which follows the count of the queue (pendn): a longer queue grows
+// the page as it is read.
+const maxPendingHint = 1 << 14
+
+// pendingAfter returns the first limit (0: all) of user's pending messages
+// whose log position is above after, the position of the last one
+// returned, and whether more follow them. It merges the index's queue
+// with the overlay's entries as every reader does (see overlay.go): all
+// of the index's entries of a queue come before the overlay's, whose
+// positions are newer than the last checkpoint's.
+//
+// The acks of index entries wait in the overlay (userLog.indexAcks) until
+// the next checkpoint, and a walk that acknowledges each page as it goes
+// (the hub's) adds a page of them for every page it reads. So a page does
+// not copy them: it reads the index's entries after the cursor in a read
+// transaction, then, under mu's read lock (never inside a transaction:
+// the committer holds mu right after committing, and bbolt's remap waits
+// for read transactions), drops those whose id is among the acks. The
+// acks match the index the transaction saw only while the overlay is
+// still the one that follows that index's checkpoint: if a checkpoint
+// came between (the overlay's gen moved, or a later transaction of the
+// page sees the checkpoint), the page is read again, as Conversations
+// does. When the acks leave the page short, the index is read on from its
+// last entry read, in another transaction. A page thus costs O(limit +
+// the acknowledged entries it skips) index reads and map look-ups,
+// whatever the number of acks waiting.
+func (s *Store) pendingAfter(ctx context.Context, user string, after uint64, limit int) (out []store.Message, last uint64, more bool, err error) {
+	// The page and one more message, to tell whether more follow.
+	full := func(n int) bool { return limit > 0 && n > limit }
+	var pos []uint64    // the log positions of out's messages
+	var ovEnts []*entry // the overlay's part
+	for {
+		// The overlay's part, copied under the lock: up to a full page.
+		s.mu.RLock()
+		gen := s.ov.gen
+		ovEnts = ovEnts[:0]
+		if ul := s.ov.users[user]; ul != nil {
+			i, _ := slices.BinarySearchFunc(ul.ents, after+1, func(pe *pendEntry, p uint64) int { return cmp.Compare(pe.e.pos, p) })
+			for _, pe := range ul.ents[i:] {
+				if full(len(ovEnts)) {
+					break
+				}
+				if !pe.acked {
+					ovEnts = append(ovEnts, pe.e)
+				}
 			}
 		}
-		acks = maps.Clone(ul.indexAcks)
-	}
-	s.mu.RUnlock()
+		s.mu.RUnlock()
 
-	var out []store.Message
-	err := s.view(ctx, func(tx *bolt.Tx) error {
-		if checkpointed(tx) >= gen {
-			ovEnts, acks = nil, nil // checkpointed since the copy
-		}
-		if q := tx.Bucket(bucketPend).Bucket([]byte(user)); q != nil {
-			log := tx.Bucket(bucketLog)
-			err := q.ForEach(func(k, _ []byte) error {
-				rec := log.Get(k)
-				if rec == nil {
-					return nil // trimmed from the history
+		// The index's part, into out: read, then filtered.
+		out, pos = out[:0], pos[:0]
+		retry := false
+		// from is the position of the last index entry read.
+		for from, first := after, true; ; first = false {
+			var stale, done bool
+			read := len(out)
+			err = s.view(ctx, func(tx *bolt.Tx) error {
+				log := tx.Bucket(bucketLog)
+				if after > log.Sequence() {
+					// Beyond the last position ever assigned: not a
+					// cursor of this file.
+					return fmt.Errorf("%w: pending cursor %d beyond the log", store.ErrInvalid, after)
 				}
-				m, err := logMessage(rec)
-				if err != nil {
-					return corruptf(s.path, "pending %q: %v", user, err)
+				if stale = checkpointed(tx) >= gen; stale && !first {
+					return nil // between the reads: the page again
 				}
-				if _, ok := acks[m.ID]; !ok {
-					out = append(out, m)
+				ub := []byte(user)
+				if cap(out) == 0 {
+					// Room for the page, as far as the queue's count
+					// (acknowledged entries included) tells.
+					n := min(seqOf(tx.Bucket(bucketPendN).Get(ub))+uint64(len(ovEnts)), maxPendingHint)
+					if limit > 0 {
+						n = min(n, uint64(limit)+1)
+					}
+					out, pos = make([]store.Message, 0, n), make([]uint64, 0, n)
 				}
-				return nil
+				q := tx.Bucket(bucketPend).Bucket(ub)
+				if q == nil {
+					done = true
+					return nil
+				}
+				c := q.Cursor()
+				for k, _ := c.Seek(seqKey(from + 1)); ; k, _ = c.Next() {
+					if k == nil {
+						done = true
+						return nil
+					}
+					if full(len(out)) {
+						return nil
+					}
+					from = seqOf(k)
+					rec := log.Get(k)
+					if rec == nil {
+						// Not in this layout: release keeps the record of
+						// a queued message, and migrate4 dropped the
+						// entries layout 4 left without one. Skipped, not
+						// fatal.
+						continue
+					}
+					m, err := logMessage(rec)
+					if err != nil {
+						return corruptf(s.path, "pending %q: %v", user, err)
+					}
+					out, pos = append(out, m), append(pos, from)
+				}
 			})
 			if err != nil {
-				return err
+				return nil, 0, false, err
+			}
+			if stale {
+				if retry = !first; retry {
+					break
+				}
+				// Checkpointed since the copy: the index holds the
+				// overlay copied, its acks applied, and the page whole.
+				ovEnts = nil
+				break
+			}
+			if len(out) > read {
+				// Drop the entries acknowledged since the checkpoint the
+				// transaction saw, if the overlay is still the one after
+				// it.
+				s.mu.RLock()
+				if retry = s.ov.gen != gen; retry {
+					s.mu.RUnlock()
+					break
+				}
+				if ul := s.ov.users[user]; ul != nil && len(ul.indexAcks) > 0 {
+					if s.ackWork != nil {
+						s.ackWork(len(out) - read)
+					}
+					kept := read
+					for i := read; i < len(out); i++ {
+						if _, acked := ul.indexAcks[out[i].ID]; !acked {
+							out[kept], pos[kept] = out[i], pos[i]
+							kept++
+						}
+					}
+					clear(out[kept:])
+					out, pos = out[:kept], pos[:kept]
+				}
+				s.mu.RUnlock()
+			}
+			if done || full(len(out)) {
+				break
 			}
 		}
-		for _, e := range ovEnts {
-			m, err := decodeMessage(e.enc)
-			if err != nil {
-				return corruptf(s.path, "pending %q: %v", user, err)
-			}
-			out = append(out, m)
+		if !retry {
+			break
 		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
 	}
-	return out, nil
+
+	// The overlay's entries come after all of the index's.
+	for _, e := range ovEnts {
+		if limit > 0 && len(out) >= limit {
+			more = true // e, or the index's one more, is on the next page
+			break
+		}
+		m, err := decodeMessage(e.enc)
+		if err != nil {
+			return nil, 0, false, corruptf(s.path, "pending %q: %v", user, err)
+		}
+		out, pos = append(out, m), append(pos, e.pos)
+	}
+	if full(len(out)) {
+		more = true
+		clear(out[limit:])
+		out = out[:limit]
+	}
+	if len(out) == 0 {
+		return nil, 0, false, nil
+	}
+	return out, pos[len(out)-1], more, nil
 }
 
 // Rooms implements store.Store.
