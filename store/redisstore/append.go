@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/redis/go-redis/v9"
 
@@ -463,11 +464,15 @@ func (s *Store) runApply(ctx context.Context, u, conv, mode, epoch string, floor
 
 // applyCall is the userApplyScript call for u with run.
 func (s *Store) applyCall(u, conv, mode, epoch string, floor uint64, run []*entry, room bool) call {
-	keys := []string{s.cursorKey(u), s.pendingKey(u), s.pmsgKey(u), s.pcountKey(u), s.marksKey(u), s.indexKey(u), s.headsKey(u)}
-	args := make([]any, 0, 5+6*len(run))
-	args = append(args, conv, strconv.FormatUint(floor, 10), mode, epoch, s.userChannel(u))
+	keys := []string{s.cursorKey(u), s.pendingKey(u), s.pmsgKey(u), s.pcountKey(u), s.marksKey(u), s.indexKey(u), s.headsKey(u), s.pepochKey(u)}
+	args := make([]any, 0, 6+6*len(run))
+	args = append(args, conv, strconv.FormatUint(floor, 10), mode, epoch, s.userChannel(u), "")
 	for _, e := range run {
-		args = append(args, strconv.FormatUint(e.seq, 10), e.value, flags(e, u, room),
+		f := flags(e, u, room)
+		if args[5] == "" && strings.IndexByte(f, 'p') >= 0 {
+			args[5] = s.newEpoch() // for u's queue, if it has no epoch
+		}
+		args = append(args, strconv.FormatUint(e.seq, 10), e.value, f,
 			encodeMessageHeader(e.origin), inboxScore(e.msg.TS), e.msg.From)
 	}
 	return call{userApplyScript, keys, args}
@@ -529,7 +534,7 @@ func (s *Store) appendOne(ctx context.Context, req store.AppendRequest, pending 
 	room := s.isRoom(&req.Msg)
 	probe := &entry{msg: req.Msg, pending: pending, origin: req.Origin}
 	users := usersOf(probe, room)
-	keys := make([]string, 0, 2+7*len(users))
+	keys := make([]string, 0, 2+8*len(users))
 	keys = append(keys, ck)
 	hasCID := "0"
 	if cidKey != "" {
@@ -549,7 +554,7 @@ func (s *Store) appendOne(ctx context.Context, req store.AppendRequest, pending 
 		hasCID, enc, s.newEpoch(), s.maxHistory, s.cidTTL, s.historyTTL, trimBatch,
 		encodeMeta(req.Origin, pending, defaultPending(&req.Msg)), roomChan, header)
 	for _, u := range users {
-		keys = append(keys, s.cursorKey(u), s.pendingKey(u), s.pmsgKey(u), s.pcountKey(u), s.marksKey(u), s.indexKey(u), s.headsKey(u))
+		keys = append(keys, s.cursorKey(u), s.pendingKey(u), s.pmsgKey(u), s.pcountKey(u), s.marksKey(u), s.indexKey(u), s.headsKey(u), s.pepochKey(u))
 		args = append(args, flags(probe, u, room), s.userChannel(u))
 	}
 	cmds, err := s.step(ctx, ck, call{appendOneScript, keys, args})

@@ -89,6 +89,17 @@ func TestCluster_Conformance(t *testing.T) {
 	})
 }
 
+// TestCluster_PendingPages runs the PendingPager suite on the cluster.
+func TestCluster_PendingPages(t *testing.T) {
+	c := needCluster(t)
+	cc := c.Client(t)
+	storetest.RunPendingPages(t, func(t *testing.T) store.Store {
+		s, err := redisstore.New(cc, redisstore.Options{Prefix: newPrefix("cpages")})
+		require.NoError(t, err)
+		return s
+	})
+}
+
 // TestCluster_PendingBounds runs the bounds suite on the cluster.
 func TestCluster_PendingBounds(t *testing.T) {
 	c := needCluster(t)

@@ -28,6 +28,18 @@ func TestRedisStore_Conformance(t *testing.T) {
 	})
 }
 
+// TestRedisStore_PendingPages runs the PendingPager suite, a fresh key
+// prefix per subtest.
+func TestRedisStore_PendingPages(t *testing.T) {
+	srv := needRedis(t)
+	client := srv.Client(t)
+	storetest.RunPendingPages(t, func(t *testing.T) store.Store {
+		s, err := redisstore.New(client, redisstore.Options{Prefix: newPrefix("pages")})
+		require.NoError(t, err)
+		return s
+	})
+}
+
 // TestRedisStore_PendingBounds runs the bounds suite, a fresh key prefix
 // per subtest. The bounds are checked before Append's first step (see the
 // package doc): racing Appends may overshoot them by their number.

@@ -124,7 +124,7 @@
 // seq, then moves the marker in the user's slot, capped at it.
 // Conversations reads the user's slot in one script, then the peers'
 // markers and the rooms' newest messages with pipelined reads. Ack,
-// Pending, History, Rooms and Members touch one slot each.
+// Pending, PendingPage, History, Rooms and Members touch one slot each.
 //
 // # Durability
 //
@@ -191,8 +191,9 @@
 //     sender (default 1,000), checked before the Append writes (see step
 //     0). A queued message leaves its queue only by Ack (a queue holds its
 //     own copy of each message, which history trimming does not touch).
-//     The per-sender counts are a hash per recipient, written in the same
-//     script as the queue.
+//     The per-sender counts and the queue's epoch (see PendingPage) are a
+//     hash each per recipient, written in the same script as the queue and
+//     deleted with its last message.
 //   - (sender, cid) records: kept Options.CIDRetention (default 24 h) with a
 //     Redis TTL. A record holds a copy of its message, so a duplicate
 //     returns the first message even after history dropped it.
@@ -227,6 +228,8 @@
 //	<prefix>{u:<user>}m      hash: pending message id -> message
 //	<prefix>{u:<user>}n      hash: sender -> number of its messages in
 //	                         the queue
+//	<prefix>{u:<user>}pe     hash: "e" the queue's epoch, "n" the last
+//	                         score given in p (see PendingPage)
 //	<prefix>{u:<user>}r      set: rooms of user
 //	<prefix>{u:<user>}cur    hash: conversation -> "<seq>:<epoch>", the
 //	                         last seq applied to the user (Append step 2)
@@ -446,7 +449,10 @@ type Store struct {
 	closeErr  error // written inside closeOnce, read after it
 }
 
-var _ store.Store = (*Store)(nil)
+var (
+	_ store.Store        = (*Store)(nil)
+	_ store.PendingPager = (*Store)(nil)
+)
 
 // New returns a Store using client; zero Options mean the defaults. New
 // does no I/O (see Ping). client is a *redis.Client (one server, or a
@@ -560,6 +566,7 @@ func (s *Store) roomKey(room string) string    { return s.convTag(store.RoomConv
 func (s *Store) pendingKey(user string) string { return s.userTag(user) + "p" }
 func (s *Store) pmsgKey(user string) string    { return s.userTag(user) + "m" }
 func (s *Store) pcountKey(user string) string  { return s.userTag(user) + "n" }
+func (s *Store) pepochKey(user string) string  { return s.userTag(user) + "pe" }
 func (s *Store) userKey(user string) string    { return s.userTag(user) + "r" }
 func (s *Store) cursorKey(user string) string  { return s.userTag(user) + "cur" }
 
@@ -628,7 +635,8 @@ func (s *Store) History(ctx context.Context, conv string, q store.Query) (store.
 	return p, nil
 }
 
-// Pending implements store.Store.
+// Pending implements store.Store: the whole queue, in one script call
+// (pendingScript without a limit).
 func (s *Store) Pending(ctx context.Context, user string) ([]store.Message, error) {
 	if err := s.check(ctx); err != nil {
 		return nil, err
@@ -636,20 +644,97 @@ func (s *Store) Pending(ctx context.Context, user string) ([]store.Message, erro
 	if user == "" {
 		return nil, fmt.Errorf("%w: empty user", store.ErrInvalid)
 	}
-	res, err := pendingScript.Run(ctx, s.client, []string{s.pendingKey(user), s.pmsgKey(user)}, chunkSize).Slice()
-	if err != nil {
-		return nil, s.wrap("pending", err)
+	page, _, err := s.pendingPage(ctx, "pending", user, "", "", 0)
+	return page, err
+}
+
+// PendingPage implements store.PendingPager in one script call
+// (pendingScript). A cursor is "<score>:<epoch>": the score of the page's
+// last message in the user's pending zset and the queue's epoch.
+//
+// Scores only grow while a queue lives (see userApplyScript), even when
+// its last messages are acknowledged, so the messages after a cursor's
+// score are exactly those its page did not reach, those enqueued since
+// included. A queue that is emptied (its last message acknowledged) loses
+// its keys, its epoch with them, and the next message starts a new queue
+// with a new epoch; so do queues whose keys were deleted or lost. A cursor
+// whose epoch is not the queue's was made in a queue that is gone, every
+// message of the current one came after it, and the page starts at the
+// beginning. The epoch hash alone lost while the queue stays (an eviction
+// policy other than noeviction, see the package doc) gives the queue a new
+// epoch too: a walk under way then starts again at the beginning and
+// returns some messages twice. A failover that loses the queue's last
+// writes (see Durability) leaves the queue's epoch with a lower last
+// score: a walk under way may then miss messages enqueued after the
+// failover, which stay queued for the next walk.
+func (s *Store) PendingPage(ctx context.Context, user, cursor string, limit int) ([]store.Message, string, error) {
+	if err := s.check(ctx); err != nil {
+		return nil, "", err
 	}
-	out := make([]store.Message, 0, len(res))
-	for _, r := range res {
+	if user == "" {
+		return nil, "", fmt.Errorf("%w: empty user", store.ErrInvalid)
+	}
+	score, epoch, err := parsePendingCursor(cursor)
+	if err != nil {
+		return nil, "", err
+	}
+	return s.pendingPage(ctx, "pending page", user, score, epoch, min(max(limit, 1), math.MaxInt32))
+}
+
+// pendingPage runs pendingScript for user's queue: up to limit messages
+// (0: all) after the cursor (score, epoch), or from the beginning when
+// score is empty, and the cursor of the next page ("" at the end). op
+// names the call in errors.
+func (s *Store) pendingPage(ctx context.Context, op, user, score, epoch string, limit int) ([]store.Message, string, error) {
+	offer := ""
+	if limit > 0 {
+		offer = s.newEpoch()
+	}
+	res, err := pendingScript.Run(ctx, s.client, []string{s.pendingKey(user), s.pmsgKey(user), s.pepochKey(user)},
+		chunkSize, limit, score, epoch, offer).Slice()
+	if err != nil {
+		return nil, "", s.wrap(op, err)
+	}
+	if len(res) < 3 {
+		return nil, "", fmt.Errorf("wshub/redisstore: %s: unexpected reply %v", op, res)
+	}
+	next := ""
+	if more, _ := res[0].(int64); more == 1 {
+		last, _ := res[1].(string)
+		e, _ := res[2].(string)
+		next = last + ":" + e
+		if _, _, err := parsePendingCursor(next); err != nil {
+			return nil, "", fmt.Errorf("wshub/redisstore: %s: unexpected reply %v", op, res[:3])
+		}
+	}
+	page := make([]store.Message, 0, len(res)-3)
+	for _, r := range res[3:] {
 		v, _ := r.(string)
 		m, err := decode(v)
 		if err != nil {
-			return nil, fmt.Errorf("wshub/redisstore: pending of %q: %w", user, err)
+			return nil, "", fmt.Errorf("wshub/redisstore: %s of %q: %w", op, user, err)
 		}
-		out = append(out, m)
+		page = append(page, m)
 	}
-	return out, nil
+	return page, next, nil
+}
+
+// parsePendingCursor splits a PendingPage cursor into its score and epoch
+// ("" for the cursor ""); a text that is not a cursor is an error
+// wrapping store.ErrInvalid. The score is a decimal integer from 1 to
+// maxLuaSeq, the epoch what newEpoch makes (hex digits, '.', base 36).
+func parsePendingCursor(cursor string) (score, epoch string, err error) {
+	if cursor == "" {
+		return "", "", nil
+	}
+	score, epoch, ok := strings.Cut(cursor, ":")
+	n, perr := strconv.ParseUint(score, 10, 64)
+	ok = ok && perr == nil && n >= 1 && n <= maxLuaSeq && score[0] != '0' &&
+		epoch != "" && len(epoch) <= 64 && strings.Trim(epoch, "0123456789abcdefghijklmnopqrstuvwxyz.") == ""
+	if !ok {
+		return "", "", fmt.Errorf("%w: pending cursor %q", store.ErrInvalid, cursor)
+	}
+	return score, epoch, nil
 }
 
 // Ack implements store.Store in one script: the ids leave the queue and
@@ -668,7 +753,7 @@ func (s *Store) Ack(ctx context.Context, user string, ids ...string) error {
 	for i, id := range ids {
 		args[i] = id
 	}
-	err := ackScript.Run(ctx, s.client, []string{s.pendingKey(user), s.pmsgKey(user), s.pcountKey(user)}, args...).Err()
+	err := ackScript.Run(ctx, s.client, []string{s.pendingKey(user), s.pmsgKey(user), s.pcountKey(user), s.pepochKey(user)}, args...).Err()
 	return s.wrap("ack", err)
 }
 

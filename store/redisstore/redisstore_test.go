@@ -200,8 +200,8 @@ func TestStore_LoweredHistoryBoundTrimsGradually(t *testing.T) {
 
 // TestStore_PendingCountsKeys: the per-sender counts live in one hash per
 // recipient that follows the queue: written by Append and Ack, gone with
-// the queue's last message, and rebuilt from scratch when a count was left
-// behind without its queue.
+// the queue's last message (as its epoch hash is), and rebuilt from
+// scratch when a count was left behind without its queue.
 func TestStore_PendingCountsKeys(t *testing.T) {
 	prefix := newPrefix("counts")
 	s, client := newStore(t, redisstore.Options{Prefix: prefix, MaxPending: 10, MaxPendingPerSender: 2})
@@ -215,14 +215,18 @@ func TestStore_PendingCountsKeys(t *testing.T) {
 	appendOK(t, s, store.AppendRequest{Msg: dm("m2", "alice", "bob"), Pending: []string{"bob"}})
 	appendOK(t, s, store.AppendRequest{Msg: dm("c1", "carol", "bob"), Pending: []string{"bob"}})
 	assert.Equal(t, map[string]string{"alice": "2", "carol": "1"}, counts(), "a recipient listed twice counts once")
-	_, _, err := s.Append(t.Context(), store.AppendRequest{Msg: dm("m3", "alice", "bob"), Pending: []string{"bob"}})
+	e, err := client.HGetAll(t.Context(), prefix+"{u:bob}pe").Result()
+	require.NoError(t, err)
+	assert.Equal(t, "3", e["n"], "the queue's last score")
+	assert.NotEmpty(t, e["e"], "the queue's epoch")
+	_, _, err = s.Append(t.Context(), store.AppendRequest{Msg: dm("m3", "alice", "bob"), Pending: []string{"bob"}})
 	require.ErrorIs(t, err, store.ErrPendingFull)
 	assert.Contains(t, err.Error(), `"bob" holds 2 messages from "alice"`)
 
 	require.NoError(t, s.Ack(t.Context(), "bob", "m1", "m1", "nope", "c1"))
 	assert.Equal(t, map[string]string{"alice": "1"}, counts())
 	require.NoError(t, s.Ack(t.Context(), "bob", "m2"))
-	n, err := client.Exists(t.Context(), prefix+"{u:bob}p", prefix+"{u:bob}m", prefix+"{u:bob}n").Result()
+	n, err := client.Exists(t.Context(), prefix+"{u:bob}p", prefix+"{u:bob}m", prefix+"{u:bob}n", prefix+"{u:bob}pe").Result()
 	require.NoError(t, err)
 	assert.Zero(t, n, "an empty queue leaves no keys")
 
@@ -518,17 +522,23 @@ func TestStore_RejectsEmptyNames(t *testing.T) {
 // TestStore_WrongTypeKeyWritesNothing: a key of the wrong type (written
 // by another program) in a user's slot fails that user's step of the
 // Append before any write to it (carol's pending hash, her queue, her
-// counts, the sender's read markers, a conversation index or its heads
-// hash): the Append returns the error, so no receipt, and the key is left
-// as it was. The conversation's step may have run: once the key is
-// repaired, the client's resend (same cid) completes the Append, the
-// message stored and queued once.
+// counts, her queue's epoch hash, the sender's read markers, a
+// conversation index or its heads hash): the Append returns the error, so
+// no receipt, and the key is left as it was. The conversation's step may
+// have run: once the key is repaired, the client's resend (same cid)
+// completes the Append, the message stored and queued once.
 func TestStore_WrongTypeKeyWritesNothing(t *testing.T) {
-	for _, key := range []string{"{u:carol}m", "{u:carol}p", "{u:carol}n", "{u:alice}rm", "{u:bob}ci", "{u:alice}ch"} {
+	for _, key := range []string{"{u:carol}m", "{u:carol}p", "{u:carol}n", "{u:carol}pe", "{u:alice}rm", "{u:bob}ci", "{u:alice}ch"} {
 		t.Run(key, func(t *testing.T) {
 			prefix := newPrefix("wrongtype")
 			s, client := newStore(t, redisstore.Options{Prefix: prefix})
 			appendOK(t, s, store.AppendRequest{Msg: dm("d1", "dave", "carol"), Pending: []string{"carol"}})
+			if key == "{u:carol}pe" {
+				// An empty queue, whose next message starts a new one:
+				// the epoch hash is then the first key the step writes
+				// (it deletes what an old queue left).
+				require.NoError(t, s.Ack(t.Context(), "carol", "d1"))
+			}
 			require.NoError(t, client.Del(t.Context(), prefix+key).Err())
 			require.NoError(t, client.Set(t.Context(), prefix+key, "not the right type", 0).Err())
 			_, _, err := s.Append(t.Context(), store.AppendRequest{

@@ -122,6 +122,7 @@ var convAppendScript = redis.NewScript(convAppendLua)
 // counts hash
 // KEYS[5] U's read markers hash
 // KEYS[6] U's conversation index zset, KEYS[7] U's index heads hash
+// KEYS[8] U's pending epoch hash
 //
 // ARGV[1] conversation id
 // ARGV[2] floor: the seqs at or below it are gone from history (0: none)
@@ -132,12 +133,21 @@ var convAppendScript = redis.NewScript(convAppendLua)
 // max keep idempotent)
 // ARGV[4] the conversation's epoch (empty: the cursor's)
 // ARGV[5] U's channel
-// ARGV[6..] groups of 6: seq, stored value, flags, announcement header,
+// ARGV[6] the epoch to give U's pending queue if it has none (empty when
+// no message of the run is enqueued)
+// ARGV[7..] groups of 6: seq, stored value, flags, announcement header,
 // index score (-TS), sender
 //
 // Flags, any of: 'p' enqueue into U's pending queue; 's' move U's read
 // marker to seq (U is the sender); 'i' put the conversation at the top
 // of U's index with seq; 'u' announce the message on U's channel.
+//
+// An enqueued message's score in the pending zset is one more than the
+// queue's last score ("n" of the epoch hash, or the zset's highest score
+// if higher): scores only grow while the queue lives, even when its last
+// messages are acknowledged, so that a PendingPage cursor (a score and
+// the queue's epoch) never skips a message enqueued after it. A queue
+// that was empty starts afresh, with a new epoch and no counts.
 //
 // Returns {0, cursor} when applied (or all already applied); {1, cursor}
 // when the run starts after cursor + 1: the caller adds the missing seqs
@@ -145,24 +155,24 @@ var convAppendScript = redis.NewScript(convAppendLua)
 // writes the cursor again, so that a WAIT on the same connection covers
 // what earlier calls wrote.
 const userApplyLua = `
-local cursor, q, m, c, marks, z, heads = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local cursor, q, m, c, marks, z, heads, pe = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local function want(key, typ)
   local t = redis.call('TYPE', key)['ok']
   if t ~= 'none' and t ~= typ then
     return redis.error_reply('WRONGTYPE wshub/redisstore: key ' .. key .. ' holds a ' .. t .. ', not a ' .. typ)
   end
 end
-local cv, floor, mode, epoch, chan = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
-local G = 6
-local n = (#ARGV - 5) / G
+local cv, floor, mode, epoch, chan, qepoch = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local G, B = 6, 7
+local n = (#ARGV - B + 1) / G
 if n < 1 then return {0, 0} end
 
 -- Only the keys the run's flags write are checked (and written).
 local all = ''
-for g = 0, n - 1 do all = all .. ARGV[6 + g * G + 2] end
+for g = 0, n - 1 do all = all .. ARGV[B + g * G + 2] end
 local function has(f) return string.find(all, f, 1, true) ~= nil end
 local err = (mode ~= 'n' and want(cursor, 'hash')) or
-  (has('p') and (want(q, 'zset') or want(m, 'hash') or want(c, 'hash'))) or
+  (has('p') and (want(q, 'zset') or want(m, 'hash') or want(c, 'hash') or want(pe, 'hash'))) or
   (has('s') and want(marks, 'hash')) or
   (has('i') and (want(z, 'zset') or want(heads, 'hash')))
 if err then return err end
@@ -185,7 +195,7 @@ end
 
 local queued = nil
 for g = 0, n - 1 do
-  local b = 6 + g * G
+  local b = B + g * G
   local seq = tonumber(ARGV[b])
   if mode == 'n' or seq > cur then
     if mode ~= 'n' and seq ~= cur + 1 then
@@ -206,16 +216,22 @@ for g = 0, n - 1 do
         mul = mul * 128
       end
       local id = string.sub(rest, j, j + len - 1)
-      if queued == nil then queued = redis.call('ZCARD', q) end
-      local last = redis.call('ZREVRANGE', q, 0, 0, 'WITHSCORES')
-      local sc = 1
-      if last[2] then sc = tonumber(last[2]) + 1 end
-      if redis.call('ZADD', q, 'NX', string.format('%d', sc), id) == 1 then
-        redis.call('HSET', m, id, v)
+      if queued == nil then
+        queued = redis.call('ZCARD', q)
         if queued == 0 then
-          redis.call('DEL', c)
-          queued = 1
+          -- A new queue: what a partial loss of keys left of an old
+          -- one (counts, epoch) is dropped.
+          redis.call('DEL', c, pe)
         end
+      end
+      local h = redis.call('HMGET', pe, 'n', 'e')
+      local sc = tonumber(h[1]) or 0
+      local last = redis.call('ZREVRANGE', q, 0, 0, 'WITHSCORES')
+      if last[2] and tonumber(last[2]) > sc then sc = tonumber(last[2]) end
+      sc = string.format('%d', sc + 1)
+      if redis.call('ZADD', q, 'NX', sc, id) == 1 then
+        redis.call('HSET', m, id, v)
+        redis.call('HSET', pe, 'n', sc, 'e', h[2] or qepoch)
         redis.call('HINCRBY', c, from, 1)
       end
     end
@@ -250,17 +266,17 @@ var userApplyScript = redis.NewScript(userApplyLua)
 // ackScript removes messages from a user's pending queue. See Store.Ack.
 //
 // KEYS[1] the pending zset, KEYS[2] the pending hash, KEYS[3] the pending
-// counts hash
+// counts hash, KEYS[4] the pending epoch hash
 // ARGV    the message ids
 //
 // Each id removed from the queue is uncounted for its sender, which the
 // script reads from the stored value ("<seq>:", the version byte, then
 // uvarint-prefixed ID, Conv, From: see encode). An empty queue leaves no
-// keys behind.
+// keys behind: the next message starts a new queue, with a new epoch.
 //
 // Returns the number of messages removed.
 var ackScript = redis.NewScript(`
-for i = 1, 3 do
+for i = 1, 4 do
   local t = redis.call('TYPE', KEYS[i])['ok']
   local typ = 'hash'
   if i == 1 then typ = 'zset' end
@@ -294,7 +310,7 @@ local function sender(v)
   end
 end
 
-local q, m, c = KEYS[1], KEYS[2], KEYS[3]
+local q, m, c, pe = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local removed = 0
 for x = 1, #ARGV do
   local id = ARGV[x]
@@ -311,7 +327,7 @@ for x = 1, #ARGV do
   end
 end
 if removed > 0 and redis.call('ZCARD', q) == 0 then
-  redis.call('DEL', c, m)
+  redis.call('DEL', c, m, pe)
 end
 return removed
 `)
@@ -423,25 +439,72 @@ end
 return out
 `)
 
-// pendingScript reads a user's pending queue in enqueue order.
+// pendingScript reads a user's pending queue in enqueue order: all of it
+// (Store.Pending) or a page (Store.PendingPage).
 //
-// KEYS[1] the pending zset, KEYS[2] the pending hash
+// KEYS[1] the pending zset, KEYS[2] the pending hash, KEYS[3] the pending
+// epoch hash
 // ARGV[1] chunk size for HMGET
+// ARGV[2] the most values to return (0: no limit)
+// ARGV[3] the cursor's score (empty: start at the beginning), ARGV[4] the
+// cursor's epoch
+// ARGV[5] the epoch to give a queue that has none when a cursor is
+// returned
 //
-// Returns the stored values. An id of the zset without a value (which only
-// a partial eviction can cause) is skipped.
+// The page starts after the cursor's score when the cursor's epoch is the
+// queue's, else at the beginning: the queue the cursor was made in is gone,
+// and every message of this one was enqueued after the cursor's page. An
+// id of the zset without a value (which only a partial eviction can cause)
+// is skipped; more ids are read until the page is full or the queue ends.
+//
+// A queue that has no epoch (written before queues had one, or whose
+// epoch hash alone was lost) is given ARGV[5] when a cursor must name
+// it, its last score the zset's highest, which the next enqueue counts on
+// from.
+//
+// Returns {more (1 when ids follow the page, else 0), score of the page's
+// last id, the queue's epoch, value...}; the score and epoch are set only
+// when more is 1.
 var pendingScript = redis.NewScript(`
-local ids = redis.call('ZRANGE', KEYS[1], 0, -1)
-local out = {}
-local chunk = tonumber(ARGV[1])
-for i = 1, #ids, chunk do
-  local j = i + chunk - 1
-  if j > #ids then j = #ids end
-  local vals = redis.call('HMGET', KEYS[2], unpack(ids, i, j))
-  for x = 1, #vals do
-    if vals[x] then out[#out + 1] = vals[x] end
-  end
+local q, m, pe = KEYS[1], KEYS[2], KEYS[3]
+local t = redis.call('TYPE', pe)['ok']
+if t ~= 'none' and t ~= 'hash' then
+  return redis.error_reply('WRONGTYPE wshub/redisstore: key ' .. pe .. ' holds a ' .. t .. ', not a hash')
 end
+local chunk, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
+local epoch = redis.call('HGET', pe, 'e')
+local lo = '-inf'
+if ARGV[3] ~= '' and epoch == ARGV[4] then lo = '(' .. ARGV[3] end
+local out = {0, 0, ''}
+local got, last = 0, nil
+while limit == 0 or got < limit do
+  local want = -1
+  if limit > 0 then want = limit - got end
+  local ids = redis.call('ZRANGE', q, lo, '+inf', 'BYSCORE', 'LIMIT', 0, want)
+  for i = 1, #ids, chunk do
+    local j = i + chunk - 1
+    if j > #ids then j = #ids end
+    local vals = redis.call('HMGET', m, unpack(ids, i, j))
+    for x = 1, #vals do
+      if vals[x] then
+        out[#out + 1] = vals[x]
+        got = got + 1
+      end
+    end
+  end
+  if limit == 0 or #ids < want then return out end
+  last = redis.call('ZSCORE', q, ids[#ids])
+  lo = '(' .. last
+end
+if #redis.call('ZRANGE', q, lo, '+inf', 'BYSCORE', 'LIMIT', 0, 1) == 0 then return out end
+if not epoch then
+  local top = redis.call('ZREVRANGE', q, 0, 0, 'WITHSCORES')
+  local n = tonumber(redis.call('HGET', pe, 'n')) or 0
+  if tonumber(top[2]) > n then n = tonumber(top[2]) end
+  epoch = ARGV[5]
+  redis.call('HSET', pe, 'n', string.format('%d', n), 'e', epoch)
+end
+out[1], out[2], out[3] = 1, string.format('%d', tonumber(last)), epoch
 return out
 `)
 
@@ -506,7 +569,7 @@ return out
 // instead of three. It runs the same Lua as the steps (as functions), so
 // the keys and what is written are the same. See Store.appendOne.
 //
-// KEYS    convAppendScript's keys (ARGV[1] of them), then the 7 keys of
+// KEYS    convAppendScript's keys (ARGV[1] of them), then the 8 keys of
 // userApplyScript for each user (ARGV[3] users)
 // ARGV[1] the number of convAppendScript's keys (1, or 2 with a cid)
 // ARGV[2] MaxPending (0: none), ARGV[3] the number of users,
@@ -515,6 +578,10 @@ return out
 // ARGV[9] the conversation id
 // ARGV[10..19] convAppendScript's ARGV (10)
 // ARGV[20..] per user: flags, channel
+//
+// The fresh epoch offered to the conversation (convAppendScript's ARGV[3])
+// is offered to the users' pending queues as well: an epoch only has to
+// differ from the ones a queue (or a conversation) had before.
 //
 // Returns {'dup', convAppendScript's duplicate reply...}; {'full',
 // 'total' or 'sender', messages queued, the user's index from 0}; or
@@ -541,7 +608,7 @@ end
 for u = 0, nu - 1 do
   local fl = ARGV[20 + 2 * u]
   if string.find(fl, 'p', 1, true) then
-    local q, c = KEYS[nck + 7 * u + 2], KEYS[nck + 7 * u + 4]
+    local q, c = KEYS[nck + 8 * u + 2], KEYS[nck + 8 * u + 4]
     local n = redis.call('ZCARD', q)
     if maxp > 0 and n >= maxp then return {'full', 'total', n, u} end
     if n > 0 and maxs > 0 then
@@ -558,8 +625,8 @@ local v = sf .. ':' .. ca[2]
 local out = {'ok', seq, epoch}
 for u = 0, nu - 1 do
   local uk = {}
-  for i = 1, 7 do uk[i] = KEYS[nck + 7 * u + i] end
-  local ur = user_step(uk, {cv, '0', mode, epoch, ARGV[21 + 2 * u], sf, v, ARGV[20 + 2 * u], hdr, score, from})
+  for i = 1, 8 do uk[i] = KEYS[nck + 8 * u + i] end
+  local ur = user_step(uk, {cv, '0', mode, epoch, ARGV[21 + 2 * u], ca[3], sf, v, ARGV[20 + 2 * u], hdr, score, from})
   if ur.err then return ur end
   if ur[1] == 1 then out[#out + 1] = u end
 end
