@@ -14,6 +14,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/wshub/wshub/internal/wsconn"
+	"github.com/wshub/wshub/store"
 )
 
 // Close codes of docs/protocol.md that the hub sends, besides those of
@@ -490,27 +491,61 @@ func (n *Node) start() error {
 // leaves a floor per conversation for live copies that come late.
 func (n *Node) sendPending() error {
 	h := n.hub
-	msgs, err := h.store.Pending(h.ctx, n.user)
-	if err != nil {
-		return err
-	}
 	sent := make(map[string]uint64)
-	for i := range msgs {
-		m := &msgs[i]
+	err := h.eachPending(n.user, func(m *store.Message) (bool, error) {
 		data, err := frameOf(m).Encode()
 		if err != nil {
-			return err
+			return false, err
 		}
 		// Leave room in the queue for live frames: wait while it is
 		// more than half full rather than overflow it.
 		if !n.conn.WaitRoom() {
-			break
+			return false, nil
 		}
 		n.push(outFrame{data: data, pendingID: m.ID, conv: m.Conv, seq: m.Seq}, true, nil)
 		sent[m.Conv] = max(sent[m.Conv], m.Seq)
+		return true, nil
+	})
+	if err != nil {
+		return err
 	}
 	n.release(sent)
 	return nil
+}
+
+// pendingPage is how many pending messages the hub reads at a time from
+// a store.PendingPager.
+const pendingPage = 256
+
+// eachPending calls fn with user's pending messages in enqueue order until
+// fn returns false or an error. With a store.PendingPager it reads the
+// queue a page at a time, so that a long queue is never held whole;
+// otherwise it reads it with Pending.
+func (h *Hub) eachPending(user string, fn func(*store.Message) (bool, error)) error {
+	pager, paged := h.store.(store.PendingPager)
+	cursor := ""
+	for {
+		var page []store.Message
+		var next string
+		var err error
+		if paged {
+			page, next, err = pager.PendingPage(h.ctx, user, cursor, pendingPage)
+		} else {
+			page, err = h.store.Pending(h.ctx, user) // the whole queue: one page
+		}
+		if err != nil {
+			return err
+		}
+		for i := range page {
+			if goOn, err := fn(&page[i]); !goOn || err != nil {
+				return err
+			}
+		}
+		if next == "" {
+			return nil
+		}
+		cursor = next
+	}
 }
 
 // dispatch runs the dispatcher chain on f. A panic in it (an application

@@ -225,12 +225,26 @@ type gatedPending struct {
 	enteredOnce   sync.Once
 }
 
-func (s *gatedPending) Pending(ctx context.Context, user string) ([]store.Message, error) {
+// gate holds an armed read of a pending queue until open is closed.
+func (s *gatedPending) gate() {
 	if s.armed.Load() {
 		s.enteredOnce.Do(func() { close(s.entered) })
 		<-s.open
 	}
+}
+
+func (s *gatedPending) Pending(ctx context.Context, user string) ([]store.Message, error) {
+	s.gate()
 	return s.Store.Pending(ctx, user)
+}
+
+// PendingPage gates the first page of a walk: the hub reads a memstore's
+// queue in pages.
+func (s *gatedPending) PendingPage(ctx context.Context, user, cursor string, limit int) ([]store.Message, string, error) {
+	if cursor == "" {
+		s.gate()
+	}
+	return s.Store.PendingPage(ctx, user, cursor, limit)
 }
 
 // A connection syncing its pending queue holds its live frames back, then
@@ -294,4 +308,84 @@ func TestHub_OwnCopyHeldDuringThePendingSyncIsDelivered(t *testing.T) {
 	}
 	assert.Equal(t, map[string]uint64{"yours": 2, "mine": 1}, got)
 	bob2.ExpectNothing(t)
+}
+
+// pagesCounter is a store that counts how the hub reads pending queues:
+// by pages (store.PendingPager) or whole (Pending).
+type pagesCounter struct {
+	store.Store
+	pager        store.PendingPager
+	pages, whole atomic.Int32
+	maxLimit     atomic.Int32
+}
+
+func (c *pagesCounter) PendingPage(ctx context.Context, user, cursor string, limit int) ([]store.Message, string, error) {
+	c.pages.Add(1)
+	if int32(limit) > c.maxLimit.Load() {
+		c.maxLimit.Store(int32(limit))
+	}
+	return c.pager.PendingPage(ctx, user, cursor, limit)
+}
+
+func (c *pagesCounter) Pending(ctx context.Context, user string) ([]store.Message, error) {
+	c.whole.Add(1)
+	return c.Store.Pending(ctx, user)
+}
+
+// TestHub_LongPendingQueueIsReadInPages: a user with a queue several
+// pages long, who connects while live messages arrive, gets every message
+// once, each conversation in seq order, and the hub read the queue a page
+// at a time, never whole.
+func TestHub_LongPendingQueueIsReadInPages(t *testing.T) {
+	stores := []struct {
+		name string
+		open func(t *testing.T) store.Store
+	}{
+		{"mem", func(*testing.T) store.Store {
+			return memstore.New(memstore.Options{MaxPending: 5000, MaxPendingPerSender: 5000})
+		}},
+		{"bolt", func(t *testing.T) store.Store {
+			st, err := boltstore.Open(filepath.Join(t.TempDir(), "hub.db"), boltstore.Options{MaxPending: 5000, MaxPendingPerSender: 5000})
+			require.NoError(t, err)
+			return st
+		}},
+	}
+	for _, sc := range stores {
+		t.Run(sc.name, func(t *testing.T) {
+			inner := sc.open(t)
+			pager, ok := inner.(store.PendingPager)
+			require.True(t, ok, "%T is not a store.PendingPager", inner)
+			st := &pagesCounter{Store: inner, pager: pager}
+			t.Cleanup(func() { assert.NoError(t, inner.Close()) })
+			srv := hubtest.New(t, wshub.Options{Store: st})
+			ctx := t.Context()
+			const queued = 700 // almost three pages
+			for i := range queued {
+				from := []string{"alice", "carol"}[i%2]
+				_, err := srv.Hub.SendToUser(ctx, from, "bob", &wshub.Frame{Content: fmt.Sprintf("q%d", i)})
+				require.NoError(t, err)
+			}
+			alice := srv.Dial(t, "alice")
+			bob := srv.Dial(t, "bob")
+			const live = 20
+			for i := range live {
+				alice.Send(t, &wshub.Frame{Cmd: wshub.CmdSingle, DstID: "bob", CID: fmt.Sprintf("l%d", i), Content: fmt.Sprintf("l%d", i)})
+			}
+			seen := map[string]bool{}
+			last := map[string]uint64{} // by sender: one conversation each
+			for range queued + live {
+				f := bob.Expect(t, wshub.CmdSingle)
+				require.False(t, seen[f.ID], "message %s (%s) twice", f.ID, f.Content)
+				seen[f.ID] = true
+				require.Greater(t, f.Seq, last[f.UserID], "%s's conversation out of order at %q", f.UserID, f.Content)
+				last[f.UserID] = f.Seq
+			}
+			bob.ExpectNothing(t)
+			assert.Equal(t, uint64(queued/2+live), last["alice"])
+			assert.Equal(t, uint64(queued/2), last["carol"])
+			assert.Zero(t, st.whole.Load(), "the queue was read whole")
+			assert.GreaterOrEqual(t, st.pages.Load(), int32(3), "pages read")
+			assert.LessOrEqual(t, st.maxLimit.Load(), int32(256), "page size")
+		})
+	}
 }
