@@ -253,17 +253,9 @@ func BenchmarkPendingPage(b *testing.B) {
 	b.Run("AllPages", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			n, cursor := 0, ""
-			for {
-				page, next, err := s.PendingPage(ctx, "bob", cursor, limit)
-				if err != nil {
-					b.Fatal(err)
-				}
-				n += len(page)
-				if next == "" {
-					break
-				}
-				cursor = next
+			n, err := eachPage(ctx, s, "bob", limit, func([]store.Message) error { return nil })
+			if err != nil {
+				b.Fatal(err)
 			}
 			if n != queued {
 				b.Fatalf("the pages held %d messages", n)
@@ -336,24 +328,15 @@ func BenchmarkPendingPageAcked(b *testing.B) {
 			for i := range b.N {
 				fillQueue(b, s, "bob", i*queued, queued)
 				b.StartTimer()
-				n, cursor := 0, ""
-				for {
-					page, next, err := s.PendingPage(ctx, "bob", cursor, limit)
-					if err != nil {
-						b.Fatal(err)
-					}
-					n += len(page)
+				n, err := eachPage(ctx, s, "bob", limit, func(page []store.Message) error {
 					acks := make([]string, len(page))
 					for j, m := range page {
 						acks[j] = m.ID
 					}
-					if err := s.Ack(ctx, "bob", acks...); err != nil {
-						b.Fatal(err)
-					}
-					if next == "" {
-						break
-					}
-					cursor = next
+					return s.Ack(ctx, "bob", acks...)
+				})
+				if err != nil {
+					b.Fatal(err)
 				}
 				b.StopTimer()
 				if n != queued {

@@ -15,29 +15,42 @@ import (
 	"github.com/wshub/wshub/store/boltstore"
 )
 
-// walkPages reads user's queue in pages of limit, from the start until
-// next is "", and returns the messages. It returns an error instead of
+// eachPage walks user's queue page by page with limit, calling fn with
+// each page (fn may acknowledge it before the next is read), and returns
+// the number of messages the pages held. It returns an error instead of
 // failing the test, so that other goroutines than the test's may call it.
-func walkPages(ctx context.Context, s *boltstore.Store, user string, limit int) ([]store.Message, error) {
-	var all []store.Message
-	cursor := ""
-	for n := 0; ; n++ {
-		if n == 10_000 {
-			return all, errors.New("the walk does not end")
+func eachPage(ctx context.Context, s *boltstore.Store, user string, limit int, fn func(page []store.Message) error) (int, error) {
+	n, cursor := 0, ""
+	for i := 0; ; i++ {
+		if i == 10_000 {
+			return n, errors.New("the walk does not end")
 		}
 		page, next, err := s.PendingPage(ctx, user, cursor, limit)
 		if err != nil {
-			return all, fmt.Errorf("page %d: %w", n, err)
+			return n, fmt.Errorf("page %d: %w", i, err)
 		}
-		all = append(all, page...)
+		n += len(page)
+		if err := fn(page); err != nil {
+			return n, err
+		}
 		if next == "" {
-			return all, nil
+			return n, nil
 		}
 		if len(page) == 0 {
-			return all, fmt.Errorf("page %d: empty before the end", n)
+			return n, fmt.Errorf("page %d: empty before the end", i)
 		}
 		cursor = next
 	}
+}
+
+// walkPages returns what a walk of user's queue in pages of limit reads.
+func walkPages(ctx context.Context, s *boltstore.Store, user string, limit int) ([]store.Message, error) {
+	var all []store.Message
+	_, err := eachPage(ctx, s, user, limit, func(page []store.Message) error {
+		all = append(all, page...)
+		return nil
+	})
+	return all, err
 }
 
 // TestStore_PendingPageAcrossCheckpoints checkpoints between the pages of
@@ -143,20 +156,14 @@ func TestStore_PendingPageAckWork(t *testing.T) {
 	work := boltstore.CountAckWork(s)
 
 	var walked []string
-	cursor := ""
-	for n := 0; ; n++ {
-		require.Less(t, n, 2*queued/limit, "the walk does not end")
-		page, next, err := s.PendingPage(ctx, "b", cursor, limit)
-		require.NoError(t, err)
+	_, err := eachPage(ctx, s, "b", limit, func(page []store.Message) error {
 		walked = append(walked, ids(page)...)
-		if len(page) > 0 {
-			require.NoError(t, s.Ack(ctx, "b", ids(page)...))
+		if len(page) == 0 {
+			return nil
 		}
-		if next == "" {
-			break
-		}
-		cursor = next
-	}
+		return s.Ack(ctx, "b", ids(page)...)
+	})
+	require.NoError(t, err)
 	assert.Equal(t, want, walked)
 	require.Equal(t, checkpoints, s.Stats().Checkpoints, "a checkpoint during the walk")
 	// An entry is looked up once, and again as the one more of its page

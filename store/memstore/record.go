@@ -69,8 +69,7 @@ func (r record) decode() (m store.Message, cid string) {
 	return m, cid
 }
 
-// id returns the message's ID; from its sender. They share r's bytes.
-func (r record) id() string   { return r.nth(0) }
+// from returns the message's sender, sharing r's bytes.
 func (r record) from() string { return r.nth(2) }
 
 // nth returns the string field i (0: ID, 1: Conv, 2: From, 3: To, 4: cid).

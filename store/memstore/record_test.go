@@ -36,7 +36,7 @@ func TestRecord_RoundTrip(t *testing.T) {
 					want.Body = nil
 				}
 				assert.Equal(t, want, r.message())
-				assert.Equal(t, tc.m.ID, r.id())
+				assert.Equal(t, tc.m.ID, r.message().ID)
 				assert.Equal(t, tc.m.From, r.from())
 				_, cid := r.decode()
 				assert.Equal(t, tc.cid, cid)
@@ -76,7 +76,7 @@ func FuzzRecord(f *testing.F) {
 		}
 		assert.Equal(t, m, got)
 		assert.Equal(t, cid, gotCID)
-		assert.Equal(t, id, r.id())
+		assert.Equal(t, id, got.ID)
 		assert.Equal(t, from, r.from())
 	})
 }
