@@ -15,6 +15,8 @@ import (
 
 	"github.com/wshub/wshub"
 	"github.com/wshub/wshub/hubtest"
+	"github.com/wshub/wshub/store"
+	"github.com/wshub/wshub/store/memstore"
 )
 
 // slowWait bounds the waits of the slow-consumer tests: generous, since
@@ -196,4 +198,153 @@ func TestNode_SendToFullQueueClosesWith1013(t *testing.T) {
 		require.Equal(t, wshub.Cmd(101), f.Cmd)
 		require.Equal(t, fmt.Sprint(i), f.Memo, "frame %d: a frame was skipped", i)
 	}
+}
+
+// commitThenWait is a memory store whose Append of the cid gated, once
+// it has stored the message, waits for release or for its ctx to be done,
+// and then returns ctx.Err() if it is: as boltstore does when a write's
+// ctx ends while it is being committed (its effect may be committed).
+type commitThenWait struct {
+	*memstore.Store
+	gated     string
+	committed chan struct{}
+	release   chan struct{}
+}
+
+func (s *commitThenWait) Append(ctx context.Context, req store.AppendRequest) (store.Message, bool, error) {
+	m, dup, err := s.Store.Append(ctx, req)
+	if err != nil || dup || req.CID != s.gated {
+		return m, dup, err
+	}
+	close(s.committed)
+	select {
+	case <-s.release:
+		return m, false, nil
+	case <-ctx.Done():
+		return store.Message{}, false, ctx.Err()
+	}
+}
+
+// A message the store took is delivered even when its sending connection
+// closes while the store commits it: the sender's context does not cut
+// the append short between the commit and the delivery. Otherwise the
+// message waits in the recipient's pending queue until its next
+// connection (a room's members miss it live), and the client's resend of
+// its cid, a duplicate, delivers nothing.
+func TestHub_MessageStoredWhileItsSenderClosesIsDelivered(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cmd  wshub.Cmd
+	}{{"direct", wshub.CmdSingle}, {"room", wshub.CmdRoom}} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := &commitThenWait{Store: memstore.New(memstore.Options{}), gated: "c-m1",
+				committed: make(chan struct{}), release: make(chan struct{})}
+			conns := make(chan *wshub.Node, 4)
+			gone := make(chan *wshub.Node, 4)
+			srv := hubtest.New(t, wshub.Options{Store: st,
+				OnConnect:    func(n *wshub.Node) { conns <- n },
+				OnDisconnect: func(n *wshub.Node, _ error) { gone <- n },
+			})
+			bob := srv.Dial(t, "bob")
+			<-conns
+			dst := "bob"
+			if tc.cmd == wshub.CmdRoom {
+				dst = "r"
+				for _, c := range []*hubtest.Conn{bob, srv.Dial(t, "alice")} {
+					c.Send(t, &wshub.Frame{Cmd: wshub.CmdJoin, DstID: "r", CID: "j"})
+					c.Expect(t, wshub.CmdJoin)
+				}
+			}
+			alice1 := srv.Dial(t, "alice")
+			var a1 *wshub.Node
+			for a1 == nil {
+				if n := <-conns; n.UserID() == "alice" && n.ID() == alice1.Welcome.ID {
+					a1 = n
+				}
+			}
+			m1 := &wshub.Frame{Cmd: tc.cmd, DstID: dst, CID: "c-m1", Content: "m1"}
+			alice1.Send(t, m1)
+			select {
+			case <-st.committed:
+			case <-time.After(hubtest.Timeout):
+				t.Fatal("the message was not stored")
+			}
+			// Cut alice1's socket and write to it until the hub ends the
+			// connection, as a cut client's would be ended.
+			require.NoError(t, alice1.WS.UnderlyingConn().Close())
+			tick := time.NewTicker(10 * time.Millisecond)
+			defer tick.Stop()
+			deadline := time.After(hubtest.Timeout)
+		wait:
+			for {
+				select {
+				case n := <-gone:
+					if n == a1 {
+						break wait
+					}
+				case <-tick.C:
+					a1.Send(&wshub.Frame{Cmd: wshub.CmdPong})
+				case <-deadline:
+					t.Fatal("the hub did not end the cut connection")
+				}
+			}
+			// The client resends over its next connection: a duplicate,
+			// receipted with the stored message's id.
+			alice2 := srv.Dial(t, "alice")
+			alice2.Send(t, m1)
+			close(st.release) // the first append, if still waiting, ends
+			// alice2, a connection of the sender, gets its own copy too.
+			var r *wshub.Frame
+			for r == nil {
+				if f := alice2.Recv(t); f.Cmd == wshub.CmdReceipt {
+					r = f
+				} else {
+					require.Equal(t, tc.cmd, f.Cmd, "%+v", f)
+				}
+			}
+			got := bob.Expect(t, tc.cmd)
+			assert.Equal(t, r.ID, got.ID)
+			assert.Equal(t, "m1", got.Content)
+		})
+	}
+}
+
+// The application's SendToUser is not cut short between the store's
+// commit and the delivery either: a ctx done meanwhile does not part them.
+func TestHub_SendToUserStoredWhileItsContextEndsIsDelivered(t *testing.T) {
+	st := &commitThenWait{Store: memstore.New(memstore.Options{}), gated: "c-m1",
+		committed: make(chan struct{}), release: make(chan struct{})}
+	srv := hubtest.New(t, wshub.Options{Store: st})
+	bob := srv.Dial(t, "bob")
+	ctx, cancel := context.WithCancel(context.Background())
+	type result struct {
+		r   *wshub.Frame
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		r, err := srv.Hub.SendToUser(ctx, "system", "bob", &wshub.Frame{CID: "c-m1", Content: "m1"})
+		done <- result{r, err}
+	}()
+	select {
+	case <-st.committed:
+	case <-time.After(hubtest.Timeout):
+		t.Fatal("the message was not stored")
+	}
+	cancel()
+	select {
+	case res := <-done:
+		t.Fatalf("SendToUser returned before the store answered: %+v", res)
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(st.release)
+	res := <-done
+	require.NoError(t, res.err)
+	got := bob.Expect(t, wshub.CmdSingle)
+	assert.Equal(t, res.r.ID, got.ID)
+
+	// A ctx done before the store is called fails the call, storing nothing.
+	_, err := srv.Hub.SendToUser(ctx, "system", "bob", &wshub.Frame{CID: "c-m2", Content: "m2"})
+	require.ErrorIs(t, err, context.Canceled)
+	bob.ExpectNothing(t)
 }

@@ -1191,6 +1191,12 @@ func (h *Hub) Members(ctx context.Context, room string) ([]string, error) {
 // An empty to is ErrMissingDst; an id longer than MaxIDLen bytes, not
 // UTF-8, or an empty from is ErrBadID. The message quota of clients
 // (Options.MessageRate, MaxRecipients) does not apply.
+//
+// A ctx done before the message is handed to the store fails the call.
+// Once handed, the call waits for the store's answer whatever ctx does (a
+// store bounds its own writes), unless the store is a store.Feed: a
+// message the store took is delivered, rather than left for the
+// recipient's next connection.
 func (h *Hub) SendToUser(ctx context.Context, from, to string, f *Frame) (*Frame, error) {
 	if err := checkDst(to); err != nil {
 		return nil, err
@@ -1208,7 +1214,8 @@ func (h *Hub) SendToUser(ctx context.Context, from, to string, f *Frame) (*Frame
 // SendToRoom stores a message from user from to room and delivers it to
 // the room's members like a cmd 11 frame, without checking that from is a
 // member. It returns the receipt (cmd 15). Ids are checked as by
-// SendToUser, and the message quota of clients does not apply either.
+// SendToUser, and the message quota of clients does not apply either;
+// ctx as for SendToUser.
 func (h *Hub) SendToRoom(ctx context.Context, from, room string, f *Frame) (*Frame, error) {
 	if err := checkDst(room); err != nil {
 		return nil, err
@@ -1275,10 +1282,23 @@ func (h *Hub) send(ctx context.Context, cmd Cmd, from, to string, f *Frame, orig
 	} else {
 		// The conversation lock makes append-then-deliver one step per
 		// conversation, so connections receive it in seq order.
+		//
+		// ctx does not cut the append short: a store may have taken the
+		// message by the time ctx is done (boltstore's Append may return
+		// ctx.Err() after its commit), and one taken but not delivered
+		// would reach the recipient's online connections only on their
+		// next connect (a room's members not at all), since the
+		// sender's resend of its cid is a duplicate, which delivers
+		// nothing. So the sender's connection closing, or a caller's
+		// deadline, does not part the append from its delivery; the
+		// store bounds its own writes.
+		if err := ctx.Err(); err != nil {
+			return Frame{}, false, h.storeErr(err)
+		}
 		cl := h.convLock(req.Msg.Conv)
 		st, own := h.starterOr(out)
 		cl.Lock()
-		m, dup, err = h.store.Append(ctx, req)
+		m, dup, err = h.store.Append(context.WithoutCancel(ctx), req)
 		if err == nil && !dup {
 			err = h.deliver(&m, f, sender{node: origin}, st)
 		}

@@ -506,16 +506,18 @@ func TestProgress_ZeroIntervalPrintsNothing(t *testing.T) {
 	assert.Empty(t, out.String())
 }
 
-// A soak run that lost a message says which, when it was receipted, and
-// what its recipient's client was doing.
+// A soak run that lost a message says which, when it was posted and
+// receipted, what its recipient's client was doing, and when the
+// recipient's and the sender's sockets were dialed.
 func TestSoak_LostDetailNamesTheMessageAndItsRecipient(t *testing.T) {
 	now := time.Now()
 	k := &soak{msgs: map[string]*soakMsg{
-		"k1#7": {to: "k2", receipted: true, at: now.Add(-3 * time.Second)},
+		"k1#7": {to: "k2", receipted: true, posted: now.Add(-4 * time.Second), at: now.Add(-3 * time.Second)},
 		"k1#8": {to: "k2", receipted: true, at: now, delivered: 1},
 		"k1#9": {receipted: true, at: now}, // a room message
 	}}
-	k.users = []*soakUser{{name: "k1"}, {name: "k2", dials: []time.Time{now.Add(-5 * time.Second), now.Add(-time.Second)}}}
+	k.users = []*soakUser{{name: "k1", dials: []time.Time{now.Add(-6 * time.Second)}}, {name: "k2", dials: []time.Time{now.Add(-5 * time.Second), now.Add(-time.Second)}}}
 	d := k.lostDetail(5)
-	assert.Regexp(t, `^k1#7 to k2 receipted 3\.\d\d s before the end \(its client away; sockets dialed 5\.\d\d, 1\.\d\d s before the end\)$`, d)
+	assert.Regexp(t, `^k1#7 to k2 posted 4\.\d\d s and receipted 3\.\d\d s before the end \(its client away; `+
+		`its sockets dialed 5\.\d\d, 1\.\d\d s before the end; the sender's 6\.\d\d\)$`, d)
 }

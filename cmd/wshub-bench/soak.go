@@ -72,6 +72,7 @@ type soakReport struct {
 type soakMsg struct {
 	to        string // recipient user, or "" for a room message
 	receipted bool
+	posted    time.Time // when it was handed to its client
 	at        time.Time // when its receipt came
 	delivered int       // deliveries to the recipient's application, over all its clients
 }
@@ -517,7 +518,7 @@ func (k *soak) post(u *soakUser, to *soakUser, room string) {
 	}
 	key := u.name + "#" + strconv.FormatInt(k.n.Add(1), 10)
 	f := &wshub.Frame{Cmd: wshub.CmdSingle, CID: key, Content: key}
-	m := &soakMsg{}
+	m := &soakMsg{posted: time.Now()}
 	if to != nil {
 		f.DstID, m.to = to.name, to.name
 	} else {
@@ -624,42 +625,52 @@ func (k *soak) lost() int64 {
 	return n
 }
 
-// lostDetail describes up to max lost messages: when each was receipted,
-// and its recipient's client then and since, for the diagnosis of a run
-// that lost one.
+// lostDetail describes up to max lost messages: when each was posted and
+// receipted (long apart: receipted for a resend, after its sender's
+// reconnect), its recipient's client, and when the sender's and the
+// recipient's sockets were dialed, for the diagnosis of a run that lost one.
 func (k *soak) lostDetail(max int) string {
 	now := time.Now()
 	type lostMsg struct {
-		key, to string
-		at      time.Time
+		key, to    string
+		posted, at time.Time
 	}
 	var lost []lostMsg
 	k.mu.Lock()
 	for key, m := range k.msgs {
 		if len(lost) < max && m.receipted && m.to != "" && m.delivered == 0 {
-			lost = append(lost, lostMsg{key, m.to, m.at})
+			lost = append(lost, lostMsg{key, m.to, m.posted, m.at})
 		}
 	}
 	k.mu.Unlock()
 	out := make([]string, 0, len(lost))
+	dials := func(u *soakUser) string { // the caller holds u.mu
+		ago := make([]string, 0, len(u.dials))
+		for _, d := range u.dials {
+			ago = append(ago, fmt.Sprintf("%.2f", now.Sub(d).Seconds()))
+		}
+		return strings.Join(ago, ", ")
+	}
 	for _, l := range lost {
-		state, ago := "unknown", []string{}
+		from, _, _ := strings.Cut(l.key, "#")
+		state, toDials, fromDials := "unknown", "", ""
 		for _, u := range k.users {
-			if u.name != l.to {
-				continue
-			}
 			u.mu.Lock()
-			state = "away"
-			if u.c != nil {
-				state = u.c.State().String()
-			}
-			for _, d := range u.dials {
-				ago = append(ago, fmt.Sprintf("%.2f", now.Sub(d).Seconds()))
+			switch u.name {
+			case l.to:
+				state = "away"
+				if u.c != nil {
+					state = u.c.State().String()
+				}
+				toDials = dials(u)
+			case from:
+				fromDials = dials(u)
 			}
 			u.mu.Unlock()
 		}
-		out = append(out, fmt.Sprintf("%s to %s receipted %.2f s before the end (its client %s; sockets dialed %s s before the end)",
-			l.key, l.to, now.Sub(l.at).Seconds(), state, strings.Join(ago, ", ")))
+		out = append(out, fmt.Sprintf("%s to %s posted %.2f s and receipted %.2f s before the end (its client %s; "+
+			"its sockets dialed %s s before the end; the sender's %s)",
+			l.key, l.to, now.Sub(l.posted).Seconds(), now.Sub(l.at).Seconds(), state, toDials, fromDials))
 	}
 	return strings.Join(out, "; ")
 }
