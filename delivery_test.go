@@ -225,6 +225,29 @@ func (s *commitThenWait) Append(ctx context.Context, req store.AppendRequest) (s
 	}
 }
 
+// endByCut cuts c's socket and writes to its node n until the hub ends
+// the connection (OnDisconnect reports n on gone), as the hub ends a
+// connection whose client went away while a frame of it was handled.
+func endByCut(t *testing.T, c *hubtest.Conn, n *wshub.Node, gone <-chan *wshub.Node) {
+	t.Helper()
+	require.NoError(t, c.WS.UnderlyingConn().Close())
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(hubtest.Timeout)
+	for {
+		select {
+		case g := <-gone:
+			if g == n {
+				return
+			}
+		case <-tick.C:
+			n.Send(&wshub.Frame{Cmd: wshub.CmdPong})
+		case <-deadline:
+			t.Fatal("the hub did not end the cut connection")
+		}
+	}
+}
+
 // A message the store took is delivered even when its sending connection
 // closes while the store commits it: the sender's context does not cut
 // the append short between the commit and the delivery. Otherwise the
@@ -269,25 +292,7 @@ func TestHub_MessageStoredWhileItsSenderClosesIsDelivered(t *testing.T) {
 			case <-time.After(hubtest.Timeout):
 				t.Fatal("the message was not stored")
 			}
-			// Cut alice1's socket and write to it until the hub ends the
-			// connection, as a cut client's would be ended.
-			require.NoError(t, alice1.WS.UnderlyingConn().Close())
-			tick := time.NewTicker(10 * time.Millisecond)
-			defer tick.Stop()
-			deadline := time.After(hubtest.Timeout)
-		wait:
-			for {
-				select {
-				case n := <-gone:
-					if n == a1 {
-						break wait
-					}
-				case <-tick.C:
-					a1.Send(&wshub.Frame{Cmd: wshub.CmdPong})
-				case <-deadline:
-					t.Fatal("the hub did not end the cut connection")
-				}
-			}
+			endByCut(t, alice1, a1, gone)
 			// The client resends over its next connection: a duplicate,
 			// receipted with the stored message's id.
 			alice2 := srv.Dial(t, "alice")
@@ -347,4 +352,47 @@ func TestHub_SendToUserStoredWhileItsContextEndsIsDelivered(t *testing.T) {
 	_, err := srv.Hub.SendToUser(ctx, "system", "bob", &wshub.Frame{CID: "c-m2", Content: "m2"})
 	require.ErrorIs(t, err, context.Canceled)
 	bob.ExpectNothing(t)
+}
+
+// ackWaits is a memory store whose Ack, once armed, waits for its ctx to
+// be done, saying so on entered first.
+type ackWaits struct {
+	*memstore.Store
+	entered chan struct{}
+}
+
+func (s *ackWaits) Ack(ctx context.Context, user string, ids ...string) error {
+	close(s.entered)
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(hubtest.Timeout):
+		return errors.New("ackWaits: ctx never done")
+	}
+}
+
+// A frame whose store call is cut short because its connection closed is
+// not an error of the hub's: it is logged at debug level, not as a failed
+// dispatch at error level (a client going away is routine).
+func TestHub_FrameOfAClosedConnectionIsNotLoggedAsAnError(t *testing.T) {
+	logs := &logRecorder{}
+	st := &ackWaits{Store: memstore.New(memstore.Options{}), entered: make(chan struct{})}
+	conns := make(chan *wshub.Node, 1)
+	gone := make(chan *wshub.Node, 1)
+	srv := hubtest.New(t, wshub.Options{Store: st, Logger: slog.New(logs),
+		OnConnect:    func(n *wshub.Node) { conns <- n },
+		OnDisconnect: func(n *wshub.Node, _ error) { gone <- n },
+	})
+	alice := srv.Dial(t, "alice", "ack=1")
+	n := <-conns
+	alice.Send(t, &wshub.Frame{Cmd: wshub.CmdAck, IDs: []string{"x"}})
+	select {
+	case <-st.entered:
+	case <-time.After(hubtest.Timeout):
+		t.Fatal("the ack did not reach the store")
+	}
+	endByCut(t, alice, n, gone)
+	require.Eventually(t, func() bool { return logs.has("DEBUG", "closed connection", "cmd=14") },
+		hubtest.Timeout, 5*time.Millisecond, "no debug record of the frame")
+	assert.False(t, logs.has("dispatch failed"), "logged as a failed dispatch")
 }

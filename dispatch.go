@@ -229,7 +229,14 @@ func (h *Hub) errorFrame(n *Node, f *Frame, err error) *Frame {
 func (h *Hub) buildErrorFrame(n *Node, f *Frame, err error) *Frame {
 	var e *Error
 	if !errors.As(err, &e) || e.Code >= 500 {
-		h.log.Error("wshub: dispatch failed", slog.String("user", n.user), slog.String("conn", n.id), slog.Int("cmd", int(f.Cmd)), slog.Any("err", err))
+		attrs := []slog.Attr{slog.String("user", n.user), slog.String("conn", n.id), slog.Int("cmd", int(f.Cmd)), slog.Any("err", err)}
+		if errors.Is(err, context.Canceled) && n.isClosing() {
+			// The client went away while its frame was handled: routine,
+			// and nobody is left to answer.
+			h.log.LogAttrs(h.ctx, slog.LevelDebug, "wshub: frame of a closed connection cut short", attrs...)
+		} else {
+			h.log.LogAttrs(h.ctx, slog.LevelError, "wshub: dispatch failed", attrs...)
+		}
 		if e == nil {
 			e = ErrInternal
 		}
