@@ -216,12 +216,48 @@ func (s *commitThenWait) Append(ctx context.Context, req store.AppendRequest) (s
 	if err != nil || dup || req.CID != s.gated {
 		return m, dup, err
 	}
+	if err := s.wait(ctx); err != nil {
+		return store.Message{}, false, err
+	}
+	return m, false, nil
+}
+
+// Join gates the join of room s.gated the same way.
+func (s *commitThenWait) Join(ctx context.Context, room, user string) error {
+	if err := s.Store.Join(ctx, room, user); err != nil || room != s.gated {
+		return err
+	}
+	return s.wait(ctx)
+}
+
+// Leave gates the leave of room s.gated the same way.
+func (s *commitThenWait) Leave(ctx context.Context, room, user string) error {
+	if err := s.Store.Leave(ctx, room, user); err != nil || room != s.gated {
+		return err
+	}
+	return s.wait(ctx)
+}
+
+// MarkRead gates a move of the read marker of conversation s.gated.
+func (s *commitThenWait) MarkRead(ctx context.Context, user, conv string, seq uint64) (uint64, bool, error) {
+	marker, moved, err := s.Store.MarkRead(ctx, user, conv, seq)
+	if err != nil || !moved || conv != s.gated {
+		return marker, moved, err
+	}
+	if err := s.wait(ctx); err != nil {
+		return 0, false, err
+	}
+	return marker, moved, nil
+}
+
+// wait says the gated write is committed, then waits for release or ctx.
+func (s *commitThenWait) wait(ctx context.Context) error {
 	close(s.committed)
 	select {
 	case <-s.release:
-		return m, false, nil
+		return nil
 	case <-ctx.Done():
-		return store.Message{}, false, ctx.Err()
+		return ctx.Err()
 	}
 }
 
@@ -312,6 +348,119 @@ func TestHub_MessageStoredWhileItsSenderClosesIsDelivered(t *testing.T) {
 			assert.Equal(t, "m1", got.Content)
 		})
 	}
+}
+
+// A join the store took is the hub's too, even when the joining
+// connection closes while the store commits it: the user's other
+// connections get the room's messages. (Otherwise the hub's index of the
+// user's rooms misses it, on every connection of the user, until the user
+// has none left.)
+func TestHub_JoinStoredWhileItsConnectionClosesCoversTheUsersOtherConnections(t *testing.T) {
+	st := &commitThenWait{Store: memstore.New(memstore.Options{}), gated: "r",
+		committed: make(chan struct{}), release: make(chan struct{})}
+	require.NoError(t, st.Store.Join(context.Background(), "r", "alice"))
+	conns := make(chan *wshub.Node, 4)
+	gone := make(chan *wshub.Node, 4)
+	srv := hubtest.New(t, wshub.Options{Store: st,
+		OnConnect:    func(n *wshub.Node) { conns <- n },
+		OnDisconnect: func(n *wshub.Node, _ error) { gone <- n },
+	})
+	bob1 := srv.Dial(t, "bob")
+	b1 := <-conns
+	bob2 := srv.Dial(t, "bob")
+	<-conns
+	alice := srv.Dial(t, "alice")
+	<-conns
+	bob1.Send(t, &wshub.Frame{Cmd: wshub.CmdJoin, DstID: "r", CID: "j"})
+	select {
+	case <-st.committed:
+	case <-time.After(hubtest.Timeout):
+		t.Fatal("bob's join was not stored")
+	}
+	endByCut(t, bob1, b1, gone)
+	close(st.release)
+	// A join holds its user's lock: bob2's join of another room is
+	// answered once bob1's is over.
+	bob2.Send(t, &wshub.Frame{Cmd: wshub.CmdJoin, DstID: "r2", CID: "j2"})
+	bob2.Expect(t, wshub.CmdJoin)
+	sendRoom := &wshub.Frame{Cmd: wshub.CmdRoom, DstID: "r", CID: "m", Content: "hi"}
+	alice.Send(t, sendRoom)
+	alice.Expect(t, wshub.CmdReceipt)
+	got := bob2.Expect(t, wshub.CmdRoom)
+	assert.Equal(t, "hi", got.Content)
+}
+
+// A leave the store took is the hub's too, even when the leaving
+// connection closes while the store commits it: the user's other
+// connections stop getting the room's messages.
+func TestHub_LeaveStoredWhileItsConnectionClosesCoversTheUsersOtherConnections(t *testing.T) {
+	st := &commitThenWait{Store: memstore.New(memstore.Options{}), gated: "r",
+		committed: make(chan struct{}), release: make(chan struct{})}
+	ctx := context.Background()
+	require.NoError(t, st.Store.Join(ctx, "r", "bob"))
+	require.NoError(t, st.Store.Join(ctx, "r", "alice"))
+	conns := make(chan *wshub.Node, 4)
+	gone := make(chan *wshub.Node, 4)
+	srv := hubtest.New(t, wshub.Options{Store: st,
+		OnConnect:    func(n *wshub.Node) { conns <- n },
+		OnDisconnect: func(n *wshub.Node, _ error) { gone <- n },
+	})
+	bob1 := srv.Dial(t, "bob")
+	b1 := <-conns
+	bob2 := srv.Dial(t, "bob")
+	<-conns
+	alice := srv.Dial(t, "alice")
+	<-conns
+	bob1.Send(t, &wshub.Frame{Cmd: wshub.CmdLeave, DstID: "r", CID: "l"})
+	select {
+	case <-st.committed:
+	case <-time.After(hubtest.Timeout):
+		t.Fatal("bob's leave was not stored")
+	}
+	endByCut(t, bob1, b1, gone)
+	close(st.release)
+	// A leave holds its user's lock: bob2's join of another room is
+	// answered once bob1's leave is over.
+	bob2.Send(t, &wshub.Frame{Cmd: wshub.CmdJoin, DstID: "r2", CID: "j2"})
+	bob2.Expect(t, wshub.CmdJoin)
+	sendRoom := &wshub.Frame{Cmd: wshub.CmdRoom, DstID: "r", CID: "m", Content: "hi"}
+	alice.Send(t, sendRoom)
+	alice.Expect(t, wshub.CmdReceipt)
+	bob2.ExpectNothing(t)
+}
+
+// A read marker the store moved is announced (cmd 18) to the reader's
+// other connections and the peer, even when the reading connection closes
+// while the store commits it.
+func TestHub_ReadMarkerStoredWhileItsConnectionClosesIsAnnounced(t *testing.T) {
+	st := &commitThenWait{Store: memstore.New(memstore.Options{}), gated: store.DirectConv("alice", "bob"),
+		committed: make(chan struct{}), release: make(chan struct{})}
+	conns := make(chan *wshub.Node, 4)
+	gone := make(chan *wshub.Node, 4)
+	srv := hubtest.New(t, wshub.Options{Store: st,
+		OnConnect:    func(n *wshub.Node) { conns <- n },
+		OnDisconnect: func(n *wshub.Node, _ error) { gone <- n },
+	})
+	alice1 := srv.Dial(t, "alice")
+	a1 := <-conns
+	alice2 := srv.Dial(t, "alice")
+	<-conns
+	bob := srv.Dial(t, "bob")
+	<-conns
+	sendDirect(t, bob, "alice", "m")
+	alice1.Expect(t, wshub.CmdSingle)
+	alice2.Expect(t, wshub.CmdSingle)
+	alice1.Send(t, &wshub.Frame{Cmd: wshub.CmdRead, DstID: "bob", Seq: 1})
+	select {
+	case <-st.committed:
+	case <-time.After(hubtest.Timeout):
+		t.Fatal("the read marker was not stored")
+	}
+	endByCut(t, alice1, a1, gone)
+	close(st.release)
+	want := &wshub.Frame{Cmd: wshub.CmdRead, UserID: "alice", DstID: "bob", Seq: 1}
+	assert.Equal(t, want, alice2.Expect(t, wshub.CmdRead))
+	assert.Equal(t, want, bob.Expect(t, wshub.CmdRead))
 }
 
 // The application's SendToUser is not cut short between the store's

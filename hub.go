@@ -1065,7 +1065,13 @@ func (h *Hub) join(ctx context.Context, user, room string) error {
 	if err := h.checkMaxRooms(ctx, user, room); err != nil {
 		return err
 	}
-	if err := h.store.Join(ctx, room, user); err != nil {
+	if err := ctx.Err(); err != nil {
+		return h.storeErr(err)
+	}
+	// Not cut short by ctx (see send): a join the store took and the
+	// index missed would leave the user's connections out of the room
+	// until the user has none left.
+	if err := h.store.Join(context.WithoutCancel(ctx), room, user); err != nil {
 		return h.storeErr(err)
 	}
 	return h.followJoined(h.indexJoin(user, room), room, true)
@@ -1145,7 +1151,11 @@ func (h *Hub) Leave(ctx context.Context, user, room string) error {
 	ul := h.userLock(user)
 	ul.Lock()
 	defer ul.Unlock()
-	if err := h.store.Leave(ctx, room, user); err != nil {
+	if err := ctx.Err(); err != nil {
+		return h.storeErr(err)
+	}
+	// Not cut short by ctx (see join).
+	if err := h.store.Leave(context.WithoutCancel(ctx), room, user); err != nil {
 		return h.storeErr(err)
 	}
 	h.indexLeave(user, room)

@@ -66,6 +66,12 @@ func (h *Hub) markRead(ctx context.Context, n *Node, f *Frame) error {
 		}
 		conv = store.RoomConv(f.DstID)
 	}
+	if err := ctx.Err(); err != nil {
+		return h.storeErr(err)
+	}
+	// Not cut short by ctx (see Hub.send): a marker the store moved is
+	// announced, whatever happens to the reading connection meanwhile.
+	ctx = context.WithoutCancel(ctx)
 	marker, moved, err := ib.MarkRead(ctx, n.user, conv, f.Seq)
 	if err != nil {
 		return h.storeErr(err)
