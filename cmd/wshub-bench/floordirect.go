@@ -3,6 +3,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"log/slog"
 	"net/http"
@@ -12,6 +13,9 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/wshub/wshub/store"
+	"github.com/wshub/wshub/store/memstore"
 )
 
 // The direct floor server ("serve -floor-direct") is the yardstick of the
@@ -26,6 +30,14 @@ import (
 // message is dropped, still receipted), no pings, no limits. Run the
 // direct scenario with -store mem,floor to measure it next to the hub in
 // the same sitting and compare hub_cpu_s_per_million_messages.
+//
+// With -floor-direct-store ("floorstore" in the direct scenario's -store
+// list) it also does the storage work the hub does with its memory store,
+// where the hub does it: each message is appended to a memstore.Store
+// (history, the recipient's pending queue, the cid record) before it is
+// queued, with the seq the store gives, and each delivery leaves the
+// pending queue once its writer wrote it (as a hub connection without
+// ack=1). A yardstick for what storing costs the chat pattern.
 
 // floorDirectQueue is how many frames a connection's writer may have
 // waiting; a connection that falls that far behind is closed, as the chat
@@ -40,6 +52,9 @@ type directFloor struct {
 	mu    sync.RWMutex
 	users map[string][]*directFloorConn // guarded by mu: connections by user
 	seq   atomic.Uint64                 // receipt sequence numbers
+	// store, when not nil, stores each message as the hub does
+	// (-floor-direct-store).
+	store *memstore.Store
 }
 
 // directFloorConn is one connection to the direct floor server.
@@ -48,7 +63,17 @@ type directFloorConn struct {
 	ws   *websocket.Conn
 	// send feeds the writer goroutine; closed (under directFloor.mu, after
 	// the connection left the map) when the reader ends.
-	send chan []byte
+	send chan floorOut
+	// store is directFloor.store: deliveries leave the user's pending
+	// queue once written.
+	store *memstore.Store
+}
+
+// floorOut is one frame for a connection's writer: ack, when not empty,
+// is the id of a stored message it delivers.
+type floorOut struct {
+	p   []byte
+	ack string
 }
 
 // floorFrame is the part of the wire frame the forwarder looks at and
@@ -64,12 +89,16 @@ type floorFrame struct {
 	TS      int64  `json:"ts,omitempty"`
 }
 
-func newDirectFloor(log *slog.Logger) *directFloor {
-	return &directFloor{
+func newDirectFloor(log *slog.Logger, stored bool) *directFloor {
+	s := &directFloor{
 		log:      log,
 		upgrader: floorUpgrader(),
 		users:    make(map[string][]*directFloorConn),
 	}
+	if stored {
+		s.store = memstore.New(memstore.Options{})
+	}
+	return s
 }
 
 func (s *directFloor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -77,7 +106,7 @@ func (s *directFloor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	c := &directFloorConn{user: user, ws: ws, send: make(chan []byte, floorDirectQueue)}
+	c := &directFloorConn{user: user, ws: ws, send: make(chan floorOut, floorDirectQueue), store: s.store}
 	s.mu.Lock()
 	s.users[user] = append(s.users[user], c)
 	s.mu.Unlock()
@@ -109,6 +138,24 @@ func (s *directFloor) direct(c *directFloorConn, f *floorFrame) {
 	f.UserID = c.user
 	f.Seq = seq
 	f.TS = time.Now().UnixMilli()
+	ack := ""
+	if s.store != nil {
+		body, err := json.Marshal(struct {
+			Content string `json:"content,omitempty"`
+		}{f.Content})
+		if err != nil {
+			return
+		}
+		m, _, err := s.store.Append(context.Background(), store.AppendRequest{
+			Msg: store.Message{ID: f.ID, TS: f.TS, Cmd: 10, From: c.user, To: f.DstID,
+				Conv: store.DirectConv(c.user, f.DstID), Body: body},
+			CID: cid, Pending: []string{f.DstID},
+		})
+		if err != nil {
+			return
+		}
+		f.Seq, seq, ack = m.Seq, m.Seq, m.ID
+	}
 	out, err := json.Marshal(f)
 	if err != nil {
 		return
@@ -119,9 +166,9 @@ func (s *directFloor) direct(c *directFloorConn, f *floorFrame) {
 	}
 	s.mu.RLock()
 	for _, to := range s.users[f.DstID] {
-		to.queue(out)
+		to.queue(floorOut{out, ack})
 	}
-	c.queue(receipt)
+	c.queue(floorOut{p: receipt})
 	s.mu.RUnlock()
 }
 
@@ -129,7 +176,7 @@ func (s *directFloor) direct(c *directFloorConn, f *floorFrame) {
 // connection whose queue is full is closed (its reader then ends and
 // takes it out of the map). The caller holds directFloor.mu, so send is
 // open.
-func (c *directFloorConn) queue(p []byte) {
+func (c *directFloorConn) queue(p floorOut) {
 	select {
 	case c.send <- p:
 	default:
@@ -142,7 +189,11 @@ func (c *directFloorConn) queue(p []byte) {
 func (c *directFloorConn) writeLoop() {
 	for p := range c.send {
 		_ = c.ws.SetWriteDeadline(time.Now().Add(10 * time.Second))
-		if err := c.ws.WriteMessage(websocket.TextMessage, p); err != nil {
+		err := c.ws.WriteMessage(websocket.TextMessage, p.p)
+		if err == nil && p.ack != "" {
+			err = c.store.Ack(context.Background(), c.user, p.ack)
+		}
+		if err != nil {
 			_ = c.ws.UnderlyingConn().Close()
 			for range c.send { // drain until the reader closes send
 			}

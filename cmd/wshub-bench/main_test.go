@@ -27,6 +27,7 @@ import (
 
 	"github.com/wshub/wshub"
 	"github.com/wshub/wshub/hubtest"
+	"github.com/wshub/wshub/store"
 )
 
 // TestMain lets the test binary stand in for the tool: the scenarios
@@ -447,10 +448,21 @@ func TestLevelOff_FlagsGrowthInTheLastThird(t *testing.T) {
 // yardstick on its own: a message reaches every connection of its
 // recipient with the sender stamped, the sender gets a receipt with its
 // cid, and a message to a user who is not connected is receipted and
-// dropped.
+// dropped. With -floor-direct-store it also stores each message, with
+// the store's seq, and the deliveries leave the recipient's pending queue
+// once written.
 func TestDirectFloor_ForwardsToEveryConnectionAndReceipts(t *testing.T) {
 	t.Parallel()
-	floor := newDirectFloor(nil)
+	for _, stored := range []bool{false, true} {
+		t.Run(fmt.Sprintf("stored=%v", stored), func(t *testing.T) {
+			t.Parallel()
+			testDirectFloor(t, stored)
+		})
+	}
+}
+
+func testDirectFloor(t *testing.T, stored bool) {
+	floor := newDirectFloor(nil, stored)
 	srv := httptest.NewServer(floor)
 	defer srv.Close()
 	base := "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws?token="
@@ -491,9 +503,26 @@ func TestDirectFloor_ForwardsToEveryConnectionAndReceipts(t *testing.T) {
 		assert.Nil(t, m["cid"], "the sender's cid stays with the sender")
 	}
 	require.NoError(t, a.WriteMessage(websocket.TextMessage, []byte(`{"cmd":10,"dstid":"nobody","cid":"8","content":"x"}`)))
-	r = read(a)
-	assert.Equal(t, 15.0, r["cmd"])
-	assert.Equal(t, "8", r["cid"])
+	r8 := read(a)
+	assert.Equal(t, 15.0, r8["cmd"])
+	assert.Equal(t, "8", r8["cid"])
+	if !stored {
+		return
+	}
+	ctx := context.Background()
+	page, err := floor.store.History(ctx, store.DirectConv("a", "b"), store.Query{Limit: 10})
+	require.NoError(t, err)
+	require.Len(t, page.Items, 1)
+	assert.Equal(t, r["id"], page.Items[0].ID)
+	assert.Equal(t, 1.0, r["seq"], "the store's seq")
+	require.Eventually(t, func() bool {
+		p, err := floor.store.Pending(ctx, "b")
+		return err == nil && len(p) == 0
+	}, 5*time.Second, time.Millisecond, "written, the delivery left b's pending queue")
+	p, err := floor.store.Pending(ctx, "nobody")
+	require.NoError(t, err)
+	require.Len(t, p, 1, "a message to a user not connected stays queued")
+	assert.Equal(t, r8["id"], p[0].ID)
 }
 
 // -progress 0 turns the progress line off instead of panicking in

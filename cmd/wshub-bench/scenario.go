@@ -67,7 +67,7 @@ type config struct {
 func (c *config) hubFlags(fs *flag.FlagSet, stores string) {
 	fs.StringVar(&c.target, "target", "", "ws:// URL of a running hub (loopback only) instead of spawning \"wshub-bench serve\"")
 	fs.IntVar(&c.hubPID, "hub-pid", 0, "PID of the -target hub, for its RSS and CPU readings")
-	fs.StringVar(&c.stores, "store", stores, "store of a spawned hub: mem, bolt, or mem,bolt for one run with each; direct also takes floor, the direct floor server (serve -floor-direct), e.g. mem,floor")
+	fs.StringVar(&c.stores, "store", stores, "store of a spawned hub: mem, bolt, or mem,bolt for one run with each; direct also takes floor, the direct floor server (serve -floor-direct), e.g. mem,floor, and floorstore, the same storing its messages in a memory store (serve -floor-direct -floor-direct-store)")
 	fs.StringVar(&c.dbPath, "db", "", "bbolt file of a spawned hub with -store bolt (default: a new file in a temporary directory)")
 	fs.IntVar(&c.sendQueue, "send-queue", 0, "wshub.Options.SendQueue of a spawned hub (0: the hub's default)")
 	fs.StringVar(&c.hubProf, "hub-cpuprofile", "", "write a CPU profile of the hub over the measured window to this file (needs a hub started by serve)")
@@ -273,8 +273,8 @@ func variants(name string, c *config) []variant {
 			for _, s := range stores {
 				s = strings.TrimSpace(s)
 				name := "store=" + s
-				if s == "floor" {
-					name = "floor"
+				if s == "floor" || s == "floorstore" {
+					name = s
 				}
 				if c.repeat > 1 {
 					name += "#" + strconv.Itoa(i+1)
@@ -310,6 +310,10 @@ func runVariant(ctx context.Context, name string, c *config, v variant, run *Run
 		hc.storeKind = "mem" // not used by the floor server
 		hc.extraArgs = append(hc.extraArgs, "-floor-direct")
 		run.param("server", "floor-direct")
+	case name == "direct" && v.storeKind == "floorstore":
+		hc.storeKind = "mem" // not used by the floor server
+		hc.extraArgs = append(hc.extraArgs, "-floor-direct", "-floor-direct-store")
+		run.param("server", "floor-direct-store")
 	case c.floor:
 		hc.extraArgs = append(hc.extraArgs, "-floor")
 		run.param("server", "floor")

@@ -60,6 +60,7 @@ type serveConfig struct {
 	pingInterval time.Duration
 	floor        bool
 	floorDirect  bool
+	floorStored  bool
 	// Store bounds and the Redis store (growth).
 	redisAddr  string
 	maxPending int
@@ -85,6 +86,7 @@ func serveFlags(fs *flag.FlagSet, c *serveConfig) {
 	fs.DurationVar(&c.pingInterval, "ping-interval", 0, "wshub.Options.PingInterval (0: the hub's default)")
 	fs.BoolVar(&c.floor, "floor", false, "serve the floor server (floor.go), a yardstick that only writes room messages, instead of a hub")
 	fs.BoolVar(&c.floorDirect, "floor-direct", false, "serve the direct floor server (floordirect.go), a yardstick that forwards direct messages (cmd 10) and answers receipts, without a store, instead of a hub")
+	fs.BoolVar(&c.floorStored, "floor-direct-store", false, "with -floor-direct: store each message in a memory store as the hub does, and take it out of the pending queue once written")
 }
 
 // serveMain runs a hub until ctx ends (SIGINT, SIGTERM), then shuts it
@@ -138,7 +140,7 @@ func serveMain(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	case c.floor:
 		mux.Handle(pathWS, newFloorServer(log))
 	case c.floorDirect:
-		mux.Handle(pathWS, newDirectFloor(log))
+		mux.Handle(pathWS, newDirectFloor(log, c.floorStored))
 	default:
 		h, err = newBenchHub(mux, st, c, log)
 	}
@@ -177,6 +179,9 @@ func serveMain(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	if c.floorDirect {
 		kind = "none (direct floor server)"
+		if c.floorStored {
+			kind = "mem (direct floor server)"
+		}
 	}
 	fmt.Fprintf(stdout, "%sws://%s%s pid %d store %s\n", servingPrefix, ln.Addr(), pathWS, os.Getpid(), kind)
 
