@@ -71,7 +71,8 @@ commands:
   fanout    R rooms x M members, one publisher per room at a fixed rate
   saturate  R rooms x M members, publishers as fast as the hub takes them
   direct    pairs exchanging direct messages (memory and bolt store; -store
-            floor: a forwarder without a store, as a yardstick; -rate: fixed rate)
+            floor: a forwarder without a store, as a yardstick; floorstore:
+            the same storing in a memory store; -rate: fixed rate)
   storm     drop every connection at once and time the reconnection
   slowloris C connections each holding a partial frame, dripped a byte at a
             time: how long the hub holds them, hub RSS per connection
