@@ -411,15 +411,13 @@ type gstate struct {
 	delivered atomic.Int64 // cmd 10 frames received
 	roomDeliv atomic.Int64 // cmd 11 frames received
 	errFrames atomic.Int64
-	closed    atomic.Int64 // connections the hub ended
 	recLat    atomic.Pointer[histogram]
 	delLat    atomic.Pointer[histogram]
 
 	// fan follows the messages of the room case: slot k is message k.
 	fan []fanSlot
 
-	mu       sync.Mutex
-	firstErr string // guarded by mu
+	connEnds
 }
 
 type fanSlot struct {
@@ -440,30 +438,13 @@ func (s *gstate) resetLat() (rec, del *histogram) {
 	return s.recLat.Swap(&histogram{}), s.delLat.Swap(&histogram{})
 }
 
-func (s *gstate) noteErr(format string, args ...any) {
-	s.mu.Lock()
-	if s.firstErr == "" {
-		s.firstErr = fmt.Sprintf(format, args...)
-	}
-	s.mu.Unlock()
-}
-
-func (s *gstate) first() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.firstErr
-}
-
 // gconn is one connection of a growth case: it sends direct or room
 // messages round-robin to its targets, and it receives.
 type gconn struct {
-	idx  int
-	user string
-	ws   *websocket.Conn
-	st   *gstate
+	benchConn
+	st *gstate
 
-	wmu     sync.Mutex // serializes writes
-	window  chan struct{}
+	wmu     sync.Mutex               // serializes writes
 	sentAt  [growthRing]atomic.Int64 // send time of the message with cid n, at n % growthRing
 	seq     int                      // next cid; owned by the sending goroutine
 	targets [][]byte                 // frame prefixes up to the cid value
@@ -472,15 +453,11 @@ type gconn struct {
 	reply chan []byte // answers to requests (cmd 12, 16, 17, or an error frame)
 	// onDirect, if set, is called for every cmd 10 received (pending case).
 	onDirect func(line []byte, now int64)
-
-	rErr       error
-	readerDone chan struct{}
-	closing    atomic.Bool
 }
 
 func newGconn(idx int, user string, st *gstate, window int) *gconn {
-	return &gconn{idx: idx, user: user, st: st, window: make(chan struct{}, max(1, window)),
-		reply: make(chan []byte, 1), readerDone: make(chan struct{})}
+	return &gconn{benchConn: benchConn{idx: idx, user: user, window: make(chan struct{}, max(1, window)), readerDone: make(chan struct{})},
+		st: st, reply: make(chan []byte, 1)}
 }
 
 // directTo adds a direct conversation with user to the targets.
@@ -494,22 +471,7 @@ func (c *gconn) roomTo(room string) {
 }
 
 func (c *gconn) connect(ctx context.Context, d *dialers) error {
-	ws, err := d.dial(ctx, c.idx, c.user, false)
-	if err != nil {
-		return err
-	}
-	c.ws = ws
-	go c.read()
-	return nil
-}
-
-func (c *gconn) read() {
-	defer close(c.readerDone)
-	c.rErr = readLoop(c.ws, c.handle)
-	if !c.closing.Load() {
-		c.st.closed.Add(1)
-		c.st.noteErr("%s: connection ended by the hub: %v", c.user, c.rErr)
-	}
+	return c.benchConn.connect(ctx, d, false, c.handle, &c.st.connEnds)
 }
 
 func (c *gconn) handle(line []byte, now int64) {
@@ -566,13 +528,6 @@ func (c *gconn) handle(line []byte, now int64) {
 		case c.reply <- bytes.Clone(line):
 		default:
 		}
-	}
-}
-
-func (c *gconn) release() {
-	select {
-	case <-c.window:
-	default:
 	}
 }
 
@@ -678,13 +633,6 @@ func (c *gconn) request(ctx context.Context, f []byte) ([]byte, time.Duration, e
 		return nil, 0, fmt.Errorf("%s: no answer to %s within 30 s", c.user, f)
 	case <-ctx.Done():
 		return nil, 0, ctx.Err()
-	}
-}
-
-func (c *gconn) close() {
-	c.closing.Store(true)
-	if c.ws != nil {
-		_ = c.ws.Close()
 	}
 }
 

@@ -23,18 +23,8 @@ type tally struct {
 	dups      atomic.Int64 // messages a receiver got again
 	strays    atomic.Int64 // messages from a sender the receiver did not expect
 	errFrames atomic.Int64 // error frames of any kind
-	closed    atomic.Int64 // connections the hub ended
 	lat       histogram    // send-to-receive latency
-
-	mu       sync.Mutex
-	firstErr string // guarded by mu: the first error frame or close reason
-}
-
-// first returns the first error noted.
-func (t *tally) first() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.firstErr
+	connEnds
 }
 
 // report adds the figures every traffic scenario reports: what went
@@ -77,32 +67,20 @@ func (t *tally) absorb(o *tally) {
 	}
 }
 
-func (t *tally) noteErr(format string, args ...any) {
-	t.mu.Lock()
-	if t.firstErr == "" {
-		t.firstErr = fmt.Sprintf(format, args...)
-	}
-	t.mu.Unlock()
-}
-
 // lconn is one lean connection of a traffic scenario: a receiver of the
 // messages of one sender (expect), a sender itself (prefix set), or both.
 type lconn struct {
-	idx    int // connection number: source address, histogram shard
-	user   string
-	ws     *websocket.Conn
+	benchConn
 	t      *tally
 	expect int // the sender number whose messages this connection receives; -1 none
 	// deliv, if set, counts this connection's deliveries too (per hub
 	// process, in spread).
 	deliv *atomic.Int64
 
-	// Sender side. window holds a token per frame sent and not yet
-	// answered; the writer puts them, the reader takes them.
+	// Sender side (benchConn.window too).
 	src    int    // this sender's number in the content of its frames
 	prefix []byte // the frame up to the cid value: {"cmd":11,"dstid":"room3","cid":"
-	window chan struct{}
-	sent   int // owned by the writer goroutine; read after writerDone
+	sent   int    // owned by the writer goroutine; read after writerDone
 	wErr   error
 	// writerDone is closed by the writer goroutine.
 	writerDone chan struct{}
@@ -117,28 +95,16 @@ type lconn struct {
 	receipted seqSet // own message numbers receipted
 	ids       []string
 	keepIDs   bool
-	rErr      error
-	// readerDone is closed by the reader goroutine.
-	readerDone chan struct{}
-	// closing is set before the tool closes the connection itself, so that
-	// the reader does not count the end as the hub's doing.
-	closing atomic.Bool
 }
 
 func newLconn(idx int, user string, t *tally) *lconn {
-	return &lconn{idx: idx, user: user, t: t, expect: -1, src: -1,
-		joined: make(chan struct{}), readerDone: make(chan struct{}), writerDone: make(chan struct{})}
+	return &lconn{benchConn: benchConn{idx: idx, user: user, readerDone: make(chan struct{})}, t: t, expect: -1, src: -1,
+		joined: make(chan struct{}), writerDone: make(chan struct{})}
 }
 
 // connect dials the connection and starts its reader.
 func (c *lconn) connect(ctx context.Context, d *dialers, batch bool) error {
-	ws, err := d.dial(ctx, c.idx, c.user, batch)
-	if err != nil {
-		return err
-	}
-	c.ws = ws
-	go c.read()
-	return nil
+	return c.benchConn.connect(ctx, d, batch, c.handle, &c.t.connEnds)
 }
 
 // join sends cmd 12 for room and waits for the answer.
@@ -155,15 +121,6 @@ func (c *lconn) join(ctx context.Context, room string) error {
 		return fmt.Errorf("%s: join %s: connection ended: %v", c.user, room, c.rErr)
 	case <-ctx.Done():
 		return fmt.Errorf("%s: join %s: %w", c.user, room, ctx.Err())
-	}
-}
-
-func (c *lconn) read() {
-	defer close(c.readerDone)
-	c.rErr = readLoop(c.ws, c.handle)
-	if !c.closing.Load() {
-		c.t.closed.Add(1)
-		c.t.noteErr("%s: connection ended by the hub: %v", c.user, c.rErr)
 	}
 }
 
@@ -207,14 +164,6 @@ func (c *lconn) handle(line []byte, now int64) {
 			t.failed.Add(1)
 			c.release()
 		}
-	}
-}
-
-// release gives back one token of the window.
-func (c *lconn) release() {
-	select {
-	case <-c.window:
-	default:
 	}
 }
 
@@ -264,14 +213,6 @@ func (c *lconn) writeLoop(stop <-chan struct{}, start time.Time, rate float64, c
 		}
 		c.sent++
 		c.t.sent.Add(1)
-	}
-}
-
-// close closes the connection from the tool's side.
-func (c *lconn) close() {
-	c.closing.Store(true)
-	if c.ws != nil {
-		_ = c.ws.Close()
 	}
 }
 
