@@ -601,7 +601,9 @@ func TestClient_LiveMessageBeforeTheRejoinAnswerDoesNotSkipTheGap(t *testing.T) 
 	p.cut() // before the rejoin's answer
 	close(release)
 	assert.Equal(t, "missed", recv(t, alice).Content, "replayed by the next rejoin")
-	assert.Equal(t, uint64(3), alice.Rooms()["lobby"].Seq)
+	// The resume point moves once the message was handed over: after recv.
+	require.Eventually(t, func() bool { return alice.Rooms()["lobby"].Seq == 3 }, wait, 5*time.Millisecond,
+		"the resume point did not reach 3")
 }
 
 // A room's resume point counts the client's own messages, which the hub
@@ -619,5 +621,7 @@ func TestClient_RoomSeqCountsOwnReceiptedMessages(t *testing.T) {
 	send(t, alice, &wshub.Frame{Cmd: wshub.CmdRoom, DstID: "lobby", Content: "mine"})
 	send(t, bob, &wshub.Frame{Cmd: wshub.CmdRoom, DstID: "lobby", Content: "yours"})
 	require.Equal(t, "yours", recv(t, alice).Content)
-	assert.Equal(t, uint64(2), alice.Rooms()["lobby"].Seq)
+	// The resume point moves once the message was handed over: after recv.
+	require.Eventually(t, func() bool { return alice.Rooms()["lobby"].Seq == 2 }, wait, 5*time.Millisecond,
+		"the resume point did not reach 2")
 }
