@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/gorilla/websocket"
 )
@@ -85,4 +86,71 @@ func (c *benchConn) close() {
 	if c.ws != nil {
 		_ = c.ws.Close()
 	}
+}
+
+// slowLatency is the latency from which slowLog keeps a delivery.
+const slowLatency = 20 * time.Millisecond
+
+// slowLogMax bounds what a slowLog keeps.
+const slowLogMax = 4096
+
+// slowLog keeps the deliveries slower than slowLatency, with when they
+// arrived and on which connection, so that a report can tell a stall of
+// the whole server (many connections within milliseconds) from one
+// connection left behind (one connection, spread over the run).
+type slowLog struct {
+	mu      sync.Mutex
+	samples []slowSample // guarded by mu; at most slowLogMax
+	more    int          // guarded by mu: samples not kept
+}
+
+type slowSample struct {
+	at   int64 // unix ns of the delivery
+	d    time.Duration
+	conn int
+}
+
+// add keeps the sample if it is slow.
+func (l *slowLog) add(at int64, d time.Duration, conn int) {
+	if d < slowLatency {
+		return
+	}
+	l.mu.Lock()
+	if len(l.samples) < slowLogMax {
+		l.samples = append(l.samples, slowSample{at, d, conn})
+	} else {
+		l.more++
+	}
+	l.mu.Unlock()
+}
+
+// summary describes the slow deliveries, or returns "" when there were
+// none: how many, on how many connections, over which span of time, and
+// the slowest.
+func (l *slowLog) summary() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.samples) == 0 {
+		return ""
+	}
+	conns := map[int]int{}
+	first, last := l.samples[0].at, l.samples[0].at
+	worst := l.samples[0]
+	for _, s := range l.samples {
+		conns[s.conn]++
+		first, last = min(first, s.at), max(last, s.at)
+		if s.d > worst.d {
+			worst = s
+		}
+	}
+	busiest, most := 0, 0
+	for c, n := range conns {
+		if n > most {
+			busiest, most = c, n
+		}
+	}
+	return fmt.Sprintf("%d deliveries over %v (%d not kept) on %d connections (most on connection %d: %d), "+
+		"arriving over %v; the slowest %v on connection %d",
+		len(l.samples)+l.more, slowLatency, l.more, len(conns), busiest, most,
+		time.Duration(last-first).Round(time.Millisecond), worst.d.Round(100*time.Microsecond), worst.conn)
 }

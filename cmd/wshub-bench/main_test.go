@@ -550,3 +550,17 @@ func TestSoak_LostDetailNamesTheMessageAndItsRecipient(t *testing.T) {
 	assert.Regexp(t, `^k1#7 to k2 posted 4\.\d\d s and receipted 3\.\d\d s before the end \(its client away; `+
 		`its sockets dialed 5\.\d\d, 1\.\d\d s before the end; the sender's 6\.\d\d\)$`, d)
 }
+
+// The slow deliveries of a run are summarized: how many, on how many
+// connections and which had most, over which span, and the slowest.
+func TestSlowLog_Summary(t *testing.T) {
+	var l slowLog
+	assert.Empty(t, l.summary(), "nothing slow: no note")
+	base := time.Now().UnixNano()
+	l.add(base, 5*time.Millisecond, 1) // under slowLatency: not kept
+	l.add(base, 25*time.Millisecond, 3)
+	l.add(base+int64(2*time.Second), 130*time.Millisecond, 3)
+	l.add(base+int64(time.Second), 40*time.Millisecond, 7)
+	assert.Equal(t, "3 deliveries over 20ms (0 not kept) on 2 connections (most on connection 3: 2), "+
+		"arriving over 2s; the slowest 130ms on connection 3", l.summary())
+}

@@ -24,6 +24,7 @@ type tally struct {
 	strays    atomic.Int64 // messages from a sender the receiver did not expect
 	errFrames atomic.Int64 // error frames of any kind
 	lat       histogram    // send-to-receive latency
+	slow      slowLog      // the deliveries slower than slowLatency
 	connEnds
 }
 
@@ -45,6 +46,9 @@ func (t *tally) report(r *Run, lost int64, unit string, pubDur, drain time.Durat
 	r.addDur("latency_max", snap.max)
 	r.addDur("publishing", pubDur)
 	r.addDur("drain", drain)
+	if note := t.slow.summary(); note != "" {
+		r.notef("%s", note)
+	}
 	if msg := t.first(); msg != "" {
 		r.errorf("%s", msg)
 	}
@@ -143,6 +147,7 @@ func (c *lconn) handle(line []byte, now int64) {
 			c.deliv.Add(1)
 		}
 		t.lat.record(time.Duration(now-sent), c.idx)
+		t.slow.add(now, time.Duration(now-sent), c.idx)
 	case 15:
 		seq, ok := parseUint(strField(line, "cid"))
 		if !ok {
