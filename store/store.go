@@ -99,6 +99,13 @@ type Page struct {
 // ctx.Err() (possibly wrapped); a write cancelled that way may or may not
 // have taken effect, and the cid record makes a retry of Append safe.
 //
+// So that a write's effect and the hub's follow-up (a delivery, its room
+// index, an announcement) are never parted, a hub without a Feed calls
+// Append, Join, Leave and MarkRead with a context that the end of the
+// caller's is not passed on to (context.WithoutCancel): an implementation
+// must bound those writes itself (a timeout, or returning ErrClosed once
+// closed) rather than rely on ctx alone.
+//
 // "Durable" is defined by each implementation's documentation; a hub sends a
 // receipt only after Append returned, so a durable store that returned nil
 // must not lose the write in a crash of the process.
