@@ -100,8 +100,8 @@ type Page struct {
 // have taken effect, and the cid record makes a retry of Append safe.
 //
 // So that a write's effect and the hub's follow-up (a delivery, its room
-// index, an announcement) are never parted, a hub without a Feed calls
-// Append, Join, Leave and MarkRead with a context that the end of the
+// index, an announcement) are never parted, a hub calls Join, Leave,
+// MarkRead and, without a Feed, Append with a context that the end of the
 // caller's is not passed on to (context.WithoutCancel): an implementation
 // must bound those writes itself (a timeout, or returning ErrClosed once
 // closed) rather than rely on ctx alone.
