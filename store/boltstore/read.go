@@ -183,6 +183,113 @@ func (s *Store) PendingPage(ctx context.Context, user, cursor string, limit int)
 // the page as it is read.
 const maxPendingHint = 1 << 14
 
+// pendPage is a page of a pending queue being read by pendingAfter.
+type pendPage struct {
+	limit int             // 0: no limit
+	out   []store.Message // the index's messages read
+	pos   []uint64        // their log positions
+	ov    []*entry        // the overlay's part, after the index's
+}
+
+// full reports whether n messages are the page and one more, which tells
+// that more follow.
+func (pg *pendPage) full(n int) bool { return pg.limit > 0 && n > pg.limit }
+
+// overlayAfter copies into pg.ov, under the lock, up to a full page of the
+// overlay's entries of user's queue above position after, not
+// acknowledged, and returns the overlay's generation.
+func (s *Store) overlayAfter(user string, after uint64, pg *pendPage) (gen uint64) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	pg.ov = pg.ov[:0]
+	if ul := s.ov.users[user]; ul != nil {
+		i, _ := slices.BinarySearchFunc(ul.ents, after+1, func(pe *pendEntry, p uint64) int { return cmp.Compare(pe.e.pos, p) })
+		for _, pe := range ul.ents[i:] {
+			if pg.full(len(pg.ov)) {
+				break
+			}
+			if !pe.acked {
+				pg.ov = append(pg.ov, pe.e)
+			}
+		}
+	}
+	return s.ov.gen
+}
+
+// indexAfter appends to pg the index's entries of user's queue above
+// position from, until the page is full, and returns the position of the
+// last entry read and whether the queue ended.
+func (s *Store) indexAfter(tx *bolt.Tx, user string, from uint64, pg *pendPage) (last uint64, done bool, err error) {
+	ub := []byte(user)
+	if cap(pg.out) == 0 {
+		// Room for the page, as far as the queue's count (acknowledged
+		// entries included) tells.
+		n := min(seqOf(tx.Bucket(bucketPendN).Get(ub))+uint64(len(pg.ov)), maxPendingHint)
+		if pg.limit > 0 {
+			n = min(n, uint64(pg.limit)+1)
+		}
+		pg.out, pg.pos = make([]store.Message, 0, n), make([]uint64, 0, n)
+	}
+	q := tx.Bucket(bucketPend).Bucket(ub)
+	if q == nil {
+		return from, true, nil
+	}
+	log := tx.Bucket(bucketLog)
+	c := q.Cursor()
+	for k, _ := c.Seek(seqKey(from + 1)); k != nil; k, _ = c.Next() {
+		if pg.full(len(pg.out)) {
+			return from, false, nil
+		}
+		from = seqOf(k)
+		rec := log.Get(k)
+		if rec == nil {
+			// Not in this layout: release keeps the record of a queued
+			// message, and migrate4 dropped the entries layout 4 left
+			// without one. Skipped, not fatal.
+			continue
+		}
+		m, err := logMessage(rec)
+		if err != nil {
+			return from, false, corruptf(s.path, "pending %q: %v", user, err)
+		}
+		pg.out, pg.pos = append(pg.out, m), append(pg.pos, from)
+	}
+	return from, true, nil
+}
+
+// dropIndexAcks drops from pg.out[read:] the entries acknowledged since the
+// checkpoint of generation gen, under mu's read lock. It reports false,
+// dropping nothing, when the overlay is no longer the one after that
+// checkpoint: the acks do not match what was read, and the page is to be
+// read again.
+func (s *Store) dropIndexAcks(user string, gen uint64, read int, pg *pendPage) bool {
+	if len(pg.out) == read {
+		return true
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.ov.gen != gen {
+		return false
+	}
+	ul := s.ov.users[user]
+	if ul == nil || len(ul.indexAcks) == 0 {
+		return true
+	}
+	if s.ackWork != nil {
+		s.ackWork(len(pg.out) - read)
+	}
+	kept := read
+	for i := read; i < len(pg.out); i++ {
+		if _, acked := ul.indexAcks[pg.out[i].ID]; !acked {
+			pg.out[kept], pg.pos[kept] = pg.out[i], pg.pos[i]
+			kept++
+		}
+	}
+	clear(pg.out[kept:])
+	pg.out, pg.pos = pg.out[:kept], pg.pos[:kept]
+	return true
+}
+
 // pendingAfter returns the first limit (0: all) of user's pending messages
 // whose log position is above after, the position of the last one
 // returned, and whether more follow them. It merges the index's queue
@@ -206,38 +313,21 @@ const maxPendingHint = 1 << 14
 // the acknowledged entries it skips) index reads and map look-ups,
 // whatever the number of acks waiting.
 func (s *Store) pendingAfter(ctx context.Context, user string, after uint64, limit int) (out []store.Message, last uint64, more bool, err error) {
-	// The page and one more message, to tell whether more follow.
-	full := func(n int) bool { return limit > 0 && n > limit }
-	var pos []uint64    // the log positions of out's messages
-	var ovEnts []*entry // the overlay's part
+	var pg pendPage
+	pg.limit = limit
 	for {
 		// The overlay's part, copied under the lock: up to a full page.
-		s.mu.RLock()
-		gen := s.ov.gen
-		ovEnts = ovEnts[:0]
-		if ul := s.ov.users[user]; ul != nil {
-			i, _ := slices.BinarySearchFunc(ul.ents, after+1, func(pe *pendEntry, p uint64) int { return cmp.Compare(pe.e.pos, p) })
-			for _, pe := range ul.ents[i:] {
-				if full(len(ovEnts)) {
-					break
-				}
-				if !pe.acked {
-					ovEnts = append(ovEnts, pe.e)
-				}
-			}
-		}
-		s.mu.RUnlock()
+		gen := s.overlayAfter(user, after, &pg)
 
-		// The index's part, into out: read, then filtered.
-		out, pos = out[:0], pos[:0]
+		// The index's part, into pg.out: read, then filtered.
+		pg.out, pg.pos = pg.out[:0], pg.pos[:0]
 		retry := false
 		// from is the position of the last index entry read.
 		for from, first := after, true; ; first = false {
+			read := len(pg.out)
 			var stale, done bool
-			read := len(out)
 			err = s.view(ctx, func(tx *bolt.Tx) error {
-				log := tx.Bucket(bucketLog)
-				if after > log.Sequence() {
+				if after > tx.Bucket(bucketLog).Sequence() {
 					// Beyond the last position ever assigned: not a
 					// cursor of this file.
 					return fmt.Errorf("%w: pending cursor %d beyond the log", store.ErrInvalid, after)
@@ -245,84 +335,23 @@ func (s *Store) pendingAfter(ctx context.Context, user string, after uint64, lim
 				if stale = checkpointed(tx) >= gen; stale && !first {
 					return nil // between the reads: the page again
 				}
-				ub := []byte(user)
-				if cap(out) == 0 {
-					// Room for the page, as far as the queue's count
-					// (acknowledged entries included) tells.
-					n := min(seqOf(tx.Bucket(bucketPendN).Get(ub))+uint64(len(ovEnts)), maxPendingHint)
-					if limit > 0 {
-						n = min(n, uint64(limit)+1)
-					}
-					out, pos = make([]store.Message, 0, n), make([]uint64, 0, n)
-				}
-				q := tx.Bucket(bucketPend).Bucket(ub)
-				if q == nil {
-					done = true
-					return nil
-				}
-				c := q.Cursor()
-				for k, _ := c.Seek(seqKey(from + 1)); ; k, _ = c.Next() {
-					if k == nil {
-						done = true
-						return nil
-					}
-					if full(len(out)) {
-						return nil
-					}
-					from = seqOf(k)
-					rec := log.Get(k)
-					if rec == nil {
-						// Not in this layout: release keeps the record of
-						// a queued message, and migrate4 dropped the
-						// entries layout 4 left without one. Skipped, not
-						// fatal.
-						continue
-					}
-					m, err := logMessage(rec)
-					if err != nil {
-						return corruptf(s.path, "pending %q: %v", user, err)
-					}
-					out, pos = append(out, m), append(pos, from)
-				}
+				var err error
+				from, done, err = s.indexAfter(tx, user, from, &pg)
+				return err
 			})
 			if err != nil {
 				return nil, 0, false, err
 			}
 			if stale {
-				if retry = !first; retry {
-					break
+				if retry = !first; !retry {
+					// Checkpointed since the copy, before the first read:
+					// the index holds the overlay copied, its acks
+					// applied, and this read the page whole.
+					pg.ov = nil
 				}
-				// Checkpointed since the copy: the index holds the
-				// overlay copied, its acks applied, and the page whole.
-				ovEnts = nil
 				break
 			}
-			if len(out) > read {
-				// Drop the entries acknowledged since the checkpoint the
-				// transaction saw, if the overlay is still the one after
-				// it.
-				s.mu.RLock()
-				if retry = s.ov.gen != gen; retry {
-					s.mu.RUnlock()
-					break
-				}
-				if ul := s.ov.users[user]; ul != nil && len(ul.indexAcks) > 0 {
-					if s.ackWork != nil {
-						s.ackWork(len(out) - read)
-					}
-					kept := read
-					for i := read; i < len(out); i++ {
-						if _, acked := ul.indexAcks[out[i].ID]; !acked {
-							out[kept], pos[kept] = out[i], pos[i]
-							kept++
-						}
-					}
-					clear(out[kept:])
-					out, pos = out[:kept], pos[:kept]
-				}
-				s.mu.RUnlock()
-			}
-			if done || full(len(out)) {
+			if retry = !s.dropIndexAcks(user, gen, read, &pg); retry || done || pg.full(len(pg.out)) {
 				break
 			}
 		}
@@ -332,8 +361,8 @@ func (s *Store) pendingAfter(ctx context.Context, user string, after uint64, lim
 	}
 
 	// The overlay's entries come after all of the index's.
-	for _, e := range ovEnts {
-		if limit > 0 && len(out) >= limit {
+	for _, e := range pg.ov {
+		if limit > 0 && len(pg.out) >= limit {
 			more = true // e, or the index's one more, is on the next page
 			break
 		}
@@ -341,9 +370,10 @@ func (s *Store) pendingAfter(ctx context.Context, user string, after uint64, lim
 		if err != nil {
 			return nil, 0, false, corruptf(s.path, "pending %q: %v", user, err)
 		}
-		out, pos = append(out, m), append(pos, e.pos)
+		pg.out, pg.pos = append(pg.out, m), append(pg.pos, e.pos)
 	}
-	if full(len(out)) {
+	out = pg.out
+	if pg.full(len(out)) {
 		more = true
 		clear(out[limit:])
 		out = out[:limit]
@@ -351,7 +381,7 @@ func (s *Store) pendingAfter(ctx context.Context, user string, after uint64, lim
 	if len(out) == 0 {
 		return nil, 0, false, nil
 	}
-	return out, pos[len(out)-1], more, nil
+	return out, pg.pos[len(out)-1], more, nil
 }
 
 // Rooms implements store.Store.
