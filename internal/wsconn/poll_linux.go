@@ -15,16 +15,10 @@ type rawConn struct{ rc syscall.RawConn }
 func (rawConn) rearms() bool { return true }
 
 func (r rawConn) readNow(p []byte) (int, error) {
-	var n int
-	var err error
-	cerr := r.rc.Read(func(fd uintptr) bool {
-		for {
-			n, err = sockRead(int(fd), p)
-			if err != syscall.EINTR {
-				return true // one attempt: never wait
-			}
-		}
-	})
+	o := getRawOp(p)
+	cerr := r.rc.Read(o.readFn)
+	n, err := o.n, o.err
+	o.put()
 	switch {
 	case cerr != nil:
 		return 0, cerr
