@@ -156,3 +156,27 @@ func BenchmarkGCWithStoredMessages(b *testing.B) {
 	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/msgs, "heap-B/msg")
 	b.ReportMetric(float64(after.HeapObjects-before.HeapObjects)/msgs, "objects/msg")
 }
+
+// BenchmarkAppendAck measures a direct message to a user who acknowledges
+// it at once (an online recipient without ack=1): the queue empties at
+// each message. Run with:
+//
+//	go test -run '^$' -bench AppendAck -benchmem ./store/memstore
+func BenchmarkAppendAck(b *testing.B) {
+	s := memstore.New(memstore.Options{})
+	defer s.Close()
+	ctx := b.Context()
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		id := "m" + strconv.Itoa(i&1023)
+		if _, _, err := s.Append(ctx, store.AppendRequest{
+			Msg:     store.Message{ID: id, Conv: "c", From: "alice", To: "bob"},
+			Pending: []string{"bob"},
+		}); err != nil {
+			b.Fatal(err)
+		}
+		if err := s.Ack(ctx, "bob", id); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -317,16 +317,11 @@ func (s *Store) appendQueued(c *conversation, req *store.AppendRequest) (entry, 
 		sh := &s.users[s.shard(u)%numShards]
 		sh.mu.Lock()
 		defer sh.mu.Unlock()
-		q := sh.pending[u]
-		if err := s.roomIn(q, u, req.Msg.From); err != nil {
+		if err := s.roomIn(sh.pending[u], u, req.Msg.From); err != nil {
 			return entry{}, err
 		}
 		stored := c.appendLocked(&req.Msg, req.CID, s.historyLimit)
-		if q == nil {
-			q = s.newQueue()
-			sh.pending[u] = q
-		}
-		q.push(stored.rec, stored.msg.ID, stored.msg.From)
+		s.queueLocked(sh, u).push(stored.rec, stored.msg.ID, stored.msg.From)
 		return stored, nil
 	}
 	var locked queueLocks
@@ -448,12 +443,7 @@ func (s *Store) lookup(conv string) *conversation {
 func (s *Store) enqueueLocked(users []string, m *entry) {
 	for _, u := range users {
 		sh := &s.users[s.shard(u)%numShards]
-		q := sh.pending[u]
-		if q == nil {
-			q = s.newQueue()
-			sh.pending[u] = q
-		}
-		q.push(m.rec, m.msg.ID, m.msg.From)
+		s.queueLocked(sh, u).push(m.rec, m.msg.ID, m.msg.From)
 	}
 }
 
@@ -588,7 +578,7 @@ func (s *Store) Ack(ctx context.Context, user string, ids ...string) error {
 		q.remove(id)
 	}
 	if q.live == 0 {
-		delete(sh.pending, user)
+		sh.dropQueueLocked(user, q)
 	}
 	return nil
 }
@@ -729,6 +719,52 @@ type userShard struct {
 	mu      sync.Mutex
 	pending map[string]*pendingQueue       // guarded by mu; no empty queues
 	rooms   map[string]map[string]struct{} // guarded by mu; user -> rooms; no empty sets
+	// spare holds emptied small queues for reuse (guarded by mu; at most
+	// spareQueues): a user whose every message is acknowledged as soon as
+	// it is written (the common case for one online) would otherwise
+	// leave a queue, its index map and its array for the collector at
+	// each message.
+	spare []*pendingQueue
+}
+
+// spareQueues bounds the emptied queues a userShard keeps for reuse, and
+// spareQueueCap the array of one it keeps (a queue that once held many
+// messages keeps a big index map too: it goes to the collector).
+const (
+	spareQueues   = 8
+	spareQueueCap = 64
+)
+
+// queueLocked returns u's pending queue, making one (or reusing a spare)
+// if u has none. sh is u's shard, locked.
+func (s *Store) queueLocked(sh *userShard, u string) *pendingQueue {
+	if q := sh.pending[u]; q != nil {
+		return q
+	}
+	var q *pendingQueue
+	if n := len(sh.spare); n > 0 {
+		q = sh.spare[n-1]
+		sh.spare[n-1] = nil
+		sh.spare = sh.spare[:n-1]
+		q.gen = s.queueGen.Add(1) // a new queue to PendingPage's cursors
+	} else {
+		q = s.newQueue()
+	}
+	sh.pending[u] = q
+	return q
+}
+
+// dropQueueLocked removes u's queue q, now empty, keeping it as a spare
+// when it is small. sh is u's shard, locked.
+func (sh *userShard) dropQueueLocked(u string, q *pendingQueue) {
+	delete(sh.pending, u)
+	if len(sh.spare) >= spareQueues || cap(q.items) > spareQueueCap {
+		return
+	}
+	clear(q.items[:cap(q.items)])
+	q.items, q.head, q.next, q.live, q.from = q.items[:0], 0, 0, 0, nil
+	clear(q.index)
+	sh.spare = append(sh.spare, q)
 }
 
 // pendingQueue is one user's pending messages in enqueue order. Acked
