@@ -42,6 +42,11 @@ func (s *session) direct(bolt bool) error {
 	r.param("duration", c.duration)
 	if rate > 0 {
 		r.param("rate_per_user", rate)
+		sends := "paced"
+		if c.timers {
+			sends = "timers"
+		}
+		r.param("sends", sends)
 	}
 	verify := bolt && s.hub.cmd != nil && s.dbPath != ""
 
@@ -90,14 +95,18 @@ func (s *session) direct(bolt bool) error {
 			t.sent.Load(), t.receipted.Load(), dv, rateNow, snap.quantile(0.99).Round(10*time.Microsecond),
 			t.dups.Load(), t.closed.Load(), t.errFrames.Load())
 	})
-	for i, l := range conns {
-		// At a fixed rate, spread the senders' first messages over one
-		// period, as fanout spreads its publishers.
-		start := t0
-		if rate > 0 {
-			start = t0.Add(time.Duration(float64(i) / float64(len(conns)) / rate * float64(time.Second)))
+	if rate > 0 && !c.timers {
+		go paceWrites(t, conns, stop, t0, rate, count)
+	} else {
+		for i, l := range conns {
+			// At a fixed rate, spread the senders' first messages over
+			// one period, as fanout spreads its publishers.
+			start := t0
+			if rate > 0 {
+				start = t0.Add(time.Duration(float64(i) / float64(len(conns)) / rate * float64(time.Second)))
+			}
+			go l.writeLoop(stop, start, rate, count)
 		}
-		go l.writeLoop(stop, start, rate, count)
 	}
 	s.publishFor(c.duration, stop, conns)
 	tPub := time.Now()

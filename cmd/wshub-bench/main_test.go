@@ -160,6 +160,7 @@ func TestDirect_TinyFixedRateHubAndFloor(t *testing.T) {
 			assert.Equal(t, "mem", r.Params["store"], r.Name)
 		}
 		assert.Equal(t, "20", r.Params["rate_per_user"])
+		assert.Equal(t, "paced", r.Params["sends"])
 		rec := metric(t, r, "messages_receipted")
 		assert.InDelta(t, 160, rec, 16, "%s: 8 users x 20/s x 1 s", r.Name)
 		assert.Positive(t, metric(t, r, "messages_delivered"), r.Name)
@@ -168,6 +169,19 @@ func TestDirect_TinyFixedRateHubAndFloor(t *testing.T) {
 		assert.Zero(t, metric(t, r, "duplicated"), r.Name)
 		metric(t, r, "hub_cpu_s")
 	}
+}
+
+// With -timers the senders keep their rate on timers of their own.
+func TestDirect_TinyFixedRateOnTimers(t *testing.T) {
+	t.Parallel()
+	rep := runTool(t, "direct", "-store", "mem", "-timers", "-pairs", "4", "-rate", "20", "-duration", "1s")
+	require.Len(t, rep.Runs, 1)
+	r := rep.Runs[0]
+	assert.Equal(t, "timers", r.Params["sends"])
+	rec := metric(t, r, "messages_receipted")
+	assert.InDelta(t, 160, rec, 16, "8 users x 20/s x 1 s")
+	assert.Equal(t, rec, metric(t, r, "messages_delivered"))
+	assert.Zero(t, metric(t, r, "lost"))
 }
 
 func TestStorm_TinyEveryoneReconnects(t *testing.T) {

@@ -50,6 +50,7 @@ type config struct {
 	members int
 	pairs   int
 	rate    float64
+	timers  bool // direct: a timer per sender instead of pace
 	window  int
 	count   int
 	batches string // "0", "1" or "both"
@@ -127,6 +128,7 @@ func scenarioMain(ctx context.Context, name string, args []string, stdout, stder
 		c.trafficFlags(fs, 10*time.Second)
 		fs.IntVar(&c.pairs, "pairs", 500, "pairs of users, each sending to the other")
 		fs.Float64Var(&c.rate, "rate", 0, "messages per second per user (0: as fast as the window allows)")
+		fs.BoolVar(&c.timers, "timers", false, "with -rate: a Go timer per sender, as before 2026-12-07, instead of one thread sending each message on time (Go's timers fire at millisecond steps when the process idles, so the senders' messages go in bursts)")
 		fs.IntVar(&c.window, "window", 8, "most messages a user has sent without a receipt")
 		fs.IntVar(&c.count, "count", 1_000_000, "most messages per user")
 		fs.IntVar(&c.repeat, "repeat", 1, "run the -store list this many times, alternating (mem,floor,mem,floor,...)")

@@ -23,6 +23,7 @@ type tally struct {
 	dups      atomic.Int64 // messages a receiver got again
 	strays    atomic.Int64 // messages from a sender the receiver did not expect
 	errFrames atomic.Int64 // error frames of any kind
+	skipped   atomic.Int64 // paced messages not sent: their sender's window was full
 	lat       histogram    // send-to-receive latency
 	slow      slowLog      // the deliveries slower than slowLatency
 	connEnds
@@ -46,6 +47,9 @@ func (t *tally) report(r *Run, lost int64, unit string, pubDur, drain time.Durat
 	r.addDur("latency_max", snap.max)
 	r.addDur("publishing", pubDur)
 	r.addDur("drain", drain)
+	if n := t.skipped.Load(); n > 0 {
+		r.add("skipped_window_full", float64(n), "")
+	}
 	if note := t.slow.summary(); note != "" {
 		r.notef("%s", note)
 	}
@@ -65,6 +69,7 @@ func (t *tally) absorb(o *tally) {
 	t.failed.Add(o.failed.Load())
 	t.strays.Add(o.strays.Load())
 	t.errFrames.Add(o.errFrames.Load())
+	t.skipped.Add(o.skipped.Load())
 	t.closed.Add(o.closed.Load())
 	if msg := o.first(); msg != "" {
 		t.noteErr("%s", msg)
@@ -204,21 +209,62 @@ func (c *lconn) writeLoop(stop <-chan struct{}, start time.Time, rate float64, c
 			return
 		default:
 		}
-		now := time.Now()
-		buf = append(buf[:0], c.prefix...)
-		buf = strconv.AppendInt(buf, int64(seq), 10)
-		buf = append(buf, `","content":"`...)
-		buf = appendContent(buf, c.src, seq, now.UnixNano())
-		buf = append(buf, `"}`...)
-		_ = c.ws.SetWriteDeadline(now.Add(10 * time.Second))
-		if err := c.ws.WriteMessage(websocket.TextMessage, buf); err != nil {
-			c.wErr = err
-			c.t.noteErr("%s: write: %v", c.user, err)
+		var err error
+		if buf, err = c.writeNumbered(buf, seq); err != nil {
 			return
 		}
-		c.sent++
-		c.t.sent.Add(1)
 	}
+}
+
+// writeNumbered writes c's message number seq, stamped with the time of
+// the write, using buf, and returns buf for the next one. The caller holds
+// a place in c's window.
+func (c *lconn) writeNumbered(buf []byte, seq int) ([]byte, error) {
+	now := time.Now()
+	buf = append(buf[:0], c.prefix...)
+	buf = strconv.AppendInt(buf, int64(seq), 10)
+	buf = append(buf, `","content":"`...)
+	buf = appendContent(buf, c.src, seq, now.UnixNano())
+	buf = append(buf, `"}`...)
+	_ = c.ws.SetWriteDeadline(now.Add(10 * time.Second))
+	if err := c.ws.WriteMessage(websocket.TextMessage, buf); err != nil {
+		c.wErr = err
+		c.t.noteErr("%s: write: %v", c.user, err)
+		return buf, err
+	}
+	c.sent++
+	c.t.sent.Add(1)
+	return buf, nil
+}
+
+// paceWrites sends up to count frames from each of conns at rate per
+// second from t0, the senders spread over each period, on one goroutine
+// (pace) until stop is closed, then closes every writerDone. A sender
+// whose window is full at its time skips that message (counted in
+// t.skipped): one sender's missing receipts hold up none of the others.
+func paceWrites(t *tally, conns []*lconn, stop <-chan struct{}, t0 time.Time, rate float64, count int) {
+	defer func() {
+		for _, c := range conns {
+			close(c.writerDone)
+		}
+	}()
+	bufs := make([][]byte, len(conns))
+	pace(len(conns), stop, t0, rate, count, func(i, k int) {
+		c := conns[i]
+		if c.wErr != nil {
+			return
+		}
+		select {
+		case c.window <- struct{}{}:
+		default:
+			t.skipped.Add(1)
+			return
+		}
+		if bufs[i] == nil {
+			bufs[i] = make([]byte, 0, 160)
+		}
+		bufs[i], _ = c.writeNumbered(bufs[i], k)
+	})
 }
 
 // connectAll dials conns with at most concurrency dials at a time, each
