@@ -284,6 +284,11 @@ type Hub struct {
 	seed  maphash.Seed
 	// starters holds the *starter of deliveries.
 	starters sync.Pool
+	// frames holds the *Frame that incoming messages are decoded into,
+	// when they can be taken back (see reusable); reuseFrames is set when
+	// no Middleware sees the frames.
+	frames      sync.Pool
+	reuseFrames bool
 
 	users [userShards]userShard
 	rooms [roomShards]roomShard
@@ -460,6 +465,8 @@ func New(opts Options) (*Hub, error) {
 	nb, ok := h.store.(store.NonBlocking)
 	h.waits = !ok || !nb.NonBlocking() || len(opts.Middleware) > 0
 	h.starters.New = func() any { return new(starter) }
+	h.frames.New = func() any { return new(Frame) }
+	h.reuseFrames = len(opts.Middleware) == 0
 	for i := range h.users {
 		h.users[i].users = make(map[string]*userEntry)
 	}

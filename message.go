@@ -166,21 +166,30 @@ func (f *Frame) UnmarshalJSON(b []byte) error {
 // DecodeFrame decodes one JSON object into a Frame. It fails with an error
 // wrapping ErrBadFrame when b is not a JSON object or has no cmd.
 func DecodeFrame(b []byte) (*Frame, error) {
+	f := new(Frame)
+	if err := decodeFrameInto(b, f); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// decodeFrameInto is DecodeFrame into f, which it overwrites whole.
+func decodeFrameInto(b []byte, f *Frame) error {
 	b = bytes.TrimSpace(b)
 	if len(b) == 0 || b[0] != '{' {
-		return nil, fmt.Errorf("%w: not a JSON object", ErrBadFrame)
+		return fmt.Errorf("%w: not a JSON object", ErrBadFrame)
 	}
-	f := &Frame{Cmd: -1}
+	*f = Frame{Cmd: -1}
 	if !decodeFast(b, f) {
 		*f = Frame{Cmd: -1}
 		if err := json.Unmarshal(b, f); err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrBadFrame, err)
+			return fmt.Errorf("%w: %v", ErrBadFrame, err)
 		}
 	}
 	if f.Cmd < 0 {
-		return nil, fmt.Errorf("%w: cmd is missing or negative", ErrBadFrame)
+		return fmt.Errorf("%w: cmd is missing or negative", ErrBadFrame)
 	}
-	return f, nil
+	return nil
 }
 
 // Encode returns the JSON encoding of f: the fields that are not empty,

@@ -358,10 +358,15 @@ type nodeEvents Node
 func (e *nodeEvents) Message(data []byte) {
 	n := (*Node)(e)
 	h := n.hub
-	f, err := DecodeFrame(data)
-	if err != nil {
+	f := h.frames.Get().(*Frame)
+	if err := decodeFrameInto(data, f); err != nil {
+		*f = Frame{}
+		h.frames.Put(f)
 		n.Send(h.errorFrame(n, &Frame{}, err))
 		return
+	}
+	if h.reusable(f) {
+		defer h.releaseFrame(f)
 	}
 	if n.limiter != nil && !n.limiter.Allow() {
 		n.overLimit++
@@ -383,6 +388,29 @@ func (e *nodeEvents) Message(data []byte) {
 	if err := n.dispatch(f); err != nil {
 		n.Send(h.errorFrame(n, f, err))
 	}
+}
+
+// reusable reports whether f, just decoded, can go back to h.frames once
+// its Message returns: no Middleware sees it, and it is a command whose
+// handling keeps no reference to it past its return (the hub's own
+// messages, pings and heartbeats). Every other frame (an application
+// command, say, whose Dispatcher may keep it) is left to the collector.
+func (h *Hub) reusable(f *Frame) bool {
+	if !h.reuseFrames {
+		return false
+	}
+	switch f.Cmd {
+	case CmdSingle, CmdRoom, CmdPing, CmdHeart:
+		return true
+	}
+	return false
+}
+
+// releaseFrame clears f (its strings go to the collector) and puts it
+// back in h.frames.
+func (h *Hub) releaseFrame(f *Frame) {
+	*f = Frame{}
+	h.frames.Put(f)
 }
 
 // ReadDone writes what the frames of one read left to write
