@@ -62,8 +62,13 @@ type poller struct {
 	work   *workers
 	events []syscall.EpollEvent
 	k, at  int
-	start  time.Time
-	budget atomic.Int64 // Config.PollBudget in nanoseconds (tests change it)
+	// take's results, and take as a func value made once (a closure per
+	// wait would escape into RawConn.Read, three allocations a wait).
+	took    int
+	takeErr error
+	takeFn  func(fd uintptr) bool
+	start   time.Time
+	budget  atomic.Int64 // Config.PollBudget in nanoseconds (tests change it)
 
 	done     chan struct{} // closed by loop when it ends (close, or a failed wait)
 	doneOnce sync.Once
@@ -88,6 +93,7 @@ func newPoller(work *workers, budget time.Duration, i int) (*poller, error) {
 	// Non-blocking, so os.NewFile registers it with the runtime's poller.
 	p := &poller{epfd: epfd, file: os.NewFile(uintptr(epfd), "wshub-epoll"), nodes: make(map[uint64]*Conn), next: uint64(i)<<pollerShift | 1, done: make(chan struct{}),
 		work: work, events: make([]syscall.EpollEvent, 256)}
+	p.takeFn = p.take
 	p.budget.Store(int64(budget))
 	if p.ep, err = p.file.SyscallConn(); err != nil {
 		p.file.Close()
@@ -169,20 +175,13 @@ func (p *poller) forget(id uint64) {
 func (p *poller) loop() {
 	for {
 		if p.at >= p.k {
-			var k int
-			var werr error
-			err := p.ep.Read(func(fd uintptr) bool {
-				k, werr = epollTake(int(fd), p.events)
-				if werr == syscall.EINTR {
-					k, werr = 0, nil
-				}
-				return k > 0 || werr != nil // else park until the instance is readable
-			})
-			if err != nil || werr != nil {
+			p.took, p.takeErr = 0, nil
+			err := p.ep.Read(p.takeFn)
+			if err != nil || p.takeErr != nil {
 				p.end()
 				return
 			}
-			p.k, p.at, p.start = k, 0, time.Now()
+			p.k, p.at, p.start = p.took, 0, time.Now()
 		}
 		for p.at < p.k {
 			ev := p.events[p.at]
@@ -207,6 +206,17 @@ func (p *poller) loop() {
 			}
 		}
 	}
+}
+
+// take takes the ready events into p.events (p.took of them, or
+// p.takeErr), for RawConn.Read: it reports false, to park until the
+// instance is readable, when there were none.
+func (p *poller) take(fd uintptr) bool {
+	p.took, p.takeErr = epollTake(int(fd), p.events)
+	if p.takeErr == syscall.EINTR {
+		p.took, p.takeErr = 0, nil
+	}
+	return p.took > 0 || p.takeErr != nil
 }
 
 // end marks the loop ended, once (a loop started by a late hand-off that

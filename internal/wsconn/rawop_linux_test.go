@@ -4,6 +4,8 @@ import (
 	"net"
 	"runtime/debug"
 	"testing"
+
+	"github.com/gorilla/websocket"
 )
 
 func raceBuild() bool {
@@ -67,5 +69,30 @@ func TestRawOp_WritesAndReadsWithoutAllocating(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Fatalf("a write and its read take %v allocations, want 0", allocs)
+	}
+}
+
+// A message read by the poller takes no allocation in the poller: its
+// wait for events hands RawConn.Read a function made once, and its read a
+// pooled rawOp (the handler's copy of the message is the test's own).
+func TestPoller_AMessageTakesNoAllocationInThePoller(t *testing.T) {
+	if raceBuild() {
+		t.Skip("allocations not counted: the race detector makes sync.Pool drop items")
+	}
+	_, dial := pollServer(t)
+	ws, h := dial()
+	send(t, ws, "warm")
+	expectGot(t, h, "warm")
+	msg := []byte("x")
+	allocs := testing.AllocsPerRun(200, func() {
+		if err := ws.WriteMessage(websocket.TextMessage, msg); err != nil {
+			t.Fatal(err)
+		}
+		<-h.got
+	})
+	// Left: the handler's string(p) (it sends the message on a channel).
+	t.Logf("%.1f allocations per message", allocs)
+	if allocs > 1 {
+		t.Fatalf("a message read by the poller takes %v allocations, want at most 1 (the handler's own)", allocs)
 	}
 }
