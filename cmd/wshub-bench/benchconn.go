@@ -1,8 +1,12 @@
 package main
 
 import (
+	"bufio"
+	"cmp"
 	"context"
 	"fmt"
+	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -86,6 +90,45 @@ func (c *benchConn) close() {
 	if c.ws != nil {
 		_ = c.ws.Close()
 	}
+}
+
+// deliveryLog keeps every delivery, for direct -deliveries: enough to
+// tell when the slow ones came, on which connections, and what was sent
+// around them (a delivery's send time is its arrival minus its latency).
+type deliveryLog struct {
+	mu   sync.Mutex
+	recs []slowSample // guarded by mu
+}
+
+// add keeps the delivery; a nil log keeps nothing.
+func (l *deliveryLog) add(at int64, d time.Duration, conn int) {
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	l.recs = append(l.recs, slowSample{at, d, conn})
+	l.mu.Unlock()
+}
+
+// writeFile writes the deliveries to path in arrival order, one line
+// each: arrival in Unix nanoseconds, latency in nanoseconds, connection.
+func (l *deliveryLog) writeFile(path string) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	slices.SortFunc(l.recs, func(a, b slowSample) int { return cmp.Compare(a.at, b.at) })
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriter(f)
+	for _, r := range l.recs {
+		fmt.Fprintf(w, "%d %d %d\n", r.at, int64(r.d), r.conn)
+	}
+	if err := w.Flush(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // slowLatency is the latency from which slowLog keeps a delivery.

@@ -51,6 +51,9 @@ func (s *session) direct(bolt bool) error {
 	verify := bolt && s.hub.cmd != nil && s.dbPath != ""
 
 	t := &tally{}
+	if s.delivs != "" {
+		t.all = &deliveryLog{}
+	}
 	d := newDialers(s.hub.url, c.perSrc)
 	conns := make([]*lconn, 2*P)
 	for i := range P {
@@ -136,6 +139,13 @@ func (s *session) direct(bolt bool) error {
 		r.add("hub_cpu_util", 100*cpu.Seconds()/total.Seconds(), "%")
 		if dv > 0 {
 			r.add("hub_cpu_s_per_million_messages", cpu.Seconds()/(float64(dv)/1e6), "s")
+		}
+	}
+	if t.all != nil {
+		if err := t.all.writeFile(s.delivs); err != nil {
+			r.errorf("deliveries: %v", err)
+		} else {
+			r.param("deliveries", s.delivs)
 		}
 	}
 	if verify {

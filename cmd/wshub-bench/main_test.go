@@ -578,3 +578,32 @@ func TestSlowLog_Summary(t *testing.T) {
 	assert.Equal(t, "3 deliveries over 20ms (0 not kept) on 2 connections (most on connection 3: 2), "+
 		"arriving over 2s; the slowest 130ms on connection 3", l.summary())
 }
+
+// direct -deliveries writes one line per delivery, in arrival order, a
+// file per run when there are several.
+func TestDirect_DeliveriesFile(t *testing.T) {
+	t.Parallel()
+	base := filepath.Join(t.TempDir(), "d")
+	rep := runTool(t, "direct", "-store", "mem,floor", "-pairs", "2", "-rate", "20", "-duration", "500ms", "-deliveries", base)
+	require.Len(t, rep.Runs, 2)
+	for _, r := range rep.Runs {
+		path := r.Params["deliveries"]
+		require.NotEmpty(t, path, r.Name)
+		assert.True(t, strings.HasPrefix(path, base+"."), "%s: %s", r.Name, path)
+		b, err := os.ReadFile(path)
+		require.NoError(t, err)
+		lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+		assert.Equal(t, int(metric(t, r, "messages_delivered")), len(lines), r.Name)
+		var last int64
+		for _, l := range lines {
+			var at, lat int64
+			var conn int
+			_, err := fmt.Sscanf(l, "%d %d %d", &at, &lat, &conn)
+			require.NoError(t, err, l)
+			assert.GreaterOrEqual(t, at, last, "arrival order")
+			assert.Positive(t, lat)
+			assert.True(t, conn >= 0 && conn < 4, "connection %d of 4", conn)
+			last = at
+		}
+	}
+}

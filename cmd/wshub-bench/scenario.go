@@ -55,6 +55,8 @@ type config struct {
 	count   int
 	batches string // "0", "1" or "both"
 
+	deliveries string // direct: write every delivery to this file
+
 	// Slow partial frames.
 	frame  int           // payload length the frame header announces
 	sent   int           // payload bytes sent at once
@@ -132,6 +134,7 @@ func scenarioMain(ctx context.Context, name string, args []string, stdout, stder
 		fs.IntVar(&c.window, "window", 8, "most messages a user has sent without a receipt")
 		fs.IntVar(&c.count, "count", 1_000_000, "most messages per user")
 		fs.IntVar(&c.repeat, "repeat", 1, "run the -store list this many times, alternating (mem,floor,mem,floor,...)")
+		fs.StringVar(&c.deliveries, "deliveries", "", "write every delivery to this file, one line each: arrival (Unix ns), latency (ns), receiving connection (with several runs, FILE.storemem, FILE.floor, ... as -hub-cpuprofile)")
 	case "storm":
 		c.hubFlags(fs, "mem")
 		fs.IntVar(&c.conns, "conns", 2000, "Go clients (client package, default backoff)")
@@ -347,11 +350,17 @@ func runVariant(ctx context.Context, name string, c *config, v variant, run *Run
 			fmt.Fprintf(stderr, "wshub-bench: stopping the hub: %v\n", err)
 		}
 	}()
-	prof := c.hubProf
-	if prof != "" && len(variants(name, c)) > 1 {
-		prof += "." + strings.NewReplacer("=", "", ",", "_", "#", "_").Replace(v.name)
+	prof, delivs := c.hubProf, c.deliveries
+	if len(variants(name, c)) > 1 {
+		suffix := "." + strings.NewReplacer("=", "", ",", "_", "#", "_").Replace(v.name)
+		if prof != "" {
+			prof += suffix
+		}
+		if delivs != "" {
+			delivs += suffix
+		}
 	}
-	s := &session{ctx: ctx, cfg: c, hub: hub, run: run, stderr: stderr, prof: prof, dbPath: hc.dbPath}
+	s := &session{ctx: ctx, cfg: c, hub: hub, run: run, stderr: stderr, prof: prof, delivs: delivs, dbPath: hc.dbPath}
 	switch name {
 	case "idle":
 		return s.idle()
@@ -377,6 +386,7 @@ type session struct {
 	run    *Run
 	stderr io.Writer
 	prof   string // hub CPU profile path, or ""
+	delivs string // file of every delivery (direct -deliveries), or ""
 	dbPath string // the spawned hub's bbolt file, if any
 }
 

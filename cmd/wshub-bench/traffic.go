@@ -26,6 +26,7 @@ type tally struct {
 	skipped   atomic.Int64 // paced messages not sent: their sender's window was full
 	lat       histogram    // send-to-receive latency
 	slow      slowLog      // the deliveries slower than slowLatency
+	all       *deliveryLog // every delivery (direct -deliveries), or nil
 	connEnds
 }
 
@@ -153,6 +154,7 @@ func (c *lconn) handle(line []byte, now int64) {
 		}
 		t.lat.record(time.Duration(now-sent), c.idx)
 		t.slow.add(now, time.Duration(now-sent), c.idx)
+		t.all.add(now, time.Duration(now-sent), c.idx)
 	case 15:
 		seq, ok := parseUint(strField(line, "cid"))
 		if !ok {
