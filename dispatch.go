@@ -20,7 +20,9 @@ import (
 // (or an error wrapping one) with its Code, anything else as ErrInternal,
 // whose details are logged and not sent. The connection stays open either
 // way. Dispatch runs on the goroutine reading the connection: frames of one
-// connection are dispatched one at a time, in order.
+// connection are dispatched one at a time, in order. f is the Dispatcher's
+// to keep: the hub never reuses a frame that a Dispatcher or Middleware
+// of the application was given.
 type Dispatcher interface {
 	Dispatch(ctx context.Context, n *Node, f *Frame) error
 }
