@@ -88,8 +88,8 @@ func pollServerWith(t *testing.T, tune func(*Config)) (tr *Transport, dial func(
 		}
 		wg.Add(1)
 		h.conn.Store(c)
-		handlers <- h
 		c.Serve()
+		handlers <- h // after Serve: the connection is registered with its poller
 	}))
 	var clients []*websocket.Conn
 	t.Cleanup(func() {
