@@ -173,13 +173,15 @@ func DecodeFrame(b []byte) (*Frame, error) {
 	return f, nil
 }
 
-// decodeFrameInto is DecodeFrame into f, which it overwrites whole.
+// decodeFrameInto is DecodeFrame into f, which must be zero (a new Frame,
+// or one cleared when it went back to its pool: clearing it twice per
+// message would be work done twice).
 func decodeFrameInto(b []byte, f *Frame) error {
 	b = bytes.TrimSpace(b)
 	if len(b) == 0 || b[0] != '{' {
 		return fmt.Errorf("%w: not a JSON object", ErrBadFrame)
 	}
-	*f = Frame{Cmd: -1}
+	f.Cmd = -1
 	if !decodeFast(b, f) {
 		*f = Frame{Cmd: -1}
 		if err := json.Unmarshal(b, f); err != nil {

@@ -360,8 +360,7 @@ func (e *nodeEvents) Message(data []byte) {
 	h := n.hub
 	f := h.frames.Get().(*Frame)
 	if err := decodeFrameInto(data, f); err != nil {
-		*f = Frame{}
-		h.frames.Put(f)
+		h.releaseFrame(f)
 		n.Send(h.errorFrame(n, &Frame{}, err))
 		return
 	}
